@@ -1,0 +1,244 @@
+"""THE simulation loop: one network of neural masses, coupled with delays, with noise and BOLD.
+
+Every model runs through :func:`simulate`. The loop is a ``lax.scan`` over TR blocks, each
+block a ``lax.scan`` over integration steps. Inside a step: long-range coupling (fast path
+without delays, ring buffer of the coupled variables with delays), the model's vector field,
+noise, Euler–Maruyama or stochastic Heun, clipping to the model's bounds, and one
+Balloon–Windkessel step. Only the BOLD signal at the end of each TR block (and, on request,
+the neural state every ``record_every`` steps) leaves the loop, so memory follows the number
+of TRs. With ``checkpoint=True`` each TR block is rematerialised in the backward pass, so a
+reverse-mode gradient also stores only one carry per TR.
+
+Conventions: time in ms (dt, tr, delays), G dimensionless, noise ``sigma`` in state units per
+√ms: additive white noise adds ``sigma·√dt·ξ`` to the state each step (TVB's ``nsig`` is
+``sigma**2 / 2``); Ornstein–Uhlenbeck noise adds a coloured input η to dx/dt with stationary
+standard deviation ``sigma`` and correlation time ``noise_tau``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import Array
+
+from bnmfit.bold import BalloonWindkessel
+from bnmfit.errors import ConfigError
+from bnmfit.models.base import NeuralMass
+
+__all__ = ["SimOutput", "SimSpec", "max_delay_steps", "simulate"]
+
+INTEGRATORS = ("heun", "euler")
+NOISES = ("additive", "ou")
+COUPLINGS = ("linear", "difference")
+
+
+@dataclasses.dataclass(frozen=True)
+class SimSpec:
+    """Static description of a simulation (hashable: one compiled loop per spec).
+
+    Attributes:
+        dt: integration step, ms.
+        tr: BOLD sampling period, ms; an integer multiple of ``dt``.
+        n_tr: number of TRs returned.
+        n_transient: TRs simulated before those returned (discarded inside the loop).
+        integrator: ``heun`` (stochastic Heun) or ``euler`` (Euler–Maruyama).
+        noise: ``additive`` (white) or ``ou`` (Ornstein–Uhlenbeck input).
+        noise_tau: OU correlation time, ms.
+        coupling: ``linear`` G·Σ_j w_ij x_j(t−d_ij), or ``difference`` G·Σ_j w_ij (x_j(t−d_ij) − x_i(t)).
+        max_delay: largest delay in steps (0: the fast path without delays).
+        checkpoint: rematerialise each TR block in reverse mode (memory ∝ TRs).
+        record_every: also return the neural state every this many steps (0: never).
+        unroll: steps unrolled per loop iteration (speed only; results are identical).
+    """
+
+    dt: float
+    tr: float
+    n_tr: int
+    n_transient: int = 0
+    integrator: Literal["heun", "euler"] = "heun"
+    noise: Literal["additive", "ou"] = "additive"
+    noise_tau: float = 10.0
+    coupling: Literal["linear", "difference"] = "linear"
+    max_delay: int = 0
+    checkpoint: bool = True
+    record_every: int = 0
+    unroll: int = 4
+
+    def __post_init__(self):
+        if not self.dt > 0:
+            raise ConfigError(f"dt must be > 0 ms, got {self.dt}")
+        ratio = self.tr / self.dt
+        if abs(ratio - round(ratio)) > 1e-6 * ratio or round(ratio) < 1:
+            raise ConfigError(
+                f"the TR ({self.tr} ms) must be a whole multiple of dt ({self.dt} ms): "
+                "choose dt that divides the TR"
+            )
+        if self.n_tr < 1 or self.n_transient < 0:
+            raise ConfigError(
+                f"need n_tr ≥ 1 and n_transient ≥ 0, got {self.n_tr}, {self.n_transient}"
+            )
+        for name, value, allowed in (
+            ("integrator", self.integrator, INTEGRATORS),
+            ("noise", self.noise, NOISES),
+            ("coupling", self.coupling, COUPLINGS),
+        ):
+            if value not in allowed:
+                raise ConfigError(f"unknown {name} {value!r}: use one of {', '.join(allowed)}")
+        if self.record_every and self.steps_per_tr % self.record_every:
+            raise ConfigError(
+                f"record_every ({self.record_every} steps) must divide the steps per TR "
+                f"({self.steps_per_tr})"
+            )
+
+    @property
+    def steps_per_tr(self) -> int:
+        return round(self.tr / self.dt)
+
+    @classmethod
+    def from_duration(
+        cls, *, dt: float, tr: float, duration: float, transient: float = 0.0, **kw
+    ) -> SimSpec:
+        """Spec for ``duration`` ms of recorded BOLD after ``transient`` ms (both rounded down to TRs)."""
+        return cls(dt=dt, tr=tr, n_tr=int(duration // tr), n_transient=int(transient // tr), **kw)
+
+
+class SimOutput(NamedTuple):
+    """What leaves the loop: BOLD (n_tr, N) and optionally states (n_rec, n_state, N)."""
+
+    bold: Array
+    states: Array | None
+
+
+class _Carry(NamedTuple):
+    x: Array  # (n_state, N) neural state
+    hemo: Array  # (4, N) hemodynamic state
+    hist: Array | None  # (H, ncv, N) ring buffer of coupled variables
+    pos: Array  # int32 slot of the current state in hist
+    eta: Array | None  # (n_state, N) OU noise input
+
+
+def simulate(
+    model: NeuralMass,
+    weights: Array,
+    key: Array,
+    spec: SimSpec,
+    *,
+    G: Array | float,
+    sigma: Array | float,
+    delays: Array | None = None,
+    bold: BalloonWindkessel = BalloonWindkessel(),
+    x0: Array | None = None,
+) -> SimOutput:
+    """Simulate one network and return its BOLD signal at every TR.
+
+    Args:
+        model: the neural mass with its (scalar or regional) parameters.
+        weights: (N, N) coupling weights, row i receives from column j; sets the dtype.
+        key: PRNG key for initial state and noise (same key → identical result).
+        spec: the static settings (:class:`SimSpec`).
+        G: global coupling strength.
+        sigma: noise amplitude (scalar, or (n_state, 1) per state variable).
+        delays: (N, N) int delays in steps when ``spec.max_delay > 0``.
+        bold: hemodynamic model parameters.
+        x0: initial state (n_state, N); random in the model's range by default.
+    Returns:
+        :class:`SimOutput`. A diverging simulation returns non-finite values, never raises.
+    """
+    n = weights.shape[0]
+    dtype = weights.dtype
+    dt = spec.dt
+    G = jnp.asarray(G, dtype)
+    sigma = jnp.asarray(sigma, dtype)
+    k_init, k_noise = jax.random.split(key)
+    x_init = model.initial_state(k_init, n, dtype) if x0 is None else jnp.asarray(x0, dtype)
+    cvar = jnp.array(model.cvar)
+    n_cv = len(model.cvar)
+    strength = weights.sum(axis=1)
+    delayed = spec.max_delay > 0
+    if delayed:
+        if delays is None:
+            raise ConfigError("spec.max_delay > 0 but no delays were given")
+        n_hist = spec.max_delay + 1
+        hist0 = jnp.broadcast_to(x_init[cvar], (n_hist, n_cv, n)).astype(dtype)
+
+    def coupling(x_cv: Array, hist: Array | None, pos: Array) -> Array:
+        """G·Σ_j w_ij x_j(t − d_ij), shape (ncv, N); x_cv is the current (ncv, N)."""
+        if delayed:
+            c = jnp.einsum("ij,ijv->vi", weights, _gather(hist, pos, delays, n_hist))
+        else:
+            c = x_cv @ weights.T
+        if spec.coupling == "difference":
+            c = c - strength * x_cv
+        return G * c
+
+    def deriv(x, c, eta):
+        f = model.dfun(x, c)
+        return f if eta is None else f + eta
+
+    def put(hist, pos, x):
+        return None if hist is None else hist.at[pos % n_hist].set(x[cvar])
+
+    def step(carry: _Carry, xi: Array):
+        x, hemo, hist, pos, eta = carry
+        if spec.noise == "additive":
+            dw = sigma * math.sqrt(dt) * xi
+        else:
+            dw = 0.0
+        f0 = deriv(x, coupling(x[cvar], hist, pos), eta)
+        pred = model.clip(x + dt * f0 + dw)
+        if spec.integrator == "heun":
+            nxt = pos + 1
+            hist_p = put(hist, nxt, pred)
+            f1 = deriv(pred, coupling(pred[cvar], hist_p, nxt), eta)
+            x_new = model.clip(x + 0.5 * dt * (f0 + f1) + dw)
+        else:
+            x_new = pred
+        if spec.noise == "ou":
+            decay = math.exp(-dt / spec.noise_tau)
+            eta = eta * decay + sigma * math.sqrt(1.0 - decay**2) * xi
+        hemo = bold.step(hemo, x_new[model.bold_var], dt / 1000.0)
+        carry = _Carry(x_new, hemo, put(hist, pos + 1, x_new), pos + 1, eta)
+        return carry, (x_new if spec.record_every else None)
+
+    def block(carry: _Carry, k: Array):
+        xi = jax.random.normal(k, (spec.steps_per_tr, model.n_state, n), dtype)
+        carry, rec = jax.lax.scan(step, carry, xi, unroll=spec.unroll)
+        if spec.record_every:
+            rec = rec[spec.record_every - 1 :: spec.record_every]
+        return carry, (bold.signal(carry.hemo), rec)
+
+    if spec.checkpoint:
+        block = jax.checkpoint(block)
+    carry = _Carry(
+        x_init,
+        bold.initial_state(n, dtype),
+        hist0 if delayed else None,
+        jnp.zeros((), jnp.int32),
+        jnp.zeros_like(x_init) if spec.noise == "ou" else None,
+    )
+    keys = jax.random.split(k_noise, spec.n_transient + spec.n_tr)
+    if spec.n_transient:
+        carry, _ = jax.lax.scan(
+            lambda c, k: (block(c, k)[0], None), carry, keys[: spec.n_transient]
+        )
+    _, (y, rec) = jax.lax.scan(block, carry, keys[spec.n_transient :])
+    if spec.record_every:
+        rec = rec.reshape(-1, model.n_state, n)
+    return SimOutput(y, rec)
+
+
+def _gather(hist: Array, pos: Array, delays: Array, n_hist: int) -> Array:
+    """past[i, j, v] = x_v of region j, delays[i, j] steps before ``pos``."""
+    slots = (pos - delays) % n_hist  # (N, N)
+    n = delays.shape[0]
+    return hist[slots, :, jnp.arange(n)[None, :]]  # (N, N, ncv)
+
+
+def max_delay_steps(delays: np.ndarray | None) -> int:
+    """The ``max_delay`` of a SimSpec for an integer delay matrix (0 when None)."""
+    return 0 if delays is None else int(np.max(delays))
