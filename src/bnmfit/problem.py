@@ -1,0 +1,141 @@
+"""One subject's fitting problem: simulation settings, observation, empirical data and loss.
+
+A :class:`Problem` binds everything that is fixed during a fit, and maps a dictionary of
+free parameter values to a loss with an explicit PRNG key. Exploration (``explore.py``) vmaps
+:meth:`Problem.loss` over grid points and seeds; refinement (``fit.py``) differentiates it.
+
+Free parameter names: ``G`` (global coupling), ``sigma`` (noise), ``weights`` (the SC, N × N),
+or any parameter of the model (scalar or one value per region).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+import jax.numpy as jnp
+from jax import Array
+
+from bnmfit import losses, observables
+from bnmfit.errors import ConfigError
+from bnmfit.models.base import NeuralMass
+from bnmfit.simulate import SimOutput, SimSpec, simulate
+
+__all__ = ["Observation", "Problem"]
+
+NETWORK_PARAMETERS = ("G", "sigma", "weights")
+
+
+@dataclasses.dataclass(frozen=True)
+class Observation:
+    """How BOLD becomes observables: the same for simulated and empirical BOLD.
+
+    Attributes:
+        tr: BOLD sampling period in seconds.
+        discard: initial TRs dropped before anything else.
+        detrend, bandpass, zscore: preprocessing (band-pass edges in Hz, or None).
+        fcd_window, fcd_step: FCD window and step in TRs (window 0: no FCD).
+    """
+
+    tr: float
+    discard: int = 0
+    detrend: bool = True
+    bandpass: tuple[float, float] | None = None
+    zscore: bool = True
+    fcd_window: int = 0
+    fcd_step: int = 1
+
+    def preprocess(self, bold: Array) -> Array:
+        return observables.preprocess(
+            bold, self.tr, discard=self.discard, detrend=self.detrend,
+            bandpass=self.bandpass, zscore=self.zscore,
+        )
+
+    def observe(self, bold: Array) -> losses.Observed:
+        """FC (and FCD when a window is set) of BOLD (T, N)."""
+        x = self.preprocess(bold)
+        fcd = observables.fcd(x, self.fcd_window, self.fcd_step) if self.fcd_window else None
+        return losses.Observed(observables.fc(x), fcd)
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """A subject's fit: everything but the free parameters and the noise key.
+
+    Attributes:
+        model: the neural mass with its fixed parameter values.
+        weights: (N, N) SC weights (float32 or float64: sets the precision).
+        spec: simulation settings.
+        observation: BOLD → observables.
+        empirical: the subject's observables.
+        loss_weights: named loss terms of :data:`bnmfit.losses.LOSSES` and their weights.
+        G, sigma: fixed global coupling and noise unless freed.
+        delays: (N, N) integer delays in steps when ``spec.max_delay > 0``.
+        ks_smooth: width of the smooth KS distance (None: exact).
+    """
+
+    model: NeuralMass
+    weights: Array
+    spec: SimSpec
+    observation: Observation
+    empirical: losses.Observed
+    loss_weights: tuple[tuple[str, float], ...] = (("fc_corr", 1.0),)
+    G: float = 1.0
+    sigma: float = 0.0
+    delays: Array | None = None
+    ks_smooth: float | None = None
+
+    def __post_init__(self):
+        names = dict(self.loss_weights)
+        unknown = set(names) - set(losses.LOSSES)
+        if unknown:
+            raise ConfigError(
+                f"unknown loss {', '.join(sorted(unknown))}: use {', '.join(losses.LOSSES)}"
+            )
+        if "fcd_ks" in names and (self.empirical.fcd is None or not self.observation.fcd_window):
+            raise ConfigError(
+                "the loss uses fcd_ks but no FCD is available: set an FCD window and give BOLD "
+                "(not a precomputed FC) for the subject"
+            )
+
+    @property
+    def n_regions(self) -> int:
+        return self.weights.shape[0]
+
+    def parameter_names(self) -> tuple[str, ...]:
+        return NETWORK_PARAMETERS + self.model.parameter_names()
+
+    def check_names(self, names) -> None:
+        unknown = set(names) - set(self.parameter_names())
+        if unknown:
+            raise ConfigError(
+                f"unknown free parameter {', '.join(sorted(unknown))} for model "
+                f"{type(self.model).__name__}: choose from {', '.join(self.parameter_names())}"
+            )
+
+    def simulate(self, params: Mapping[str, Array], key: Array) -> SimOutput:
+        """Simulate with some parameters replaced by ``params``."""
+        self.check_names(params)
+        dtype = self.weights.dtype
+        model_params = {
+            k: jnp.asarray(v, dtype) for k, v in params.items() if k not in NETWORK_PARAMETERS
+        }
+        return simulate(
+            self.model.replace(**model_params) if model_params else self.model,
+            jnp.asarray(params.get("weights", self.weights), dtype),
+            key,
+            self.spec,
+            G=params.get("G", self.G),
+            sigma=params.get("sigma", self.sigma),
+            delays=self.delays,
+        )
+
+    def observe(self, params: Mapping[str, Array], key: Array) -> losses.Observed:
+        return self.observation.observe(self.simulate(params, key).bold)
+
+    def loss_of(self, observed: losses.Observed) -> Array:
+        return losses.combined(dict(self.loss_weights), observed, self.empirical, self.ks_smooth)
+
+    def loss(self, params: Mapping[str, Array], key: Array) -> Array:
+        """The loss of one simulation; non-finite when the simulation diverges."""
+        return self.loss_of(self.observe(params, key))
