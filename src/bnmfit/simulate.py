@@ -68,7 +68,7 @@ class SimSpec:
     max_delay: int = 0
     checkpoint: bool = True
     record_every: int = 0
-    unroll: int = 4
+    unroll: int = 1
 
     def __post_init__(self):
         if not self.dt > 0:
@@ -156,6 +156,7 @@ def simulate(
     dt = spec.dt
     G = jnp.asarray(G, dtype)
     sigma = jnp.asarray(sigma, dtype)
+    model = jax.tree.map(lambda p: jnp.asarray(p, dtype), model)
     k_init, k_noise = jax.random.split(key)
     x_init = model.initial_state(k_init, n, dtype) if x0 is None else jnp.asarray(x0, dtype)
     cvar = jnp.array(model.cvar)
