@@ -158,7 +158,9 @@ def select_array(
                 f"{name}: expected variable {key!r} to be a 2-D numeric array, got shape "
                 f"{np.shape(arr)} of {type(arr).__name__}; pass key= a 2-D numeric variable"
             )
-        return np.asarray(arr, dtype=np.float64), _qsi_labels_for_key(d, key), key
+        arr = np.asarray(arr, dtype=np.float64)
+        labels = _qsi_labels_for_key(d, key)
+        return arr, labels if labels is not None else _plain_labels(d, arr), key
 
     atlases = sorted(m.group(1) for k in d if (m := _QSI_LABELS.match(k)))
     if atlases and role != "bold":
@@ -187,14 +189,17 @@ def select_array(
             )
         chosen = pref[0]
     arr = np.asarray(d[chosen], dtype=np.float64)
-    labels = None
+    return arr, _plain_labels(d, arr), chosen
+
+
+def _plain_labels(d: dict[str, Any], arr: np.ndarray) -> list[str] | None:
+    """Labels from a variable named like :data:`LABEL_KEYS` whose length fits the array."""
     for lk in LABEL_KEYS:
         if lk in d and _is_strings(d[lk]):
             labs = strings(d[lk])
             if len(labs) in arr.shape:
-                labels = labs
-                break
-    return arr, labels, chosen
+                return labs
+    return None
 
 
 def _qsi_labels_for_key(d: dict[str, Any], key: str) -> list[str] | None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import io
 import json
 import math
 import os
@@ -219,6 +218,23 @@ def is_int_literal(tok: str) -> bool:
     return bool(_INT_RE.match(tok))
 
 
+def first_row_is_header(rows: Sequence[Sequence[str]]) -> bool:
+    """Whether the first row holds text labels (a header) rather than data.
+
+    A first row whose only text is its first cell is data when every row starts with a text
+    cell: a column of row labels without a header row.
+    """
+    first = rows[0]
+    if all(is_number(t) for t in first):
+        return False
+    label_column = (
+        len(first) > 1
+        and all(is_number(t) for t in first[1:])
+        and all(len(r) == len(first) and r and not is_number(r[0]) for r in rows[1:])
+    )
+    return not label_column
+
+
 def to_float(
     rows: Sequence[Sequence[str]], name: str, row_offset: int = 0, col_offset: int = 0
 ) -> np.ndarray:
@@ -326,7 +342,3 @@ def check_unique(labels: Sequence[str], name: str) -> None:
             f"{name}: expected unique region labels, got duplicates {short_list(dup)}; "
             "rename them so every region has its own label"
         )
-
-
-def text_stream(raw: bytes) -> io.StringIO:
-    return io.StringIO(raw.decode("utf-8-sig"))

@@ -105,7 +105,9 @@ def read_raw_matrix(
         m = z["lengths"] if role == "lengths" else z["weights"]
         labels = z["labels"]
     else:  # pragma: no cover - guarded by detect_format
-        raise ConfigError(f"{name}: format {kind} cannot hold a matrix")
+        raise ConfigError(
+            f"{name}: expected a matrix format, got {kind}; pass fmt= a matrix format"
+        )
     if m.ndim != 2 or m.shape[0] != m.shape[1]:
         raise DataError(
             f"{name}: expected a square regions × regions matrix, got shape "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from bnmfit.errors import DataError
-from bnmfit.io._files import is_int_literal, is_number, to_float
+from bnmfit.io._files import first_row_is_header, is_int_literal, is_number, to_float
 
 # First header cell of a table whose first column holds the row labels.
 _INDEX_HEADERS = frozenset(
@@ -14,11 +14,17 @@ _INDEX_HEADERS = frozenset(
 
 
 def matrix_from_rows(rows: list[list[str]], name: str) -> tuple[np.ndarray, list[str] | None]:
-    """A 2-D array and its labels from rows of text tokens (see the module docstring)."""
+    """A 2-D array and its labels from rows of text tokens.
+
+    Understood layouts: no header (all numbers); a header row of labels; a header row of
+    integer region IDs (recognised by there being one more row than columns); a first column
+    of row labels (XCP-D relmat with ``Node`` in the corner, pandas ``index_col``), which must
+    then equal the column labels. Missing tokens (``n/a``, ``NaN``, ...) become NaN.
+    """
     first = rows[0]
     header: list[str] | None = None
     body = rows
-    if any(not is_number(t) for t in first):
+    if first_row_is_header(rows):
         header, body = first, rows[1:]
     elif len(rows) == len(first) + 1 and all(is_int_literal(t) for t in first):
         header, body = first, rows[1:]  # a header row of integer region IDs

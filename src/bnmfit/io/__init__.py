@@ -1,0 +1,47 @@
+"""Readers for connectome and fMRI files, and atomic writers for results.
+
+Readers choose the format by file name (``fmt=`` overrides) and fail with a
+:class:`~bnmfit.errors.DataError` whose one-line message names the file, says what was
+expected, what came and how to fix it.
+
+* :func:`read_matrix` — one square matrix (+ labels): TSV/CSV (headerless, labelled header,
+  XCP-D ``Node`` relmat, integer-ID header; ``.gz`` too), ``.npy``, ``.npz``, MATLAB
+  ``.mat`` (QSIRecon ``*_connectivity.mat``), CIFTI-2 ``.pconn.nii``, TVB zip.
+* :func:`read_tvb_zip` — TVB connectivity zip: weights, tract lengths, labels, centres.
+* :func:`read_connectome` — weights + lengths + labels, checked (square, same shape, finite,
+  non-negative).
+* :func:`read_bold` — regional BOLD as a :class:`Bold` (time × regions + TR): XCP-D
+  ``*_timeseries.tsv[.gz]``, ``.npy``/``.mat``, CIFTI-2 ``.ptseries.nii``, 4-D NIfTI + label
+  image. TR order: JSON sidecar, header, ``tr=``.
+* :func:`read_fc` — an empirical FC matrix given directly (checked correlation matrix).
+* :func:`align` — the BOLD column order that matches the connectome's regions.
+* :mod:`bnmfit.io.h5` — :func:`atomic_path`, :func:`write_h5`, :func:`read_h5`,
+  :func:`write_json`, :func:`read_json`.
+"""
+
+from bnmfit.io._align import align
+from bnmfit.io._bold import ORIENTATIONS, Bold, read_bold, resolve_tr
+from bnmfit.io._files import FORMATS, default_labels, sidecar_path
+from bnmfit.io._matrix import read_connectome, read_fc, read_matrix
+from bnmfit.io._tvb import read_tvb_zip
+from bnmfit.io.h5 import atomic_path, read_h5, read_json, write_h5, write_json
+
+__all__ = [
+    "FORMATS",
+    "ORIENTATIONS",
+    "Bold",
+    "align",
+    "atomic_path",
+    "default_labels",
+    "read_bold",
+    "read_connectome",
+    "read_fc",
+    "read_h5",
+    "read_json",
+    "read_matrix",
+    "read_tvb_zip",
+    "resolve_tr",
+    "sidecar_path",
+    "write_h5",
+    "write_json",
+]
