@@ -1,0 +1,1133 @@
+"""Self-contained HTML reports: one page per subject, one summary page for the cohort.
+
+A modeller judges a fit by looking at it. :func:`subject_report` turns one subject's results
+(connectome, empirical FC, exploration landscape, refinement history, fitted parameters) into
+one HTML page with every figure embedded as a base64 PNG and the CSS inline: it opens offline,
+from a file, with no server and no network. :func:`cohort_report` makes the cohort's summary
+page (a sortable table of every subject's fitted parameters and fit metrics, their
+distributions, links to the subject pages) and the table itself as a DataFrame
+(``cohort_params.tsv``). :func:`write_subject_figures` and :func:`write_cohort_figures` write
+the main figures as PNG files with fixed names (:data:`SUBJECT_FIGURES`,
+:data:`COHORT_FIGURES`), so that the workflow can declare them as ``report()`` outputs for
+``snakemake --report``.
+
+Inputs follow the result-file contract of the workflow (see each argument). Optional pieces
+(no FCD, one explored parameter, no regional stage, no held-out evaluation) are shown when
+present and named as absent otherwise; a file that was named but does not exist is a
+:class:`~bnmfit.errors.DataError`.
+
+The figures themselves are in :mod:`bnmfit.report_figures`.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import html
+import json
+import math
+import os
+import re
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bnmfit import report_figures as rf
+from bnmfit.errors import ConfigError, DataError
+
+__all__ = [
+    "COHORT_FIGURES",
+    "SUBJECT_FIGURES",
+    "cohort_figure_paths",
+    "cohort_report",
+    "subject_figure_paths",
+    "subject_page",
+    "subject_prefix",
+    "subject_report",
+    "write_cohort_figures",
+    "write_subject_figures",
+]
+
+PathLike = str | os.PathLike
+
+#: the main per-subject figures written for ``snakemake --report`` (name → what it shows).
+#: The set is fixed: a figure whose data are missing is written as a placeholder saying so.
+SUBJECT_FIGURES: dict[str, str] = {
+    "fc": "Empirical FC, simulated FC of the best fit and their difference, one colour scale.",
+    "scatter": "Simulated vs empirical FC per edge, with Pearson r and RMSE.",
+    "landscape": "Exploration landscape with every refinement start's trajectory and the "
+                 "best fit.",
+    "loss": "Loss per refinement stage and start (training and held-out noise), best so far.",
+    "regional": "Fitted regional parameters per region and against node strength.",
+}
+#: the cohort figures written for ``snakemake --report``.
+COHORT_FIGURES: dict[str, str] = {
+    "params": "Fitted global parameters (and regional means) across subjects.",
+    "metrics": "Fit metrics per stage and final held-out metrics across subjects.",
+}
+
+_STAGE_RE = re.compile(r"^stage-(\d+)-(.+)$")
+
+
+# =========================================================================== names
+
+
+def subject_prefix(subject: str) -> str:
+    """``"01"`` → ``"sub-01"`` (an id that already starts with ``sub-`` is kept)."""
+    subject = str(subject)
+    return subject if subject.startswith("sub-") else f"sub-{subject}"
+
+
+def subject_page(subject: str) -> str:
+    """The subject page's path relative to the cohort page: ``sub-X/sub-X_report.html``."""
+    p = subject_prefix(subject)
+    return f"{p}/{p}_report.html"
+
+
+def subject_figure_paths(subject: str, outdir: PathLike) -> dict[str, Path]:
+    """Where :func:`write_subject_figures` writes each of :data:`SUBJECT_FIGURES`:
+    ``<outdir>/sub-X_desc-<name>_figure.png``."""
+    p = subject_prefix(subject)
+    return {name: Path(outdir) / f"{p}_desc-{name}_figure.png" for name in SUBJECT_FIGURES}
+
+
+def cohort_figure_paths(outdir: PathLike) -> dict[str, Path]:
+    """Where :func:`write_cohort_figures` writes each of :data:`COHORT_FIGURES`:
+    ``<outdir>/cohort_desc-<name>_figure.png``."""
+    return {name: Path(outdir) / f"cohort_desc-{name}_figure.png" for name in COHORT_FIGURES}
+
+
+# =========================================================================== reading
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to a hidden temporary file next to ``path``, then rename it over
+    ``path``: a failure never leaves a partial PNG under the final name."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _check_file(path: PathLike | None, what: str) -> Path | None:
+    if path is None:
+        return None
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{path}: expected the {what}, got no such file; re-run the step that "
+                        "writes it (or pass None where it is optional)")
+    return p
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, bytes):
+        v = v.decode("utf-8", "replace")
+    if isinstance(v, np.ndarray):
+        if v.dtype.kind in "SO":
+            return [_plain(x) for x in v.ravel()]
+        return v.tolist() if v.ndim else v.item()
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+def _decode_attr(v: Any, force_json: bool = False) -> Any:
+    v = _plain(v)
+    if isinstance(v, str):
+        s = v.strip()
+        if force_json or s[:1] in "[{":
+            try:
+                return json.loads(s)
+            except ValueError:
+                return v
+    return v
+
+
+def _read_dataset(ds) -> Any:
+    import h5py
+
+    if ds.shape is None:
+        return None
+    if h5py.check_string_dtype(ds.dtype) is not None:
+        v = ds.asstr()[()]
+        return v if isinstance(v, str) else [str(x) for x in np.asarray(v).ravel()]
+    v = ds[()]
+    if isinstance(v, np.ndarray) and v.dtype.kind == "S":
+        return [x.decode("utf-8", "replace") for x in v.ravel()]
+    return v
+
+
+def _read_tree(group) -> dict[str, Any]:
+    """Datasets and subgroups of an HDF5 group as a dict; its attributes under ``"@attrs"``
+    (JSON strings decoded, including those listed by bnmfit.io.h5's ``__json__``)."""
+    import h5py
+
+    raw = dict(group.attrs.items())
+    listed = set()
+    if "__json__" in raw:
+        listed = set(_decode_attr(raw.pop("__json__"), force_json=True) or [])
+    out: dict[str, Any] = {"@attrs": {k: _decode_attr(v, k in listed) for k, v in raw.items()}}
+    for k, item in group.items():
+        out[k] = _read_tree(item) if isinstance(item, h5py.Group) else _read_dataset(item)
+    return out
+
+
+def _read_h5(path: Path | None) -> dict[str, Any] | None:
+    if path is None:
+        return None
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return _read_tree(f)
+    except OSError as e:
+        raise DataError(f"{path}: expected an HDF5 file, got an unreadable file ({e}); delete "
+                        "it and re-run the step that writes it") from None
+
+
+def _read_json(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise DataError(f"{path}: expected valid JSON, got a parse error ({e}); delete the "
+                        "file and re-run the step that writes it") from None
+
+
+def _arr(x: Any, ndim: int | None = None) -> np.ndarray | None:
+    if x is None or isinstance(x, (dict, str)):
+        return None
+    try:
+        a = np.asarray(x, dtype=float)
+    except (TypeError, ValueError):
+        return None
+    if a.size == 0 or (ndim is not None and a.ndim != ndim):
+        return None
+    return a
+
+
+def _labels(*sources: Any, n: int | None = None) -> list[str]:
+    for s in sources:
+        if isinstance(s, list) and s and (n is None or len(s) == n):
+            return [str(x) for x in s]
+    return [f"region {i}" for i in range(n or 0)]
+
+
+def _stages(fit: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    if not fit:
+        return []
+    out = []
+    for key, grp in fit.items():
+        if not isinstance(grp, dict) or key == "@attrs":
+            continue
+        m = _STAGE_RE.match(key)
+        if m is None and "loss" not in grp:
+            continue
+        attrs = grp.get("@attrs", {})
+        loss = _arr(grp.get("loss"))
+        if loss is None:
+            continue
+        traj = {k: np.asarray(v, float) for k, v in (grp.get("traj") or {}).items()
+                if k != "@attrs" and _arr(v) is not None}
+        best = attrs.get("best_start", grp.get("best_start"))
+        out.append({
+            "key": key,
+            "index": int(m.group(1)) if m else len(out),
+            "name": m.group(2) if m else key,
+            "loss": loss,
+            "heldout_loss": _arr(grp.get("heldout_loss")),
+            "grad_norm": _arr(grp.get("grad_norm")),
+            "rejected": _arr(grp.get("rejected")),
+            "best_start": int(best) if best is not None and np.isfinite(best) else None,
+            "wall_time": _float(attrs.get("wall_time", grp.get("wall_time"))),
+            "heldout_fc_r": _float(attrs.get("heldout_fc_r", grp.get("heldout_fc_r"))),
+            "heldout_loss_final": _float(attrs.get("heldout_loss")),
+            "traj": traj,
+        })
+    return sorted(out, key=lambda s: s["index"])
+
+
+def _float(x: Any) -> float | None:
+    """A number as float, or None when ``x`` is missing or not one number."""
+    if x is None or isinstance(x, (dict, bool)):
+        return None
+    try:
+        a = np.asarray(x, dtype=float)
+    except (TypeError, ValueError):
+        return None
+    return float(a.ravel()[0]) if a.size == 1 else None
+
+
+def _match(mapping: Mapping[str, Any] | None, stage: Mapping[str, Any]) -> Any:
+    """The entry of ``mapping`` (keyed by stage) that belongs to ``stage``: its group name,
+    its short name or its index."""
+    if not mapping:
+        return None
+    for k in (stage["key"], stage["name"], str(stage["index"])):
+        if k in mapping:
+            return mapping[k]
+    return None
+
+
+def _load_subject(subject, connectome_h5, empirical_h5, explore_h5, fit_h5, params_json):
+    conn = _read_h5(_check_file(connectome_h5, "connectome HDF5 (sub-X_connectome.h5)"))
+    emp = _read_h5(_check_file(empirical_h5, "empirical FC HDF5 (sub-X_desc-empirical_fc.h5)"))
+    expl = _read_h5(_check_file(explore_h5, "exploration HDF5 (sub-X_explore.h5)"))
+    fit = _read_h5(_check_file(fit_h5, "refinement HDF5 (sub-X_fit.h5)"))
+    pj = _read_json(_check_file(params_json, "fitted parameters JSON"))
+    conn = conn or {"@attrs": {}}
+    emp = emp or {"@attrs": {}}
+    fit_attrs = (fit or {}).get("@attrs", {})
+    weights = _arr(conn.get("weights"), 2)
+    emp_fc = _arr(emp.get("fc"), 2)
+    n = next((a.shape[0] for a in (weights, emp_fc) if a is not None), None)
+    labels = _labels(conn.get("labels"), emp.get("labels"), n=n)
+    params = pj.get("params") or {}
+    glob = {k: float(v) for k, v in params.items() if np.ndim(v) == 0 and _float(v) is not None}
+    regional = {k: np.asarray(v, float) for k, v in params.items()
+                if np.ndim(v) >= 1 and np.size(v) > 1}
+    return {
+        "subject": subject,
+        "labels": labels,
+        "weights": weights,
+        "lengths": _arr(conn.get("lengths"), 2),
+        "conn_attrs": conn["@attrs"],
+        "emp_bold": _arr(emp.get("bold"), 2),
+        "emp_fc": emp_fc,
+        "emp_fcd": _arr(emp.get("fcd"), 2),
+        "emp_attrs": emp["@attrs"],
+        "explore": expl,
+        "stages": _stages(fit),
+        "have_fit": fit is not None,
+        "sim_fc": _arr((fit or {}).get("sim_fc"), 2),
+        "sim_fcd": _arr((fit or {}).get("sim_fcd"), 2),
+        "sim_bold": _arr((fit or {}).get("sim_bold"), 2),
+        "fit_attrs": fit_attrs,
+        "json": pj,
+        "globals": glob,
+        "regional": regional,
+    }
+
+
+# =========================================================================== formatting
+
+
+def _esc(x: Any) -> str:
+    return html.escape(str(x), quote=True)
+
+
+def _num(x: Any, fmt: str = ".4g") -> str:
+    if x is None:
+        return "—"
+    if isinstance(x, (bool, np.bool_)):
+        return str(bool(x))
+    if isinstance(x, (int, np.integer)):
+        return str(int(x))
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return _esc(x)
+    if math.isnan(v):
+        return "NaN"
+    return format(v, fmt)
+
+
+def _r(x: Any) -> str:
+    """Correlations, RMSE and KS statistics: three decimals."""
+    return _num(x, ".3f")
+
+
+def _duration(s: Any) -> str:
+    v = _float(s)
+    if v is None or not math.isfinite(v):
+        return "—"
+    if v < 120:
+        return f"{v:.1f} s"
+    if v < 7200:
+        return f"{v / 60:.1f} min ({v:.0f} s)"
+    return f"{v / 3600:.2f} h ({v:.0f} s)"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], cls: str = "",
+           raw: bool = False) -> str:
+    """An HTML table; cells are escaped unless ``raw`` (then they are HTML already)."""
+    th = "".join(f"<th>{_esc(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{c if raw else _esc(c)}</td>" for c in row) + "</tr>"
+        for row in rows
+    )
+    return f'<table class="{cls}"><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _img(fig, alt: str, dpi: int | None = None) -> str:
+    # displayed at 100 CSS px per figure inch whatever the dpi: the page layout does not
+    # depend on the resolution (a higher dpi only makes the figures sharper when zoomed)
+    width = round(float(fig.get_size_inches()[0]) * 100)
+    png = rf.to_png(fig, dpi=dpi)
+    b64 = base64.b64encode(png).decode("ascii")
+    return (f'<img class="fig" alt="{_esc(alt)}" style="width:{width}px" '
+            f'src="data:image/png;base64,{b64}">')
+
+
+def _figure(fig, alt: str, caption: str, dpi: int | None = None) -> str:
+    return (f"<figure>{_img(fig, alt, dpi)}<figcaption>{caption}</figcaption></figure>")
+
+
+def _absent(text: str) -> str:
+    return f'<p class="absent"><b>Absent:</b> {text}</p>'
+
+
+def _note(text: str) -> str:
+    return f'<p class="absent"><b>Note:</b> {text}</p>'
+
+
+def _config_hash(config: Mapping[str, Any]) -> str:
+    text = json.dumps(config, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _model_name(config: Mapping[str, Any]) -> str | None:
+    m = (config or {}).get("model")
+    if isinstance(m, Mapping):
+        m = m.get("name")
+    return str(m) if m else None
+
+
+def _report_options(config: Mapping[str, Any]) -> dict[str, Any]:
+    opts = (config or {}).get("report") or {}
+    return opts if isinstance(opts, Mapping) else {}
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;
+  margin:0;color:#1d2430;background:#f4f6f9;line-height:1.4}
+main{max-width:1480px;margin:0 auto;padding:16px 24px 48px}
+header{background:#1f3b57;color:#fff;padding:18px 24px}
+header h1{margin:0 0 4px;font-size:1.6em} header p{margin:0;opacity:.85}
+nav{background:#fff;border-bottom:1px solid #d5dbe3;padding:8px 24px;position:sticky;top:0;
+  z-index:2;font-size:.92em}
+nav a{margin-right:14px;color:#1f5f99;text-decoration:none} nav a:hover{text-decoration:underline}
+section{background:#fff;border:1px solid #d5dbe3;border-radius:8px;margin:18px 0;
+  padding:12px 20px 16px}
+section h2{margin:4px 0 10px;font-size:1.25em;color:#1f3b57}
+figure{margin:10px 0;text-align:center} figure img{max-width:100%;height:auto}
+figcaption{font-size:.85em;color:#4a5564;margin-top:4px;text-align:left}
+.row{display:flex;flex-wrap:wrap;gap:18px;align-items:flex-start}
+.row>*{flex:1 1 380px} .row>figure{flex:0 1 auto}
+.cards{display:flex;flex-wrap:wrap;gap:12px;margin:8px 0 4px}
+.card{background:#eef3f9;border:1px solid #c9d6e6;border-radius:8px;padding:8px 14px;
+  min-width:120px}
+.card .k{font-size:.78em;color:#4a5564;text-transform:uppercase;letter-spacing:.04em}
+.card .v{font-size:1.35em;font-weight:600}
+table{border-collapse:collapse;font-size:.88em;margin:6px 0 10px}
+th,td{border:1px solid #d5dbe3;padding:3px 8px;text-align:left;vertical-align:top}
+th{background:#eef1f5} td.num{text-align:right;font-variant-numeric:tabular-nums}
+table.sortable th{cursor:pointer;user-select:none}
+table.sortable th[data-dir=asc]::after{content:" ▲"}
+table.sortable th[data-dir=desc]::after{content:" ▼"}
+.absent{background:#fff6e0;border-left:4px solid #e0a800;padding:6px 10px;margin:8px 0;
+  font-size:.92em}
+.prov{background:#f7f9fb;border:1px dashed #9aa8b8;border-radius:6px;padding:8px 14px}
+code,.mono{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:.86em;
+  word-break:break-all}
+.muted{color:#5d6877;font-size:.9em}
+"""
+
+_SORT_JS = """
+(function(){
+  function key(cell){
+    var v = cell.getAttribute('data-v');
+    return v === null ? cell.textContent.trim() : v;
+  }
+  document.querySelectorAll('table.sortable').forEach(function(t){
+    var heads = t.tHead.rows[0].cells;
+    Array.prototype.forEach.call(heads, function(th, i){
+      th.title = 'click to sort';
+      th.addEventListener('click', function(){
+        var asc = th.getAttribute('data-dir') !== 'asc';
+        Array.prototype.forEach.call(heads, function(h){ h.removeAttribute('data-dir'); });
+        th.setAttribute('data-dir', asc ? 'asc' : 'desc');
+        var body = t.tBodies[0];
+        var rows = Array.prototype.slice.call(body.rows);
+        rows.sort(function(a, b){
+          var x = key(a.cells[i]), y = key(b.cells[i]);
+          var nx = parseFloat(x), ny = parseFloat(y);
+          var c;
+          if (!isNaN(nx) && !isNaN(ny)) { c = nx - ny; }
+          else if (!isNaN(nx)) { c = -1; } else if (!isNaN(ny)) { c = 1; }
+          else { c = x.localeCompare(y); }
+          return asc ? c : -c;
+        });
+        rows.forEach(function(r){ body.appendChild(r); });
+      });
+    });
+  });
+})();
+"""
+
+
+def _page(title: str, subtitle: str, nav: Sequence[tuple[str, str]], body: str,
+          script: str = "") -> str:
+    links = "".join(f'<a href="#{_esc(a)}">{_esc(t)}</a>' for a, t in nav)
+    js = f"<script>{script}</script>" if script else ""
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+        f"<title>{_esc(title)}</title><style>{_CSS}</style></head><body>"
+        f"<header><h1>{_esc(title)}</h1><p>{subtitle}</p></header>"
+        f"<nav>{links}</nav><main>{body}</main>{js}</body></html>\n"
+    )
+
+
+def _section(anchor: str, title: str, content: str) -> str:
+    return f'<section id="{_esc(anchor)}"><h2>{_esc(title)}</h2>{content}</section>'
+
+
+def _card(key: str, value: str) -> str:
+    return f'<div class="card"><div class="k">{_esc(key)}</div><div class="v">{value}</div></div>'
+
+
+def _kv_rows(d: Mapping[str, Any], prefix: str = "") -> list[tuple[str, str]]:
+    rows: list[tuple[str, str]] = []
+    for k, v in d.items():
+        if isinstance(v, Mapping):
+            rows += _kv_rows(v, f"{prefix}{k}.")
+        else:
+            rows.append((f"{prefix}{k}", v if isinstance(v, str) else json.dumps(v, default=str)))
+    return rows
+
+
+def _input_checksums(*sources: Any) -> list[tuple[str, str]]:
+    """(path, sha256) pairs from dicts {path: sha} or lists of {path, sha256} / [path, sha]."""
+    seen: dict[str, str] = {}
+    for src in sources:
+        if isinstance(src, str):
+            src = _decode_attr(src, force_json=True)
+        if isinstance(src, Mapping):
+            items = []
+            for k, v in src.items():
+                if isinstance(v, Mapping):
+                    items.append((v.get("path", k), v.get("sha256", v.get("checksum", ""))))
+                else:
+                    items.append((k, v))
+        elif isinstance(src, list):
+            items = []
+            for it in src:
+                if isinstance(it, Mapping):
+                    items.append((it.get("path", "?"), it.get("sha256", it.get("checksum", ""))))
+                elif isinstance(it, (list, tuple)) and len(it) == 2:
+                    items.append((it[0], it[1]))
+        else:
+            continue
+        for p, h in items:
+            seen.setdefault(str(p), str(h))
+    return list(seen.items())
+
+
+# =========================================================================== subject
+
+
+def _landscape_inputs(s: dict[str, Any]) -> dict[str, Any] | None:
+    ex = s["explore"]
+    if not ex:
+        return None
+    names = [str(x) for x in (ex.get("names") or [])]
+    points = _arr(ex.get("points"))
+    mean_loss = _arr(ex.get("mean_loss"))
+    if mean_loss is None and _arr(ex.get("loss")) is not None:
+        with np.errstate(all="ignore"):
+            mean_loss = np.nanmean(_arr(ex.get("loss"), 2), axis=1)
+    if not names or points is None or mean_loss is None:
+        return None
+    attrs = ex.get("@attrs", {})
+    axes_meta = attrs.get("axes") if isinstance(attrs.get("axes"), list) else []
+    trajectories = []
+    for st in s["stages"]:
+        vals = {n: st["traj"][n] for n in names if n in st["traj"] and st["traj"][n].ndim == 2}
+        if vals:
+            trajectories.append({"stage": st["name"], "stage_index": st["index"],
+                                 "best_start": st["best_start"], "values": vals,
+                                 "loss": st["loss"]})
+    best: dict[str, float] = {}
+    for n in names:
+        if n in s["globals"]:
+            best[n] = s["globals"][n]
+            continue
+        for st in reversed(s["stages"]):
+            t = st["traj"].get(n)
+            if t is not None and t.ndim == 2:
+                col = t[:, st["best_start"] or 0]
+                fin = col[np.isfinite(col)]
+                if fin.size:
+                    best[n] = float(fin[-1])
+                    break
+    top = ex.get("top")
+    return {
+        "names": names, "points": points, "mean_loss": mean_loss, "axes_meta": axes_meta,
+        "std_loss": _arr(ex.get("std_loss")), "fc_r": _arr(ex.get("fc_r")),
+        "top": np.asarray(top, int).ravel() if top is not None and np.size(top) else None,
+        "trajectories": trajectories, "best": best,
+    }
+
+
+def _strength(s: dict[str, Any]) -> np.ndarray | None:
+    w = s["weights"]
+    if w is None:
+        return None
+    w = np.where(np.isfinite(w), w, 0.0).copy()
+    np.fill_diagonal(w, 0.0)
+    return w.sum(axis=1)
+
+
+def _make_figure(s: dict[str, Any], name: str, config: Mapping[str, Any]):
+    """Build one named figure of a subject, or None when its data are absent."""
+    if name == "connectome":
+        if s["weights"] is None:
+            return None
+        return rf.connectome_figure(s["weights"], s["lengths"], s["labels"],
+                                    s["conn_attrs"].get("normalisation"))
+    if name == "fc":
+        if s["emp_fc"] is None:
+            return None
+        return rf.fc_figure(s["emp_fc"], s["sim_fc"], s["labels"])
+    if name == "scatter":
+        if s["emp_fc"] is None or s["sim_fc"] is None:
+            return None
+        return rf.fc_scatter_figure(s["emp_fc"], s["sim_fc"])
+    if name == "landscape":
+        li = _landscape_inputs(s)
+        if li is None:
+            return None
+        return rf.landscape_figure(li["names"], li["points"], li["mean_loss"], li["axes_meta"],
+                                   std_loss=li["std_loss"], fc_r=li["fc_r"], top=li["top"],
+                                   trajectories=li["trajectories"], best=li["best"])
+    if name == "loss":
+        if not s["stages"]:
+            return None
+        return rf.loss_figure(s["stages"])
+    if name == "regional":
+        return rf.regional_figure(s["regional"], s["labels"], _strength(s))
+    if name == "fcd":
+        return rf.fcd_figure(s["emp_fcd"], s["sim_fcd"])
+    if name == "bold":
+        tr = _float(s["emp_attrs"].get("tr"))
+        tr_sim = _float(s["fit_attrs"].get("tr")) or tr
+        n_traces = int(_report_options(config).get("bold_traces", 4))
+        return rf.bold_figure(s["emp_bold"], s["sim_bold"], s["labels"], tr, tr_sim, n_traces)
+    raise ValueError(f"unknown figure {name!r}")
+
+
+_ABSENT_WHY = {
+    "connectome": "no SC weights in the connectome file",
+    "fc": "no empirical FC in the empirical file",
+    "scatter": "no simulated FC of the best fit (sim_fc) in the fit file",
+    "landscape": "no exploration landscape (sub-X_explore.h5 missing or without names, "
+                 "points and mean_loss)",
+    "loss": "no refinement stages in the fit file",
+    "regional": "no regional stage: every fitted parameter is global",
+    "fcd": "no FCD (neither empirical nor simulated): the config asked for none",
+    "bold": "no BOLD time series (neither the empirical bold nor the simulated sim_bold)",
+}
+
+
+def _stage_rows(s: dict[str, Any]) -> list[dict[str, Any]]:
+    metrics = s["json"].get("metrics") or {}
+    js = metrics.get("stages") or {}
+    walls = s["json"].get("wall_time") or {}
+    rows = []
+    for st in s["stages"]:
+        m = _match(js, st) or {}
+        wall = _match(walls, st)
+        rows.append({
+            "stage": st["key"],
+            "fc_r": _float(m.get("fc_r")) if m.get("fc_r") is not None else st["heldout_fc_r"],
+            "loss": _float(m.get("loss")) if m.get("loss") is not None
+            else st["heldout_loss_final"],
+            "best_start": st["best_start"],
+            "starts": st["loss"].shape[1] if st["loss"].ndim == 2 else 1,
+            "steps": st["loss"].shape[0],
+            "rejected": int(np.nansum(st["rejected"])) if st["rejected"] is not None else None,
+            "wall_time": _float(wall) if wall is not None else st["wall_time"],
+        })
+    known = {r["stage"] for r in rows}
+    for k, m in js.items():  # stages in the JSON that the fit file does not have
+        if not any(k in (st["key"], st["name"], str(st["index"])) for st in s["stages"]) \
+                and k not in known and isinstance(m, Mapping):
+            rows.append({"stage": k, "fc_r": _float(m.get("fc_r")), "loss": _float(m.get("loss")),
+                         "best_start": None, "starts": None, "steps": None, "rejected": None,
+                         "wall_time": _float(walls.get(k))})
+    return rows
+
+
+def _final_metrics(s: dict[str, Any]) -> dict[str, float | None]:
+    m = s["json"].get("metrics") or {}
+    out = {k: _float(m.get(k)) for k in ("fc_r", "fc_rmse", "fcd_ks")}
+    if s["emp_fc"] is not None and s["sim_fc"] is not None:
+        r, rmse, _ = rf.edge_stats(s["emp_fc"], s["sim_fc"])
+        out["fc_r"] = r if out["fc_r"] is None else out["fc_r"]
+        out["fc_rmse"] = rmse if out["fc_rmse"] is None else out["fc_rmse"]
+    if out["fcd_ks"] is None and s["emp_fcd"] is not None and s["sim_fcd"] is not None:
+        out["fcd_ks"] = rf.ks_statistic(rf._upper(s["emp_fcd"]), rf._upper(s["sim_fcd"]))
+    return out
+
+
+def _fc_stats(s: dict[str, Any], fm: dict[str, Any]) -> str:
+    """A small table of FC numbers next to the edge scatter."""
+    e, sim = s["emp_fc"], s["sim_fc"]
+    if e is None:
+        return ""
+    ue = rf._upper(e)
+    rows = [("edges (upper triangle)", str(ue.size)),
+            ("mean FC, empirical", _r(np.nanmean(ue))),
+            ("std FC, empirical", _r(np.nanstd(ue)))]
+    if sim is not None:
+        us = rf._upper(sim)
+        r, rmse, _ = rf.edge_stats(e, sim)
+        rows += [("mean FC, simulated", _r(np.nanmean(us))),
+                 ("std FC, simulated", _r(np.nanstd(us))),
+                 ("r, edges (these matrices)", _r(r)),
+                 ("RMSE, edges (these matrices)", _r(rmse))]
+    rows += [("fc_r, recorded by the fit", _r(fm["fc_r"])),
+             ("fc_rmse, recorded by the fit", _r(fm["fc_rmse"]))]
+    return "<div><h3>FC numbers</h3>" + _table(["quantity", "value"], rows) + "</div>"
+
+
+def _summary_section(s: dict[str, Any], fm: dict[str, Any], stage_rows) -> str:
+    walls = [r["wall_time"] for r in stage_rows if r["wall_time"] is not None]
+    cards = [_card("FC r (held-out)", _r(fm["fc_r"])),
+             _card("FC RMSE", _r(fm["fc_rmse"])),
+             _card("FCD KS", _r(fm["fcd_ks"]))]
+    cards += [_card(k, _num(v)) for k, v in s["globals"].items()]
+    if walls:
+        cards.append(_card("fit wall time", _duration(sum(walls))))
+    parts = [f'<div class="cards">{"".join(cards)}</div>']
+    prm = [(k, _num(v), "global", "") for k, v in s["globals"].items()]
+    for k, v in s["regional"].items():
+        prm.append((k, f"{_num(np.nanmean(v))} ± {_num(np.nanstd(v), '.3g')}", "regional",
+                    f"{v.size} regions, range {_num(np.nanmin(v))} … {_num(np.nanmax(v))}"))
+    if prm:
+        parts.append("<h3>Fitted parameters</h3>"
+                     + _table(["parameter", "value (regional: mean ± std)", "scope", "note"],
+                              prm))
+    else:
+        parts.append(_absent("no fitted parameters in the fitted-parameters JSON"))
+    if stage_rows:
+        parts.append("<h3>Fit metrics per stage (held-out noise seed)</h3>" + _table(
+            ["stage", "FC r", "loss", "best start", "starts", "steps", "rejected steps",
+             "wall time"],
+            [(r["stage"], _r(r["fc_r"]), _num(r["loss"]), _num(r["best_start"]),
+              _num(r["starts"]), _num(r["steps"]), _num(r["rejected"]),
+              _duration(r["wall_time"])) for r in stage_rows]))
+    else:
+        parts.append(_absent("no refinement stages (no fit file, or it has no "
+                             "<code>stage-*</code> groups)"))
+    return "".join(parts)
+
+
+def _explore_info(s: dict[str, Any]) -> str:
+    ex = s["explore"]
+    if not ex:
+        return ""
+    attrs = ex.get("@attrs", {})
+    names = [str(x) for x in (ex.get("names") or [])]
+    pts = _arr(ex.get("points"))
+    loss = _arr(ex.get("loss"))
+    div = _arr(ex.get("diverged"))
+    items = [f"{len(pts) if pts is not None else '?'} points over {', '.join(names) or '?'}",
+             f"{loss.shape[1] if loss is not None and loss.ndim == 2 else '?'} noise seeds "
+             "per point"]
+    if attrs.get("sampler"):
+        items.append(f"sampler: {_esc(attrs['sampler'])}")
+    if div is not None:
+        items.append(f"{int(np.nansum(div))} diverged")
+    html_ = f'<p class="muted">{"; ".join(items)}.</p>'
+    li = _landscape_inputs(s)
+    if li and li["top"] is not None and pts is not None:
+        rows = []
+        for rank, i in enumerate(li["top"]):
+            if 0 <= i < len(pts):
+                rows.append([rank, int(i)] + [_num(v) for v in pts[i]]
+                            + [_num(li["mean_loss"][i])]
+                            + ([_r(li["fc_r"][i])] if li["fc_r"] is not None else []))
+        hdr = ["rank", "point"] + names + ["mean loss"] + (["FC r"] if li["fc_r"] is not None
+                                                           else [])
+        html_ += "<details><summary>Top grid points (refinement starts)</summary>" \
+                 + _table(hdr, rows) + "</details>"
+    return html_
+
+
+def _provenance_section(s: dict[str, Any], config: Mapping[str, Any], stage_rows) -> str:
+    prov = s["json"].get("provenance") or {}
+    from bnmfit import __version__
+
+    chash = prov.get("config_hash")
+    parts = ['<div class="prov">']
+    if chash:
+        parts.append(f"<p><b>Config hash:</b> <code>{_esc(chash)}</code></p>")
+    else:
+        parts.append(f"<p><b>Config hash:</b> <code>{_config_hash(config)}</code> "
+                     "<span class=muted>(computed here from the config given to the report; "
+                     "the fit recorded none)</span></p>")
+    model = _model_name(config)
+    if model:
+        parts.append(f"<p><b>Model:</b> {_esc(model)}</p>")
+    versions = prov.get("versions") or {}
+    vrows = [(k, v) for k, v in versions.items()]
+    vrows.append(("bnmfit (this report)", __version__))
+    parts.append("<h3>Package versions</h3>" + _table(["package", "version"], vrows))
+    seeds = dict(prov.get("seeds") or {})
+    ex_seeds = (s["explore"] or {}).get("@attrs", {}).get("seeds")
+    if ex_seeds is not None:
+        seeds.setdefault("explore", ex_seeds)
+    if seeds:
+        parts.append("<h3>Seeds</h3>" + _table(["seed", "value"], _kv_rows(seeds)))
+    else:
+        parts.append(_absent("no seeds recorded"))
+    sums = _input_checksums(prov.get("inputs"), s["conn_attrs"].get("inputs"),
+                            s["emp_attrs"].get("inputs"))
+    if sums:
+        parts.append("<h3>Input files</h3>" + _table(
+            ["path", "sha256"],
+            [(_esc(p), f'<span class="mono">{_esc(h)}</span>') for p, h in sums], raw=True))
+    else:
+        parts.append(_absent("no input checksums recorded"))
+    wrows = [(r["stage"], _duration(r["wall_time"])) for r in stage_rows]
+    ex_wall = (s["explore"] or {}).get("@attrs", {}).get("wall_time")
+    if ex_wall is not None:
+        wrows.insert(0, ("explore", _duration(ex_wall)))
+    tot = [v for v in [_float(ex_wall)] + [r["wall_time"] for r in stage_rows] if v is not None]
+    if tot:
+        wrows.append(("total", _duration(sum(tot))))
+    if wrows:
+        parts.append("<h3>Wall times</h3>" + _table(["step", "wall time"], wrows))
+    else:
+        parts.append(_absent("no wall times recorded"))
+    qc = s["emp_attrs"].get("qc")
+    if isinstance(qc, Mapping) and qc:
+        parts.append("<h3>Empirical data QC</h3>"
+                     + _table(["quantity", "value"],
+                              [(k, _num(v) if not isinstance(v, str) else v)
+                               for k, v in _kv_rows(qc)]))
+    parts.append("</div>")
+    return "".join(parts)
+
+
+def subject_report(
+    subject: str,
+    *,
+    connectome_h5: PathLike | None,
+    empirical_h5: PathLike | None,
+    explore_h5: PathLike | None,
+    fit_h5: PathLike | None,
+    params_json: PathLike | None,
+    config: Mapping[str, Any],
+) -> str:
+    """One subject's fit as a self-contained HTML page (returned as text).
+
+    Args:
+        subject: the subject id (``"01"`` or ``"sub-01"``).
+        connectome_h5: ``sub-X_connectome.h5`` (weights, lengths, labels).
+        empirical_h5: ``sub-X_desc-empirical_fc.h5`` (bold, fc, optional fcd; attrs tr, qc).
+        explore_h5: ``sub-X_explore.h5`` (names, points, loss, mean_loss, fc_r, top, ...).
+        fit_h5: ``sub-X_fit.h5`` (one ``stage-<i>-<name>`` group per stage; sim_fc, sim_bold).
+        params_json: ``sub-X_desc-fitted_params.json``.
+        config: the workflow config; ``config["report"]["bold_traces"]`` (default 4) sets the
+            number of BOLD traces shown, ``config["report"]["dpi"]`` the figure resolution.
+
+    Any path may be ``None`` for an absent piece; a path that does not exist is a DataError.
+    Figures are PNG in ``data:`` URIs; the page loads nothing from the network.
+    """
+    s = _load_subject(subject, connectome_h5, empirical_h5, explore_h5, fit_h5, params_json)
+    dpi = _report_options(config).get("dpi")
+    pre = subject_prefix(subject)
+    fm = _final_metrics(s)
+    stage_rows = _stage_rows(s)
+
+    def fig(name: str, alt: str, caption: str) -> str:
+        f = _make_figure(s, name, config)
+        if f is None:
+            return _absent(_ABSENT_WHY[name])
+        return _figure(f, alt, caption, dpi)
+
+    sections = [("summary", "Summary", _summary_section(s, fm, stage_rows))]
+    sections.append(("connectome", "Structural connectome", fig(
+        "connectome", f"{pre} SC weights and tract lengths",
+        "Left: SC weights on a log10 scale (white: no edge). Right: tract lengths in mm.")))
+    fc_html = fig("fc", f"{pre} empirical, simulated and difference FC",
+                  "Empirical FC, simulated FC of the best fit (held-out noise seed) and "
+                  "simulated − empirical, all on one colour scale (diagonal omitted).")
+    if s["emp_fc"] is not None and s["sim_fc"] is None:
+        fc_html += _absent("no simulated FC of the best fit (sim_fc) in the fit file")
+    sc_html = fig("scatter", f"{pre} simulated vs empirical FC edges",
+                  f"One point per edge (upper triangle). Held-out fit: "
+                  f"r = {_r(fm['fc_r'])}, RMSE = {_r(fm['fc_rmse'])}.")
+    sections.append(("fc", "Functional connectivity",
+                     fc_html + f'<div class="row">{sc_html}{_fc_stats(s, fm)}</div>'))
+    land = fig("landscape", f"{pre} exploration landscape with refinement trajectories",
+               "Exploration landscape (loss averaged over noise seeds; grey: diverged). "
+               "Coloured lines: the refinement trajectory of every start (o: start, ■: end; "
+               "the best start drawn thicker); red ★: the best fit.")
+    sections.append(("landscape", "Exploration and refinement trajectories",
+                     land + _explore_info(s)))
+    sections.append(("loss", "Loss curves", fig(
+        "loss", f"{pre} loss curves per stage",
+        "Per stage: training loss of every start (the start's colour matches the landscape), "
+        "held-out loss where evaluated (◆), best so far over all starts (dashed), rejected "
+        "steps (red ×); below: gradient norm.")))
+    sections.append(("regional", "Regional parameters", fig(
+        "regional", f"{pre} fitted regional parameters",
+        "Fitted regional parameters per region (connectome order; dashed: mean) and against "
+        "node strength (sum of SC weights; r: Pearson correlation).")))
+    fcd_html = fig("fcd", f"{pre} FCD empirical vs simulated",
+                   f"FCD matrices on a shared colour scale and the distributions of their "
+                   f"values; held-out FCD KS = {_r(fm['fcd_ks'])}.")
+    if (s["emp_fcd"] is None) != (s["sim_fcd"] is None):
+        which = "empirical" if s["emp_fcd"] is None else "simulated"
+        fcd_html += _absent(f"no {which} FCD; only the other one is shown")
+    sections.append(("fcd", "Functional connectivity dynamics (FCD)", fcd_html))
+    bold_html = fig("bold", f"{pre} BOLD traces",
+                    "BOLD of a few regions, empirical (preprocessed) and simulated (best fit, "
+                    "held-out seed), each z-scored.")
+    if s["emp_bold"] is not None and s["sim_bold"] is None:
+        bold_html += _absent("no simulated BOLD (sim_bold) in the fit file")
+    sections.append(("bold", "BOLD", bold_html))
+    sections.append(("provenance", "Provenance", _provenance_section(s, config, stage_rows)))
+    body = "".join(_section(a, t, c) for a, t, c in sections)
+    model = _model_name(config)
+    subtitle = "Whole-brain network model fit" + (f" — model: {_esc(model)}" if model else "") \
+        + f" — FC r = {_r(fm['fc_r'])}, RMSE = {_r(fm['fc_rmse'])}"
+    return _page(f"{pre} — fit report", subtitle, [(a, t) for a, t, _ in sections], body)
+
+
+def write_subject_figures(
+    subject: str,
+    *,
+    connectome_h5: PathLike | None,
+    empirical_h5: PathLike | None,
+    explore_h5: PathLike | None,
+    fit_h5: PathLike | None,
+    params_json: PathLike | None,
+    config: Mapping[str, Any],
+    outdir: PathLike,
+) -> list[Path]:
+    """Write the main figures (:data:`SUBJECT_FIGURES`) of one subject as PNG files into
+    ``outdir`` (names from :func:`subject_figure_paths`) and return their paths in that order.
+
+    The set of files is always the same: a figure whose data are absent (e.g. ``regional``
+    when no regional stage ran) is a placeholder image that says so.
+    """
+    s = _load_subject(subject, connectome_h5, empirical_h5, explore_h5, fit_h5, params_json)
+    dpi = _report_options(config).get("dpi")
+    out = []
+    for name, path in subject_figure_paths(subject, outdir).items():
+        fig = _make_figure(s, name, config)
+        if fig is None:
+            fig = rf.absent_figure(f"{subject_prefix(subject)}: {name}", _ABSENT_WHY[name])
+        png = rf.to_png(fig, dpi=dpi)
+        _write_atomic(path, png)
+        out.append(path)
+    return out
+
+
+# =========================================================================== cohort
+
+
+def _cohort_data(subjects, params_jsons, fit_h5s):
+    subjects = [str(x) for x in subjects]
+    params_jsons = list(params_jsons)
+    fit_h5s = list(fit_h5s) if fit_h5s is not None else [None] * len(subjects)
+    if len(params_jsons) != len(subjects) or len(fit_h5s) != len(subjects):
+        raise ConfigError(f"cohort_report: expected one params JSON and one fit file per "
+                          f"subject ({len(subjects)}), got {len(params_jsons)} and "
+                          f"{len(fit_h5s)}; pass the lists in the order of the subjects")
+    rows, stage_rows, global_names, regional_names = [], [], [], []
+    hashes: dict[str, list[str]] = {}
+    for subj, pj_path, fit_path in zip(subjects, params_jsons, fit_h5s, strict=True):
+        pj = _read_json(_check_file(pj_path, f"fitted parameters JSON of {subject_prefix(subj)}"))
+        fit = _read_h5(_check_file(fit_path, f"refinement HDF5 of {subject_prefix(subj)}"))
+        stages = _stages(fit)
+        row: dict[str, Any] = {"subject": subj}
+        for k, v in (pj.get("params") or {}).items():
+            if np.ndim(v) == 0 and _float(v) is not None:
+                row[k] = float(v)
+                if k not in global_names:
+                    global_names.append(k)
+            elif np.size(v) > 1:
+                a = np.asarray(v, float)
+                row[f"{k}_mean"] = float(np.nanmean(a))
+                row[f"{k}_std"] = float(np.nanstd(a))
+                if k not in regional_names:
+                    regional_names.append(k)
+        m = pj.get("metrics") or {}
+        for k in ("fc_r", "fc_rmse", "fcd_ks"):
+            row[k] = _float(m.get(k))
+        walls = pj.get("wall_time") or {}
+        wall_vals = [_float(v) for v in walls.values() if _float(v) is not None] if walls \
+            else [st["wall_time"] for st in stages if st["wall_time"] is not None]
+        row["wall_time_s"] = float(sum(wall_vals)) if wall_vals else None
+        rows.append(row)
+        chash = (pj.get("provenance") or {}).get("config_hash")
+        if chash:
+            hashes.setdefault(str(chash), []).append(subj)
+        js = m.get("stages") or {}
+        seen = set()
+        for st in stages:
+            sm = _match(js, st) or {}
+            stage_rows.append({
+                "subject": subj, "stage": st["key"], "stage_index": st["index"],
+                "fc_r": _float(sm.get("fc_r")) if sm.get("fc_r") is not None
+                else st["heldout_fc_r"],
+                "loss": _float(sm.get("loss")) if sm.get("loss") is not None
+                else st["heldout_loss_final"],
+            })
+            seen |= {st["key"], st["name"], str(st["index"])}
+        for i, (k, sm) in enumerate(js.items()):
+            if k not in seen and isinstance(sm, Mapping):
+                mm = _STAGE_RE.match(k)
+                stage_rows.append({"subject": subj, "stage": k,
+                                   "stage_index": int(mm.group(1)) if mm else i,
+                                   "fc_r": _float(sm.get("fc_r")), "loss": _float(sm.get("loss"))})
+    cols = ["subject", *global_names]
+    for k in regional_names:
+        cols += [f"{k}_mean", f"{k}_std"]
+    cols += ["fc_r", "fc_rmse", "fcd_ks", "wall_time_s"]
+    table = pd.DataFrame(rows).reindex(columns=cols)
+    for c in cols[1:]:
+        table[c] = pd.to_numeric(table[c], errors="coerce").astype(float)
+    stage_df = pd.DataFrame(stage_rows, columns=["subject", "stage", "stage_index", "fc_r",
+                                                 "loss"])
+    return table, stage_df, global_names, regional_names, hashes
+
+
+def _cohort_figs(table, stage_df, global_names, regional_names, subjects):
+    pcols = list(global_names) + [f"{k}_mean" for k in regional_names]
+    return {
+        "params": rf.cohort_params_figure(table, pcols, subjects),
+        "metrics": rf.cohort_metrics_figure(stage_df, table, subjects),
+    }
+
+
+def cohort_report(
+    subjects: Sequence[str],
+    *,
+    params_jsons: Sequence[PathLike],
+    fit_h5s: Sequence[PathLike | None] | None,
+    config: Mapping[str, Any],
+) -> tuple[str, pd.DataFrame]:
+    """The cohort's summary page and table.
+
+    Returns ``(html, table)``: the self-contained HTML page (meant to be written as
+    ``results/cohort_report.html``; it links to ``sub-X/sub-X_report.html``) and one row per
+    subject with the fitted global parameters, ``<regional>_mean`` / ``<regional>_std``,
+    ``fc_r``, ``fc_rmse``, ``fcd_ks`` (held-out noise) and ``wall_time_s`` (sum over stages),
+    to be written as ``cohort_params.tsv``.
+    """
+    subjects = [str(x) for x in subjects]
+    table, stage_df, gnames, rnames, hashes = _cohort_data(subjects, params_jsons, fit_h5s)
+    dpi = _report_options(config).get("dpi")
+    figs = _cohort_figs(table, stage_df, gnames, rnames, subjects)
+
+    # ---- the table, with links
+    header = list(table.columns)
+    body_rows = []
+    for _, row in table.iterrows():
+        cells = []
+        for c in header:
+            v = row[c]
+            if c == "subject":
+                pre = subject_prefix(v)
+                cells.append(f'<td data-v="{_esc(pre)}"><a href="{_esc(subject_page(v))}">'
+                             f"{_esc(pre)}</a></td>")
+                continue
+            fmt = ".3f" if c in ("fc_r", "fc_rmse", "fcd_ks") else ".4g"
+            missing = v is None or (isinstance(v, float) and math.isnan(v))
+            txt = "—" if missing else _duration(v) if c == "wall_time_s" else _num(v, fmt)
+            dv = "" if missing else repr(float(v))
+            cells.append(f'<td class="num" data-v="{dv}">{txt}</td>')
+        body_rows.append("<tr>" + "".join(cells) + "</tr>")
+    th = "".join(f"<th>{_esc(h)}</th>" for h in header)
+    tbl = (f'<table class="sortable" id="cohort-table"><thead><tr>{th}</tr></thead>'
+           f'<tbody>{"".join(body_rows)}</tbody></table>'
+           '<p class="muted">Click a column header to sort. fc_r, fc_rmse, fcd_ks: best fit on '
+           "a held-out noise seed; regional parameters as mean and std over regions; "
+           "wall time summed over the refinement stages.</p>")
+
+    parts = [_section("table", "Fitted parameters and fit metrics", tbl)]
+    parts.append(_section("parameters", "Fitted parameters across subjects", _figure(
+        figs["params"], "fitted parameters across subjects",
+        "Each point is one subject; boxes show quartiles (3 or more subjects).", dpi)))
+    stage_tbl = ""
+    if len(stage_df):
+        piv = stage_df.pivot_table(index="subject", columns="stage", values="fc_r",
+                                   aggfunc="first", dropna=False)
+        order = list(dict.fromkeys(stage_df.sort_values("stage_index")["stage"]))
+        piv = piv.reindex(columns=order, index=[s for s in subjects if s in piv.index])
+        stage_tbl = "<h3>Held-out FC r per stage</h3>" + _table(
+            ["subject", *order],
+            [[f'<a href="{_esc(subject_page(sj))}">{_esc(subject_prefix(sj))}</a>']
+             + [_r(piv.loc[sj, c]) if np.isfinite(piv.loc[sj, c]) else "—" for c in order]
+             for sj in piv.index], raw=True)
+    else:
+        stage_tbl = _absent("no per-stage metrics in the fitted-parameters JSONs or fit files")
+    parts.append(_section("metrics", "Fit metrics per stage", _figure(
+        figs["metrics"], "fit metrics per stage across subjects",
+        "Left: held-out FC r and loss after each stage, one line per subject. Right: final "
+        "held-out metrics (FC r, FC RMSE, FCD KS) across subjects.", dpi) + stage_tbl))
+    fc_by = dict(zip(table["subject"], table["fc_r"], strict=True))
+    links = "".join(f'<li><a href="{_esc(subject_page(sj))}">{_esc(subject_prefix(sj))}</a>'
+                    f' <span class="muted">FC r = {_r(fc_by.get(sj))}</span></li>'
+                    for sj in subjects)
+    prov = [f"<p><b>Subjects:</b> {len(subjects)}</p>"]
+    if len(hashes) > 1:
+        prov.append(_note("the subjects were fitted with different configs: " + "; ".join(
+            f"<code>{_esc(h)}</code>: {', '.join(map(_esc, v))}" for h, v in hashes.items())))
+    elif hashes:
+        prov.append(f"<p><b>Config hash:</b> <code>{_esc(next(iter(hashes)))}</code></p>")
+    else:
+        prov.append(f"<p><b>Config hash:</b> <code>{_config_hash(config)}</code> "
+                    "<span class=muted>(computed here from the config given)</span></p>")
+    parts.append(_section("subjects", "Subject pages",
+                          f'<ul class="subjects">{links}</ul>' + "".join(prov)))
+    model = _model_name(config)
+    fin = table["fc_r"].to_numpy(dtype=float)
+    fin = fin[np.isfinite(fin)]
+    med = f" — median FC r = {_r(np.median(fin))}" if fin.size else ""
+    subtitle = f"{len(subjects)} subjects" + (f" — model: {_esc(model)}" if model else "") + med
+    nav = [("table", "Table"), ("parameters", "Parameters"), ("metrics", "Metrics"),
+           ("subjects", "Subjects")]
+    return _page("Cohort fit report", subtitle, nav, "".join(parts), _SORT_JS), table
+
+
+def write_cohort_figures(
+    subjects: Sequence[str],
+    *,
+    params_jsons: Sequence[PathLike],
+    fit_h5s: Sequence[PathLike | None] | None,
+    config: Mapping[str, Any],
+    outdir: PathLike,
+) -> list[Path]:
+    """Write the cohort figures (:data:`COHORT_FIGURES`) as PNG files into ``outdir`` (names
+    from :func:`cohort_figure_paths`) and return their paths."""
+    subjects = [str(x) for x in subjects]
+    table, stage_df, gnames, rnames, _ = _cohort_data(subjects, params_jsons, fit_h5s)
+    figs = _cohort_figs(table, stage_df, gnames, rnames, subjects)
+    dpi = _report_options(config).get("dpi")
+    out = []
+    for name, path in cohort_figure_paths(outdir).items():
+        png = rf.to_png(figs[name], dpi=dpi)
+        _write_atomic(path, png)
+        out.append(path)
+    return out

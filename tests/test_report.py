@@ -1,0 +1,487 @@
+"""Subject and cohort reports: built from small synthetic fitted results that follow the
+workflow's result-file contract, checked for their figures, numbers and links, and rendered
+in headless Chromium (images must decode, no script errors; screenshots kept in tmp_path)."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+
+from bnmfit import report
+from bnmfit.errors import ConfigError, DataError
+
+N = 10
+LABELS = [f"{h}-{r}" for h in ("lh", "rh") for r in ("front", "pariet", "tempor", "occip",
+                                                      "cingul")]
+CONFIG = {"model": {"name": "hopf"}, "report": {"bold_traces": 3}}
+
+# ----------------------------------------------------------------------------- fixtures
+
+
+def _str_ds(group, name, values):
+    group.create_dataset(name, data=np.asarray(values, dtype=object),
+                         dtype=h5py.string_dtype("utf-8"))
+
+
+def _sliding_fcd(bold, win=30, step=5):
+    fcs = []
+    iu = np.triu_indices(bold.shape[1], 1)
+    for s in range(0, bold.shape[0] - win + 1, step):
+        fcs.append(np.corrcoef(bold[s:s + win].T)[iu])
+    return np.corrcoef(np.asarray(fcs))
+
+
+def make_subject(root: Path, subject: str, *, dims: int = 2, fcd: bool = True,
+                 regional: bool = True, seed: int = 0) -> dict:
+    """Write the five result files of one subject; return their paths and the truth."""
+    rng = np.random.default_rng(seed)
+    d = root / f"sub-{subject}"
+    d.mkdir(parents=True, exist_ok=True)
+    pre = f"sub-{subject}"
+    # connectome
+    w = rng.lognormal(0, 1.2, (N, N))
+    w = (w + w.T) / 2
+    w[rng.random((N, N)) < 0.25] = 0
+    w = np.triu(w, 1) + np.triu(w, 1).T
+    w /= w.max()
+    ln = rng.uniform(20, 150, (N, N))
+    ln = np.triu(ln, 1) + np.triu(ln, 1).T
+    inputs = {"resources/sub-01_weights.tsv": "ab" * 32, "resources/sub-01_lengths.tsv": "cd" * 32}
+    paths = {"connectome_h5": d / f"{pre}_connectome.h5",
+             "empirical_h5": d / f"{pre}_desc-empirical_fc.h5",
+             "explore_h5": d / f"{pre}_explore.h5", "fit_h5": d / f"{pre}_fit.h5",
+             "params_json": d / f"{pre}_desc-fitted_params.json"}
+    with h5py.File(paths["connectome_h5"], "w") as f:
+        f["weights"], f["lengths"] = w, ln
+        _str_ds(f, "labels", LABELS)
+        f.attrs["normalisation"] = "max"
+        f.attrs["symmetric"] = True
+        f.attrs["inputs"] = json.dumps([{"path": k, "sha256": v} for k, v in inputs.items()])
+    # empirical
+    mix = rng.normal(size=(N, N)) * 0.6 + np.eye(N)
+    bold = rng.normal(size=(180, N)) @ mix
+    bold = (bold - bold.mean(0)) / bold.std(0)
+    emp_fc = np.corrcoef(bold.T)
+    with h5py.File(paths["empirical_h5"], "w") as f:
+        f["bold"], f["fc"] = bold, emp_fc
+        if fcd:
+            f["fcd"] = _sliding_fcd(bold)
+        _str_ds(f, "labels", LABELS)
+        f.attrs["tr"] = 2.0
+        f.attrs["qc"] = json.dumps({"n_volumes": 180, "frac_zero_variance": 0.0,
+                                    "n_interpolated": 3})
+    # exploration landscape
+    axes = [{"name": "G", "lo": 0.5, "hi": 3.0, "n": 9, "scale": "linear"},
+            {"name": "sigma", "lo": 1e-3, "hi": 1e-1, "n": 7, "scale": "log"},
+            {"name": "velocity", "lo": 1.0, "hi": 10.0, "n": 4, "scale": "linear"}][:dims]
+    if dims == 1:
+        axes[0]["n"] = 26
+    elif dims == 3:
+        axes[0]["n"], axes[1]["n"] = 6, 5
+    grids = [np.geomspace(a["lo"], a["hi"], a["n"]) if a["scale"] == "log"
+             else np.linspace(a["lo"], a["hi"], a["n"]) for a in axes]
+    pts = np.stack([g.ravel() for g in np.meshgrid(*grids, indexing="ij")], axis=1)
+    names = [a["name"] for a in axes]
+    opt = {"G": 1.8, "sigma": 0.01, "velocity": 4.0}
+
+    def loss_fn(p):
+        z = 0.3 + 0.5 * (p[..., 0] - opt["G"]) ** 2
+        if dims >= 2:
+            z = z + 0.3 * (np.log10(p[..., 1]) + 2) ** 2
+        if dims >= 3:
+            z = z + 0.02 * (p[..., 2] - opt["velocity"]) ** 2
+        return z
+
+    base = loss_fn(pts)
+    R = 3
+    loss = base[:, None] + rng.normal(0, 0.02, (len(pts), R))
+    diverged = pts[:, 0] > 2.7
+    if dims >= 2:
+        diverged &= pts[:, 1] > 0.03
+    loss[diverged] = np.nan
+    mean_loss, std_loss = loss.mean(1), loss.std(1)  # NaN where diverged
+    fc_r = np.clip(0.75 - 0.4 * mean_loss, -1, 1)
+    # the refinement starts: the best grid point and two far from it (long trajectories)
+    unit = np.stack([(np.log10(pts[:, i]) - np.log10(a["lo"])) / np.log10(a["hi"] / a["lo"])
+                     if a["scale"] == "log" else (pts[:, i] - a["lo"]) / (a["hi"] - a["lo"])
+                     for i, a in enumerate(axes)], axis=1)
+    top = [int(np.nanargmin(mean_loss))]
+    for corner in (0.15, 0.8):
+        dist = np.linalg.norm(unit - corner, axis=1)
+        top.append(int(np.argmin(np.where(np.isfinite(mean_loss), dist, np.inf))))
+    top = np.asarray(top)
+    with h5py.File(paths["explore_h5"], "w") as f:
+        _str_ds(f, "names", names)
+        f["points"], f["loss"], f["mean_loss"], f["std_loss"] = pts, loss, mean_loss, std_loss
+        f["fc_r"], f["diverged"], f["top"] = fc_r, diverged, top
+        f.attrs["axes"] = json.dumps(axes)
+        f.attrs["sampler"] = "grid"
+        f.attrs["seeds"] = json.dumps([11, 12, 13])
+    # refinement: a global stage from the top-3 points, then (optionally) a regional one
+    starts = pts[top]
+    steps = 25
+    target = np.array([opt[n] for n in names])
+    logd = np.array([a["scale"] == "log" for a in axes])
+    rates = np.array([4.0, 9.0, 6.0])[:dims]  # per-dimension rates: curved trajectories
+    tt = 1 - np.exp(-np.arange(steps)[:, None, None] / rates)
+    s0 = np.where(logd, np.log(starts), starts)
+    ends = np.where(logd, np.log(target), target) * (1 + rng.normal(0, 0.02, (3, dims)))
+    traj = s0[None] + tt * (ends - s0)[None]
+    traj = np.where(logd, np.exp(traj), traj)
+    tr_loss = loss_fn(traj) + rng.normal(0, 0.005, (steps, 3))
+    held = np.full((steps, 3), np.nan)
+    held[::6] = tr_loss[::6] + 0.02
+    rejected = np.zeros((steps, 3), bool)
+    rejected[7, 2] = True
+    best_start = int(np.argmin(tr_loss[-1]))
+    best = {n: float(traj[-1, best_start, i]) for i, n in enumerate(names)}
+    sim_fc = np.clip(emp_fc + rng.normal(0, 0.12, (N, N)), -1, 1)
+    sim_fc = (sim_fc + sim_fc.T) / 2
+    np.fill_diagonal(sim_fc, 1)
+    sim_bold = rng.normal(size=(150, N)) @ mix
+    stages = {"stage-0-global": 21.5}
+    a_reg = np.linspace(-0.2, 0.3, N) + rng.normal(0, 0.05, N)
+    with h5py.File(paths["fit_h5"], "w") as f:
+        g = f.create_group("stage-0-global")
+        g["loss"], g["heldout_loss"] = tr_loss, held
+        g["grad_norm"] = np.exp(-np.arange(steps) / 8.0)[:, None] * np.array([1.0, 2.0, 0.5])
+        g["rejected"] = rejected
+        for i, n in enumerate(names):
+            g[f"traj/{n}"] = traj[..., i]
+        g.attrs.update(best_start=best_start, wall_time=21.5, heldout_fc_r=0.52,
+                       heldout_loss=float(np.nanmin(held)))
+        if regional:
+            s2 = 15
+            g = f.create_group("stage-1-regional")
+            l2 = tr_loss[-1].min() - 0.05 * (1 - np.exp(-np.arange(s2) / 4.0))
+            g["loss"] = l2[:, None] + rng.normal(0, 0.003, (s2, 2))
+            h2 = np.full((s2, 2), np.nan)
+            h2[-1] = l2[-1] + 0.01
+            g["heldout_loss"] = h2
+            g["grad_norm"] = np.exp(-np.arange(s2) / 6.0)[:, None] * np.ones(2)
+            g["rejected"] = np.zeros((s2, 2), bool)
+            g["traj/G"] = np.full((s2, 2), best["G"])
+            g["traj/a"] = np.linspace(0, 1, s2)[:, None, None] * a_reg[None, None, :] \
+                * np.ones((1, 2, 1))
+            g.attrs.update(best_start=0, wall_time=64.0, heldout_fc_r=0.58, heldout_loss=0.29)
+            stages["stage-1-regional"] = 64.0
+        f["sim_fc"] = sim_fc
+        f["sim_bold"] = sim_bold
+        if fcd:
+            f["sim_fcd"] = _sliding_fcd(sim_bold)
+    r_true = float(np.corrcoef(emp_fc[np.triu_indices(N, 1)], sim_fc[np.triu_indices(N, 1)])[0, 1])
+    rmse = float(np.sqrt(np.mean((emp_fc - sim_fc)[np.triu_indices(N, 1)] ** 2)))
+    params = dict(best)
+    if regional:
+        params["a"] = a_reg.tolist()
+    st_metrics = {"stage-0-global": {"fc_r": 0.52 - 0.03 * seed, "loss": float(np.nanmin(held))}}
+    if regional:
+        st_metrics["stage-1-regional"] = {"fc_r": 0.58 - 0.02 * seed, "loss": 0.29 + 0.01 * seed}
+    pj = {"subject": subject, "params": params,
+          "metrics": {"fc_r": r_true, "fc_rmse": rmse, "fcd_ks": 0.21 if fcd else None,
+                      "stages": st_metrics},
+          "wall_time": stages,
+          "provenance": {"config_hash": f"cfg{seed:04d}abcdef",
+                         "versions": {"bnmfit": "0.1.0", "jax": "0.4.35", "numpy": "1.26.4"},
+                         "seeds": {"explore": [11, 12, 13], "refine": 5, "heldout": 99},
+                         "inputs": inputs}}
+    paths["params_json"].write_text(json.dumps(pj, indent=2))
+    return {"paths": paths, "json": pj, "fc_r": r_true, "fc_rmse": rmse, "best": best,
+            "regional": a_reg if regional else None}
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    root = tmp_path_factory.mktemp("results")
+    subs = {"01": make_subject(root, "01", dims=2, seed=1),
+            "02": make_subject(root, "02", dims=3, seed=2),
+            "03": make_subject(root, "03", dims=1, fcd=False, regional=False, seed=3)}
+    pages = {}
+    for sid, s in subs.items():
+        page = report.subject_report(sid, **{k: str(v) for k, v in s["paths"].items()},
+                                     config=CONFIG)
+        out = root / f"sub-{sid}" / f"sub-{sid}_report.html"
+        out.write_text(page, encoding="utf-8")
+        pages[sid] = out
+    return root, subs, pages
+
+
+def _imgs(page: str) -> int:
+    return len(re.findall(r"<img\b", page))
+
+
+# ----------------------------------------------------------------------------- subject
+
+
+@pytest.mark.parametrize("sid", ["01", "02"])
+def test_subject_report_has_every_figure_and_the_numbers(cohort, sid):
+    root, subs, pages = cohort
+    page = pages[sid].read_text(encoding="utf-8")
+    s = subs[sid]
+    # connectome, FC triptych, scatter, landscape, loss, regional, FCD, BOLD
+    assert _imgs(page) == 8
+    assert page.count('src="data:image/png;base64,') == 8
+    assert f"r = {s['fc_r']:.3f}" in page
+    assert f"RMSE = {s['fc_rmse']:.3f}" in page
+    for v in s["best"].values():
+        assert f"{v:.4g}" in page
+    a = s["regional"]
+    assert f"{np.mean(a):.4g}" in page  # regional mean ± std
+    for sec in ("connectome", "fc", "landscape", "loss", "regional", "fcd", "bold",
+                "provenance"):
+        assert f'id="{sec}"' in page and f'href="#{sec}"' in page
+    assert "Absent:" not in page
+    # provenance: config hash, versions, seeds, checksums, wall times
+    assert s["json"]["provenance"]["config_hash"] in page
+    assert "jax" in page and "0.4.35" in page
+    assert "heldout" in page and "99" in page
+    assert "ab" * 32 in page and "resources/sub-01_lengths.tsv" in page
+    assert "21.5 s" in page and "64.0 s" in page and "total" in page
+    for m in s["json"]["metrics"]["stages"].values():  # held-out FC r per stage
+        assert f"<td>{m['fc_r']:.3f}</td>" in page
+    # self-contained: nothing fetched from anywhere
+    assert "http://" not in page and "https://" not in page
+    assert not re.search(r'<(link|script)[^>]+(src|href)=', page)
+
+
+def test_subject_report_says_what_is_absent(cohort):
+    _, subs, pages = cohort
+    page = pages["03"].read_text(encoding="utf-8")
+    # no regional stage, no FCD: those two figures are replaced by notes
+    assert _imgs(page) == 6
+    assert "Absent:</b> no regional stage" in page
+    assert "Absent:</b> no FCD" in page
+    assert f"{subs['03']['best']['G']:.4g}" in page
+    assert "FCD KS</div><div class=\"v\">—" in page
+
+
+def test_subject_report_with_optional_files_missing(cohort):
+    _, subs, _ = cohort
+    p = subs["01"]["paths"]
+    page = report.subject_report("01", connectome_h5=p["connectome_h5"],
+                                 empirical_h5=p["empirical_h5"], explore_h5=None, fit_h5=None,
+                                 params_json=p["params_json"], config={})
+    # connectome, empirical FC, regional (from the JSON), empirical FCD, empirical BOLD
+    assert _imgs(page) == 5
+    assert "no exploration landscape" in page
+    assert "no refinement stages" in page
+
+
+def test_reads_files_written_by_bnmfit_io(cohort, tmp_path):
+    """The workflow writes results with bnmfit.io.h5.write_h5 (JSON attributes listed in
+    ``__json__``, fit-stage scalars possibly as datasets): the report reads those too."""
+    h5 = pytest.importorskip("bnmfit.io.h5")
+    _, subs, _ = cohort
+    p = dict(subs["02"]["paths"])
+    with h5py.File(p["explore_h5"], "r") as f:
+        data = {k: f[k][()] for k in f if k != "names"}
+        names = [x.decode() if isinstance(x, bytes) else x for x in f["names"][()]]
+        axes = json.loads(f.attrs["axes"])
+    h5.write_h5(tmp_path / "explore.h5", {"names": names, **data},
+                {"axes": axes, "sampler": "grid", "seeds": [11, 12, 13]})
+    with h5py.File(p["fit_h5"], "r") as f:
+        stage = f["stage-0-global"]
+        fit = {"stage-0-global": {"loss": stage["loss"][()], "grad_norm": stage["grad_norm"][()],
+                                  "traj": {k: v[()] for k, v in stage["traj"].items()},
+                                  "best_start": 1, "wall_time": 12.25, "heldout_fc_r": 0.4321},
+               "sim_fc": f["sim_fc"][()]}
+    h5.write_h5(tmp_path / "fit.h5", fit, {"tr": 2.0})
+    p["explore_h5"], p["fit_h5"] = tmp_path / "explore.h5", tmp_path / "fit.h5"
+    page = report.subject_report("02", **p, config={})
+    # connectome, FC, scatter, landscape, loss, regional (JSON), FCD (empirical), BOLD
+    assert _imgs(page) == 8
+    assert "sampler: grid" in page
+    assert "<td>1</td><td>3</td><td>25</td>" in page  # best start (a dataset), starts, steps
+    assert "<td>stage-0-global</td><td>0.460</td>" in page  # the JSON's value wins
+    assert "no simulated BOLD" in page
+
+
+def test_missing_file_is_a_data_error(cohort, tmp_path):
+    _, subs, _ = cohort
+    p = dict(subs["01"]["paths"])
+    p["fit_h5"] = tmp_path / "nope_fit.h5"
+    with pytest.raises(DataError, match="nope_fit.h5"):
+        report.subject_report("01", **p, config={})
+
+
+def test_write_subject_figures_fixed_set(cohort, tmp_path):
+    _, subs, _ = cohort
+    for sid in ("01", "03"):
+        out = report.write_subject_figures(sid, **subs[sid]["paths"], config=CONFIG,
+                                           outdir=tmp_path / sid)
+        assert out == list(report.subject_figure_paths(sid, tmp_path / sid).values())
+        assert [q.name for q in out] == [f"sub-{sid}_desc-{n}_figure.png"
+                                         for n in report.SUBJECT_FIGURES]
+        for q in out:
+            assert q.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(tmp_path.rglob(".*.tmp*"))
+
+
+# ----------------------------------------------------------------------------- cohort
+
+
+def _cohort(cohort_fixture, config=CONFIG):
+    root, subs, _ = cohort_fixture
+    ids = list(subs)
+    return report.cohort_report(ids, params_jsons=[subs[s]["paths"]["params_json"] for s in ids],
+                                fit_h5s=[subs[s]["paths"]["fit_h5"] for s in ids],
+                                config=config)
+
+
+def test_cohort_table_and_page(cohort):
+    root, subs, _ = cohort
+    page, table = _cohort(cohort)
+    assert list(table["subject"]) == ["01", "02", "03"]
+    assert list(table.columns) == ["subject", "G", "sigma", "velocity", "a_mean", "a_std",
+                                   "fc_r", "fc_rmse", "fcd_ks", "wall_time_s"]
+    for i, sid in enumerate(subs):
+        s = subs[sid]
+        assert table.loc[i, "G"] == pytest.approx(s["best"]["G"])
+        assert table.loc[i, "fc_r"] == pytest.approx(s["fc_r"])
+        assert table.loc[i, "fc_rmse"] == pytest.approx(s["fc_rmse"])
+        assert f"{s['fc_r']:.3f}" in page and f"{s['best']['G']:.4g}" in page
+        link = f'href="sub-{sid}/sub-{sid}_report.html"'
+        assert link in page
+        assert (root / f"sub-{sid}" / f"sub-{sid}_report.html").is_file()
+    assert np.isnan(table.loc[2, "a_mean"]) and np.isnan(table.loc[0, "velocity"])
+    assert table.loc[0, "a_mean"] == pytest.approx(np.mean(subs["01"]["regional"]))
+    assert table.loc[0, "wall_time_s"] == pytest.approx(85.5)
+    assert np.isnan(table.loc[2, "fcd_ks"])
+    assert _imgs(page) == 2
+    assert 'class="sortable"' in page
+    assert "different configs" in page  # each synthetic subject has its own config hash
+    # the table round-trips through the TSV the workflow writes
+    tsv = root / "cohort_params.tsv"
+    table.to_csv(tsv, sep="\t", index=False)
+    back = pd.read_csv(tsv, sep="\t", dtype={"subject": str})
+    assert back.shape == table.shape and list(back["subject"]) == ["01", "02", "03"]
+    (root / "cohort_report.html").write_text(page, encoding="utf-8")
+
+
+def test_cohort_length_mismatch_is_a_config_error(cohort):
+    _, subs, _ = cohort
+    with pytest.raises(ConfigError, match="one params JSON"):
+        report.cohort_report(["01", "02"], params_jsons=[subs["01"]["paths"]["params_json"]],
+                             fit_h5s=None, config={})
+
+
+def test_write_cohort_figures(cohort, tmp_path):
+    _, subs, _ = cohort
+    ids = list(subs)
+    out = report.write_cohort_figures(ids, params_jsons=[subs[s]["paths"]["params_json"]
+                                                         for s in ids],
+                                      fit_h5s=[None] * 3, config={}, outdir=tmp_path)
+    assert [q.name for q in out] == ["cohort_desc-params_figure.png",
+                                     "cohort_desc-metrics_figure.png"]
+    assert all(q.read_bytes()[:4] == b"\x89PNG" for q in out)
+
+
+# ----------------------------------------------------------------------------- Chromium
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None, reason="headless Chromium is not installed (Debian package `chromium`, "
+    "installed by .ci/run); the pages are still built and checked by the tests above")
+
+# Injected at the top of <head> of a copy of the page: records script errors, failed
+# resources and console.error calls, then on load writes every image's decoded size (and the
+# result of clicking the cohort table's fc_r header) into the DOM for --dump-dom.
+PROBE = """<script>
+window.__errors = [];
+window.addEventListener('error', function (e) {
+  var t = e.target;
+  window.__errors.push(e.message || ('failed to load ' + ((t && (t.src || t.href)) || '?'))
+    .slice(0, 200));
+}, true);
+var __ce = console.error;
+console.error = function () {
+  window.__errors.push(Array.prototype.join.call(arguments, ' ')); __ce.apply(console, arguments);
+};
+window.addEventListener('load', function () {
+  var imgs = Array.prototype.map.call(document.images, function (i) {
+    return {w: i.naturalWidth, h: i.naturalHeight, complete: i.complete};
+  });
+  var sorted = null, th = Array.prototype.find.call(
+    document.querySelectorAll('table.sortable th'), function (h) {
+      return h.textContent.trim() === 'fc_r'; });
+  if (th) {
+    th.click();
+    sorted = Array.prototype.map.call(document.querySelectorAll('#cohort-table tbody tr'),
+      function (r) { return r.cells[0].textContent.trim(); });
+  }
+  var pre = document.createElement('pre');
+  pre.id = '__probe';
+  pre.textContent = JSON.stringify({images: imgs, errors: window.__errors, sorted: sorted});
+  document.body.appendChild(pre);
+});
+</script>"""
+
+
+def _chromium(args, tmp_path):
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+           "--enable-logging=stderr", "--v=0", f"--user-data-dir={tmp_path / 'chromium'}",
+           *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+def render(page: Path, tmp_path: Path, name: str) -> dict:
+    """Load ``page`` in headless Chromium: probe results, console errors, screenshot path."""
+    text = page.read_text(encoding="utf-8")
+    probed = page.with_name(f".probe-{page.name}")
+    probed.write_text(text.replace("<head>", "<head>" + PROBE, 1), encoding="utf-8")
+    try:
+        res = _chromium(["--virtual-time-budget=10000", "--dump-dom", probed.as_uri()],
+                        tmp_path)
+    finally:
+        probed.unlink()
+    m = re.search(r'<pre id="__probe">(.*?)</pre>', res.stdout, re.S)
+    assert m, f"page did not finish loading in Chromium:\n{res.stderr[-3000:]}"
+    probe = json.loads(html.unescape(m.group(1)))
+    console = [ln for ln in res.stderr.splitlines() if ":CONSOLE" in ln]
+    shot = tmp_path / f"{name}.png"
+    res = _chromium([f"--screenshot={shot}", "--window-size=1400,4000", page.as_uri()],
+                    tmp_path)
+    assert shot.is_file(), res.stderr[-3000:]
+    return {"probe": probe, "console": console, "screenshot": shot}
+
+
+def _check_render(r, n_images):
+    probe = r["probe"]
+    assert probe["errors"] == [], probe["errors"]
+    assert r["console"] == [], r["console"]
+    assert len(probe["images"]) == n_images
+    for im in probe["images"]:
+        assert im["complete"] and im["w"] > 100 and im["h"] > 50, im
+    import matplotlib.image
+
+    shot = matplotlib.image.imread(r["screenshot"])
+    assert shot.shape[0] >= 1000 and shot.std() > 0.05  # not blank
+
+
+@needs_chromium
+@pytest.mark.parametrize("sid,n_images", [("01", 8), ("02", 8), ("03", 6)])
+def test_subject_page_renders_in_chromium(cohort, tmp_path, sid, n_images):
+    _, _, pages = cohort
+    r = render(pages[sid], tmp_path, f"sub-{sid}_report")
+    _check_render(r, n_images)
+
+
+@needs_chromium
+def test_cohort_page_renders_in_chromium(cohort, tmp_path):
+    root, subs, _ = cohort
+    page, table = _cohort(cohort)
+    out = root / "cohort_report.html"
+    out.write_text(page, encoding="utf-8")
+    r = render(out, tmp_path, "cohort_report")
+    _check_render(r, 2)
+    by_r = list(table.sort_values("fc_r")["subject"])
+    assert r["probe"]["sorted"] == [f"sub-{s}" for s in by_r]
