@@ -1,0 +1,523 @@
+"""Exploration: parameter spaces, their batched evaluation, and the best distinct starts.
+
+A :class:`Space` is a set of :class:`Axis` (any model, coupling or noise parameter by name,
+linear or log scale) and a sampler: the product ``grid``, ``zip`` (the axes walked together),
+``sobol`` or ``lhs`` (Latin hypercube) from :mod:`scipy.stats.qmc`. ``Space.points()`` is
+deterministic, so chunk k of K (:func:`chunk`, a contiguous slice) is the same slice in every
+process, and Snakemake can scatter the chunks and gather them in any order.
+
+:func:`evaluate` runs every point on R noise realisations (``seeds``) with ``jax.vmap`` over
+points and seeds, in batches sized by ``batch_size`` simulations, sharded over devices when
+more than one is visible. Seed s is the key ``jax.random.PRNGKey(s)`` for every point, so the
+result for a point does not depend on the chunk or batch it was evaluated in. A point whose
+simulation diverges gets ``loss = inf`` for that seed and ``diverged = True``; the rest of the
+batch is unaffected. :func:`top_k` picks starts for refinement in distinct basins.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from scipy.spatial import cKDTree
+from scipy.stats import qmc
+
+from bnmfit.errors import ConfigError
+from bnmfit.losses import pearson
+from bnmfit.observables import upper
+from bnmfit.params import problem_cache
+
+if TYPE_CHECKING:  # pragma: no cover
+    from bnmfit.problem import Problem
+
+__all__ = [
+    "SAMPLERS",
+    "Axis",
+    "ExploreResult",
+    "Space",
+    "chunk",
+    "evaluate",
+    "top_k",
+]
+
+SAMPLERS: tuple[str, ...] = ("grid", "zip", "sobol", "lhs")
+SCALES: tuple[str, ...] = ("linear", "log")
+
+#: a hook run on every point before its simulation (e.g. FIC): (problem, params) →
+#: (params to simulate with, named scalar diagnostics)
+PointHook = Callable[["Problem", dict], tuple[dict, dict]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Axis:
+    """One explored parameter: ``n`` values from ``lo`` to ``hi`` (grid and zip samplers),
+    evenly spaced on a ``linear`` or ``log`` scale; samplers draw in the same box."""
+
+    name: str
+    lo: float
+    hi: float
+    n: int = 8
+    scale: Literal["linear", "log"] = "linear"
+
+    def __post_init__(self):
+        try:
+            lo, hi = float(self.lo), float(self.hi)
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"axis {self.name!r}: lo and hi must be numbers, got {self.lo!r}, {self.hi!r}"
+            ) from None
+        object.__setattr__(self, "lo", lo)
+        object.__setattr__(self, "hi", hi)
+        if not (math.isfinite(lo) and math.isfinite(hi)) or not lo < hi:
+            raise ConfigError(
+                f"axis {self.name!r}: need finite lo < hi, got lo={lo:g}, hi={hi:g}"
+            )
+        if isinstance(self.n, bool) or int(self.n) != self.n or self.n < 1:
+            raise ConfigError(f"axis {self.name!r}: n must be a whole number ≥ 1, got {self.n!r}")
+        object.__setattr__(self, "n", int(self.n))
+        if self.scale not in SCALES:
+            raise ConfigError(
+                f"axis {self.name!r}: unknown scale {self.scale!r}: use linear or log"
+            )
+        if self.scale == "log" and lo <= 0:
+            raise ConfigError(
+                f"axis {self.name!r}: a log scale needs lo > 0, got {lo:g}: use a positive "
+                "lower bound or scale: linear"
+            )
+
+    def from_unit(self, u: np.ndarray) -> np.ndarray:
+        """Map [0, 1] to the axis (log axes: geometrically)."""
+        u = np.asarray(u, dtype=np.float64)
+        if self.scale == "log":
+            a, b = math.log(self.lo), math.log(self.hi)
+            return np.exp(a + (b - a) * u)
+        return self.lo + (self.hi - self.lo) * u
+
+    def to_unit(self, x: np.ndarray) -> np.ndarray:
+        """Map axis values to [0, 1] (the inverse of :meth:`from_unit`)."""
+        x = np.asarray(x, dtype=np.float64)
+        if self.scale == "log":
+            a, b = math.log(self.lo), math.log(self.hi)
+            return (np.log(np.maximum(x, np.finfo(float).tiny)) - a) / (b - a)
+        return (x - self.lo) / (self.hi - self.lo)
+
+    def values(self) -> np.ndarray:
+        """The ``n`` grid values, lo and hi included (one value: the middle of the axis)."""
+        if self.n == 1:
+            return self.from_unit(np.array([0.5]))
+        return self.from_unit(np.linspace(0.0, 1.0, self.n))
+
+
+@dataclasses.dataclass(frozen=True)
+class Space:
+    """A parameter space: axes and how to sample them.
+
+    Attributes:
+        axes: the explored parameters (distinct names).
+        sampler: ``grid`` (product of every axis's values, first axis slowest), ``zip``
+            (the i-th value of every axis together; all axes need the same n), ``sobol``
+            (scrambled Sobol sequence) or ``lhs`` (Latin hypercube).
+        n_samples: number of points for ``sobol``/``lhs`` (a power of two keeps Sobol
+            balanced).
+        seed: scrambling seed for ``sobol``/``lhs``.
+    """
+
+    axes: tuple[Axis, ...]
+    sampler: Literal["grid", "zip", "sobol", "lhs"] = "grid"
+    n_samples: int = 0
+    seed: int = 0
+
+    def __post_init__(self):
+        axes = tuple(self.axes)
+        object.__setattr__(self, "axes", axes)
+        if not axes:
+            raise ConfigError("a parameter space needs at least one axis")
+        names = [a.name for a in axes]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ConfigError(f"axis {', '.join(dup)} given more than once")
+        if self.sampler not in SAMPLERS:
+            raise ConfigError(
+                f"unknown sampler {self.sampler!r}: use one of {', '.join(SAMPLERS)}"
+            )
+        if self.sampler == "zip" and len({a.n for a in axes}) > 1:
+            raise ConfigError(
+                "the zip sampler walks the axes together, so every axis needs the same n; got "
+                + ", ".join(f"{a.name}: {a.n}" for a in axes)
+            )
+        if self.sampler in ("sobol", "lhs") and (
+            isinstance(self.n_samples, bool) or int(self.n_samples) < 1
+        ):
+            raise ConfigError(
+                f"the {self.sampler} sampler needs n_samples ≥ 1, got {self.n_samples!r}"
+            )
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(a.name for a in self.axes)
+
+    @property
+    def n_points(self) -> int:
+        if self.sampler == "grid":
+            return math.prod(a.n for a in self.axes)
+        if self.sampler == "zip":
+            return self.axes[0].n
+        return int(self.n_samples)
+
+    def unit_points(self) -> np.ndarray:
+        """The points in the unit cube, (P, D), deterministic."""
+        d = len(self.axes)
+        if self.sampler == "grid":
+            units = [
+                np.array([0.5]) if a.n == 1 else np.linspace(0.0, 1.0, a.n) for a in self.axes
+            ]
+            return np.array(list(itertools.product(*units)), dtype=np.float64).reshape(-1, d)
+        if self.sampler == "zip":
+            n = self.axes[0].n
+            u = np.array([0.5]) if n == 1 else np.linspace(0.0, 1.0, n)
+            return np.repeat(u[:, None], d, axis=1)
+        n = int(self.n_samples)
+        if self.sampler == "sobol":
+            engine = _qmc(qmc.Sobol, d, self.seed)
+            m = n.bit_length() - 1
+            if n == 1 << m:
+                return engine.random_base2(m)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # balance warning: documented
+                return engine.random(n)
+        return _qmc(qmc.LatinHypercube, d, self.seed).random(n)
+
+    def points(self) -> np.ndarray:
+        """The points (P, D) in the axes' units, deterministic for a given space."""
+        u = self.unit_points()
+        return np.stack([a.from_unit(u[:, i]) for i, a in enumerate(self.axes)], axis=1)
+
+    def to_unit(self, points: np.ndarray) -> np.ndarray:
+        """Points (P, D) → unit cube, per axis and scale (for distances between points)."""
+        points = np.asarray(points, dtype=np.float64)
+        return np.stack([a.to_unit(points[:, i]) for i, a in enumerate(self.axes)], axis=1)
+
+
+def _qmc(cls, d: int, seed: int):
+    try:
+        return cls(d, scramble=True, rng=int(seed))
+    except TypeError:  # pragma: no cover - scipy < 1.15
+        return cls(d, scramble=True, seed=int(seed))
+
+
+def chunk(n_points: int, k: int, n_chunks: int) -> np.ndarray:
+    """Indices of chunk ``k`` (0-based) of ``n_chunks``: contiguous, sizes differing by at
+    most one, together exactly ``range(n_points)`` (chunks may be empty when
+    ``n_chunks > n_points``)."""
+    if n_chunks < 1:
+        raise ConfigError(f"the number of chunks must be ≥ 1, got {n_chunks}")
+    if not 0 <= k < n_chunks:
+        raise ConfigError(f"chunk index {k} out of range: use 0 ≤ k < {n_chunks}")
+    if n_points < 0:
+        raise ConfigError(f"the number of points must be ≥ 0, got {n_points}")
+    base, extra = divmod(n_points, n_chunks)
+    start = k * base + min(k, extra)
+    stop = start + base + (1 if k < extra else 0)
+    return np.arange(start, stop)
+
+
+@dataclasses.dataclass
+class ExploreResult:
+    """Losses of P points on R seeds.
+
+    Attributes:
+        names: the parameter of each column of ``points``.
+        points: (P, D) the evaluated points.
+        seeds: (R,) the noise seeds.
+        loss: (P, R) the problem's loss per seed (inf where the simulation diverged).
+        mean_loss, std_loss: (P,) over seeds (mean inf if any seed diverged).
+        fc_r: (P,) mean over finite seeds of the Pearson r between simulated and empirical FC
+            upper triangles (NaN when every seed diverged).
+        diverged: (P,) whether any seed of the point diverged (non-finite BOLD or loss).
+        extras: named (P,) diagnostics of a point hook (e.g. FIC's achieved rates).
+    """
+
+    names: tuple[str, ...]
+    points: np.ndarray
+    seeds: np.ndarray
+    loss: np.ndarray
+    mean_loss: np.ndarray
+    std_loss: np.ndarray
+    fc_r: np.ndarray
+    diverged: np.ndarray
+    extras: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.points)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """Plain numpy arrays (for HDF5); inverse of :meth:`from_arrays`."""
+        out = {
+            "names": np.array(self.names, dtype=str),
+            "points": self.points,
+            "seeds": self.seeds,
+            "loss": self.loss,
+            "mean_loss": self.mean_loss,
+            "std_loss": self.std_loss,
+            "fc_r": self.fc_r,
+            "diverged": self.diverged,
+        }
+        out.update({f"extras/{k}": v for k, v in self.extras.items()})
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> ExploreResult:
+        extras = {k.split("/", 1)[1]: np.asarray(v) for k, v in arrays.items()
+                  if k.startswith("extras/")}
+        return cls(
+            names=tuple(str(n) for n in np.asarray(arrays["names"]).tolist()),
+            points=np.asarray(arrays["points"]),
+            seeds=np.asarray(arrays["seeds"]),
+            loss=np.asarray(arrays["loss"]),
+            mean_loss=np.asarray(arrays["mean_loss"]),
+            std_loss=np.asarray(arrays["std_loss"]),
+            fc_r=np.asarray(arrays["fc_r"]),
+            diverged=np.asarray(arrays["diverged"], dtype=bool),
+            extras=extras,
+        )
+
+    @classmethod
+    def concatenate(cls, parts: Sequence[ExploreResult]) -> ExploreResult:
+        """Join chunk results in the given order (the gather step)."""
+        if not parts:
+            raise ConfigError("nothing to concatenate: give at least one exploration result")
+        first = parts[0]
+        for p in parts[1:]:
+            if p.names != first.names or not np.array_equal(p.seeds, first.seeds):
+                raise ConfigError(
+                    "exploration chunks disagree on parameter names or seeds: gather chunks "
+                    "of one exploration only"
+                )
+        keys = set(first.extras)
+        return cls(
+            names=first.names,
+            points=np.concatenate([p.points for p in parts]),
+            seeds=first.seeds,
+            loss=np.concatenate([p.loss for p in parts]),
+            mean_loss=np.concatenate([p.mean_loss for p in parts]),
+            std_loss=np.concatenate([p.std_loss for p in parts]),
+            fc_r=np.concatenate([p.fc_r for p in parts]),
+            diverged=np.concatenate([p.diverged for p in parts]),
+            extras={k: np.concatenate([p.extras[k] for p in parts]) for k in keys},
+        )
+
+    def starts(self, k: int, *, min_separation: float = 0.1, space: Space | None = None):
+        """The top-k starts as parameter dicts (see :func:`top_k`)."""
+        idx = top_k(self.points, self.mean_loss, k, min_separation=min_separation, space=space)
+        return [
+            {n: float(self.points[i, d]) for d, n in enumerate(self.names)} for i in idx
+        ]
+
+
+def _evaluator(problem: Problem, names: tuple[str, ...], hook: PointHook | None, sharding):
+    """The jitted (points (B, D), keys (R, 2)) → (loss, r, bad, extras) for ``problem``."""
+    cache = problem_cache(problem)
+    key = ("explore", names, hook, sharding)
+    if key in cache:
+        return cache[key]
+    emp = upper(problem.empirical.fc)
+
+    def point(x, keys):
+        params = {n: x[i] for i, n in enumerate(names)}
+        extras = {}
+        if hook is not None:  # once per point, before its R simulations
+            params, extras = hook(problem, params)
+
+        def one(k):
+            sim = problem.simulate(params, k)
+            observed = problem.observation.observe(sim.bold)
+            loss = problem.loss_of(observed)
+            r = pearson(upper(observed.fc), emp)
+            ok = jnp.isfinite(loss) & jnp.all(jnp.isfinite(sim.bold)) & jnp.isfinite(r)
+            return jnp.where(ok, loss, jnp.inf), jnp.where(ok, r, jnp.nan), ~ok
+
+        loss, r, bad = jax.vmap(one)(keys)
+        return loss, r, bad, {n: jnp.asarray(v) for n, v in extras.items()}
+
+    fn = jax.vmap(point, (0, None))
+    if sharding is None:
+        fn = jax.jit(fn)
+    else:
+        batch, replicated = sharding
+        fn = jax.jit(fn, in_shardings=(batch, replicated), out_shardings=batch)
+    cache[key] = fn
+    return fn
+
+
+def _sharding():
+    """(batch sharding, replicated sharding) over all devices, or None for one device."""
+    devices = jax.devices()
+    if len(devices) < 2:
+        return None
+    mesh = jax.sharding.Mesh(np.array(devices), ("points",))
+    P = jax.sharding.PartitionSpec
+    return (
+        jax.sharding.NamedSharding(mesh, P("points")),
+        jax.sharding.NamedSharding(mesh, P()),
+    )
+
+
+def evaluate(
+    problem: Problem,
+    names: Sequence[str],
+    points: np.ndarray,
+    seeds: Sequence[int],
+    *,
+    batch_size: int = 64,
+    progress: Callable[[int, int], None] | None = None,
+    hook: PointHook | None = None,
+) -> ExploreResult:
+    """The loss of every point on every seed.
+
+    Args:
+        problem: the subject's fitting problem.
+        names: the parameter of each column of ``points`` (``G``, ``sigma`` or a model
+            parameter; a scalar per point, broadcast over regions).
+        points: (P, D) parameter values.
+        seeds: R noise seeds; seed s is ``jax.random.PRNGKey(s)`` for every point.
+        batch_size: simulations per compiled call (points × seeds), sized to memory; a
+            batch holds ``max(1, batch_size // R)`` points (a multiple of the device count),
+            and the last batch is padded, so one compilation serves every batch.
+        progress: called as ``progress(points_done, points_total)`` after every batch.
+        hook: run on every point before its simulation, e.g. :func:`bnmfit.fic.hook`
+            (FIC per grid point); its named diagnostics land in ``ExploreResult.extras``.
+    Returns:
+        :class:`ExploreResult`.
+    """
+    names = tuple(str(n) for n in names)
+    problem.check_names(names)
+    if "weights" in names:
+        raise ConfigError(
+            "'weights' cannot be an exploration axis (it is a matrix): explore G instead"
+        )
+    if len(set(names)) != len(names):
+        raise ConfigError(f"parameter names repeat: {', '.join(names)}")
+    points = np.asarray(points, dtype=np.float64)
+    if points.ndim != 2 or points.shape[1] != len(names):
+        raise ConfigError(
+            f"points must be (P, {len(names)}) for the parameters {', '.join(names)}, got "
+            f"shape {points.shape}"
+        )
+    if not np.all(np.isfinite(points)):
+        raise ConfigError("the points contain NaN or inf: give finite parameter values")
+    seeds = np.asarray([int(s) for s in seeds], dtype=np.int64)
+    if seeds.size == 0:
+        raise ConfigError("give at least one noise seed")
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be ≥ 1, got {batch_size}")
+    n_points, n_seeds = len(points), len(seeds)
+    sharding = _sharding()
+    n_dev = 1 if sharding is None else len(jax.devices())
+    per_batch = max(1, batch_size // n_seeds)
+    per_batch = min(per_batch, max(n_points, 1))
+    per_batch = -(-per_batch // n_dev) * n_dev
+    fn = _evaluator(problem, names, hook, sharding)
+    dtype = problem.weights.dtype
+    keys = jnp.stack([jax.random.PRNGKey(int(s)) for s in seeds])
+
+    loss = np.empty((n_points, n_seeds))
+    r = np.empty((n_points, n_seeds))
+    bad = np.empty((n_points, n_seeds), dtype=bool)
+    extras: dict[str, np.ndarray] = {}
+    for start in range(0, n_points, per_batch):
+        stop = min(start + per_batch, n_points)
+        xb = np.empty((per_batch, len(names)))
+        xb[: stop - start] = points[start:stop]
+        xb[stop - start :] = points[start]  # padding, discarded
+        lb, rb, bb, eb = fn(jnp.asarray(xb, dtype), keys)
+        loss[start:stop] = np.asarray(lb)[: stop - start]
+        r[start:stop] = np.asarray(rb)[: stop - start]
+        bad[start:stop] = np.asarray(bb)[: stop - start]
+        for name, v in eb.items():
+            v = np.asarray(v)[: stop - start]
+            if name not in extras:
+                extras[name] = np.empty((n_points,) + v.shape[1:], v.dtype)
+            extras[name][start:stop] = v
+        if progress is not None:
+            progress(stop, n_points)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = loss.mean(axis=1)
+        std = np.where(np.isfinite(mean), loss.std(axis=1), np.inf)
+        fc_r = np.nanmean(r, axis=1) if n_points else np.empty(0)
+    return ExploreResult(
+        names=names,
+        points=points,
+        seeds=seeds,
+        loss=loss,
+        mean_loss=mean,
+        std_loss=std,
+        fc_r=fc_r,
+        diverged=bad.any(axis=1),
+        extras=extras,
+    )
+
+
+def top_k(
+    points: np.ndarray,
+    loss: np.ndarray,
+    k: int,
+    *,
+    min_separation: float = 0.1,
+    space: Space | None = None,
+) -> np.ndarray:
+    """Indices of the best ``k`` points in distinct basins, best first.
+
+    Distances are Euclidean in the unit cube of the axes (``space`` given: per axis and
+    scale; else each column scaled by the range of ``points``). A point is a basin's bottom
+    when no point within its neighbourhood (radius: the larger of ``min_separation`` and 1.5
+    median nearest-neighbour distances, i.e. the grid's diagonal neighbours) has a lower
+    loss. The bottoms are taken best first, each at least ``min_separation`` from those
+    taken; when fewer than ``k`` basins exist, the best other points at least
+    ``min_separation`` from every point taken fill up. Non-finite losses are never taken, so
+    fewer than ``k`` indices come back when fewer points qualify.
+    """
+    points = np.asarray(points, dtype=np.float64)
+    loss = np.asarray(loss, dtype=np.float64)
+    if k < 1:
+        raise ConfigError(f"k must be ≥ 1, got {k}")
+    if points.ndim != 2 or loss.shape != (points.shape[0],):
+        raise ConfigError(
+            f"points must be (P, D) and loss (P,), got {points.shape} and {loss.shape}"
+        )
+    finite = np.flatnonzero(np.isfinite(loss))
+    if finite.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    if space is not None:
+        unit = space.to_unit(points)
+    else:
+        lo, hi = points.min(axis=0), points.max(axis=0)
+        unit = (points - lo) / np.where(hi > lo, hi - lo, 1.0)
+    unit, fl = unit[finite], loss[finite]
+    tree = cKDTree(unit)
+    if len(unit) > 1:
+        nn = tree.query(unit, k=2)[0][:, 1]
+        radius = max(min_separation, 1.5 * float(np.median(nn)))
+    else:
+        radius = min_separation
+    neighbours = tree.query_ball_point(unit, radius)
+    bottom = np.array([fl[i] <= fl[nb].min() for i, nb in enumerate(neighbours)])
+    order = np.argsort(fl, kind="stable")
+    chosen: list[int] = []
+    for pool in (order[bottom[order]], order):
+        for i in pool:
+            if len(chosen) == k:
+                break
+            if i not in chosen and all(
+                np.linalg.norm(unit[i] - unit[j]) >= min_separation for j in chosen
+            ):
+                chosen.append(int(i))
+    chosen.sort(key=lambda i: (fl[i], i))
+    return finite[np.array(chosen, dtype=np.int64)]

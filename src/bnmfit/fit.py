@@ -1,0 +1,1014 @@
+"""Refinement: gradient fitting of one subject's model, in stages, from several starts.
+
+:func:`refine` runs a sequence of :class:`Stage` s (e.g. global (G, w), then w per region,
+then optionally the SC edges), each warm-started from the best result of the previous one.
+The first stage refines every start together (``jax.vmap`` over starts: multi-start) and
+keeps the best; later stages start from that best.
+
+Within a stage:
+
+* Parameters are bounded by transforms (:mod:`bnmfit.params`): the optimiser works on
+  unconstrained values, and parameters never leave their domain.
+* The objective at each step is the problem's loss averaged over a mini-batch of
+  ``n_noise`` noise realisations, fresh ones every step (``fresh_noise``) or the same ones
+  throughout, plus an optional L2 penalty on regional deviations from the start value.
+* optax optimisers (``adam``, ``adamw``, ``sgd`` with momentum 0.9, ``lbfgs`` with a zoom
+  line search) run as a jitted ``lax.scan`` over segments of ``checkpoint_every`` steps,
+  with gradient clipping and an optional learning-rate schedule. SciPy's ``minimize`` runs
+  ``scipy-lbfgsb`` (bounds, gradient from JAX) and the gradient-free ``nelder-mead`` and
+  ``powell`` on a fixed set of noise realisations (a deterministic objective).
+* NaN guard: a step whose loss, gradient or new parameters are not finite is rejected (the
+  parameters and optimiser state stay), that start's learning rate is halved, and the step
+  is marked in the history (``rejected``).
+* Early stopping: a start stops when an exponential moving average of its loss has not
+  improved by ``min_delta`` for ``patience`` steps; the stage ends when every start stopped.
+* Which start is best is decided by its loss in the fit: the smoothed (EMA) loss of its
+  last steps, i.e. many fitting noise realisations (SciPy: its final objective); only if no
+  start has one, on selection seeds derived from ``seed`` (never the held-out ones). Fit
+  quality is reported on ``heldout_seeds``, which nothing in the fit uses: not the steps,
+  not early stopping, not the choice of the best start.
+* With ``checkpoint_dir``, the parameters, optimiser state and history are written
+  atomically every ``checkpoint_every`` steps and after every stage; a re-run with the same
+  arguments resumes from the last checkpoint and gives the same result as an uninterrupted
+  run (the noise of step t is a function of ``seed``, the stage and t only).
+
+What FC can and cannot identify (measured on synthetic subjects, tests/test_fit.py): in the
+noise-driven regime of the reduced Wong-Wang model, global G and homogeneous w act mostly
+through one combination (the distance to the network's instability), so FC fixes a ridge
+in (G, w) along which the FC level and pattern are equal within noise: a joint fit lands on
+that ridge, not necessarily at the true pair; with w known, G is recovered within a few per
+cent. A loss of one noisy simulated FC against the empirical FC (``1 − r`` in particular)
+is biased towards parameters whose simulated FC is less noisy, i.e. closer to criticality;
+``noise_average='fc'`` averages the FC of the n_noise simulations before the loss and
+reduces that bias by the factor n_noise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+import os
+import pickle
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import scipy.optimize
+from jax.flatten_util import ravel_pytree
+
+from bnmfit.errors import ConfigError, DataError
+from bnmfit.losses import Observed, pearson
+from bnmfit.observables import upper
+from bnmfit.params import FreeParameter, ParameterSet, current_value, problem_cache
+
+if TYPE_CHECKING:  # pragma: no cover
+    from bnmfit.problem import Problem
+
+__all__ = [
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "FitResult",
+    "Stage",
+    "StageRecord",
+    "make_optimizer",
+    "refine",
+]
+
+OPTIMIZERS: tuple[str, ...] = (
+    "adam", "adamw", "sgd", "lbfgs", "scipy-lbfgsb", "nelder-mead", "powell",
+)
+OPTAX_OPTIMIZERS: tuple[str, ...] = ("adam", "adamw", "sgd", "lbfgs")
+SCIPY_METHODS = {"scipy-lbfgsb": "L-BFGS-B", "nelder-mead": "Nelder-Mead", "powell": "Powell"}
+SCHEDULES: tuple[str, ...] = ("constant", "cosine", "exponential", "warmup_cosine")
+NOISE_AVERAGES: tuple[str, ...] = ("loss", "fc")
+
+#: smoothing of the loss for early stopping (weight of the newest loss)
+EMA_WEIGHT = 0.2
+#: what SciPy's optimisers see for a diverging simulation
+SCIPY_PENALTY = 1e6
+CHECKPOINT_NAME = "refine-checkpoint.pkl"
+CHECKPOINT_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """One refinement stage.
+
+    Attributes:
+        name: the stage's name (``global``, ``regional``, ``sc``, ...).
+        free: the free parameters (see :class:`bnmfit.params.FreeParameter`).
+        optimizer: one of :data:`OPTIMIZERS`.
+        learning_rate: the optax learning rate (in unconstrained units).
+        steps: optimiser steps (SciPy: iterations).
+        n_noise: noise realisations averaged in the loss of each step.
+        fresh_noise: new realisations every step (False: the same ones throughout;
+            SciPy optimisers always use fixed ones).
+        clip_norm: clip the gradient to this global norm (None: no clipping).
+        schedule: learning-rate schedule, one of :data:`SCHEDULES` (None: constant).
+        patience, min_delta: early stopping (patience 0: never stop early).
+        l2_regional: weight of the mean squared regional deviation from the start value,
+            in units of each parameter's range (hi - lo).
+        noise_average: ``loss`` (the mean of the n_noise losses) or ``fc`` (the loss of the
+            mean FC of the n_noise simulations). A loss of one noisy simulated FC against the
+            empirical FC is biased towards parameters whose FC is less noisy (stronger
+            correlations, closer to criticality); averaging the FCs first divides that bias
+            by n_noise. Not with FCD losses (FCDs do not average).
+    """
+
+    name: str
+    free: tuple[FreeParameter, ...]
+    optimizer: str = "adam"
+    learning_rate: float = 0.05
+    steps: int = 100
+    n_noise: int = 1
+    fresh_noise: bool = True
+    clip_norm: float | None = 1.0
+    schedule: str | None = None
+    patience: int = 20
+    min_delta: float = 1e-4
+    l2_regional: float = 0.0
+    noise_average: str = "loss"
+
+    def __post_init__(self):
+        object.__setattr__(self, "free", tuple(self.free))
+        try:
+            ParameterSet(self.free)
+        except ConfigError as e:
+            raise ConfigError(f"stage {self.name!r}: {e}") from None
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(
+                f"stage {self.name!r}: unknown optimizer {self.optimizer!r}: use one of "
+                f"{', '.join(OPTIMIZERS)}"
+            )
+        if self.noise_average not in NOISE_AVERAGES:
+            raise ConfigError(
+                f"stage {self.name!r}: unknown noise_average {self.noise_average!r}: use "
+                f"{' or '.join(NOISE_AVERAGES)}"
+            )
+        if self.schedule is not None and self.schedule not in SCHEDULES:
+            raise ConfigError(
+                f"stage {self.name!r}: unknown schedule {self.schedule!r}: use one of "
+                f"{', '.join(SCHEDULES)} (or none)"
+            )
+        for field, value, ok, want in (
+            ("steps", self.steps, _is_int(self.steps) and self.steps >= 0, "a whole number ≥ 0"),
+            ("n_noise", self.n_noise, _is_int(self.n_noise) and self.n_noise >= 1,
+             "a whole number ≥ 1"),
+            ("patience", self.patience, _is_int(self.patience) and self.patience >= 0,
+             "a whole number ≥ 0"),
+            ("learning_rate", self.learning_rate, _positive(self.learning_rate), "> 0"),
+            ("min_delta", self.min_delta, _finite(self.min_delta) and self.min_delta >= 0,
+             "≥ 0"),
+            ("l2_regional", self.l2_regional,
+             _finite(self.l2_regional) and self.l2_regional >= 0, "≥ 0"),
+            ("clip_norm", self.clip_norm, self.clip_norm is None or _positive(self.clip_norm),
+             "> 0 or none"),
+        ):
+            if not ok:
+                raise ConfigError(f"stage {self.name!r}: {field} must be {want}, got {value!r}")
+
+    @property
+    def parameters(self) -> ParameterSet:
+        return ParameterSet(self.free)
+
+    @property
+    def uses_optax(self) -> bool:
+        return self.optimizer in OPTAX_OPTIMIZERS
+
+
+def _is_int(x) -> bool:
+    return not isinstance(x, bool) and isinstance(x, int | np.integer)
+
+
+def _finite(x) -> bool:
+    return isinstance(x, int | float | np.number) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _positive(x) -> bool:
+    return _finite(x) and x > 0
+
+
+def _schedule(stage: Stage):
+    lr, n = stage.learning_rate, max(stage.steps, 1)
+    if stage.schedule in (None, "constant"):
+        return lr
+    if stage.schedule == "cosine":
+        return optax.cosine_decay_schedule(lr, n, alpha=0.1)
+    if stage.schedule == "exponential":
+        return optax.exponential_decay(lr, transition_steps=n, decay_rate=0.1)
+    return optax.warmup_cosine_decay_schedule(
+        0.0, lr, warmup_steps=max(1, n // 10), decay_steps=n, end_value=0.1 * lr
+    )
+
+
+def make_optimizer(stage: Stage) -> optax.GradientTransformation:
+    """The optax chain of an optax stage: clipping, then the optimiser with its schedule.
+
+    ``lbfgs`` uses its zoom line search instead of a learning rate and no clipping."""
+    if stage.optimizer == "lbfgs":
+        return optax.lbfgs()
+    lr = _schedule(stage)
+    base = {
+        "adam": lambda: optax.adam(lr),
+        "adamw": lambda: optax.adamw(lr, weight_decay=1e-4),
+        "sgd": lambda: optax.sgd(lr, momentum=0.9),
+    }[stage.optimizer]()
+    if stage.clip_norm is None:
+        return base
+    return optax.chain(optax.clip_by_global_norm(stage.clip_norm), base)
+
+
+# ---------------------------------------------------------------------------------------------
+# results
+
+
+@dataclasses.dataclass
+class StageRecord:
+    """What one stage did.
+
+    Attributes:
+        name, optimizer: the stage's.
+        history: arrays shaped (steps, n_starts): ``loss`` (data loss of the step's noise
+            batch), ``objective`` (loss + penalty), ``heldout_loss`` (every
+            ``checkpoint_every`` steps, NaN elsewhere), ``grad_norm``, ``rejected`` (bool),
+            ``lr_scale`` (the NaN guard's learning-rate factor); ``params``: name →
+            (steps, n_starts, ...) for global and regional parameters. NaN after a start
+            stopped early.
+        best_start: index of the start kept.
+        selection_loss: (n_starts,) what decided best_start: each start's smoothed fitting
+            loss at the end of the stage (inf for a start whose every step was rejected).
+        heldout: for the best start, on the held-out seeds: ``loss``, ``fc_corr``
+            (1 − r), ``fc_r``, ``fc_r_std``, per-seed ``loss_per_seed``/``fc_r_per_seed``,
+            and the same before the stage as ``start_loss``/``start_fc_r``.
+        params: the best start's parameter values after the stage (fixed ones included).
+        wall_time: seconds spent in the stage (summed over resumed runs).
+        steps_run: steps taken until every start stopped.
+        n_rejected: rejected steps over all starts.
+    """
+
+    name: str
+    optimizer: str
+    history: dict[str, Any]
+    best_start: int
+    selection_loss: np.ndarray
+    heldout: dict[str, Any]
+    params: dict[str, np.ndarray]
+    wall_time: float
+    steps_run: int
+    n_rejected: int
+
+    # flat views of the history and held-out report (for writers)
+    @property
+    def loss(self) -> np.ndarray:
+        return self.history["loss"]
+
+    @property
+    def heldout_loss(self) -> np.ndarray:
+        return self.history["heldout_loss"]
+
+    @property
+    def grad_norm(self) -> np.ndarray:
+        return self.history["grad_norm"]
+
+    @property
+    def rejected(self) -> np.ndarray:
+        return self.history["rejected"]
+
+    @property
+    def traj(self) -> dict[str, np.ndarray]:
+        """Parameter trajectories, name → (steps, n_starts, ...)."""
+        return self.history["params"]
+
+    @property
+    def heldout_fc_r(self) -> float:
+        return self.heldout["fc_r"]
+
+    @property
+    def heldout_loss_final(self) -> float:
+        return self.heldout["loss"]
+
+
+@dataclasses.dataclass
+class FitResult:
+    """The outcome of :func:`refine`.
+
+    Attributes:
+        params: the best parameter values after the last stage (name → array; SC weights
+            as the full (N, N) matrix).
+        stages: one :class:`StageRecord` per stage.
+        seed, heldout_seeds: the fit's seed and the held-out noise seeds.
+    """
+
+    params: dict[str, np.ndarray]
+    stages: list[StageRecord]
+    seed: int
+    heldout_seeds: tuple[int, ...]
+
+    @property
+    def best_start(self) -> int:
+        """Which of the starts given to :func:`refine` the result descends from (the best
+        start of the first stage; later stages start from that one)."""
+        return self.stages[0].best_start if self.stages else 0
+
+    @property
+    def heldout(self) -> dict[str, dict[str, Any]]:
+        return {s.name: s.heldout for s in self.stages}
+
+    @property
+    def wall_time(self) -> dict[str, float]:
+        return {s.name: s.wall_time for s in self.stages}
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """Flat ``path → numpy array`` dict (for HDF5); inverse of :meth:`from_arrays`."""
+        out: dict[str, np.ndarray] = {
+            "seed": np.asarray(self.seed),
+            "heldout_seeds": np.asarray(self.heldout_seeds, dtype=np.int64),
+            "stage_names": np.array([s.name for s in self.stages], dtype=str),
+        }
+        for name, v in self.params.items():
+            out[f"params/{name}"] = np.asarray(v)
+        for i, s in enumerate(self.stages):
+            p = f"stages/{i}"
+            out[f"{p}/name"] = np.asarray(s.name, dtype=str)
+            out[f"{p}/optimizer"] = np.asarray(s.optimizer, dtype=str)
+            for key in ("best_start", "wall_time", "steps_run", "n_rejected"):
+                out[f"{p}/{key}"] = np.asarray(getattr(s, key))
+            out[f"{p}/selection_loss"] = np.asarray(s.selection_loss)
+            for k, v in s.history.items():
+                if k == "params":
+                    for n, a in v.items():
+                        out[f"{p}/history/params/{n}"] = np.asarray(a)
+                else:
+                    out[f"{p}/history/{k}"] = np.asarray(v)
+            for k, v in s.heldout.items():
+                out[f"{p}/heldout/{k}"] = np.asarray(v)
+            for k, v in s.params.items():
+                out[f"{p}/params/{k}"] = np.asarray(v)
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> FitResult:
+        a = {k: np.asarray(v) for k, v in arrays.items()}
+        n_stages = len(a["stage_names"])
+        stages = []
+        for i in range(n_stages):
+            p = f"stages/{i}/"
+            sub = {k[len(p):]: v for k, v in a.items() if k.startswith(p)}
+            history: dict[str, Any] = {"params": {}}
+            heldout, params = {}, {}
+            for k, v in sub.items():
+                if k.startswith("history/params/"):
+                    history["params"][k[len("history/params/"):]] = v
+                elif k.startswith("history/"):
+                    history[k[len("history/"):]] = v
+                elif k.startswith("heldout/"):
+                    heldout[k[len("heldout/"):]] = _scalar(v)
+                elif k.startswith("params/"):
+                    params[k[len("params/"):]] = v
+            stages.append(
+                StageRecord(
+                    name=str(sub["name"]),
+                    optimizer=str(sub["optimizer"]),
+                    history=history,
+                    best_start=int(sub["best_start"]),
+                    selection_loss=sub["selection_loss"],
+                    heldout=heldout,
+                    params=params,
+                    wall_time=float(sub["wall_time"]),
+                    steps_run=int(sub["steps_run"]),
+                    n_rejected=int(sub["n_rejected"]),
+                )
+            )
+        return cls(
+            params={k[len("params/"):]: v for k, v in a.items() if k.startswith("params/")},
+            stages=stages,
+            seed=int(a["seed"]),
+            heldout_seeds=tuple(int(s) for s in a["heldout_seeds"]),
+        )
+
+
+def _scalar(v: np.ndarray):
+    return float(v) if v.ndim == 0 else v
+
+
+# ---------------------------------------------------------------------------------------------
+# noise keys: a pure function of (seed, purpose, stage, step)
+
+_FIT, _SELECT = 0, 1
+
+
+def _root_key(seed: int) -> jax.Array:
+    return jax.random.PRNGKey(int(seed))
+
+
+def _step_keys(root: jax.Array, stage: int, t, n: int, fresh: bool) -> jax.Array:
+    k = jax.random.fold_in(jax.random.fold_in(root, _FIT), stage)
+    if fresh:
+        k = jax.random.fold_in(k, t)
+    return jax.random.split(k, n)
+
+
+def _select_keys(root: jax.Array, stage: int, n: int) -> jax.Array:
+    k = jax.random.fold_in(jax.random.fold_in(root, _SELECT), stage)
+    return jax.random.split(k, n)
+
+
+def _heldout_keys(seeds: Sequence[int]) -> jax.Array:
+    return jnp.stack([jax.random.PRNGKey(int(s)) for s in seeds])
+
+
+# ---------------------------------------------------------------------------------------------
+# compiled pieces, kept per problem so that refining again does not compile again
+
+
+def _objective(problem: Problem, pset: ParameterSet, noise_average: str = "loss"):
+    """(constrained values, fixed, ref, keys, l2) → (objective, data loss) for one start;
+    ``ref`` holds each regional parameter's start value (the centre of the L2 penalty)."""
+    scale = {
+        p.name: (p.hi - p.lo) if math.isfinite(p.hi - p.lo) else 1.0
+        for p in pset.free if p.scope == "regional"
+    }
+
+    def data_loss(params, keys):
+        if noise_average == "fc":
+            fc = jax.vmap(lambda k: problem.observe(params, k).fc)(keys).mean(axis=0)
+            return problem.loss_of(Observed(fc))
+        return jax.vmap(lambda k: problem.loss(params, k))(keys).mean()
+
+    def fn(values, fixed, ref, keys, l2):
+        params = {**fixed, **pset.expand(values)}
+        loss = data_loss(params, keys)
+        if not scale:
+            return loss, loss
+        penalty = sum(jnp.mean(((values[n] - ref[n]) / s) ** 2) for n, s in scale.items())
+        return loss + l2 * penalty / len(scale), loss
+
+    return fn
+
+
+def _evaluator(problem: Problem, pset: ParameterSet):
+    """Jitted (u (S, ...), fixed (S, ...), keys (K, 2)) → loss (S, K), fc r (S, K)."""
+    cache = problem_cache(problem)
+    key = ("fit-eval", pset.free)
+    if key not in cache:
+        emp = upper(problem.empirical.fc)
+
+        def one(u, fixed, k):
+            params = {**fixed, **pset.constrain(u)}
+            observed = problem.observe(params, k)
+            loss = problem.loss_of(observed)
+            r = pearson(upper(observed.fc), emp)
+            ok = jnp.isfinite(loss) & jnp.isfinite(r)
+            return jnp.where(ok, loss, jnp.inf), jnp.where(ok, r, jnp.nan)
+
+        cache[key] = jax.jit(jax.vmap(jax.vmap(one, (None, None, 0)), (0, 0, None)))
+    return cache[key]
+
+
+def _segment_fn(problem: Problem, pset: ParameterSet, stage: Stage, length: int):
+    """Jitted segment: ``length`` steps of every start from step t0, and their history."""
+    cache = problem_cache(problem)
+    key = ("fit-segment", pset.free, _structural(stage), length)
+    if key in cache:
+        return cache[key]
+    tx = make_optimizer(stage)
+    of_values = _objective(problem, pset, stage.noise_average)
+
+    def objective(u, fixed, ref, keys, l2):
+        return of_values(pset.to_values(u), fixed, ref, keys, l2)
+
+    grad_fn = jax.value_and_grad(objective, has_aux=True)
+    lbfgs = stage.optimizer == "lbfgs"
+    traced = [p.name for p in pset.free if p.scope != "edges"]
+
+    def one(u, opt, aux, fixed, ref, keys, t, cfg):
+        active = (t < cfg["steps"]) & ~aux["done"]
+        (obj, loss), g = grad_fn(u, fixed, ref, keys, cfg["l2"])
+        gnorm = _norm(g)
+        ok = jnp.isfinite(obj) & jnp.isfinite(gnorm)
+        g = jax.tree.map(lambda x: jnp.where(ok, x, 0.0), g)
+        if lbfgs:
+            updates, new_opt = tx.update(
+                g, opt, u, value=jnp.where(ok, obj, 0.0), grad=g,
+                value_fn=lambda p: objective(p, fixed, ref, keys, cfg["l2"])[0],
+            )
+        else:
+            updates, new_opt = tx.update(g, opt, u)
+        updates = jax.tree.map(lambda x: x * aux["lr_scale"].astype(x.dtype), updates)
+        new_u = optax.apply_updates(u, updates)
+        ok = ok & jnp.all(jnp.array([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(new_u)]))
+        accept = active & ok
+        rejected = active & ~ok
+        keep = lambda a, b: jax.tree.map(lambda x, y: jnp.where(accept, x, y), a, b)  # noqa: E731
+        u_out, opt_out = keep(new_u, u), keep(new_opt, opt)
+        ema = jnp.where(jnp.isfinite(aux["ema"]), (1 - EMA_WEIGHT) * aux["ema"] + EMA_WEIGHT * obj,
+                        obj)
+        ema = jnp.where(accept, ema, aux["ema"])
+        improved = accept & (ema < aux["best"] - cfg["min_delta"])
+        since = jnp.where(improved, 0, aux["since"] + active.astype(aux["since"].dtype))
+        done = aux["done"] | (active & (cfg["patience"] > 0) & (since >= cfg["patience"]))
+        new_aux = {
+            "lr_scale": jnp.where(rejected, 0.5 * aux["lr_scale"], aux["lr_scale"]),
+            "ema": ema,
+            "best": jnp.where(improved, ema, aux["best"]),
+            "since": since,
+            "done": done,
+        }
+        nan = jnp.nan
+        values = pset.to_values(u)
+        record = {
+            "loss": jnp.where(active, loss, nan),
+            "objective": jnp.where(active, obj, nan),
+            "grad_norm": jnp.where(active, gnorm, nan),
+            "rejected": rejected,
+            "lr_scale": jnp.where(active, aux["lr_scale"], nan),
+            "params": {n: jnp.where(active, values[n], nan) for n in traced},
+        }
+        return (u_out, opt_out, new_aux), record
+
+    batched = jax.vmap(one, (0, 0, 0, 0, 0, None, None, None))
+
+    def segment(u, opt, aux, fixed, ref, root, index, t0, cfg):
+        def step(carry, t):
+            keys = _step_keys(root, index, t, stage.n_noise, stage.fresh_noise)
+            return batched(*carry, fixed, ref, keys, t, cfg)
+
+        return jax.lax.scan(step, (u, opt, aux), t0 + jnp.arange(length))
+
+    fn = jax.jit(segment)
+    cache[key] = (fn, tx)
+    return fn, tx
+
+
+def _norm(tree) -> jax.Array:
+    """Global L2 norm of a pytree."""
+    return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tree)))
+
+
+def _structural(stage: Stage) -> tuple:
+    """The stage's fields that change the compiled step (steps, patience, min_delta and
+    l2_regional are arguments of the compiled segment instead)."""
+    return (
+        stage.optimizer, stage.learning_rate, stage.n_noise, stage.fresh_noise, stage.noise_average,
+        stage.clip_norm, stage.schedule, stage.steps if stage.schedule else None,
+    )
+
+
+def _config(stage: Stage, dtype) -> dict[str, jax.Array]:
+    return {
+        "steps": jnp.asarray(stage.steps, jnp.int32),
+        "patience": jnp.asarray(stage.patience, jnp.int32),
+        "min_delta": jnp.asarray(stage.min_delta, dtype),
+        "l2": jnp.asarray(stage.l2_regional, dtype),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# checkpoints
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    try:
+        fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fingerprint(problem, stages, starts, seed, heldout_seeds, every) -> str:
+    h = hashlib.sha256()
+    h.update(repr((tuple(stages), seed, tuple(heldout_seeds), every)).encode())
+    for s in starts:
+        for k in sorted(s):
+            h.update(k.encode())
+            h.update(np.ascontiguousarray(np.asarray(s[k], np.float64)).tobytes())
+    h.update(repr((problem.spec, problem.observation, problem.loss_weights, problem.G,
+                   problem.sigma, problem.ks_smooth, type(problem.model).__name__)).encode())
+    leaves = [problem.weights, problem.empirical.fc, *jax.tree.leaves(problem.model)]
+    if problem.empirical.fcd is not None:
+        leaves.append(problem.empirical.fcd)
+    if problem.delays is not None:
+        leaves.append(problem.delays)
+    for leaf in leaves:
+        h.update(np.ascontiguousarray(np.asarray(leaf, np.float64)).tobytes())
+    return h.hexdigest()
+
+
+def _to_numpy(tree):
+    return jax.tree.map(lambda x: np.asarray(x), tree)
+
+
+class _Checkpoints:
+    def __init__(self, directory: str | Path | None, fingerprint: str):
+        self.path = None if directory is None else Path(directory) / CHECKPOINT_NAME
+        self.fingerprint = fingerprint
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def load(self) -> dict | None:
+        if self.path is None or not self.path.exists():
+            return None
+        try:
+            with open(self.path, "rb") as f:
+                data = pickle.load(f)
+        except Exception as e:  # noqa: BLE001 - any unreadable file is the same error
+            raise DataError(
+                f"cannot read the checkpoint {self.path} ({type(e).__name__}): delete it to "
+                "start the refinement over"
+            ) from None
+        if not isinstance(data, dict) or data.get("version") != CHECKPOINT_VERSION:
+            raise DataError(
+                f"the checkpoint {self.path} has an unknown format: delete it to start over"
+            )
+        if data.get("fingerprint") != self.fingerprint:
+            raise ConfigError(
+                f"the checkpoint {self.path} belongs to a different refinement (other data, "
+                "stages, starts or seed): delete it or choose another checkpoint directory"
+            )
+        return data
+
+    def save(self, data: dict) -> None:
+        if self.path is None:
+            return
+        data = {**data, "version": CHECKPOINT_VERSION, "fingerprint": self.fingerprint}
+        _atomic_write(self.path, pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+# ---------------------------------------------------------------------------------------------
+# refine
+
+
+def refine(
+    problem: Problem,
+    stages: Sequence[Stage],
+    starts: Sequence[Mapping[str, float]],
+    *,
+    seed: int = 0,
+    heldout_seeds: Sequence[int] = (1000, 1001, 1002),
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every: int = 10,
+    progress: Callable[[str, int, int, float], None] | None = None,
+) -> FitResult:
+    """Fit ``problem`` stage by stage from ``starts``.
+
+    Args:
+        problem: the subject's fitting problem.
+        stages: the stages, run in order; each starts from the previous stage's best.
+        starts: start values (name → scalar or array); the first stage refines all of them
+            together and keeps the best. Names a stage does not free stay fixed at these
+            values (e.g. a start's sigma).
+        seed: derives every noise realisation of the fit (steps and best-start selection).
+        heldout_seeds: noise seeds for the reported fit quality only.
+        checkpoint_dir: where to checkpoint and resume from (None: no checkpoints).
+        checkpoint_every: steps per jitted segment; history's held-out loss, checkpoints and
+            ``progress`` come once per segment.
+        progress: ``progress(stage_name, step, steps, best_loss)`` after every segment.
+    Returns:
+        :class:`FitResult`.
+    """
+    stages = list(stages)
+    if not stages:
+        raise ConfigError("give at least one refinement stage")
+    for s in stages:
+        if not isinstance(s, Stage):
+            raise ConfigError(f"stages must be Stage objects, got {type(s).__name__}")
+    names = [s.name for s in stages]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"stage names must be unique, got {', '.join(names)}")
+    if not starts:
+        raise ConfigError("give at least one start (e.g. the top points of the exploration)")
+    heldout_seeds = tuple(int(s) for s in heldout_seeds)
+    if not heldout_seeds:
+        raise ConfigError("give at least one held-out seed")
+    if not _is_int(checkpoint_every) or checkpoint_every < 1:
+        raise ConfigError(f"checkpoint_every must be a whole number ≥ 1, got {checkpoint_every}")
+    current = _normalise_starts(problem, starts)
+    for s in stages:
+        problem.check_names(s.parameters.names)
+        if s.noise_average == "fc" and "fcd_ks" in dict(problem.loss_weights):
+            raise ConfigError(
+                f"stage {s.name!r}: noise_average 'fc' cannot be used with the fcd_ks loss "
+                "(FCDs do not average): use noise_average 'loss'"
+            )
+
+    ckpt = _Checkpoints(
+        checkpoint_dir,
+        _fingerprint(problem, stages, current, seed, heldout_seeds, checkpoint_every),
+    )
+    state = ckpt.load() or {"stage": 0, "records": [], "current": current, "partial": None}
+    records: list[StageRecord] = list(state["records"])
+    current = state["current"]
+    root = _root_key(seed)
+    hkeys = _heldout_keys(heldout_seeds)
+
+    for index in range(state["stage"], len(stages)):
+        stage = stages[index]
+        partial = state["partial"] if index == state["stage"] else None
+        runner = _run_optax if stage.uses_optax else _run_scipy
+        record = runner(
+            problem, stage, index, current, root, hkeys, checkpoint_every, progress, partial,
+            lambda partial, index=index, current=current: ckpt.save(
+                {"stage": index, "records": records, "current": current, "partial": partial}
+            ),
+        )
+        records.append(record)
+        current = [record.params]
+        ckpt.save({"stage": index + 1, "records": records, "current": current, "partial": None})
+        state["partial"] = None
+
+    return FitResult(
+        params={k: np.asarray(v) for k, v in current[0].items()},
+        stages=records,
+        seed=int(seed),
+        heldout_seeds=heldout_seeds,
+    )
+
+
+def _normalise_starts(problem: Problem, starts) -> list[dict[str, np.ndarray]]:
+    """Every start as name → float64 array, over the same names (missing: the problem's)."""
+    starts = [dict(s) for s in starts]
+    names = sorted(set().union(*starts))
+    problem.check_names(names)
+    out = []
+    for s in starts:
+        d = {}
+        for n in names:
+            v = s.get(n)
+            v = current_value(problem, n) if v is None else v
+            a = np.asarray(v, dtype=np.float64)
+            if not np.all(np.isfinite(a)):
+                raise ConfigError(f"the start value of {n!r} is not finite: {v!r}")
+            d[n] = a
+        out.append(d)
+    return out
+
+
+def _stack(dicts: Sequence[Mapping[str, np.ndarray]], dtype) -> dict[str, jax.Array]:
+    """Stack per-start values along a new first axis (scalars broadcast to the widest)."""
+    out = {}
+    for n in dicts[0]:
+        arrs = [np.asarray(d[n]) for d in dicts]
+        shape = np.broadcast_shapes(*(a.shape for a in arrs))
+        out[n] = jnp.asarray(np.stack([np.broadcast_to(a, shape) for a in arrs]), dtype)
+    return out
+
+
+def _prepare(problem: Problem, stage: Stage, current: Sequence[Mapping[str, np.ndarray]]):
+    pset = stage.parameters.bind(problem)
+    dtype = problem.weights.dtype
+    fixed = _stack([{k: v for k, v in c.items() if k not in pset.names} for c in current], dtype)
+    starts = [pset.start_values(problem, c) for c in current]
+    values0 = _stack(starts, dtype)
+    u0 = jax.vmap(pset.from_values)(values0)
+    ref = {n: jnp.mean(values0[n], axis=-1) for n in pset.regional_names()}
+    return pset, fixed, u0, ref
+
+
+def _finish(problem, stage, pset, index, current, fixed, u_final, u0, root, hkeys, history,
+            wall, steps_run, fit_loss) -> StageRecord:
+    """Pick the best start by its loss in the fit (``fit_loss``: the smoothed loss of the
+    last steps, many noise realisations; where no start has one, its mean loss on selection
+    seeds derived from the fit's seed), and report it on the held-out seeds."""
+    evaluate = _evaluator(problem, pset)
+    sel = np.asarray(fit_loss, np.float64)
+    if not np.isfinite(sel).any():
+        skeys = _select_keys(root, index, len(hkeys))
+        sel = np.asarray(evaluate(u_final, fixed, skeys)[0]).mean(axis=1)
+    best = int(np.argmin(np.where(np.isfinite(sel), sel, np.inf))) if np.isfinite(sel).any() else 0
+    h_loss, h_r = (np.asarray(a) for a in evaluate(u_final, fixed, hkeys))
+    s_loss, s_r = (np.asarray(a) for a in evaluate(u0, fixed, hkeys))
+    with np.errstate(invalid="ignore"):
+        heldout = {
+            "loss": float(np.mean(h_loss[best])),
+            "fc_corr": float(np.mean(1.0 - h_r[best])),
+            "fc_r": float(np.mean(h_r[best])),
+            "fc_r_std": float(np.std(h_r[best])),
+            "loss_per_seed": h_loss[best],
+            "fc_r_per_seed": h_r[best],
+            "start_loss": float(np.mean(s_loss[best])),
+            "start_fc_r": float(np.mean(s_r[best])),
+        }
+    values = pset.constrain(jax.tree.map(lambda x: x[best], u_final))
+    params = {k: np.asarray(v, np.float64) for k, v in current[best].items()}
+    params.update({k: np.asarray(v, np.float64) for k, v in values.items()})
+    return StageRecord(
+        name=stage.name,
+        optimizer=stage.optimizer,
+        history=history,
+        best_start=best,
+        selection_loss=sel,
+        heldout=heldout,
+        params=params,
+        wall_time=float(wall),
+        steps_run=int(steps_run),
+        n_rejected=int(np.sum(history["rejected"])),
+    )
+
+
+def _empty_history(pset: ParameterSet, steps: int, n_starts: int, u0) -> dict[str, Any]:
+    values = jax.vmap(pset.to_values)(u0)
+    nan = lambda: np.full((steps, n_starts), np.nan)  # noqa: E731
+    return {
+        "loss": nan(),
+        "objective": nan(),
+        "heldout_loss": nan(),
+        "grad_norm": nan(),
+        "rejected": np.zeros((steps, n_starts), bool),
+        "lr_scale": nan(),
+        "params": {
+            p.name: np.full((steps,) + np.shape(values[p.name]), np.nan)
+            for p in pset.free if p.scope != "edges"
+        },
+    }
+
+
+def _run_optax(problem, stage, index, current, root, hkeys, every, progress, partial, save):
+    t_start = time.perf_counter()
+    pset, fixed, u0, ref = _prepare(problem, stage, current)
+    n_starts = len(current)
+    dtype = problem.weights.dtype
+    segment, tx = _segment_fn(problem, pset, stage, every)
+    evaluate = _evaluator(problem, pset)
+    cfg = _config(stage, dtype)
+    opt0 = jax.vmap(tx.init)(u0)
+    aux0 = {
+        "lr_scale": jnp.ones(n_starts, dtype),
+        "ema": jnp.full(n_starts, jnp.inf, dtype),
+        "best": jnp.full(n_starts, jnp.inf, dtype),
+        "since": jnp.zeros(n_starts, jnp.int32),
+        "done": jnp.zeros(n_starts, bool),
+    }
+    if partial is None:
+        t, u, opt, aux = 0, u0, opt0, aux0
+        history = _empty_history(pset, stage.steps, n_starts, u0)
+        elapsed = 0.0
+    else:
+        t = partial["t"]
+        u = jax.tree.map(jnp.asarray, partial["u"])
+        opt = jax.tree.unflatten(jax.tree.structure(opt0), [jnp.asarray(x)
+                                                            for x in partial["opt"]])
+        aux = jax.tree.map(jnp.asarray, partial["aux"])
+        history = partial["history"]
+        elapsed = partial["wall_time"]
+
+    while t < stage.steps and not bool(np.all(np.asarray(aux["done"]))):
+        (u, opt, aux), rec = segment(
+            u, opt, aux, fixed, ref, root, jnp.asarray(index, jnp.int32),
+            jnp.asarray(t, jnp.int32), cfg,
+        )
+        stop = min(t + every, stage.steps)
+        n = stop - t
+        for k in ("loss", "objective", "grad_norm", "rejected", "lr_scale"):
+            history[k][t:stop] = np.asarray(rec[k])[:n]
+        for k, v in rec["params"].items():
+            history["params"][k][t:stop] = np.asarray(v)[:n]
+        h_loss, _ = evaluate(u, fixed, hkeys)
+        history["heldout_loss"][stop - 1] = np.asarray(h_loss).mean(axis=1)
+        t = stop
+        wall = elapsed + time.perf_counter() - t_start
+        save({
+            "t": t, "u": _to_numpy(u), "opt": [np.asarray(x) for x in jax.tree.leaves(opt)],
+            "aux": _to_numpy(aux), "history": history, "wall_time": wall,
+        })
+        if progress is not None:
+            best = np.asarray(aux["best"])
+            progress(stage.name, t, stage.steps, float(np.min(best)) if best.size else np.nan)
+
+    steps_run = t
+    wall = elapsed + time.perf_counter() - t_start
+    return _finish(problem, stage, pset, index, current, fixed, u, u0, root, hkeys, history,
+                   wall, steps_run, np.asarray(aux["ema"]))
+
+
+def _scipy_fns(problem: Problem, pset: ParameterSet, noise_average: str):
+    """Jitted objective and its gradient with respect to the constrained values (SciPy's
+    bounds act on those)."""
+    cache = problem_cache(problem)
+    key = ("fit-scipy", pset.free, noise_average)
+    if key not in cache:
+        objective = _objective(problem, pset, noise_average)
+        cache[key] = (
+            jax.jit(objective),
+            jax.jit(jax.value_and_grad(objective, has_aux=True)),
+        )
+    return cache[key]
+
+
+def _run_scipy(problem, stage, index, current, root, hkeys, every, progress, partial, save):
+    t_start = time.perf_counter()
+    pset, fixed, u0, ref = _prepare(problem, stage, current)
+    n_starts = len(current)
+    dtype = problem.weights.dtype
+    value_fn, grad_fn = _scipy_fns(problem, pset, stage.noise_average)
+    l2 = jnp.asarray(stage.l2_regional, dtype)
+    keys = _step_keys(root, index, 0, stage.n_noise, fresh=False)
+    history = _empty_history(pset, stage.steps, n_starts, u0)
+    values0 = jax.vmap(pset.to_values)(u0)
+    finals, final_loss = [], []
+    steps_run = 0
+    for s in range(n_starts):
+        fixed_s, ref_s, values_s = (_take(tree, s) for tree in (fixed, ref, values0))
+        x0, unravel = ravel_pytree(values_s)
+        bounds = _flat_bounds(pset, values_s)
+        state = {"it": 0, "gnorm": np.nan, "rejected": 0}
+
+        def fun(x, fixed_s=fixed_s, ref_s=ref_s, unravel=unravel, state=state):
+            values = unravel(jnp.asarray(x, dtype))
+            if stage.optimizer == "scipy-lbfgsb":
+                (val, _), g = grad_fn(values, fixed_s, ref_s, keys, l2)
+                gflat = np.asarray(ravel_pytree(g)[0], np.float64)
+                if not (np.isfinite(val) and np.all(np.isfinite(gflat))):
+                    state["rejected"] += 1
+                    return SCIPY_PENALTY, np.zeros_like(gflat)
+                state["gnorm"] = float(np.linalg.norm(gflat))
+                return float(val), gflat
+            val, _ = value_fn(values, fixed_s, ref_s, keys, l2)
+            if not np.isfinite(val):
+                state["rejected"] += 1
+                return SCIPY_PENALTY
+            return float(val)
+
+        callback = _scipy_callback(stage, s, unravel, state, history, dtype, progress)
+        if stage.steps > 0:
+            res = scipy.optimize.minimize(
+                fun, np.asarray(x0, np.float64), method=SCIPY_METHODS[stage.optimizer],
+                jac=stage.optimizer == "scipy-lbfgsb", bounds=bounds, callback=callback,
+                options={"maxiter": stage.steps},
+            )
+            x = res.x
+            final_loss.append(res.fun if res.fun < SCIPY_PENALTY else np.inf)
+        else:
+            x = np.asarray(x0, np.float64)
+            final_loss.append(np.nan)
+        steps_run = max(steps_run, state["it"])
+        finals.append(unravel(jnp.asarray(x, dtype)))
+    # the data loss per iteration is the objective without the penalty; SciPy reports the
+    # objective, so both are the same unless l2_regional is set
+    history["loss"][:] = history["objective"]
+    u_final = jax.vmap(pset.from_values)(_stack(finals, dtype))
+    if stage.steps > 0:
+        h_loss, _ = _evaluator(problem, pset)(u_final, fixed, hkeys)
+        last = max(steps_run - 1, 0)
+        history["heldout_loss"][last] = np.asarray(h_loss).mean(axis=1)
+    wall = time.perf_counter() - t_start
+    return _finish(problem, stage, pset, index, current, fixed, u_final, u0, root, hkeys,
+                   history, wall, steps_run, np.asarray(final_loss))
+
+
+def _scipy_callback(stage, s, unravel, state, history, dtype, progress):
+    """SciPy's per-iteration callback (its one argument must be named intermediate_result)."""
+
+    def callback(intermediate_result):
+        i = state["it"]
+        if i >= stage.steps:
+            return
+        res = intermediate_result
+        values = unravel(jnp.asarray(res.x, dtype))
+        history["objective"][i, s] = res.fun
+        history["grad_norm"][i, s] = state["gnorm"]
+        history["rejected"][i, s] = state["rejected"] > 0
+        state["rejected"] = 0
+        history["lr_scale"][i, s] = 1.0
+        for n in history["params"]:
+            history["params"][n][i, s] = np.asarray(values[n])
+        state["it"] = i + 1
+        if progress is not None:
+            progress(stage.name, i + 1, stage.steps, float(res.fun))
+
+    return callback
+
+
+def _take(tree, s: int):
+    return jax.tree.map(lambda leaf: leaf[s], tree)
+
+
+def _flat_bounds(pset: ParameterSet, values: Mapping[str, jax.Array]) -> list:
+    lo = {n: np.full(np.shape(v), -np.inf) for n, v in values.items()}
+    hi = {n: np.full(np.shape(v), np.inf) for n, v in values.items()}
+    for p in pset.free:
+        a, b = p.scipy_bounds
+        lo[p.name][...] = -np.inf if a is None else a
+        hi[p.name][...] = np.inf if b is None else b
+    lo_flat = np.asarray(ravel_pytree(lo)[0])
+    hi_flat = np.asarray(ravel_pytree(hi)[0])
+    return [
+        (None if not np.isfinite(a) else float(a), None if not np.isfinite(b) else float(b))
+        for a, b in zip(lo_flat, hi_flat, strict=True)
+    ]

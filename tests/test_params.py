@@ -1,0 +1,152 @@
+"""Free parameters: bounded transforms, scopes, validation."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bnmfit.errors import ConfigError
+from bnmfit.losses import Observed
+from bnmfit.models import ReducedWongWang
+from bnmfit.params import FreeParameter, ParameterSet
+from bnmfit.problem import Observation, Problem
+from bnmfit.simulate import SimSpec
+
+N = 5
+
+
+@pytest.fixture(scope="module")
+def problem():
+    rng = np.random.default_rng(0)
+    w = rng.random((N, N)) * (rng.random((N, N)) < 0.6)
+    np.fill_diagonal(w, 0.0)
+    w[0, 1], w[1, 0], w[2, 3], w[3, 2] = 0.5, 0.0, 0.0, 0.0  # one one-way edge, one absent pair
+    return Problem(
+        ReducedWongWang(), jnp.asarray(w), SimSpec(dt=10.0, tr=100.0, n_tr=5),
+        Observation(tr=0.1), Observed(jnp.eye(N)), G=0.4, sigma=0.01,
+    )
+
+
+BOUNDED = [
+    FreeParameter("G", 0.01, 3.0),
+    FreeParameter("G", 0.01, 3.0, transform="log"),
+    FreeParameter("sigma", 0.0, math.inf, transform="softplus"),
+    FreeParameter("w", -2.0, 5.0, transform="identity"),
+]
+
+
+@pytest.mark.parametrize("p", BOUNDED, ids=lambda p: p.transform)
+@settings(max_examples=60, deadline=None)
+@given(frac=st.floats(0.0005, 0.9995))
+def test_transforms_round_trip(p, frac):
+    hi = p.lo + 10.0 if math.isinf(p.hi) else p.hi
+    x = p.lo + frac * (hi - p.lo)
+    if p.transform == "log":
+        x = p.lo * (p.hi / p.lo) ** frac
+    u = p.to_unconstrained(jnp.float64(x))
+    assert np.isfinite(u)
+    np.testing.assert_allclose(p.to_constrained(u), x, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("p", BOUNDED[:3], ids=lambda p: p.transform)
+@settings(max_examples=60, deadline=None)
+@given(u=st.floats(-30.0, 30.0))
+def test_any_unconstrained_value_stays_in_the_domain(p, u):
+    x = float(p.to_constrained(jnp.float64(u)))
+    assert p.lo <= x <= p.hi
+    if p.transform == "softplus":
+        assert x > p.lo or u < -25  # strictly inside until softplus underflows
+
+
+def test_bounds_are_finite_at_the_edges():
+    p = FreeParameter("G", 0.0, 1.0)
+    u = p.to_unconstrained(jnp.array([0.0, 1.0]))
+    assert np.all(np.isfinite(u))
+    np.testing.assert_allclose(p.to_constrained(u), [0.0, 1.0], atol=1e-9)
+
+
+def test_gradient_flows_through_the_transform():
+    p = FreeParameter("G", 0.5, 2.0)
+    g = jax.grad(lambda u: p.to_constrained(u))(0.0)
+    assert g == pytest.approx(1.5 * 0.25)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"lo": 1.0, "hi": 1.0}, "need lo < hi"),
+        ({"lo": 2.0, "hi": 1.0}, "'G': need lo < hi"),
+        ({"lo": 0.0, "hi": math.inf}, "needs finite bounds"),
+        ({"lo": 0.0, "hi": 1.0, "transform": "log"}, "needs lo > 0"),
+        ({"lo": 0.0, "hi": 1.0, "transform": "tanh"}, "unknown transform 'tanh'"),
+        ({"lo": 0.0, "hi": 1.0, "scope": "local"}, "unknown scope 'local'"),
+        ({"lo": 0.0, "hi": 1.0, "scope": "edges"}, "scope 'edges' is for the SC"),
+        ({"lo": 0.0, "hi": 1.0, "symmetric": True}, "symmetric applies"),
+    ],
+)
+def test_invalid_parameters_name_the_problem(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        FreeParameter("G", **kwargs)
+
+
+def test_duplicate_and_unknown_names(problem):
+    with pytest.raises(ConfigError, match="given more than once"):
+        ParameterSet((FreeParameter("G", 0, 1), FreeParameter("G", 0, 2)))
+    with pytest.raises(ConfigError, match="unknown free parameter nope"):
+        ParameterSet((FreeParameter("nope", 0, 1),)).init(problem, {})
+
+
+def test_init_scopes_and_defaults(problem):
+    ps = ParameterSet((
+        FreeParameter("G", 0.0, 1.0),
+        FreeParameter("w", 0.0, 1.0, scope="regional"),
+        FreeParameter("sigma", 0.0, 1.0, init=0.02),
+    ))
+    u = ps.init(problem, {"w": 0.3})
+    assert u["G"].shape == () and u["w"].shape == (N,) and u["sigma"].shape == ()
+    v = ps.constrain(u)
+    assert float(v["G"]) == pytest.approx(0.4)  # the problem's value
+    np.testing.assert_allclose(v["w"], 0.3)  # a scalar start broadcast per region
+    assert float(v["sigma"]) == pytest.approx(0.02)  # the parameter's init
+    # a start on a bound is moved inside, so the first gradient is not vanishing
+    assert float(ps.constrain(ps.init(problem, {"G": 1.0}))["G"]) == pytest.approx(0.99)
+    with pytest.raises(ConfigError, match="one value per region"):
+        ps.init(problem, {"w": np.ones(N + 1)})
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_edges_only_existing_and_non_negative(problem, symmetric):
+    w0 = np.asarray(problem.weights)
+    ps = ParameterSet(
+        (FreeParameter("weights", 0.0, math.inf, scope="edges", transform="softplus",
+                       symmetric=symmetric),)
+    ).bind(problem)
+    u = ps.init(problem, {})
+    n_pairs = np.count_nonzero(np.triu((w0 > 0) | (w0.T > 0), 1))
+    assert u["weights"].shape == ((n_pairs,) if symmetric else (np.count_nonzero(w0),))
+    # random unconstrained values: the weights keep the SC's zero pattern and stay ≥ 0
+    u = {"weights": jax.random.normal(jax.random.PRNGKey(0), u["weights"].shape) * 3}
+    w = np.asarray(ps.constrain(u)["weights"])
+    assert w.shape == (N, N)
+    assert np.all(w[w0 == 0] == 0) and np.all(w >= 0) and np.all(w[w0 > 0] > 0)
+    both = (w0 > 0) & (w0.T > 0)
+    if symmetric:
+        np.testing.assert_array_equal(w[both], w.T[both])
+    # the default start is the subject's SC (symmetric: mean of the directions that exist)
+    expected = w0.copy()
+    if symmetric:
+        expected = np.where(both, (w0 + w0.T) / 2, np.where(w0 > 0, w0 + w0.T, 0.0))
+    np.testing.assert_allclose(ps.constrain(ps.init(problem, {}))["weights"], expected,
+                               rtol=1e-6)
+
+
+def test_edges_need_a_bound_set(problem):
+    ps = ParameterSet((FreeParameter("weights", 0, 2, scope="edges"),))
+    u = ps.init(problem, {})
+    with pytest.raises(ConfigError, match="bind"):
+        ps.constrain(u)
+    assert ps.constrain(u, problem)["weights"].shape == (N, N)
