@@ -1,0 +1,106 @@
+#!/usr/bin/env python
+"""Rule cohort_report: the cohort page, the parameter table, and the dataset description."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+_SRC = Path(__file__).resolve().parents[1] / "src"
+if (_SRC / "bnmfit").is_dir() and str(_SRC) not in sys.path:
+    sys.path.insert(0, str(_SRC))
+
+import click  # noqa: E402
+
+from bnmfit import cli  # noqa: E402
+
+EXAMPLE = """\b
+Example:
+  python scripts/cohort_report.py --config config/config.yaml \\
+    --subject 01 --params-json results/sub-01/sub-01_desc-fitted_params.json \\
+    --fit-h5 results/sub-01/sub-01_fit.h5 \\
+    --subject 02 --params-json results/sub-02/sub-02_desc-fitted_params.json \\
+    --fit-h5 results/sub-02/sub-02_fit.h5 \\
+    --output results/cohort_report.html --table results/cohort_params.tsv \\
+    --description results/dataset_description.json --resolved-config results/config.yaml
+"""
+
+FILE = click.Path(exists=True, dir_okay=False)
+
+
+@cli.command(epilog=EXAMPLE)
+@click.option("--subject", "subjects", multiple=True, required=True,
+              help="A subject label; repeat, in the order of --params-json/--fit-h5.")
+@click.option("--params-json", "params_jsons", multiple=True, required=True, type=FILE,
+              help="sub-X_desc-fitted_params.json, one per --subject.")
+@click.option("--fit-h5", "fit_h5s", multiple=True, type=FILE,
+              help="sub-X_fit.h5, one per --subject (optional).")
+@cli.config_options
+@click.option("--figures", type=click.Path(file_okay=False),
+              help="Also write the cohort figures as PNG files into this folder.")
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False),
+              help="The cohort HTML page to write.")
+@click.option("--table", required=True, type=click.Path(dir_okay=False),
+              help="The cohort parameter table (TSV) to write.")
+@click.option("--description", type=click.Path(dir_okay=False),
+              help="Also write a BIDS dataset_description.json here.")
+@click.option("--resolved-config", type=click.Path(dir_okay=False),
+              help="Also write the resolved configuration (YAML, defaults filled) here.")
+def main(subjects, params_jsons, fit_h5s, config_file, config_json, figures, output, table,
+         description, resolved_config):
+    """Summarise the cohort: one HTML page (sortable table of every subject's fitted
+    parameters and held-out FC r, FC RMSE, FCD KS and wall time, their distributions,
+    links to the subject pages) and the same table as TSV. With --description and
+    --resolved-config, also write the results' dataset_description.json (name, version,
+    git commit, GeneratedBy) and the configuration that produced them.
+    """
+    import yaml
+
+    from bnmfit import __version__, report
+    from bnmfit.config import config_hash
+    from bnmfit.io import atomic_path, write_json
+
+    if len(params_jsons) != len(subjects) or (fit_h5s and len(fit_h5s) != len(subjects)):
+        raise click.UsageError(
+            f"give one --params-json (and --fit-h5) per --subject: got {len(subjects)} "
+            f"subjects, {len(params_jsons)} params files and {len(fit_h5s)} fit files"
+        )
+    cfg = cli.read_config(config_file, config_json)
+    html, df = report.cohort_report(list(subjects), params_jsons=list(params_jsons),
+                                    fit_h5s=list(fit_h5s) or None, config=cfg)
+    with atomic_path(output) as tmp:
+        tmp.write_text(html, encoding="utf-8")
+    with atomic_path(table) as tmp:
+        df.to_csv(tmp, sep="\t", index=False, na_rep="n/a")
+    if figures:
+        report.write_cohort_figures(list(subjects), params_jsons=list(params_jsons),
+                                    fit_h5s=list(fit_h5s) or None, config=cfg,
+                                    outdir=figures)
+    if resolved_config:
+        text = ("# The resolved configuration of these results (every default filled in).\n"
+                + yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True))
+        with atomic_path(resolved_config) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+    if description:
+        commit = cli.git_commit()
+        write_json(description, {
+            "Name": "bnmfit: personalised brain network model fits",
+            "BIDSVersion": "1.10.0",
+            "DatasetType": "derivative",
+            "GeneratedBy": [{
+                "Name": "bnmfit",
+                "Version": __version__,
+                "Description": "Grid exploration and gradient refinement of whole-brain "
+                               f"network models ({cfg['model']['name']}) per subject.",
+                "GitCommit": commit,
+            }],
+            "ConfigHash": config_hash(cfg),
+            "ConfigFile": Path(resolved_config).name if resolved_config else None,
+            "Subjects": [f"sub-{s}" for s in subjects],
+            "Versions": cli.versions(),
+        })
+    cli.log(f"cohort: {len(subjects)} subjects → {output}, {table}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+#!/usr/bin/env python
+"""Rule ingest_connectome: read one subject's SC, validate and normalise it, write HDF5."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+_SRC = Path(__file__).resolve().parents[1] / "src"
+if (_SRC / "bnmfit").is_dir() and str(_SRC) not in sys.path:
+    sys.path.insert(0, str(_SRC))
+
+import click  # noqa: E402
+
+from bnmfit import cli  # noqa: E402
+
+EXAMPLE = """\b
+Example:
+  python scripts/ingest_connectome.py --subject 01 \\
+    --weights resources/sub-01/sub-01_desc-weights_relmat.tsv \\
+    --lengths resources/sub-01/sub-01_desc-lengths_relmat.tsv \\
+    --normalise max --output results/sub-01/sub-01_connectome.h5
+"""
+
+FILE = click.Path(exists=True, dir_okay=False)
+
+
+@cli.command(epilog=EXAMPLE)
+@click.option("--subject", required=True, help="Subject label (without sub-).")
+@click.option("--weights", required=True, type=FILE, help="SC weights file.")
+@click.option("--lengths", type=FILE, help="Tract lengths file, mm (default: no delays).")
+@click.option("--labels", type=FILE, help="Region labels, one per line, for files without.")
+@click.option("--format", "fmt", help="Format of the SC files when the name does not tell it.")
+@click.option("--key", help="Variable of the weights in a .mat/.npz file.")
+@click.option("--lengths-key", help="Variable of the lengths in a .mat/.npz file.")
+@click.option("--atlas", help="Atlas of a QSIRecon *_connectivity.mat file.")
+@click.option("--measure", help="Weights measure of a QSIRecon file.")
+@click.option("--lengths-measure", help="Lengths measure of a QSIRecon file.")
+@click.option("--normalise", type=click.Choice(["none", "max", "in-strength", "log1p"]),
+              default="max", show_default=True, help="Normalisation of the weights.")
+@click.option("--symmetrise/--no-symmetrise", default=False, show_default=True,
+              help="Average the matrices with their transposes.")
+@click.option("--missing", type=click.Choice(["error", "zero", "keep"]), default="error",
+              show_default=True, help="What to do with n/a entries.")
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False),
+              help="The connectome HDF5 to write.")
+def main(subject, weights, lengths, labels, fmt, key, lengths_key, atlas, measure,
+         lengths_measure, normalise, symmetrise, missing, output):
+    """Read a subject's structural connectome (weights, tract lengths, labels), check it,
+    normalise it, and write sub-X_connectome.h5.
+
+    The file holds the datasets weights and lengths (N × N, normalised as asked), weights_raw
+    (as read), labels (N strings) and the attributes normalisation, symmetric, isolated
+    (labels of unconnected regions), inputs (paths and SHA-256) and provenance.
+    """
+    from bnmfit.connectome import Connectome
+    from bnmfit.errors import DataError
+    from bnmfit.io import read_connectome, write_h5
+    from bnmfit.io._files import is_default_labels
+
+    cfg = {"connectome": {"normalise": normalise, "symmetrise": symmetrise,
+                          "missing": missing}}
+    cli.log(f"sub-{subject}: reading {weights}" + (f" and {lengths}" if lengths else ""))
+    w, ln, lab = read_connectome(
+        weights, lengths, fmt=fmt, key=key, atlas=atlas, measure=measure, missing=missing,
+        lengths_key=lengths_key, lengths_measure=lengths_measure,
+    )
+    if labels:
+        given = cli.read_labels(labels)
+        if len(given) != w.shape[0]:
+            raise DataError(
+                f"{labels}: {len(given)} labels for a connectome of {w.shape[0]} regions; "
+                "give one label per region"
+            )
+        if is_default_labels(lab):
+            lab = given
+    conn = Connectome.from_arrays(w, ln, lab, normalise=normalise, symmetrise=symmetrise)
+    inputs = [p for p in (weights, lengths, labels) if p]
+    prov = cli.provenance(cfg, inputs)
+    write_h5(
+        output,
+        {
+            "weights": conn.weights,
+            "lengths": conn.lengths,
+            "weights_raw": w,
+            "labels": list(conn.labels),
+        },
+        {
+            "subject": subject,
+            "normalisation": conn.normalisation,
+            "symmetric": bool(conn.symmetric),
+            "n_regions": conn.n_regions,
+            "isolated": list(conn.isolated),
+            "inputs": prov["inputs"],
+            "config_hash": prov["config_hash"],
+            "versions": prov["versions"],
+        },
+    )
+    if conn.isolated:
+        cli.log(f"warning: {len(conn.isolated)} regions have no connection: "
+                f"{', '.join(conn.isolated[:8])}")
+    cli.log(f"sub-{subject}: {conn.n_regions} regions, normalisation {normalise} → {output}")
+
+
+if __name__ == "__main__":
+    main()

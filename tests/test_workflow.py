@@ -1,0 +1,206 @@
+"""The Snakemake workflow, run as users run it (a subprocess): lint, the dry run of the
+default config, and a real run of a tiny config (2 subjects of the example cohort, 4 grid
+points, 2 steps per stage) — every output exists and is valid, a second run does nothing,
+and changing one refinement setting reruns only refine, report and cohort_report."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(__file__).resolve().parent / "data"
+SUBJECTS = ["01", "02"]
+
+
+def snakemake(*args, cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    env.pop("JAX_ENABLE_X64", None)
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", *map(str, args)],
+        cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env,
+    )
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """The "Job stats" table of a (dry) run: rule → number of jobs."""
+    m = re.search(r"Job stats:\n(.*?)\n\s*total\s+\d+", output, re.S)
+    assert m, output[-3000:]
+    counts = {}
+    for line in m.group(1).splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit():
+            counts[parts[0]] = int(parts[1])
+    return counts
+
+
+def _workdir(tmp: Path, config: dict | None = None) -> Path:
+    """A working directory with the example cohort and the tiny config of tests/data."""
+    (tmp / "resources").symlink_to(ROOT / "resources")
+    shutil.copy(DATA / "subjects.tsv", tmp / "subjects.tsv")
+    cfg = yaml.safe_load((DATA / "config.yaml").read_text())
+    cfg["subjects"] = "subjects.tsv"
+    if config:
+        cfg.update(config)
+    (tmp / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return tmp
+
+
+def _base(tmp: Path, configfile: str = "config.yaml") -> list:
+    return ["--snakefile", ROOT / "Snakefile", "--directory", tmp, "--configfile",
+            tmp / configfile]
+
+
+# =========================================================================== parse only
+
+
+def test_lint_is_clean():
+    r = snakemake("--lint", cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "Congratulations, your workflow is in a good condition!" in r.stdout + r.stderr
+
+
+def test_dry_run_of_the_default_config_lists_every_job(tmp_path):
+    (tmp_path / "resources").symlink_to(ROOT / "resources")
+    (tmp_path / "config").symlink_to(ROOT / "config")
+    r = snakemake("-n", "--snakefile", ROOT / "Snakefile", "--directory", tmp_path,
+                  cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    cfg = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+    n_sub = len((ROOT / "config/subjects.tsv").read_text().strip().splitlines()) - 1
+    assert job_counts(r.stdout) == {
+        "ingest_connectome": n_sub,
+        "empirical_fc": n_sub,
+        "explore": n_sub * cfg["exploration"]["chunks"],
+        "gather_explore": n_sub,
+        "refine": n_sub,
+        "report": n_sub,
+        "cohort_report": 1,
+        "all": 1,
+    }
+
+
+def test_a_bad_config_fails_before_any_job_with_a_clear_message(tmp_path):
+    _workdir(tmp_path, {"refinment": {}})
+    r = snakemake("-n", *_base(tmp_path), cwd=tmp_path, timeout=300)
+    assert r.returncode != 0
+    assert ("invalid configuration: config: unknown key 'refinment' (did you mean "
+            "'refinement'?) at the top level") in r.stdout + r.stderr
+
+
+# =========================================================================== a real run
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    tmp = _workdir(tmp_path_factory.mktemp("workflow"))
+    r = snakemake("--cores", 2, *_base(tmp), cwd=tmp)
+    logs = "".join(f"\n== {p}\n{p.read_text()[-2000:]}" for p in (tmp / "logs").rglob("*.log")
+                   ) if (tmp / "logs").is_dir() else ""
+    assert r.returncode == 0, r.stderr[-5000:] + logs
+    return tmp
+
+
+@pytest.mark.slow
+def test_every_output_exists_and_is_valid(run_dir):
+    from bnmfit.io import read_h5
+
+    res = run_dir / "results"
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    for s in SUBJECTS:
+        sub = res / f"sub-{s}"
+        d, a = read_h5(sub / f"sub-{s}_connectome.h5")
+        assert d["weights"].shape == (80, 80) and len(d["labels"]) == 80
+        assert a["normalisation"] == "max"
+        d, a = read_h5(sub / f"sub-{s}_desc-empirical_fc.h5")
+        assert d["fc"].shape == (80, 80) and d["bold"].shape == (1200, 80)
+        assert a["tr"] == pytest.approx(0.72) and d["fcd"].ndim == 2
+        qc = json.loads((sub / f"sub-{s}_desc-empirical_qc.json").read_text())
+        assert qc["n_tr_used"] == 1200
+        for k in range(cfg["exploration"]["chunks"]):
+            d, a = read_h5(sub / "explore" / f"chunk-{k}.h5")
+            assert a["chunk"] == k and d["loss"].shape[1] == cfg["exploration"]["seeds"]
+        d, a = read_h5(sub / f"sub-{s}_explore.h5")
+        assert d["points"].shape == (4, 2) and len(d["top"]) >= 1
+        assert np.isfinite(d["mean_loss"]).any()
+        p = json.loads((sub / f"sub-{s}_desc-fitted_params.json").read_text())
+        assert p["subject"] == s and len(p["params"]["w"]) == 80  # regional w
+        assert np.isfinite(p["params"]["G"])
+        assert set(p["metrics"]["stages"]) == {"global", "regional"}
+        assert all(np.isfinite(p["metrics"][k]) for k in ("fc_r", "fc_rmse", "fcd_ks"))
+        assert set(p["provenance"]) >= {"config_hash", "versions", "seeds", "inputs"}
+        d, a = read_h5(sub / f"sub-{s}_fit.h5")
+        assert {"stage-0-global", "stage-1-regional"} <= set(d)
+        assert d["stage-0-global"]["loss"].shape[0] == 2
+        assert d["sim_fc"].shape == (80, 80) and d["sim_bold"].shape[1] == 80
+        html = (sub / f"sub-{s}_report.html").read_text()
+        assert "<html" in html.lower() and f"sub-{s}" in html
+        assert len(list((sub / "figures").glob("*.png"))) >= 1
+        for name in ("explore_chunk-0", "refine"):
+            bench = run_dir / "logs" / "benchmarks" / f"sub-{s}" / f"{name}.tsv"
+            assert bench.read_text().startswith("s\t")
+        assert (run_dir / "logs" / f"sub-{s}" / "refine.log").read_text().strip()
+    import pandas as pd
+
+    table = pd.read_csv(res / "cohort_params.tsv", sep="\t", dtype={"subject": str})
+    assert list(table["subject"]) == SUBJECTS
+    assert {"G", "w_mean", "fc_r", "fc_rmse", "fcd_ks", "wall_time_s"} <= set(table.columns)
+    assert "<html" in (res / "cohort_report.html").read_text().lower()
+    desc = json.loads((res / "dataset_description.json").read_text())
+    assert desc["GeneratedBy"][0]["Name"] == "bnmfit" and desc["DatasetType"] == "derivative"
+    assert desc["GeneratedBy"][0]["Version"] and "GitCommit" in desc["GeneratedBy"][0]
+    resolved = yaml.safe_load((res / "config.yaml").read_text())
+    for key in ("chunks", "seeds", "batch_size"):
+        assert resolved["exploration"][key] == cfg["exploration"][key]
+    assert [a["name"] for a in resolved["exploration"]["parameters"]] == ["G", "w"]
+    assert resolved["compute"]["platform"] == "auto"  # defaults filled in
+    # no temporary or checkpoint files left behind
+    assert not list(res.rglob(".*.tmp*")) and not list(res.rglob(".checkpoints"))
+
+
+@pytest.mark.slow
+def test_a_second_run_does_nothing(run_dir):
+    r = snakemake("-n", *_base(run_dir), cwd=run_dir, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "Nothing to be done" in r.stdout + r.stderr
+
+
+@pytest.mark.slow
+def test_a_refinement_change_reruns_only_refine_and_the_reports(run_dir):
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    cfg["refinement"]["stages"][0]["learning_rate"] = 0.1
+    (run_dir / "changed.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    r = snakemake("-n", *_base(run_dir, "changed.yaml"), cwd=run_dir, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert job_counts(r.stdout) == {"refine": 2, "report": 2, "cohort_report": 1, "all": 1}
+    assert "Params have changed since last execution" in r.stdout
+
+
+@pytest.mark.slow
+def test_a_report_change_reruns_only_the_reports(run_dir):
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    cfg["report"]["dpi"] = 41
+    (run_dir / "changed_report.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    r = snakemake("-n", *_base(run_dir, "changed_report.yaml"), cwd=run_dir, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert job_counts(r.stdout) == {"report": 2, "cohort_report": 1, "all": 1}
+
+
+@pytest.mark.slow
+def test_resources_never_rerun_anything(run_dir):
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    cfg["resources"] = {"explore": {"threads": 2, "mem_mb": 9000, "runtime": 99}}
+    (run_dir / "changed_res.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    r = snakemake("-n", *_base(run_dir, "changed_res.yaml"), cwd=run_dir, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    # only the cohort page, which records the whole configuration, is refreshed
+    assert job_counts(r.stdout) == {"cohort_report": 1, "all": 1}

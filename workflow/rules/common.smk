@@ -1,0 +1,225 @@
+# Configuration, subjects sheet, and the helpers the rules use. No rules here.
+
+import json
+import os
+import re
+import shlex
+import sys
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import min_version
+
+min_version("8.20")
+
+# The library of this checkout comes first (also inside a conda env without bnmfit).
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+
+from bnmfit.config import load_subjects, rule_config, validate_config  # noqa: E402
+from bnmfit.errors import BnmfitError  # noqa: E402
+from bnmfit.io import sidecar_path  # noqa: E402
+from bnmfit.report import COHORT_FIGURES, SUBJECT_FIGURES  # noqa: E402
+
+
+configfile: "config/config.yaml"
+
+
+report: "../report/workflow.rst"
+
+
+# ---------------------------------------------------------------- validated config + sheet
+
+try:
+    _resolved = validate_config(config, where="config")
+    SUBJECTS = {row["subject"]: row for row in load_subjects(_resolved["subjects"])}
+except BnmfitError as e:
+    raise WorkflowError(f"invalid configuration: {e}") from None
+config.clear()
+config.update(_resolved)
+SUBJECT_IDS = list(SUBJECTS)
+N_CHUNKS = int(config["exploration"]["chunks"])
+
+
+wildcard_constraints:
+    subject="|".join(re.escape(s) for s in SUBJECT_IDS),
+    chunk=r"\d+",
+
+
+# ---------------------------------------------------------------- paths
+
+SUB = "results/sub-{subject}/sub-{subject}"
+
+
+def script_path(name):
+    """The script, relative to the working directory (stable when both move together)."""
+    return os.path.relpath(Path(workflow.basedir) / "scripts" / name)
+
+
+def final_outputs():
+    return [
+        "results/cohort_report.html",
+        "results/cohort_params.tsv",
+        "results/dataset_description.json",
+        "results/config.yaml",
+    ] + expand(f"{SUB}_report.html", subject=SUBJECT_IDS)
+
+
+def explore_chunks(wildcards):
+    return expand(
+        "results/sub-{subject}/explore/chunk-{chunk}.h5",
+        subject=wildcards.subject,
+        chunk=range(N_CHUNKS),
+    )
+
+
+def subject_figure_outputs():
+    return {
+        f"fig_{name}": report(
+            f"results/sub-{{subject}}/figures/sub-{{subject}}_desc-{name}_figure.png",
+            caption=caption("subject", name),
+            category="Subjects",
+            subcategory="sub-{subject}",
+            labels={"subject": "sub-{subject}", "figure": name},
+        )
+        for name in SUBJECT_FIGURES
+    }
+
+
+def cohort_figure_outputs():
+    return {
+        f"fig_{name}": report(
+            f"results/figures/cohort_desc-{name}_figure.png",
+            caption=caption("cohort", name),
+            category="Cohort",
+            labels={"figure": name},
+        )
+        for name in COHORT_FIGURES
+    }
+
+
+def caption(kind, name):
+    """The caption file of a figure (relative to workflow/rules/), or the generic one."""
+    own = Path(workflow.basedir) / "workflow" / "report" / f"{kind}_{name}.rst"
+    return f"../report/{own.name}" if own.is_file() else f"../report/{kind}_figure.rst"
+
+
+# ---------------------------------------------------------------- params
+
+
+def config_json(rule):
+    """The part of the resolved config a rule depends on, as canonical JSON."""
+    return json.dumps(rule_config(config, rule), sort_keys=True, separators=(",", ":"))
+
+
+def _opt(flag, value):
+    return f"{flag} {shlex.quote(str(value))}"
+
+
+def _resources(rule):
+    res = dict(config["resources"]["default"])
+    res.update(config["resources"].get(rule) or {})
+    return res
+
+
+def rule_threads(rule):
+    return int(_resources(rule).get("threads", 1))
+
+
+def rule_resources(rule, gpu=False):
+    res = _resources(rule)
+    out = {"mem_mb": int(res.get("mem_mb", 2000)), "runtime": int(res.get("runtime", 15))}
+    if gpu:
+        out["gpu"] = int(config["resources"]["gpu"])
+    return out
+
+
+# ---------------------------------------------------------------- per-subject inputs
+
+
+def connectome_inputs(wildcards):
+    row = SUBJECTS[wildcards.subject]
+    out = {"weights": row["sc_weights"]}
+    if "sc_lengths" in row:
+        out["lengths"] = row["sc_lengths"]
+    if "labels" in row:
+        out["labels"] = row["labels"]
+    return out
+
+
+def connectome_options(wildcards, input):
+    row = SUBJECTS[wildcards.subject]
+    c = config["connectome"]
+    opts = [
+        _opt("--normalise", c["normalise"]),
+        "--symmetrise" if c["symmetrise"] else "--no-symmetrise",
+        _opt("--missing", c["missing"]),
+    ]
+    if "lengths" in input.keys():
+        opts.append(_opt("--lengths", input.lengths))
+    if "labels" in input.keys():
+        opts.append(_opt("--labels", input.labels))
+    for col, flag in (
+        ("sc_format", "--format"),
+        ("sc_key", "--key"),
+        ("lengths_key", "--lengths-key"),
+        ("atlas", "--atlas"),
+        ("measure", "--measure"),
+        ("lengths_measure", "--lengths-measure"),
+    ):
+        if col in row:
+            opts.append(_opt(flag, row[col]))
+    return " ".join(opts)
+
+
+def empirical_inputs(wildcards):
+    row = SUBJECTS[wildcards.subject]
+    out = {"connectome": f"results/sub-{wildcards.subject}/sub-{wildcards.subject}_connectome.h5"}
+    if "bold" in row:
+        out["bold"] = row["bold"]
+        side = sidecar_path(row["bold"])
+        if side.is_file():
+            out["sidecar"] = str(side)
+    else:
+        out["fc"] = row["fc"]
+    for col in ("labels", "dseg", "dseg_tsv"):
+        if col in row:
+            out[col] = row[col]
+    return out
+
+
+def empirical_options(wildcards, input):
+    row = SUBJECTS[wildcards.subject]
+    b, o = config["bold"], config["observation"]
+    opts = []
+    if "bold" in input.keys():
+        opts.append(_opt("--bold", input.bold))
+    else:
+        opts.append(_opt("--fc", input.fc))
+    for key in ("labels", "dseg", "dseg_tsv"):
+        if key in input.keys():
+            opts.append(_opt(f"--{key.replace('_', '-')}", input[key]))
+    for col, flag in (
+        ("bold_format", "--format"),
+        ("bold_key", "--key"),
+        ("orientation", "--orientation"),
+    ):
+        if col in row:
+            opts.append(_opt(flag, row[col]))
+    tr = row.get("tr", b["default_tr"])
+    if tr is not None:
+        opts.append(_opt("--tr", tr))
+    opts.append(_opt("--discard", b["discard"]))
+    opts.append("--detrend" if b["detrend"] else "--no-detrend")
+    if b["bandpass"] is not None:
+        opts.append(f"--bandpass {b['bandpass'][0]} {b['bandpass'][1]}")
+    opts.append(_opt("--max-nan-run", b["max_nan_run"]))
+    opts.append(_opt("--fcd-window", o["fcd_window"]))
+    opts.append(_opt("--fcd-step", o["fcd_step"]))
+    return " ".join(opts)
+
+
+def cohort_options(wildcards, input):
+    opts = []
+    for subject, params, fit in zip(SUBJECT_IDS, input.params, input.fits):
+        opts += [_opt("--subject", subject), _opt("--params-json", params), _opt("--fit-h5", fit)]
+    return " ".join(opts)
