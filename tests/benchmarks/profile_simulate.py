@@ -91,6 +91,8 @@ def case_profile(repeats: int, unrolls: list[int], batch: int = 64) -> dict:
         "no RNG (zeros for ξ)": (no_rng(forward()), (key,)),
         "RNG alone (per-TR blocks)": (rng_only, (key,)),
         "Euler (one stage)": (forward(euler), (key,)),
+        "Heun, coupling per stage": (
+            forward(dataclasses.replace(spec0, heun_coupling="per_stage")), (key,)),
         "cheap BOLD stand-in": (forward(bold=_CheapBold()), (key,)),
         "Balloon–Windkessel alone": (bw_alone, (jax.random.uniform(key, (n_steps, subject.n),
                                                                    dtype),)),
@@ -144,8 +146,10 @@ def run(args) -> dict:
         "alike; the vmap group is one device, one key, a batch of G values.",
         "'no RNG' patches jax.random.normal to zeros while tracing: default − no RNG = the "
         "cost of drawing ξ inside the loop; 'RNG alone' draws the same normals with nothing "
-        "else. default − Euler ≈ the second Heun stage (coupling mat-vec + vector field + "
-        "clip); 'cheap BOLD' swaps Balloon–Windkessel for one multiply-add in the loop; "
+        "else. The default couples once per step (as tvboptim's default); 'coupling per stage' "
+        "adds the second mat-vec at the predictor. default − Euler ≈ the second Heun stage "
+        "(vector field + clip); 'cheap BOLD' swaps Balloon–Windkessel for one multiply-add in "
+        "the loop; "
         "'Balloon–Windkessel alone' scans only its Euler steps.",
     ]
     return common.report(NAME, TITLE, rows, {"profile": res}, args, notes)

@@ -145,7 +145,8 @@ def run(args) -> dict:
                                        x64=dtype == "float64")
                 cases[f"tvboptim/{which}/{dtype}"] = peer
             pair = paired.get(which) if not paired.get("error") else None
-            rows.append(common.row("W3", "bnmfit", dtype, f"{label}, checkpoint per TR", ours,
+            rows.append(common.row("W3", "bnmfit", dtype,
+                                   f"{label}, coupling per step, checkpoint per TR", ours,
                                    _figure(ours),
                                    common.paired_speedup(pair) or common.speedup(peer, ours)))
             if peers:

@@ -274,8 +274,10 @@ def run(args) -> dict:
         "pass times, median and range); the batch size / n_vmap were chosen first in separate "
         "processes, whose peak RSS (over all sizes tried) is the one shown.",
         "Figure = grid points / median pass time; % of limit = node-steps/s ÷ 3.57e8 (the "
-        "420-FLOP node-step of BENCHMARKS.md counts bnmfit's two coupling mat-vecs per step; "
-        "tvboptim does one; exp/log/RNG count as one FLOP there, so the limit is optimistic). "
+        "420-FLOP node-step of BENCHMARKS.md counts two coupling mat-vecs per step; both "
+        "libraries do one here (coupling per step), ≈ 2·N + 100 = 260 FLOP, which would put "
+        "the limit at ≈ 5.8e8 node-steps/s = 480 W1 simulations/s; exp/log/RNG count as one "
+        "FLOP there, so either limit is optimistic). "
         "Compile: bnmfit AOT compile of the chosen batch; tvboptim first run − median run.",
     ]
     if quick:
