@@ -133,7 +133,11 @@ def main(subject, connectome, bold, fc_path, labels, dseg, dseg_tsv, fmt, key,
     }
     write_h5(output, datasets, attrs)
     if qc_path:
-        write_json(qc_path, {**qc, "provenance": prov})
+        try:
+            write_json(qc_path, {**qc, "provenance": prov})
+        except BaseException:  # all outputs of the rule or none
+            Path(output).unlink(missing_ok=True)
+            raise
     msg = f"mean FC {qc['mean_fc']:.3f}"
     if qc.get("sc_fc_r") is not None:
         msg += f", SC–FC r {qc['sc_fc_r']:.3f}"

@@ -73,6 +73,7 @@ def main(subject, connectome, empirical, k, config_file, config_json, gpus, outp
             problem, space.names, points[index], seeds,
             batch_size=int(cfg["exploration"]["batch_size"]),
             progress=lambda done, total: bar.update(done, total),
+            n_total=len(points),  # same batch shape for every chunking: same losses
         )
     wall = time.time() - t0
     prov = cli.provenance(cfg, [connectome, empirical], seeds)

@@ -52,10 +52,12 @@ def main(subject, config_file, config_json, output, chunks):
     for path, (d, a) in zip(chunks, parts, strict=True):
         if list(d["names"]) != names or list(a["seeds"]) != list(first_a["seeds"]) \
                 or int(a["n_points"]) != n_points or a["axes"] != first_a["axes"] \
-                or a["sampler"] != first_a["sampler"]:
+                or a["sampler"] != first_a["sampler"] \
+                or a.get("config_hash") != first_a.get("config_hash"):
             raise DataError(
                 f"{path}: expected a chunk of the same exploration as {chunks[0]} (names, "
-                "axes, sampler, seeds), got another; delete the stale chunks and re-run"
+                "axes, sampler, seeds, config hash), got another; delete the stale chunks "
+                "and re-run"
             )
     index = np.concatenate([np.asarray(d["index"], dtype=np.int64) for d, _ in parts])
     counts = np.bincount(index, minlength=n_points)

@@ -42,10 +42,13 @@ FILE = click.Path(exists=True, dir_okay=False)
               help="Average the matrices with their transposes.")
 @click.option("--missing", type=click.Choice(["error", "zero", "keep"]), default="error",
               show_default=True, help="What to do with n/a entries.")
+@click.option("--isolated", type=click.Choice(["warn", "error"]), default="warn",
+              show_default=True,
+              help="Regions without any connection: warn (keep and log them) or error.")
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False),
               help="The connectome HDF5 to write.")
 def main(subject, weights, lengths, labels, fmt, key, lengths_key, atlas, measure,
-         lengths_measure, normalise, symmetrise, missing, output):
+         lengths_measure, normalise, symmetrise, missing, isolated, output):
     """Read a subject's structural connectome (weights, tract lengths, labels), check it,
     normalise it, and write sub-X_connectome.h5.
 
@@ -59,7 +62,7 @@ def main(subject, weights, lengths, labels, fmt, key, lengths_key, atlas, measur
     from bnmfit.io._files import is_default_labels
 
     cfg = {"connectome": {"normalise": normalise, "symmetrise": symmetrise,
-                          "missing": missing}}
+                          "missing": missing, "isolated": isolated}}
     cli.log(f"sub-{subject}: reading {weights}" + (f" and {lengths}" if lengths else ""))
     w, ln, lab = read_connectome(
         weights, lengths, fmt=fmt, key=key, atlas=atlas, measure=measure, missing=missing,
@@ -74,7 +77,8 @@ def main(subject, weights, lengths, labels, fmt, key, lengths_key, atlas, measur
             )
         if is_default_labels(lab):
             lab = given
-    conn = Connectome.from_arrays(w, ln, lab, normalise=normalise, symmetrise=symmetrise)
+    conn = Connectome.from_arrays(w, ln, lab, normalise=normalise, symmetrise=symmetrise,
+                                  isolated=isolated)
     inputs = [p for p in (weights, lengths, labels) if p]
     prov = cli.provenance(cfg, inputs)
     write_h5(
@@ -94,6 +98,7 @@ def main(subject, weights, lengths, labels, fmt, key, lengths_key, atlas, measur
             "inputs": prov["inputs"],
             "config_hash": prov["config_hash"],
             "versions": prov["versions"],
+            "seeds": None,  # no randomness; recorded like every result file's
         },
     )
     if conn.isolated:

@@ -136,7 +136,7 @@ def main(subject, connectome, empirical, explore_h5, config_file, config_json, g
     from bnmfit import config as bconfig
     from bnmfit import fit
     from bnmfit.errors import DataError
-    from bnmfit.io import atomic_path, read_h5, write_json
+    from bnmfit.io import h5_file, read_h5, write_json
 
     cfg = cli.read_config(config_file, config_json)
     cfg = bconfig.rule_config(cfg, "refine")
@@ -204,6 +204,15 @@ def main(subject, connectome, empirical, explore_h5, config_file, config_json, g
         }
     if records:  # the last stage's result is the final fit: all its metrics are known
         stage_metrics[records[-1]["name"]].update(metrics)
+    warnings = []
+    bad = sorted(k for k in ("fc_r", "fc_rmse", "loss") if k in metrics
+                 and not np.isfinite(metrics[k]))
+    if bad:  # recorded, never a silent number: the simulation of the fit is degenerate
+        warnings.append(
+            f"the fitted parameters give non-finite held-out {', '.join(bad)} (the simulation "
+            "diverged or is flat): do not use this fit; narrow the refinement domains or the "
+            "exploration ranges")
+        cli.log(f"warning: sub-{subject}: {warnings[-1]}")
     wall = time.time() - t_start
     stage_wall = {r["name"]: r["wall_time"] for r in records} or {"total": wall}
 
@@ -211,7 +220,7 @@ def main(subject, connectome, empirical, explore_h5, config_file, config_json, g
                           {"fit": seed, "heldout": heldout,
                            "explore": ex_attrs.get("seeds")})
     # ---------------------------------------------------------------- sub-X_fit.h5
-    with atomic_path(output_fit) as tmp, h5py.File(tmp, "w") as f:
+    with h5_file(output_fit) as f:
         for i, r in enumerate(records):
             g = f.create_group(f"stage-{i}-{r['name']}")
             for key in ("loss", "objective", "heldout_loss", "grad_norm", "rejected",
@@ -261,20 +270,25 @@ def main(subject, connectome, empirical, explore_h5, config_file, config_json, g
         f.attrs["__json__"] = cli.json_dumps(["versions", "seeds", "inputs", "loss_terms"])
 
     # ---------------------------------------------------------------- params JSON
-    write_json(output_params, {
-        "subject": subject,
-        "params": {k: _plain(v) for k, v in params.items()},
-        "fixed": {"G": float(problem.G), "sigma": float(problem.sigma),
-                  **{k: _plain(v) for k, v in (cfg["model"]["parameters"] or {}).items()}},
-        "model": cfg["model"]["name"],
-        "metrics": {**metrics, "stages": stage_metrics},
-        "wall_time": stage_wall,
-        "best_start": best_start,
-        "starts": starts,
-        "loss": {"terms": [list(t) for t in spec.terms], "offset": spec.offset,
-                 "expression": spec.expression},
-        "provenance": prov,
-    })
+    try:
+        write_json(output_params, {
+            "subject": subject,
+            "params": {k: _plain(v) for k, v in params.items()},
+            "fixed": {"G": float(problem.G), "sigma": float(problem.sigma),
+                      **{k: _plain(v) for k, v in (cfg["model"]["parameters"] or {}).items()}},
+            "model": cfg["model"]["name"],
+            "metrics": {**metrics, "stages": stage_metrics},
+            "wall_time": stage_wall,
+            "best_start": best_start,
+            "starts": starts,
+            "loss": {"terms": [list(t) for t in spec.terms], "offset": spec.offset,
+                     "expression": spec.expression},
+            "warnings": warnings,
+            "provenance": prov,
+        })
+    except BaseException:  # all outputs of the rule or none
+        Path(output_fit).unlink(missing_ok=True)
+        raise
     if ckpt is not None and Path(checkpoint_dir).is_dir():
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
     fmt = ", ".join(f"{k}={np.mean(v):.4g}" + ("" if np.ndim(v) == 0 else " (mean)")

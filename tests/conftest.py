@@ -1,4 +1,5 @@
-"""Test-wide settings, set once: float64 available, CPU only, deterministic XLA."""
+"""Test-wide settings, set once: float64 available, CPU only, deterministic XLA; and the one
+real workflow run shared by the test modules that inspect it."""
 
 import os
 
@@ -7,3 +8,15 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def run_dir(tmp_path_factory):
+    """The tiny config of tests/data run by snakemake once per session (minutes): shared by
+    test_workflow.py and test_robustness.py. Tests that change results/ regenerate it."""
+    from tests.test_workflow import run_workflow
+
+    return run_workflow(tmp_path_factory.mktemp("workflow"))

@@ -100,9 +100,9 @@ def test_a_bad_config_fails_before_any_job_with_a_clear_message(tmp_path):
 # =========================================================================== a real run
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    tmp = _workdir(tmp_path_factory.mktemp("workflow"))
+def run_workflow(tmp: Path) -> Path:
+    """Run the tiny config in ``tmp`` (the session fixture ``run_dir`` of conftest.py)."""
+    tmp = _workdir(tmp)
     r = snakemake("--cores", 2, *_base(tmp), cwd=tmp)
     logs = "".join(f"\n== {p}\n{p.read_text()[-2000:]}" for p in (tmp / "logs").rglob("*.log")
                    ) if (tmp / "logs").is_dir() else ""

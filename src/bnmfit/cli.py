@@ -14,11 +14,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -61,12 +63,48 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+class Terminated(BaseException):  # noqa: N818 - a signal, not an error of the program
+    """Raised in the main thread when the process receives SIGTERM (a cluster's scancel, a
+    timeout, Snakemake stopping its jobs): unwinding runs every cleanup (temporary output
+    files are deleted) instead of dying on the spot. A BaseException, so that no
+    ``except Exception`` swallows it."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated(signum)
+
+
+@contextlib.contextmanager
+def _terminate_cleanly():
+    """SIGTERM raises :class:`Terminated` while the command runs (main thread only); the
+    previous handler is restored afterwards."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread (e.g. a test runner's worker)
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 class Command(click.Command):
     """A click command that turns bnmfit's errors into one-line messages and exit codes."""
 
     def invoke(self, ctx: click.Context):
         try:
-            return super().invoke(ctx)
+            with _terminate_cleanly():
+                return super().invoke(ctx)
+        except Terminated as e:
+            name = signal.Signals(e.signum).name
+            raise _Failure(f"terminated by {name} before finishing; unfinished outputs were "
+                           "discarded (a re-run resumes refine from its last checkpoint)",
+                           128 + e.signum) from None
         except BnmfitError as e:
             raise _Failure(_one_line(e), e.exit_code) from None
         except (FileNotFoundError, PermissionError, IsADirectoryError) as e:

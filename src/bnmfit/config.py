@@ -44,6 +44,7 @@ __all__ = [
     "build_space",
     "build_spec",
     "build_stages",
+    "check_subject_files",
     "config_hash",
     "load_config",
     "load_subjects",
@@ -232,7 +233,12 @@ def _describe(error, where: str, root: Mapping) -> str:
     if v in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
         rel = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=",
                "exclusiveMaximum": "<"}[v]
-        return f"{at} = {inst!r}; expected a value {rel} {error.validator_value}"
+        hint = ""
+        if v == "maximum" and key.split(".")[-1] in ("tr", "default_tr") \
+                and isinstance(inst, (int, float)):
+            hint = (f" (the TR in seconds): {inst:g} is almost certainly milliseconds; give "
+                    f"it in seconds ({inst / 1000:g})")
+        return f"{at} = {inst!r}; expected a value {rel} {error.validator_value}{hint}"
     if v == "required":
         missing = [k for k in error.validator_value if k not in inst]
         return f"{at}: missing required key {', '.join(map(repr, missing))}"
@@ -373,6 +379,7 @@ def _semantic_checks(cfg: dict, where: str) -> None:
             f"{where}: the loss uses fcd_ks but observation.fcd_window is 0 (no FCD); set an "
             "FCD window in TRs or drop the fcd_ks term"
         )
+    _check_duration(cfg, where)
 
     ex = cfg["exploration"]
     seen = set()
@@ -423,6 +430,36 @@ def _semantic_checks(cfg: dict, where: str) -> None:
                 raise ConfigError(f"{wj}: symmetric applies to scope: edges only")
             if fp["init"] is not None and not lo <= fp["init"] <= hi:
                 raise ConfigError(f"{wj}: init {fp['init']:g} is outside [{lo:g}, {hi:g}]")
+
+
+def _too_short(n_tr: int, obs: Mapping) -> str | None:
+    """Why ``n_tr`` simulated TRs are too few for the observation (or None)."""
+    from bnmfit.observables import n_windows
+
+    window, step = int(obs["fcd_window"] or 0), int(obs["fcd_step"])
+    if window and n_windows(n_tr, window, step) < 2:
+        return (f"{n_tr} TRs, too few for two FCD windows of {window} TRs (step {step}; "
+                f"at least {window + step} TRs)")
+    return None
+
+
+def _check_duration(cfg: Mapping, where: str) -> None:
+    """With a known simulated TR (observation.tr), the simulated BOLD must hold two FCD windows.
+
+    (Without observation.tr the TR comes from each subject's data and build_problem checks it.)
+    """
+    s, obs = cfg["simulation"], cfg["observation"]
+    if s["duration"] is None or not obs["tr"]:
+        return
+    tr_ms = float(obs["tr"]) * 1000.0
+    n_tr = int(s["duration"] // tr_ms)
+    why = _too_short(n_tr, obs)
+    if why:
+        raise ConfigError(
+            f"{where}: simulation.duration = {s['duration']:g} ms gives {why}; note that the "
+            f"duration is the BOLD kept after the transient ({s['transient']:g} ms), so "
+            "lengthen simulation.duration or shorten observation.fcd_window"
+        )
 
 
 def _n_points(ex: Mapping) -> int:
@@ -504,6 +541,33 @@ def load_subjects(path: str | Path, *, schema: str | Path | None = None) -> list
             d["subject"] = d["subject"][4:]
         dicts.append(d)
     return validate_subjects(dicts, schema=schema, where=str(path))
+
+
+SUBJECT_FILE_COLUMNS: tuple[str, ...] = (
+    "sc_weights", "sc_lengths", "bold", "fc", "labels", "dseg", "dseg_tsv",
+)
+
+
+def check_subject_files(
+    rows: Sequence[Mapping[str, Any]], *, base: str | Path = ".", where: str = "subjects",
+) -> None:
+    """Every file the sheet names exists; otherwise one ConfigError listing all missing ones.
+
+    Paths are relative to ``base`` (the working directory). A cohort with many missing files
+    is reported once, not one file per run.
+    """
+    missing = []
+    for row in rows:
+        for col in SUBJECT_FILE_COLUMNS:
+            if col in row and not (Path(base) / str(row[col])).is_file():
+                missing.append(f"sub-{row['subject']} {col} {row[col]}")
+    if missing:
+        shown = "; ".join(missing[:20]) + (f"; (+{len(missing) - 20} more)"
+                                            if len(missing) > 20 else "")
+        raise ConfigError(
+            f"{where}: {len(missing)} file(s) of the subjects sheet do not exist: {shown}; fix "
+            "the paths (relative to the working directory) or remove the subjects"
+        )
 
 
 # =========================================================================== hashing
@@ -784,7 +848,8 @@ def build_connectome(config: Mapping[str, Any], weights, lengths, labels):
 
     c = config["connectome"]
     return Connectome.from_arrays(
-        weights, lengths, labels, normalise=c["normalise"], symmetrise=c["symmetrise"]
+        weights, lengths, labels, normalise=c["normalise"], symmetrise=c["symmetrise"],
+        isolated=c.get("isolated", "warn"),
     )
 
 
@@ -921,7 +986,8 @@ def build_problem(
             raise ConfigError(
                 f"the simulation returns {spec.n_tr} TRs, too few for two FCD windows of "
                 f"{observation.fcd_window} TRs (step {observation.fcd_step}); lengthen "
-                "simulation.duration or shorten observation.fcd_window"
+                "simulation.duration (the BOLD kept after the transient) or shorten "
+                "observation.fcd_window"
             )
     spec_loss = loss_spec(config)
     if fcd is None and any(t == "fcd_ks" for t, _ in spec_loss.terms):

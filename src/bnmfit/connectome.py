@@ -16,10 +16,11 @@ import numpy as np
 
 from bnmfit.errors import ConfigError, DataError
 
-__all__ = ["NORMALISATIONS", "Connectome", "delay_steps"]
+__all__ = ["ISOLATED_MODES", "NORMALISATIONS", "Connectome", "delay_steps"]
 
 Normalisation = Literal["none", "max", "in-strength", "log1p"]
 NORMALISATIONS: tuple[str, ...] = ("none", "max", "in-strength", "log1p")
+ISOLATED_MODES: tuple[str, ...] = ("warn", "error")
 
 
 def _check_matrix(name: str, m: np.ndarray, n: int | None = None) -> np.ndarray:
@@ -74,6 +75,7 @@ class Connectome:
         *,
         normalise: Normalisation = "max",
         symmetrise: bool = False,
+        isolated: Literal["warn", "error"] = "warn",
     ) -> Connectome:
         """Validate raw matrices and return a normalised connectome.
 
@@ -85,6 +87,8 @@ class Connectome:
                 (each row divided by its sum, so every region receives unit total input);
                 ``log1p`` (log(1 + w), then divided by its maximum).
             symmetrise: replace both matrices by the mean of themselves and their transpose.
+            isolated: ``warn`` keeps regions without any connection (the caller reports
+                :attr:`isolated`); ``error`` raises a DataError that names them.
         """
         w = _check_matrix("weights", weights)
         n = w.shape[0]
@@ -108,8 +112,23 @@ class Connectome:
         if symmetrise:
             w = 0.5 * (w + w.T)
             ln = 0.5 * (ln + ln.T)
+        if isolated not in ISOLATED_MODES:
+            raise ConfigError(
+                f"unknown isolated mode {isolated!r}: use one of {', '.join(ISOLATED_MODES)}"
+            )
         if not w.any():
             raise DataError("the weights are all zero off the diagonal: no region is connected")
+        if isolated == "error":
+            deg = w.sum(axis=0) + w.sum(axis=1)
+            lonely = [lab for lab, d in zip(labels, deg, strict=True) if d == 0]
+            if lonely:
+                shown = ", ".join(lonely[:8]) + (f" (+{len(lonely) - 8} more)"
+                                                  if len(lonely) > 8 else "")
+                raise DataError(
+                    f"expected every region to be connected, got {len(lonely)} isolated "
+                    f"region(s) (all-zero row and column): {shown}; fix the connectome, or set "
+                    "connectome.isolated: warn to keep them"
+                )
         if normalise == "max":
             w = w / w.max()
         elif normalise == "log1p":

@@ -15,7 +15,12 @@ min_version("8.20")
 # The library of this checkout comes first (also inside a conda env without bnmfit).
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from bnmfit.config import load_subjects, rule_config, validate_config  # noqa: E402
+from bnmfit.config import (  # noqa: E402
+    check_subject_files,
+    load_subjects,
+    rule_config,
+    validate_config,
+)
 from bnmfit.errors import BnmfitError  # noqa: E402
 from bnmfit.io import sidecar_path  # noqa: E402
 from bnmfit.report import COHORT_FIGURES, SUBJECT_FIGURES  # noqa: E402
@@ -31,7 +36,9 @@ report: "../report/workflow.rst"
 
 try:
     _resolved = validate_config(config, where="config")
-    SUBJECTS = {row["subject"]: row for row in load_subjects(_resolved["subjects"])}
+    _rows = load_subjects(_resolved["subjects"])
+    check_subject_files(_rows, where=_resolved["subjects"])
+    SUBJECTS = {row["subject"]: row for row in _rows}
 except BnmfitError as e:
     raise WorkflowError(f"invalid configuration: {e}") from None
 config.clear()
@@ -153,6 +160,7 @@ def connectome_options(wildcards, input):
         _opt("--normalise", c["normalise"]),
         "--symmetrise" if c["symmetrise"] else "--no-symmetrise",
         _opt("--missing", c["missing"]),
+        _opt("--isolated", c["isolated"]),
     ]
     if "lengths" in input.keys():
         opts.append(_opt("--lengths", input.lengths))

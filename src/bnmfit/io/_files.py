@@ -257,13 +257,28 @@ def to_float(
         for i, r in enumerate(rows):
             for j, t in enumerate(r):
                 if not is_number(t):
+                    hint = _delimiter_hint(t)
                     raise DataError(
                         f"{name}: expected numbers, got {t!r} at data row {i + 1 + row_offset}, "
-                        f"column {j + 1 + col_offset}; remove the text or mark missing values "
-                        "as n/a"
+                        f"column {j + 1 + col_offset}; "
+                        + (hint or "remove the text or mark missing values as n/a")
                     ) from None
         raise
     return arr.reshape(len(rows), width)
+
+
+_DELIMITERS = {";": "semicolons", "|": "bars", ",": "commas", "\t": "tabs", " ": "spaces"}
+
+
+def _delimiter_hint(token: str) -> str | None:
+    """What to do when a cell is several numbers joined by a delimiter the reader did not use
+    (a wrong delimiter), or None."""
+    for sep, what in _DELIMITERS.items():
+        parts = [x.strip() for x in token.split(sep)]
+        if len(parts) > 1 and all(x and is_number(x) for x in parts):
+            return (f"the values seem to be separated by {what}, not by the file's "
+                    "delimiter: use tabs in .tsv and commas in .csv (or pass the format)")
+    return None
 
 
 def sidecar_path(path: PathLike) -> Path:

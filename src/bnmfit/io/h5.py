@@ -15,6 +15,8 @@ attribute ``__json__`` so that :func:`read_h5` decodes them back.
 from __future__ import annotations
 
 import contextlib
+import errno
+import io
 import json
 import os
 import tempfile
@@ -26,7 +28,7 @@ import numpy as np
 
 from bnmfit.errors import DataError
 
-__all__ = ["atomic_path", "read_h5", "read_json", "write_h5", "write_json"]
+__all__ = ["atomic_path", "h5_file", "read_h5", "read_json", "write_h5", "write_json"]
 
 _JSON_ATTRS = "__json__"
 _COMPRESS_MIN = 4096  # gzip datasets with at least this many elements
@@ -51,6 +53,41 @@ def _fsync_dir(d: Path) -> None:
         os.close(fd)
 
 
+def _host() -> str:
+    import socket
+
+    return "".join(c for c in socket.gethostname().split(".")[0] if c.isalnum()) or "host"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. PermissionError: it exists, owned by someone else
+        return True
+    return True
+
+
+def _remove_stale(target: Path, suffixes: str) -> None:
+    """Delete temporaries of ``target`` left by a killed writer (SIGKILL, power loss) on this
+    host: ``.<name>.<host>-<pid>.*.tmp<suffixes>`` whose process no longer exists. Writers on
+    other hosts (a shared file system) are never touched."""
+    prefix = f".{target.name}.{_host()}-"
+    try:
+        entries = list(target.parent.iterdir())
+    except OSError:
+        return
+    for e in entries:
+        name = e.name
+        if not (name.startswith(prefix) and name.endswith(f".tmp{suffixes}")):
+            continue
+        pid = name[len(prefix):].split(".", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            with contextlib.suppress(OSError):
+                e.unlink()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path to write instead of ``path``; on success it replaces ``path``.
@@ -59,7 +96,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     (``.<name>.<random>.tmp<suffixes>``, keeping the suffixes so that writers that look at
     the extension still work), and is created empty. On a normal exit it is fsynced and
     renamed over ``path`` (created with the usual permissions); on an exception it is
-    deleted and the exception propagates. Parent directories are created.
+    deleted and the exception propagates. Parent directories are created. The temporary's
+    name carries this host and process id, so a later write of the same target removes what
+    a killed writer (SIGKILL) left behind.
 
     Example::
 
@@ -69,8 +108,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     suffixes = "".join(target.suffixes[-2:])
+    _remove_stale(target, suffixes)
     fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{target.name}.", suffix=f".tmp{suffixes}", dir=target.parent
+        prefix=f".{target.name}.{_host()}-{os.getpid()}.", suffix=f".tmp{suffixes}",
+        dir=target.parent,
     )
     os.close(fd)
     tmp = Path(tmp_name)
@@ -81,10 +122,21 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)
         _fsync_dir(target.parent)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        if isinstance(e, OSError) and e.errno in _FULL:
+            kept = "the previous file is unchanged" if target.exists() else "nothing was written"
+            raise DataError(
+                f"{target}: expected to write the result, got {os.strerror(e.errno)}; {kept}. "
+                f"Free space on the file system of {target.parent} (or raise the quota) and "
+                "re-run"
+            ) from None
         raise
+
+
+#: errno values of a full disk or quota: reported as one line, naming the file
+_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
 def _json_default(obj: Any) -> Any:
@@ -176,6 +228,25 @@ def _write_group(group, datasets: Mapping[str, Any]) -> None:
             group.create_dataset(key, data=arr, **kw)
 
 
+@contextlib.contextmanager
+def h5_file(path: str | os.PathLike) -> Iterator[Any]:
+    """An ``h5py.File`` open for writing that becomes ``path`` atomically when the block ends.
+
+    The file is built in memory and written by Python in one piece (through
+    :func:`atomic_path`): a full disk is then a clean ``OSError`` (reported as one line)
+    rather than an HDF5 driver failure, which can crash the process. Result files are small
+    (MBs), so memory is not a concern.
+    """
+    import h5py
+
+    buf = io.BytesIO()
+    with h5py.File(buf, "w") as f:
+        yield f
+    data = buf.getbuffer()
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        fh.write(data)
+
+
 def write_h5(
     path: str | os.PathLike,
     datasets: Mapping[str, Any],
@@ -183,22 +254,19 @@ def write_h5(
 ) -> None:
     """Write ``datasets`` (name → array / str / list of str / None / nested dict) and root
     ``attrs`` to an HDF5 file, atomically (see the module docstring for the layout)."""
-    import h5py
-
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as f:
-            _write_group(f, datasets)
-            json_keys = []
-            for k, v in (attrs or {}).items():
-                if isinstance(v, (bool, np.bool_, str)) or (
-                    isinstance(v, (int, float, np.integer, np.floating))
-                ):
-                    f.attrs[k] = v
-                else:
-                    f.attrs[k] = _dumps(v)
-                    json_keys.append(k)
-            if json_keys:
-                f.attrs[_JSON_ATTRS] = _dumps(json_keys)
+    with h5_file(path) as f:
+        _write_group(f, datasets)
+        json_keys = []
+        for k, v in (attrs or {}).items():
+            if isinstance(v, (bool, np.bool_, str)) or (
+                isinstance(v, (int, float, np.integer, np.floating))
+            ):
+                f.attrs[k] = v
+            else:
+                f.attrs[k] = _dumps(v)
+                json_keys.append(k)
+        if json_keys:
+            f.attrs[_JSON_ATTRS] = _dumps(json_keys)
 
 
 def _read_value(ds) -> Any:
