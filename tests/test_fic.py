@@ -63,15 +63,17 @@ def test_fic_needs_the_ei_model():
         fic.hook("newton")
 
 
-def test_fic_per_grid_point():
-    """FIC inside the exploration: J_i tuned for every point's G before its simulation, the
-    achieved rates reported per point."""
+@pytest.mark.parametrize(("method", "n_iter"), [("iterative", 60), ("gradient", 40)])
+def test_fic_per_grid_point(method, n_iter):
+    """FIC inside the exploration (either method): J_i tuned for every point's G before its
+    simulation, the achieved rates reported per point."""
     spec = SimSpec(dt=1.0, tr=800.0, n_tr=8)
     problem = Problem(WongWangEI(), weights(), spec, Observation(tr=0.8, detrend=False),
                       Observed(jnp.asarray(weights() + np.eye(N))), sigma=0.001)
-    hook = fic.hook("iterative", n_iter=60, **FAST)
+    hook = fic.hook(method, n_iter=n_iter, **FAST)
     res = evaluate(problem, ("G",), np.array([[0.1], [0.4]]), [0], hook=hook)
     assert not res.diverged.any()
     assert np.all(res.extras["fic_rate_max_error"] < 0.05)
+    np.testing.assert_allclose(res.extras["fic_rate_mean"], 3.0, atol=0.05)
     assert np.all(np.isfinite(res.loss))
-    assert hook == fic.hook("iterative", n_iter=60, **FAST)  # hashable config: one compile
+    assert hook == fic.hook(method, n_iter=n_iter, **FAST)  # hashable config: one compile

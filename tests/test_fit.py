@@ -2,6 +2,7 @@
 SciPy optimisers, and parameter recovery on synthetic subjects."""
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
@@ -223,6 +224,135 @@ def test_scipy_optimisers_stay_in_bounds(optimizer):
     assert np.isfinite(s.heldout["loss"])
 
 
+@pytest.fixture(scope="module")
+def problem():
+    """One small problem shared by the tests below (their compiled steps are reused)."""
+    return small_problem()
+
+
+@pytest.mark.parametrize("optimizer", ["scipy-lbfgsb", "nelder-mead"])
+def test_scipy_stages_minimise_the_fixed_noise_objective(problem, optimizer):
+    """SciPy sees the stage's objective on fixed noise realisations, in constrained units
+    (its bounds act on those): L-BFGS-B gets the JAX gradient of exactly that objective
+    (checked against central differences), Nelder-Mead no gradient; both end below the
+    objective of the start."""
+    stage = Stage("s", FREE, optimizer=optimizer, steps=4, n_noise=2)
+    pset = stage.parameters.bind(problem)
+    value_fn, grad_fn = fit._scipy_fns(problem, pset, "loss")
+    keys = fit._step_keys(fit._root_key(1), 0, 0, 2, fresh=False)
+    fixed = {"tau_s": jnp.asarray(100.0)}
+    x0 = {"G": jnp.asarray(GOOD["G"]), "w": jnp.asarray(GOOD["w"])}
+    l2 = jnp.asarray(0.0)
+    (start, _), grad = grad_fn(x0, fixed, {}, keys, l2)
+    if optimizer == "scipy-lbfgsb":
+        h = 1e-6
+        for name in x0:
+            up = value_fn({**x0, name: x0[name] + h}, fixed, {}, keys, l2)[0]
+            down = value_fn({**x0, name: x0[name] - h}, fixed, {}, keys, l2)[0]
+            assert float(grad[name]) == pytest.approx(float(up - down) / (2 * h), rel=1e-4)
+    res = refine(problem, [stage], [GOOD], seed=1, heldout_seeds=HELDOUT)
+    s = res.stages[0]
+    assert s.selection_loss[0] < float(start) - 1e-4
+    final = {k: jnp.asarray(float(res.params[k])) for k in x0}
+    assert float(value_fn(final, fixed, {}, keys, l2)[0]) == pytest.approx(
+        s.selection_loss[0], rel=1e-9)
+    gnorm = s.history["grad_norm"][: s.steps_run, 0]
+    assert np.isfinite(gnorm).all() if optimizer == "scipy-lbfgsb" else np.isnan(gnorm).all()
+
+
+def test_lbfgs_stage_descends_on_fixed_noise(problem):
+    """optax L-BFGS (zoom line search) as a refinement stage: on fixed noise, a deterministic
+    objective as a line search needs, its steps lower the loss and stay in bounds."""
+    stage = Stage("lbfgs", FREE, optimizer="lbfgs", steps=4, n_noise=2, fresh_noise=False,
+                  patience=0)
+    res = refine(problem, [stage], [GOOD], seed=2, heldout_seeds=HELDOUT, checkpoint_every=4)
+    s = res.stages[0]
+    loss = s.history["loss"][:, 0]
+    assert not s.history["rejected"].any() and np.all(np.isfinite(loss))
+    assert np.all(np.diff(loss) <= 1e-12)
+    assert loss[-1] < loss[0] - 1e-4
+    for name, p in zip(("G", "w"), FREE, strict=True):
+        assert p.lo < float(res.params[name]) < p.hi
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_sc_stage_fits_existing_edges_only(problem, symmetric):
+    """An ``sc`` stage frees the SC weights on the subject's existing edges: the fitted
+    matrix keeps the zero pattern, stays non-negative, is symmetric when asked (one value
+    per pair), and the edges moved (the gradient reaches every edge)."""
+    w0 = np.asarray(problem.weights)
+    free = (FreeParameter("weights", 0.0, math.inf, scope="edges", transform="softplus",
+                          symmetric=symmetric),)
+    stage = Stage("sc", free, learning_rate=0.05, steps=3, n_noise=1, patience=0)
+    res = refine(problem, [stage], [GOOD], seed=0, heldout_seeds=HELDOUT, checkpoint_every=3)
+    w = np.asarray(res.params["weights"])
+    assert w.shape == w0.shape
+    assert np.all(w[w0 == 0] == 0) and np.all(w[w0 > 0] > 0)
+    assert np.all(np.abs(w - w0)[w0 > 0] > 1e-4)
+    assert "weights" not in res.stages[0].history["params"]  # (E,) per step: not traced
+    if symmetric:
+        np.testing.assert_array_equal(w, w.T)
+    else:  # the two directions of a pair are separate parameters
+        assert not np.allclose(w, w.T, atol=1e-6)
+
+
+def test_l2_regularisation_pulls_regional_values_to_the_start(problem):
+    """l2_regional adds l2 · mean(((w − w_start) / (hi − lo))²) to the loss at every step
+    (checked against the recorded trajectory), and a strong penalty keeps the regional
+    values closer to the start than the unregularised fit (same noise)."""
+    lo, hi = 0.05, 1.0
+    free = (FreeParameter("w", lo, hi, scope="regional"),)
+    out = {}
+    for l2 in (0.0, 200.0):
+        stage = Stage("r", free, learning_rate=0.1, steps=8, n_noise=1, patience=0,
+                      l2_regional=l2)
+        out[l2] = refine(problem, [stage], [GOOD], seed=5, heldout_seeds=HELDOUT,
+                         checkpoint_every=8).stages[0]
+        h = out[l2].history
+        w = h["params"]["w"][:, 0]
+        penalty = np.mean(((w - GOOD["w"]) / (hi - lo)) ** 2, axis=1)
+        np.testing.assert_allclose(h["objective"][:, 0] - h["loss"][:, 0], l2 * penalty,
+                                   rtol=1e-6, atol=1e-12)
+    spread = {l2: float(np.abs(r.params["w"] - GOOD["w"]).mean()) for l2, r in out.items()}
+    assert spread[0.0] > 0.05
+    assert spread[200.0] < 0.5 * spread[0.0]
+
+
+def test_early_stopping_on_a_real_plateau(problem):
+    """Fixed noise and steps too small to change the loss: the smoothed loss stops
+    improving after the first step, and the start stops after ``patience`` more steps (the
+    rest of its history NaN), long before ``steps``."""
+    stage = Stage("p", FREE, optimizer="sgd", learning_rate=1e-9, steps=40, n_noise=1,
+                  fresh_noise=False, patience=5, min_delta=1e-6)
+    res = refine(problem, [stage], [GOOD], seed=3, heldout_seeds=HELDOUT, checkpoint_every=2)
+    s = res.stages[0]
+    assert s.steps_run == 6  # steps 0..5 ran (segments of 2), then the stage ended
+    assert np.isfinite(s.history["loss"][:6]).all() and np.isnan(s.history["loss"][6:]).all()
+    assert np.ptp(s.history["loss"][:6, 0]) < 1e-6
+
+
+def test_a_stage_that_ends_worse_returns_its_start(problem):
+    """Steps far too large (SGD, no clipping) throw the parameters to a bound: from the
+    synthetic truth that is worse on the selection seeds, and the stage hands on its start
+    values instead (kept_start) and reports those on the held-out seeds; from a poorer start
+    the same stage improves and keeps its result."""
+    bad = Stage("bad", FREE, optimizer="sgd", learning_rate=50.0, clip_norm=None, steps=2,
+                n_noise=1, patience=0)
+    truth = {"G": 0.3, "w": 0.4, "tau_s": 100.0}  # small_problem's empirical FC comes from it
+    res = refine(problem, [bad], [truth], seed=4, heldout_seeds=HELDOUT, checkpoint_every=2)
+    s = res.stages[0]
+    assert s.kept_start
+    assert abs(float(s.history["params"]["w"][-1, 0]) - truth["w"]) > 0.3  # it did move
+    for name in ("G", "w"):
+        assert float(res.params[name]) == pytest.approx(truth[name], rel=1e-9)
+    assert s.heldout["loss"] == pytest.approx(s.heldout["start_loss"], rel=1e-12)
+    assert FitResult.from_arrays(res.to_arrays()).stages[0].kept_start
+    res = refine(problem, [bad], [GOOD], seed=4, heldout_seeds=HELDOUT, checkpoint_every=2)
+    s = res.stages[0]
+    assert not s.kept_start and abs(float(res.params["w"]) - GOOD["w"]) > 0.3
+    assert s.heldout["loss"] < s.heldout["start_loss"]
+
+
 # ------------------------------------------------------------------------- recovery
 
 
@@ -277,22 +407,25 @@ def test_recovers_the_global_coupling():
 @pytest.mark.slow
 def test_recovers_a_regional_w_pattern():
     """w per region (±0.15 around 0.3) with G known; start from the homogeneous w = 0.3; the
-    fitted pattern correlates with the truth. Averaging the FC of the n_noise simulations
-    before the loss (noise_average='fc') removes most of the bias of one noisy FC.
+    fitted pattern correlates with the truth with r ≥ 0.8. Averaging the FC of the n_noise
+    simulations before the loss (noise_average='fc') removes most of the bias of one noisy
+    FC; what limits the recovery is the noise left in the objective, i.e. the simulated time
+    per step and the number of steps averaged by the decaying learning rate.
 
-    Reaches r = 0.75 (the issue asks for 0.8): the two regions least visible in FC (the
-    weakest-connected one, and the one with the lowest w, far from its own instability) are
-    pulled towards the mean; the fitted pattern already matches the synthetic FC as well as
-    the true one does on independent noise, so more steps do not help, more data would."""
+    Measured (fit seeds 0, 1, 2): n_noise 8 and 80 steps reach r = 0.81, 0.86, 0.87 (this
+    test: seed 1); n_noise 4 and 40 steps only r = 0.75, 0.74; n_noise 8 with 40 steps 0.77
+    and n_noise 4 with 80 steps 0.72 (seed 0). The regions recovered worst are the one with
+    the lowest w (far from its own instability, little visible in FC) and the
+    weakest-connected one, both pulled towards the mean."""
     w0, amp = 0.3, 0.15
     _, rng = connectome(8)
     truth = w0 + amp * np.linspace(-1, 1, 8)[rng.permutation(8)]
     problem = synthetic_subject({"w": jnp.asarray(truth)}, G=0.23, w=w0, runs=32)
     stage = Stage("regional", (FreeParameter("w", 0.05, 0.6, scope="regional"),),
-                  learning_rate=0.15, schedule="cosine", steps=40, n_noise=4, patience=0,
+                  learning_rate=0.15, schedule="cosine", steps=80, n_noise=8, patience=0,
                   noise_average="fc")
-    res = refine(problem, [stage], [{"w": w0}], seed=0)
+    res = refine(problem, [stage], [{"w": w0}], seed=1)
     w = res.params["w"]
     assert w.shape == (8,)
     r = np.corrcoef(w, truth)[0, 1]
-    assert r >= 0.7, f"regional w recovered with r = {r:.2f}"
+    assert r >= 0.8, f"regional w recovered with r = {r:.2f}"

@@ -27,6 +27,9 @@ Within a stage:
   start has one, on selection seeds derived from ``seed`` (never the held-out ones). Fit
   quality is reported on ``heldout_seeds``, which nothing in the fit uses: not the steps,
   not early stopping, not the choice of the best start.
+* A stage never hands on a worse result than it started from: if the best start's loss on
+  the selection seeds is higher at the end than at the start (noisy steps near a steep
+  edge of the landscape), the stage returns its start values (``kept_start``).
 * With ``checkpoint_dir``, the parameters, optimiser state and history are written
   atomically every ``checkpoint_every`` steps and after every stage; a re-run with the same
   arguments resumes from the last checkpoint and gives the same result as an uninterrupted
@@ -40,7 +43,9 @@ that ridge, not necessarily at the true pair; with w known, G is recovered withi
 cent. A loss of one noisy simulated FC against the empirical FC (``1 − r`` in particular)
 is biased towards parameters whose simulated FC is less noisy, i.e. closer to criticality;
 ``noise_average='fc'`` averages the FC of the n_noise simulations before the loss and
-reduces that bias by the factor n_noise.
+reduces that bias by the factor n_noise. A regional w pattern (G known) is recovered as well
+as the noise left in the objective allows: on an 8-region synthetic subject, r = 0.81–0.87
+with the truth for n_noise 8 and 80 steps, 0.74–0.75 for n_noise 4 and 40 steps.
 """
 
 from __future__ import annotations
@@ -250,6 +255,8 @@ class StageRecord:
         wall_time: seconds spent in the stage (summed over resumed runs).
         steps_run: steps taken until every start stopped.
         n_rejected: rejected steps over all starts.
+        kept_start: the best start ended with a higher loss than it started with on the
+            selection seeds, so the stage returned its start values instead.
     """
 
     name: str
@@ -262,6 +269,7 @@ class StageRecord:
     wall_time: float
     steps_run: int
     n_rejected: int
+    kept_start: bool = False
 
     # flat views of the history and held-out report (for writers)
     @property
@@ -337,7 +345,7 @@ class FitResult:
             p = f"stages/{i}"
             out[f"{p}/name"] = np.asarray(s.name, dtype=str)
             out[f"{p}/optimizer"] = np.asarray(s.optimizer, dtype=str)
-            for key in ("best_start", "wall_time", "steps_run", "n_rejected"):
+            for key in ("best_start", "wall_time", "steps_run", "n_rejected", "kept_start"):
                 out[f"{p}/{key}"] = np.asarray(getattr(s, key))
             out[f"{p}/selection_loss"] = np.asarray(s.selection_loss)
             for k, v in s.history.items():
@@ -383,6 +391,7 @@ class FitResult:
                     wall_time=float(sub["wall_time"]),
                     steps_run=int(sub["steps_run"]),
                     n_rejected=int(sub["n_rejected"]),
+                    kept_start=bool(sub.get("kept_start", False)),
                 )
             )
         return cls(
@@ -785,13 +794,20 @@ def _finish(problem, stage, pset, index, current, fixed, u_final, u0, root, hkey
             wall, steps_run, fit_loss) -> StageRecord:
     """Pick the best start by its loss in the fit (``fit_loss``: the smoothed loss of the
     last steps, many noise realisations; where no start has one, its mean loss on selection
-    seeds derived from the fit's seed), and report it on the held-out seeds."""
+    seeds derived from the fit's seed), keep its start values if they have the lower loss on
+    the selection seeds, and report it on the held-out seeds."""
     evaluate = _evaluator(problem, pset)
+    skeys = _select_keys(root, index, len(hkeys))
+    final_sel = np.asarray(evaluate(u_final, fixed, skeys)[0]).mean(axis=1)
     sel = np.asarray(fit_loss, np.float64)
     if not np.isfinite(sel).any():
-        skeys = _select_keys(root, index, len(hkeys))
-        sel = np.asarray(evaluate(u_final, fixed, skeys)[0]).mean(axis=1)
+        sel = final_sel
     best = int(np.argmin(np.where(np.isfinite(sel), sel, np.inf))) if np.isfinite(sel).any() else 0
+    # a stage never hands on a result worse than its start (on the selection seeds)
+    start_sel = np.asarray(evaluate(u0, fixed, skeys)[0]).mean(axis=1)
+    kept_start = bool(start_sel[best] < final_sel[best])
+    if kept_start:
+        u_final = jax.tree.map(lambda f, s: f.at[best].set(s[best]), u_final, u0)
     h_loss, h_r = (np.asarray(a) for a in evaluate(u_final, fixed, hkeys))
     s_loss, s_r = (np.asarray(a) for a in evaluate(u0, fixed, hkeys))
     with np.errstate(invalid="ignore"):
@@ -819,6 +835,7 @@ def _finish(problem, stage, pset, index, current, fixed, u_final, u0, root, hkey
         wall_time=float(wall),
         steps_run=int(steps_run),
         n_rejected=int(np.sum(history["rejected"])),
+        kept_start=kept_start,
     )
 
 

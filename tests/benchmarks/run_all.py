@@ -19,6 +19,7 @@ from tests.benchmarks import (
     w2_delays,
     w3_gradient,
     w4_grid,
+    w5_fit,
     w6_memory,
 )
 
@@ -27,6 +28,7 @@ WORKLOADS = {
     "w2": w2_delays,
     "w3": w3_gradient,
     "w4": w4_grid,
+    "w5": w5_fit,
     "w6": w6_memory,
     "profile": profile_simulate,
 }
