@@ -11,7 +11,7 @@ import scipy.stats
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from bnmfit import losses
+from bnmfit import losses, observables
 from bnmfit.errors import ConfigError
 from bnmfit.losses import Observed, combined, fc_corr, fc_rmse, fcd_ks, ks_distance
 from bnmfit.models import ReducedWongWang
@@ -56,6 +56,29 @@ def test_fc_corr_equals_one_minus_pearson_of_upper_triangles():
     a, b = random_fc(seed=1), random_fc(seed=2)
     r = scipy.stats.pearsonr(upper(a), upper(b)).statistic
     assert float(fc_corr(jnp.asarray(a), jnp.asarray(b))) == pytest.approx(1 - r, rel=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_numerically_constant_fc_has_no_correlation(dtype):
+    """A saturated network: every region's BOLD the same up to rounding. Its FC is 1 up to
+    rounding noise, and correlating that noise with the data would give a finite, meaningless
+    loss near 1. It is NaN (a diverged point) instead, while a strongly but genuinely
+    synchronised FC keeps its finite loss."""
+    rng = np.random.default_rng(0)
+    emp = jnp.asarray(random_fc(), dtype)
+    t = rng.normal(size=(200, 1))
+    ulp = np.finfo(dtype).eps
+    same = jnp.asarray(t + 3 * ulp * rng.normal(size=(200, 8)) * np.abs(t), dtype)
+    sim = observables.fc(same)
+    assert np.isnan(float(fc_corr(sim, emp)))
+    jittered = jnp.asarray(np.ones((8, 8)) - 4 * ulp * rng.random((8, 8)), dtype)
+    assert np.isnan(float(fc_corr(jittered, emp)))
+    synchronised = jnp.asarray(t + 0.05 * rng.normal(size=(200, 8)), dtype)
+    fc = observables.fc(synchronised)
+    assert float(upper(fc).min()) > 0.99 and np.isfinite(float(fc_corr(fc, emp)))
+    # the gradient of a resolved loss is untouched by the check
+    g = jax.grad(lambda x: fc_corr(observables.fc(x), emp))(synchronised)
+    assert np.isfinite(np.asarray(g)).all() and float(jnp.abs(g).max()) > 0
 
 
 def test_fc_rmse():

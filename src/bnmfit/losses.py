@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from jax import Array
 
 from bnmfit.errors import ConfigError
-from bnmfit.observables import upper
+from bnmfit.observables import unresolved, upper
 
 __all__ = [
     "LOSSES",
@@ -37,10 +37,12 @@ class Observed(NamedTuple):
 
 
 def pearson(a: Array, b: Array) -> Array:
-    """Pearson correlation of two vectors."""
+    """Pearson correlation of two vectors; NaN when either is numerically constant
+    (:func:`bnmfit.observables.unresolved`)."""
+    flat = unresolved(a) | unresolved(b)
     a = a - a.mean()
     b = b - b.mean()
-    return (a * b).sum() / jnp.sqrt((a * a).sum() * (b * b).sum())
+    return jnp.where(flat, jnp.nan, (a * b).sum() / jnp.sqrt((a * a).sum() * (b * b).sum()))
 
 
 def fc_corr(sim: Array, emp: Array) -> Array:

@@ -17,13 +17,32 @@ from jax import Array
 
 from bnmfit.errors import ConfigError
 
-__all__ = ["bandpass", "detrend", "fc", "fcd", "n_windows", "preprocess", "upper", "zscore"]
+__all__ = [
+    "bandpass", "detrend", "fc", "fcd", "n_windows", "preprocess", "unresolved", "upper", "zscore",
+]
+
+#: values that vary by no more than this many units of rounding (relative to their largest
+#: magnitude) are numerically constant: a correlation with them is undefined
+RESOLUTION_ULPS = 64
 
 
 def upper(m: Array, k: int = 1) -> Array:
     """The upper triangle of the last two axes (above diagonal ``k``), flattened."""
     i, j = np.triu_indices(m.shape[-1], k)
     return m[..., i, j]
+
+
+def unresolved(x: Array, axis: int = 0) -> Array:
+    """True where the values of ``x`` along ``axis`` are numerically constant: their standard
+    deviation is within :data:`RESOLUTION_ULPS` rounding units of their largest magnitude.
+
+    A fully synchronised or saturated network gives such FC (every entry 1 up to rounding);
+    correlating it gives a number made of rounding noise, so :func:`fc` and
+    :func:`bnmfit.losses.pearson` return NaN instead, and the point counts as diverged.
+    """
+    x = jnp.asarray(x)
+    tol = RESOLUTION_ULPS * jnp.finfo(x.dtype).eps
+    return jnp.std(x, axis=axis) <= tol * jnp.max(jnp.abs(x), axis=axis)
 
 
 def zscore(x: Array, axis: int = 0) -> Array:
@@ -95,11 +114,13 @@ def preprocess(
 
 
 def fc(x: Array) -> Array:
-    """Pearson correlation matrix (N, N) of the columns of x (T, N)."""
+    """Pearson correlation matrix (N, N) of the columns of x (T, N); NaN in the rows and
+    columns of numerically constant columns (:func:`unresolved`)."""
     z = x - x.mean(axis=0)
     cov = z.T @ z
     d = jnp.sqrt(jnp.diagonal(cov))
-    return cov / (d[:, None] * d[None, :])
+    flat = unresolved(x, axis=0)
+    return jnp.where(flat[:, None] | flat[None, :], jnp.nan, cov / (d[:, None] * d[None, :]))
 
 
 def n_windows(n_tr: int, window: int, step: int) -> int:
