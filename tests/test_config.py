@@ -435,6 +435,7 @@ def test_build_problem_defaults_to_the_subjects_length_and_tr():
     assert p.spec.n_tr == 90 and p.spec.n_transient == 2
     assert p.observation.tr == pytest.approx(0.72) and p.observation.discard == 0
     assert p.spec.max_delay == 0 and p.delays is None
+    assert p.spec.heun_coupling == "per_stage" and p.spec.unroll == 1
     assert p.loss_weights == (("fc_corr", 1.0),)
     assert p.weights.dtype == np.float32
     assert p.G == cfg["coupling"]["G"] and p.sigma == cfg["noise"]["sigma"]
@@ -446,12 +447,13 @@ def test_build_problem_duration_tr_delays_and_model_parameters():
     cfg = validate_config({
         "model": {"parameters": {"w": [0.1, 0.2, 0.3, 0.4, 0.5], "I_o": 0.3}},
         "coupling": {"speed": 5.0, "G": 0.7},
-        "simulation": {"dt": 4.0, "duration": 36000.0},
+        "simulation": {"dt": 4.0, "duration": 36000.0, "heun_coupling": "per_step"},
         "observation": {"tr": 2.0, "fcd_window": 0},
         "loss": {"expression": "rmse(fc, empirical_fc) + 1 - correlation(fc, empirical_fc)"},
     })
     p = bconfig.build_problem(cfg, weights=w, lengths=ln, fc=fc, tr=0.72, n_tr=1000)
     assert p.spec.tr == 2000.0 and p.spec.n_tr == 18  # 36 s at TR 2 s
+    assert p.spec.heun_coupling == "per_step"
     assert p.spec.max_delay == int(np.rint(ln.max() / 5.0 / 4.0)) and p.delays is not None
     np.testing.assert_allclose(np.asarray(p.model.w), [0.1, 0.2, 0.3, 0.4, 0.5])
     assert dict(p.loss_weights) == {"fc_corr": 1.0, "fc_rmse": 1.0} and p.G == 0.7
@@ -495,7 +497,8 @@ def test_build_space_and_stages():
              "n_epochs": 7, "optimizer": "sgd", "schedule": "cosine"},
             {"name": "r", "free_parameters": [
                 {"name": "w", "scope": "regional", "transform": "softplus",
-                 "domain": {"lo": 0, "hi": 1}}], "l2_regional": 0.1}]},
+                 "domain": {"lo": 0, "hi": 1}}], "l2_regional": 0.1,
+             "n_noise": 4, "noise_average": "fc"}]},
     })
     space = bconfig.build_space(cfg)
     assert space.names == ("G", "w") and space.points().shape == (6, 2)
@@ -509,6 +512,8 @@ def test_build_space_and_stages():
     assert (fp.name, fp.scope, fp.transform, fp.lo, fp.hi) == ("w", "regional", "softplus",
                                                                 0.0, 1.0)
     assert stages[1].l2_regional == 0.1
+    assert (stages[0].noise_average, stages[1].noise_average) == ("loss", "fc")
+    assert stages[1].n_noise == 4
 
 
 def test_the_tvboptim_rww_tutorial_is_expressible():

@@ -908,6 +908,7 @@ def build_spec(config: Mapping[str, Any], tr: float, n_tr: int | None, max_delay
         coupling=config["coupling"]["function"],
         max_delay=int(max_delay),
         checkpoint=bool(s["checkpoint"]),
+        heun_coupling=s["heun_coupling"],
         unroll=int(s["unroll"]),
     )
 
@@ -1081,5 +1082,6 @@ def build_stages(config: Mapping[str, Any]) -> list:
             patience=int(st["patience"]),
             min_delta=float(st["min_delta"]),
             l2_regional=float(st["l2_regional"]),
+            noise_average=st["noise_average"],
         ))
     return stages

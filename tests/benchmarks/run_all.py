@@ -1,7 +1,7 @@
-"""Run the benchmarks of issue 2 (W1, W2, W3, W4, W6, and bnmfit's profile) and print one table.
+"""Run the benchmarks (W1-W6 of BENCHMARKS.md, and bnmfit's profile) and print one table.
 
-    python -m tests.benchmarks.run_all            # full: ~20 min on 2 cores
-    python -m tests.benchmarks.run_all --quick    # reduced: float32, small grid, < 3 min
+    python -m tests.benchmarks.run_all            # full: ~30 min on 2 cores (W5 ~8 of them)
+    python -m tests.benchmarks.run_all --quick    # reduced: float32, small grids, few steps
     python -m tests.benchmarks.run_all --only w1,w4 --out DIR
 
 Each workload also prints its own table and writes DIR/<name>.json; this writes
