@@ -37,6 +37,29 @@ def _plain(v):
     return float(a) if a.ndim == 0 else a.tolist()
 
 
+def _heldout_run(problem, params, key):
+    """Metrics and simulated observables of one held-out seed; jitted with the problem as an
+    argument (a pytree), so it compiles once per settings and shapes, not per subject."""
+    from bnmfit import losses
+    from bnmfit.observables import upper
+
+    emp = problem.empirical
+    bold = problem.simulate(params, key).bold
+    obs = problem.observation.observe(bold)
+    out = {
+        "fc_r": losses.pearson(upper(obs.fc), upper(emp.fc)),
+        "fc_rmse": losses.fc_rmse(obs.fc, emp.fc),
+        "loss": problem.loss_of(obs),
+        "fc": obs.fc,
+        "bold_raw": bold,
+        "bold": problem.observation.preprocess(bold),
+    }
+    if obs.fcd is not None and emp.fcd is not None:
+        out["fcd_ks"] = losses.fcd_ks(obs.fcd, emp.fcd, None)
+        out["fcd"] = obs.fcd
+    return out
+
+
 def evaluate_heldout(problem, params, seeds):
     """Simulate ``params`` on each held-out seed: metrics (mean over seeds) and the first
     seed's simulated FC, FCD and BOLD (raw and preprocessed)."""
@@ -44,34 +67,10 @@ def evaluate_heldout(problem, params, seeds):
     import jax.numpy as jnp
     import numpy as np
 
-    from bnmfit import losses
-    from bnmfit.observables import upper
-
     dtype = problem.weights.dtype
     values = {k: jnp.asarray(v, dtype) for k, v in params.items()}
-    weights = dict(problem.loss_weights)
-
-    # the empirical observables are arguments, not constants: XLA would otherwise spend
-    # seconds constant-folding the sort of the empirical FCD
-    @jax.jit
-    def run(p, key, emp):
-        bold = problem.simulate(p, key).bold
-        x = problem.observation.preprocess(bold)
-        obs = problem.observation.observe(bold)
-        out = {
-            "fc_r": losses.pearson(upper(obs.fc), upper(emp.fc)),
-            "fc_rmse": losses.fc_rmse(obs.fc, emp.fc),
-            "loss": losses.combined(weights, obs, emp, problem.ks_smooth),
-            "fc": obs.fc,
-            "bold_raw": bold,
-            "bold": x,
-        }
-        if obs.fcd is not None and emp.fcd is not None:
-            out["fcd_ks"] = losses.fcd_ks(obs.fcd, emp.fcd, None)
-            out["fcd"] = obs.fcd
-        return out
-
-    runs = [jax.tree.map(np.asarray, run(values, jax.random.PRNGKey(int(s)), problem.empirical))
+    run = jax.jit(_heldout_run)
+    runs = [jax.tree.map(np.asarray, run(problem, values, jax.random.PRNGKey(int(s))))
             for s in seeds]
     metrics = {}
     for k in ("fc_r", "fc_rmse", "fcd_ks", "loss"):

@@ -238,23 +238,23 @@ def test_scipy_stages_minimise_the_fixed_noise_objective(problem, optimizer):
     objective of the start."""
     stage = Stage("s", FREE, optimizer=optimizer, steps=4, n_noise=2)
     pset = stage.parameters.bind(problem)
-    value_fn, grad_fn = fit._scipy_fns(problem, pset, "loss")
+    value_fn, grad_fn = fit._scipy_fns("loss")
     keys = fit._step_keys(fit._root_key(1), 0, 0, 2, fresh=False)
     fixed = {"tau_s": jnp.asarray(100.0)}
     x0 = {"G": jnp.asarray(GOOD["G"]), "w": jnp.asarray(GOOD["w"])}
     l2 = jnp.asarray(0.0)
-    (start, _), grad = grad_fn(x0, fixed, {}, keys, l2)
+    (start, _), grad = grad_fn(problem, pset, x0, fixed, {}, keys, l2)
     if optimizer == "scipy-lbfgsb":
         h = 1e-6
         for name in x0:
-            up = value_fn({**x0, name: x0[name] + h}, fixed, {}, keys, l2)[0]
-            down = value_fn({**x0, name: x0[name] - h}, fixed, {}, keys, l2)[0]
+            up = value_fn(problem, pset, {**x0, name: x0[name] + h}, fixed, {}, keys, l2)[0]
+            down = value_fn(problem, pset, {**x0, name: x0[name] - h}, fixed, {}, keys, l2)[0]
             assert float(grad[name]) == pytest.approx(float(up - down) / (2 * h), rel=1e-4)
     res = refine(problem, [stage], [GOOD], seed=1, heldout_seeds=HELDOUT)
     s = res.stages[0]
     assert s.selection_loss[0] < float(start) - 1e-4
     final = {k: jnp.asarray(float(res.params[k])) for k in x0}
-    assert float(value_fn(final, fixed, {}, keys, l2)[0]) == pytest.approx(
+    assert float(value_fn(problem, pset, final, fixed, {}, keys, l2)[0]) == pytest.approx(
         s.selection_loss[0], rel=1e-9)
     gnorm = s.history["grad_norm"][: s.steps_run, 0]
     assert np.isfinite(gnorm).all() if optimizer == "scipy-lbfgsb" else np.isnan(gnorm).all()

@@ -1,5 +1,5 @@
 """Problem as a JAX pytree: arrays are leaves, settings are static, so one compilation serves
-every subject whose problem has the same settings and shapes."""
+every subject whose problem has the same settings and shapes (exploration and refinement)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bnmfit import explore
+from bnmfit import explore, fit
+from bnmfit.fit import Stage
 from bnmfit.losses import Observed
 from bnmfit.models import ReducedWongWang
+from bnmfit.params import FreeParameter
 from bnmfit.problem import Observation, Problem
 from bnmfit.simulate import SimSpec
+from tests.test_fit import assert_same_fit
 
 N = 5
 KEY = jax.random.key(7)
@@ -95,3 +98,50 @@ def test_exploring_a_second_subject_does_not_compile_again():
         ]
         np.testing.assert_allclose(res.loss, np.asarray(want), rtol=1e-10)
     assert not np.allclose(ra.loss, rb.loss)
+
+
+def test_refining_a_second_subject_does_not_compile_again():
+    """fit.refine compiles its segments, evaluator and SciPy objective once for two subjects
+    with the same stages and shapes (dense SCs: the same number of edges too), and each
+    subject gets its own fit: its first step's loss and its held-out start loss are those of
+    its own problem, and refining the first subject again gives bitwise the same result."""
+    stages = [
+        Stage("global", (FreeParameter("G", 0.05, 1.0), FreeParameter("w", 0.05, 1.0)),
+              steps=2, n_noise=2, patience=0),
+        Stage("sc", (FreeParameter("weights", 0.0, 2.0, scope="edges", symmetric=True),),
+              steps=2, patience=0),
+        Stage("scipy", (FreeParameter("G", 0.05, 1.0),), optimizer="scipy-lbfgsb", steps=1),
+    ]
+    heldout = (10, 11)
+
+    def run(problem):
+        return fit.refine(problem, stages, [{"G": 0.6, "w": 0.55}], seed=1,
+                          heldout_seeds=heldout, checkpoint_every=2)
+
+    def compiled():
+        """Programs compiled by refine's jitted functions, and its cached jitted functions."""
+        segments = [fit._segment_fn(fit._structural(s), 2)[0] for s in stages if s.uses_optax]
+        jitted = (fit._evaluate, *segments, fit._scipy_fns("loss")[1])
+        return [f._cache_size() for f in jitted], (fit._segment_fn.cache_info().currsize,
+                                                   fit._scipy_fns.cache_info().currsize)
+
+    a, b = subject(6), subject(7)
+    unused, _ = compiled()
+    ra = run(a)
+    after_a = compiled()
+    assert all(n > m for n, m in zip(after_a[0], unused, strict=True))  # refine uses them
+    rb = run(b)
+    assert compiled() == after_a
+    loss = jax.jit(Problem.loss)
+    step_keys = fit._step_keys(fit._root_key(1), 0, 0, 2, fresh=True)
+    for problem, res in ((a, ra), (b, rb)):
+        first = res.stages[0]
+        start = {"G": jnp.asarray(0.6), "w": jnp.asarray(0.55)}
+        np.testing.assert_allclose(
+            first.history["loss"][0, 0], np.mean([loss(problem, start, k) for k in step_keys]),
+            rtol=1e-10)
+        np.testing.assert_allclose(
+            first.heldout["start_loss"],
+            np.mean([loss(problem, start, jax.random.PRNGKey(s)) for s in heldout]), rtol=1e-10)
+    assert abs(ra.stages[0].history["loss"][0, 0] - rb.stages[0].history["loss"][0, 0]) > 1e-6
+    assert_same_fit(run(a), ra)

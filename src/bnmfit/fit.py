@@ -17,6 +17,10 @@ Within a stage:
   with gradient clipping and an optional learning-rate schedule. SciPy's ``minimize`` runs
   ``scipy-lbfgsb`` (bounds, gradient from JAX) and the gradient-free ``nelder-mead`` and
   ``powell`` on a fixed set of noise realisations (a deterministic objective).
+* The jitted functions take the problem and the bound free parameters as arguments (pytrees,
+  see :mod:`bnmfit.problem`), not as constants: they compile once per settings and shapes
+  and serve every subject with the same number of regions (SC stages: and of edges), and,
+  with JAX's persistent compilation cache, later processes too.
 * NaN guard: a step whose loss, gradient or new parameters are not finite is rejected (the
   parameters and optimiser state stay), that start's learning rate is halved, and the step
   is marked in the history (``rejected``).
@@ -51,6 +55,7 @@ with the truth for n_noise 8 and 80 steps, 0.74–0.75 for n_noise 4 and 40 step
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import math
 import os
@@ -70,7 +75,7 @@ from jax.flatten_util import ravel_pytree
 from bnmfit.errors import ConfigError, DataError
 from bnmfit.losses import Observed, pearson
 from bnmfit.observables import upper
-from bnmfit.params import FreeParameter, ParameterSet, current_value, problem_cache
+from bnmfit.params import FreeParameter, ParameterSet, current_value
 
 if TYPE_CHECKING:  # pragma: no cover
     from bnmfit.problem import Problem
@@ -433,12 +438,14 @@ def _heldout_keys(seeds: Sequence[int]) -> jax.Array:
 
 
 # ---------------------------------------------------------------------------------------------
-# compiled pieces, kept per problem so that refining again does not compile again
+# compiled pieces: the problem and the bound parameter set are arguments (pytrees), not
+# constants, so one compilation serves every subject with the same settings and shapes
 
 
 def _objective(problem: Problem, pset: ParameterSet, noise_average: str = "loss"):
     """(constrained values, fixed, ref, keys, l2) → (objective, data loss) for one start;
-    ``ref`` holds each regional parameter's start value (the centre of the L2 penalty)."""
+    ``ref`` holds each regional parameter's start value (the centre of the L2 penalty).
+    Built inside the jitted functions, from their problem and pset arguments."""
     scale = {
         p.name: (p.hi - p.lo) if math.isfinite(p.hi - p.lo) else 1.0
         for p in pset.free if p.scope == "regional"
@@ -461,51 +468,47 @@ def _objective(problem: Problem, pset: ParameterSet, noise_average: str = "loss"
     return fn
 
 
-def _evaluator(problem: Problem, pset: ParameterSet):
-    """Jitted (u (S, ...), fixed (S, ...), keys (K, 2)) → loss (S, K), fc r (S, K)."""
-    cache = problem_cache(problem)
-    key = ("fit-eval", pset.free)
-    if key not in cache:
-        emp = upper(problem.empirical.fc)
-
-        def one(u, fixed, k):
-            params = {**fixed, **pset.constrain(u)}
-            observed = problem.observe(params, k)
-            loss = problem.loss_of(observed)
-            r = pearson(upper(observed.fc), emp)
-            ok = jnp.isfinite(loss) & jnp.isfinite(r)
-            return jnp.where(ok, loss, jnp.inf), jnp.where(ok, r, jnp.nan)
-
-        cache[key] = jax.jit(jax.vmap(jax.vmap(one, (None, None, 0)), (0, 0, None)))
-    return cache[key]
+def _evaluate_one(problem: Problem, pset: ParameterSet, u, fixed, key):
+    """(loss, fc r) of one start on one noise key (loss inf and r NaN when not finite)."""
+    params = {**fixed, **pset.constrain(u)}
+    observed = problem.observe(params, key)
+    loss = problem.loss_of(observed)
+    r = pearson(upper(observed.fc), upper(problem.empirical.fc))
+    ok = jnp.isfinite(loss) & jnp.isfinite(r)
+    return jnp.where(ok, loss, jnp.inf), jnp.where(ok, r, jnp.nan)
 
 
-def _segment_fn(problem: Problem, pset: ParameterSet, stage: Stage, length: int):
-    """Jitted segment: ``length`` steps of every start from step t0, and their history."""
-    cache = problem_cache(problem)
-    key = ("fit-segment", pset.free, _structural(stage), length)
-    if key in cache:
-        return cache[key]
+#: jitted (problem, pset, u (S, ...), fixed (S, ...), keys (K, 2)) → loss (S, K), fc r (S, K)
+_evaluate = jax.jit(jax.vmap(
+    jax.vmap(_evaluate_one, (None, None, None, None, 0)), (None, None, 0, 0, None)
+))
+
+
+@functools.lru_cache(maxsize=32)
+def _segment_fn(stage: Stage, length: int):
+    """The jitted segment (problem, pset, u, opt, aux, fixed, ref, root, index, t0, cfg):
+    ``length`` steps of every start from step t0, and their history; and the optax chain.
+
+    ``stage`` is reduced to its structural fields (:func:`_structural`), so stages that
+    differ only in steps, patience, min_delta or l2_regional share the compilation."""
     tx = make_optimizer(stage)
-    of_values = _objective(problem, pset, stage.noise_average)
-
-    def objective(u, fixed, ref, keys, l2):
-        return of_values(pset.to_values(u), fixed, ref, keys, l2)
-
-    grad_fn = jax.value_and_grad(objective, has_aux=True)
     lbfgs = stage.optimizer == "lbfgs"
-    traced = [p.name for p in pset.free if p.scope != "edges"]
 
-    def one(u, opt, aux, fixed, ref, keys, t, cfg):
+    def one(problem, pset, u, opt, aux, fixed, ref, keys, t, cfg):
+        of_values = _objective(problem, pset, stage.noise_average)
+
+        def objective(u):
+            return of_values(pset.to_values(u), fixed, ref, keys, cfg["l2"])
+
         active = (t < cfg["steps"]) & ~aux["done"]
-        (obj, loss), g = grad_fn(u, fixed, ref, keys, cfg["l2"])
+        (obj, loss), g = jax.value_and_grad(objective, has_aux=True)(u)
         gnorm = _norm(g)
         ok = jnp.isfinite(obj) & jnp.isfinite(gnorm)
         g = jax.tree.map(lambda x: jnp.where(ok, x, 0.0), g)
         if lbfgs:
             updates, new_opt = tx.update(
                 g, opt, u, value=jnp.where(ok, obj, 0.0), grad=g,
-                value_fn=lambda p: objective(p, fixed, ref, keys, cfg["l2"])[0],
+                value_fn=lambda p: objective(p)[0],
             )
         else:
             updates, new_opt = tx.update(g, opt, u)
@@ -537,22 +540,21 @@ def _segment_fn(problem: Problem, pset: ParameterSet, stage: Stage, length: int)
             "grad_norm": jnp.where(active, gnorm, nan),
             "rejected": rejected,
             "lr_scale": jnp.where(active, aux["lr_scale"], nan),
-            "params": {n: jnp.where(active, values[n], nan) for n in traced},
+            "params": {p.name: jnp.where(active, values[p.name], nan)
+                       for p in pset.free if p.scope != "edges"},
         }
         return (u_out, opt_out, new_aux), record
 
-    batched = jax.vmap(one, (0, 0, 0, 0, 0, None, None, None))
+    batched = jax.vmap(one, (None, None, 0, 0, 0, 0, 0, None, None, None))
 
-    def segment(u, opt, aux, fixed, ref, root, index, t0, cfg):
+    def segment(problem, pset, u, opt, aux, fixed, ref, root, index, t0, cfg):
         def step(carry, t):
             keys = _step_keys(root, index, t, stage.n_noise, stage.fresh_noise)
-            return batched(*carry, fixed, ref, keys, t, cfg)
+            return batched(problem, pset, *carry, fixed, ref, keys, t, cfg)
 
         return jax.lax.scan(step, (u, opt, aux), t0 + jnp.arange(length))
 
-    fn = jax.jit(segment)
-    cache[key] = (fn, tx)
-    return fn, tx
+    return jax.jit(segment), tx
 
 
 def _norm(tree) -> jax.Array:
@@ -560,12 +562,13 @@ def _norm(tree) -> jax.Array:
     return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tree)))
 
 
-def _structural(stage: Stage) -> tuple:
-    """The stage's fields that change the compiled step (steps, patience, min_delta and
-    l2_regional are arguments of the compiled segment instead)."""
-    return (
-        stage.optimizer, stage.learning_rate, stage.n_noise, stage.fresh_noise, stage.noise_average,
-        stage.clip_norm, stage.schedule, stage.steps if stage.schedule else None,
+def _structural(stage: Stage) -> Stage:
+    """The stage with only the fields that change the compiled step (its name, patience,
+    min_delta, l2_regional and, without a schedule, steps are set to the same values for
+    every stage: they are arguments of the compiled segment instead)."""
+    return dataclasses.replace(
+        stage, name="", steps=stage.steps if stage.schedule else 0, patience=0, min_delta=0.0,
+        l2_regional=0.0,
     )
 
 
@@ -796,7 +799,7 @@ def _finish(problem, stage, pset, index, current, fixed, u_final, u0, root, hkey
     last steps, many noise realisations; where no start has one, its mean loss on selection
     seeds derived from the fit's seed), keep its start values if they have the lower loss on
     the selection seeds, and report it on the held-out seeds."""
-    evaluate = _evaluator(problem, pset)
+    evaluate = functools.partial(_evaluate, problem, pset)
     skeys = _select_keys(root, index, len(hkeys))
     final_sel = np.asarray(evaluate(u_final, fixed, skeys)[0]).mean(axis=1)
     sel = np.asarray(fit_loss, np.float64)
@@ -861,8 +864,7 @@ def _run_optax(problem, stage, index, current, root, hkeys, every, progress, par
     pset, fixed, u0, ref = _prepare(problem, stage, current)
     n_starts = len(current)
     dtype = problem.weights.dtype
-    segment, tx = _segment_fn(problem, pset, stage, every)
-    evaluate = _evaluator(problem, pset)
+    segment, tx = _segment_fn(_structural(stage), every)
     cfg = _config(stage, dtype)
     opt0 = jax.vmap(tx.init)(u0)
     aux0 = {
@@ -887,7 +889,7 @@ def _run_optax(problem, stage, index, current, root, hkeys, every, progress, par
 
     while t < stage.steps and not bool(np.all(np.asarray(aux["done"]))):
         (u, opt, aux), rec = segment(
-            u, opt, aux, fixed, ref, root, jnp.asarray(index, jnp.int32),
+            problem, pset, u, opt, aux, fixed, ref, root, jnp.asarray(index, jnp.int32),
             jnp.asarray(t, jnp.int32), cfg,
         )
         stop = min(t + every, stage.steps)
@@ -896,7 +898,7 @@ def _run_optax(problem, stage, index, current, root, hkeys, every, progress, par
             history[k][t:stop] = np.asarray(rec[k])[:n]
         for k, v in rec["params"].items():
             history["params"][k][t:stop] = np.asarray(v)[:n]
-        h_loss, _ = evaluate(u, fixed, hkeys)
+        h_loss, _ = _evaluate(problem, pset, u, fixed, hkeys)
         history["heldout_loss"][stop - 1] = np.asarray(h_loss).mean(axis=1)
         t = stop
         wall = elapsed + time.perf_counter() - t_start
@@ -914,18 +916,16 @@ def _run_optax(problem, stage, index, current, root, hkeys, every, progress, par
                    wall, steps_run, np.asarray(aux["ema"]))
 
 
-def _scipy_fns(problem: Problem, pset: ParameterSet, noise_average: str):
-    """Jitted objective and its gradient with respect to the constrained values (SciPy's
-    bounds act on those)."""
-    cache = problem_cache(problem)
-    key = ("fit-scipy", pset.free, noise_average)
-    if key not in cache:
-        objective = _objective(problem, pset, noise_average)
-        cache[key] = (
-            jax.jit(objective),
-            jax.jit(jax.value_and_grad(objective, has_aux=True)),
-        )
-    return cache[key]
+@functools.lru_cache(maxsize=4)
+def _scipy_fns(noise_average: str):
+    """Jitted objective (problem, pset, values, fixed, ref, keys, l2) → (objective, data
+    loss) and its value and gradient with respect to the constrained values (SciPy's bounds
+    act on those)."""
+
+    def objective(problem, pset, values, fixed, ref, keys, l2):
+        return _objective(problem, pset, noise_average)(values, fixed, ref, keys, l2)
+
+    return jax.jit(objective), jax.jit(jax.value_and_grad(objective, argnums=2, has_aux=True))
 
 
 def _run_scipy(problem, stage, index, current, root, hkeys, every, progress, partial, save):
@@ -933,7 +933,7 @@ def _run_scipy(problem, stage, index, current, root, hkeys, every, progress, par
     pset, fixed, u0, ref = _prepare(problem, stage, current)
     n_starts = len(current)
     dtype = problem.weights.dtype
-    value_fn, grad_fn = _scipy_fns(problem, pset, stage.noise_average)
+    value_fn, grad_fn = _scipy_fns(stage.noise_average)
     l2 = jnp.asarray(stage.l2_regional, dtype)
     keys = _step_keys(root, index, 0, stage.n_noise, fresh=False)
     history = _empty_history(pset, stage.steps, n_starts, u0)
@@ -949,14 +949,14 @@ def _run_scipy(problem, stage, index, current, root, hkeys, every, progress, par
         def fun(x, fixed_s=fixed_s, ref_s=ref_s, unravel=unravel, state=state):
             values = unravel(jnp.asarray(x, dtype))
             if stage.optimizer == "scipy-lbfgsb":
-                (val, _), g = grad_fn(values, fixed_s, ref_s, keys, l2)
+                (val, _), g = grad_fn(problem, pset, values, fixed_s, ref_s, keys, l2)
                 gflat = np.asarray(ravel_pytree(g)[0], np.float64)
                 if not (np.isfinite(val) and np.all(np.isfinite(gflat))):
                     state["rejected"] += 1
                     return SCIPY_PENALTY, np.zeros_like(gflat)
                 state["gnorm"] = float(np.linalg.norm(gflat))
                 return float(val), gflat
-            val, _ = value_fn(values, fixed_s, ref_s, keys, l2)
+            val, _ = value_fn(problem, pset, values, fixed_s, ref_s, keys, l2)
             if not np.isfinite(val):
                 state["rejected"] += 1
                 return SCIPY_PENALTY
@@ -981,7 +981,7 @@ def _run_scipy(problem, stage, index, current, root, hkeys, every, progress, par
     history["loss"][:] = history["objective"]
     u_final = jax.vmap(pset.from_values)(_stack(finals, dtype))
     if stage.steps > 0:
-        h_loss, _ = _evaluator(problem, pset)(u_final, fixed, hkeys)
+        h_loss, _ = _evaluate(problem, pset, u_final, fixed, hkeys)
         last = max(steps_run - 1, 0)
         history["heldout_loss"][last] = np.asarray(h_loss).mean(axis=1)
     wall = time.perf_counter() - t_start

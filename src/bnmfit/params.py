@@ -22,9 +22,7 @@ values form a plain ``dict`` pytree, so they vmap, differentiate and checkpoint 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
-import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Literal
 
@@ -44,7 +42,6 @@ __all__ = [
     "FreeParameter",
     "ParameterSet",
     "current_value",
-    "problem_cache",
 ]
 
 SCOPES: tuple[str, ...] = ("global", "regional", "edges")
@@ -218,6 +215,11 @@ class ParameterSet:
     optimiser updates; ``constrain`` maps it back to the values :meth:`Problem.loss` takes.
     Parameters with scope ``edges`` need the connectome's edge pattern: :meth:`bind` a set to
     its problem (``init`` does not need it; ``constrain`` takes ``problem=`` otherwise).
+
+    A ParameterSet is a JAX pytree: the edge pattern's arrays are leaves, the free parameters
+    and the region count are static. Passed as an argument to a jitted function (as the
+    problem is), a bound set compiles once per free parameters, region count and number of
+    edges, not once per connectome.
     """
 
     free: tuple[FreeParameter, ...]
@@ -378,22 +380,16 @@ def _edge_index(w: np.ndarray, symmetric: bool) -> tuple:
     return rows, cols, exists[rows, cols], exists[cols, rows], True
 
 
-_CACHES: dict[int, tuple[weakref.ref, dict]] = {}
+def _flatten(pset: ParameterSet):
+    index = pset.edge_index
+    arrays, flag = (None, None) if index is None else (index[:4], index[4])
+    return (arrays,), (pset.free, pset.n_regions, flag)
 
 
-def problem_cache(problem: Problem) -> dict:
-    """A dict that lives as long as ``problem``: compiled functions built for it are kept
-    there, so evaluating or refining the same problem again does not compile again."""
-    key = id(problem)
-    entry = _CACHES.get(key)
-    if entry is not None and entry[0]() is problem:
-        return entry[1]
-    cache: dict = {}
-    _CACHES[key] = (weakref.ref(problem, functools.partial(_forget, key)), cache)
-    return cache
+def _unflatten(static: tuple, children) -> ParameterSet:
+    free, n_regions, flag = static
+    (arrays,) = children
+    return ParameterSet(free, n_regions, None if arrays is None else (*arrays, flag))
 
 
-def _forget(key: int, ref: weakref.ref) -> None:
-    caches = _CACHES  # None while the interpreter shuts down
-    if caches is not None and key in caches and caches[key][0] is ref:
-        del caches[key]
+jax.tree_util.register_pytree_node(ParameterSet, _flatten, _unflatten)
