@@ -57,7 +57,7 @@ def main(subject, weights, lengths, labels, fmt, key, lengths_key, atlas, measur
     (labels of unconnected regions), inputs (paths and SHA-256) and provenance.
     """
     from bnmfit.connectome import Connectome
-    from bnmfit.errors import DataError
+    from bnmfit.errors import DataError, short_list
     from bnmfit.io import read_connectome, write_h5
     from bnmfit.io._files import is_default_labels
 
@@ -103,7 +103,7 @@ def main(subject, weights, lengths, labels, fmt, key, lengths_key, atlas, measur
     )
     if conn.isolated:
         cli.log(f"warning: {len(conn.isolated)} regions have no connection: "
-                f"{', '.join(conn.isolated[:8])}")
+                f"{short_list(conn.isolated)}")
     cli.log(f"sub-{subject}: {conn.n_regions} regions, normalisation {normalise} → {output}")
 
 

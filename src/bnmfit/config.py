@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from bnmfit.errors import ConfigError, DataError
+from bnmfit.errors import ConfigError, DataError, short_list
 
 __all__ = [
     "NETWORK_PARAMETERS",
@@ -562,8 +562,7 @@ def check_subject_files(
             if col in row and not (Path(base) / str(row[col])).is_file():
                 missing.append(f"sub-{row['subject']} {col} {row[col]}")
     if missing:
-        shown = "; ".join(missing[:20]) + (f"; (+{len(missing) - 20} more)"
-                                            if len(missing) > 20 else "")
+        shown = short_list(missing, 20, "; ")
         raise ConfigError(
             f"{where}: {len(missing)} file(s) of the subjects sheet do not exist: {shown}; fix "
             "the paths (relative to the working directory) or remove the subjects"

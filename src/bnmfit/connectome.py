@@ -14,7 +14,7 @@ from typing import Literal
 
 import numpy as np
 
-from bnmfit.errors import ConfigError, DataError
+from bnmfit.errors import ConfigError, DataError, short_list
 
 __all__ = ["ISOLATED_MODES", "NORMALISATIONS", "Connectome", "delay_steps"]
 
@@ -118,17 +118,6 @@ class Connectome:
             )
         if not w.any():
             raise DataError("the weights are all zero off the diagonal: no region is connected")
-        if isolated == "error":
-            deg = w.sum(axis=0) + w.sum(axis=1)
-            lonely = [lab for lab, d in zip(labels, deg, strict=True) if d == 0]
-            if lonely:
-                shown = ", ".join(lonely[:8]) + (f" (+{len(lonely) - 8} more)"
-                                                  if len(lonely) > 8 else "")
-                raise DataError(
-                    f"expected every region to be connected, got {len(lonely)} isolated "
-                    f"region(s) (all-zero row and column): {shown}; fix the connectome, or set "
-                    "connectome.isolated: warn to keep them"
-                )
         if normalise == "max":
             w = w / w.max()
         elif normalise == "log1p":
@@ -137,7 +126,15 @@ class Connectome:
         elif normalise == "in-strength":
             s = w.sum(axis=1, keepdims=True)
             w = np.divide(w, s, out=np.zeros_like(w), where=s > 0)
-        return cls(w, ln, labels, normalise, symmetrise)
+        conn = cls(w, ln, labels, normalise, symmetrise)  # normalising keeps the zero pattern
+        lonely = conn.isolated
+        if isolated == "error" and lonely:
+            raise DataError(
+                f"expected every region to be connected, got {len(lonely)} isolated "
+                f"region(s) (all-zero row and column): {short_list(lonely)}; fix the "
+                "connectome, or set connectome.isolated: warn to keep them"
+            )
+        return conn
 
     @property
     def n_regions(self) -> int:

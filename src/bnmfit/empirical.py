@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from bnmfit import observables
-from bnmfit.errors import ConfigError, DataError
+from bnmfit.errors import ConfigError, DataError, short_list
 
 __all__ = ["EmpiricalFC", "empirical_fc"]
 
@@ -35,10 +35,7 @@ def _float64():
     whatever the process-wide setting)."""
     import jax
 
-    ctx = getattr(jax, "enable_x64", None)
-    if ctx is None:  # older JAX
-        from jax.experimental import enable_x64 as ctx
-    return ctx(True)
+    return jax.enable_x64(True)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -64,9 +61,7 @@ def _name(labels: Sequence[str] | None, j: int) -> str:
 
 
 def _names(labels: Sequence[str] | None, cols: Sequence[int], limit: int = 8) -> str:
-    items = [_name(labels, int(j)) for j in cols[:limit]]
-    more = f" (+{len(cols) - limit} more)" if len(cols) > limit else ""
-    return ", ".join(items) + more
+    return short_list([_name(labels, int(j)) for j in cols], limit)
 
 
 def _nan_runs(mask: np.ndarray) -> list[tuple[int, int]]:

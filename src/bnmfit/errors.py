@@ -7,7 +7,17 @@ one-line message and an exit code: :class:`DataError` exits 1, :class:`ConfigErr
 
 from __future__ import annotations
 
-__all__ = ["BnmfitError", "ConfigError", "DataError"]
+from collections.abc import Sequence
+
+__all__ = ["BnmfitError", "ConfigError", "DataError", "short_list"]
+
+
+def short_list(items: Sequence[object], limit: int = 8, sep: str = ", ") -> str:
+    """``a, b, c`` with at most ``limit`` items, then ``(+k more)``: the items a message names."""
+    items = [str(x) for x in items]
+    if len(items) <= limit:
+        return sep.join(items)
+    return sep.join(items[:limit]) + f" (+{len(items) - limit} more)"
 
 
 class BnmfitError(Exception):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bnmfit.errors import ConfigError, DataError
+from bnmfit.errors import ConfigError, DataError, short_list
 
 PathLike = str | os.PathLike
 
@@ -321,14 +321,6 @@ def as_positive_float(value: object, what: str, where: str) -> float:
     if not math.isfinite(x) or x <= 0:
         raise DataError(f"{where}: expected {what} > 0, got {value!r}; give it in seconds")
     return x
-
-
-def short_list(items: Sequence[object], limit: int = 8) -> str:
-    """``a, b, c`` with at most ``limit`` items, then ``(+k more)``."""
-    items = [str(x) for x in items]
-    if len(items) <= limit:
-        return ", ".join(items)
-    return ", ".join(items[:limit]) + f" (+{len(items) - limit} more)"
 
 
 def default_labels(n: int) -> list[str]:
