@@ -1,4 +1,4 @@
-"""Test-wide settings, set once: float64 available, CPU only, deterministic XLA; and the one
+"""Test-wide settings, set once: float64 available, CPU only, bnmfit's XLA settings; and the one
 real workflow run shared by the test modules that inspect it."""
 
 import os
@@ -6,6 +6,8 @@ import os
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402
+
+import bnmfit  # noqa: E402,F401  (its XLA settings, before JAX starts: the tests run as users do)
 
 jax.config.update("jax_enable_x64", True)
 

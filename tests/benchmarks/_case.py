@@ -25,6 +25,7 @@ def main() -> None:
     result.setdefault("peak_rss_mb", common.peak_rss_mb())
     result.setdefault("rss_after_import_mb", baseline)
     result["child_wall_s"] = time.perf_counter() - t0
+    result["xla_flags"] = os.environ.get("XLA_FLAGS", "")
     print("BENCH_RESULT " + json.dumps(result, default=float), flush=True)
 
 

