@@ -94,7 +94,9 @@ def test_checkpointing_does_not_change_the_gradient(loss_fn):
     plain = make_problem(checkpoint=False)
     v_ck, g_ck = _grad(loss_fn, REGIONAL)
     v_no, g_no = _grad(jax.jit(lambda p: plain.loss(p, KEY)), REGIONAL)
-    assert float(v_ck) == float(v_no)
+    # the two programs are compiled separately (each loop as one function): equal up to the
+    # order of float64 operations
+    np.testing.assert_allclose(float(v_ck), float(v_no), rtol=1e-14)
     for k in REGIONAL:
         np.testing.assert_allclose(g_no[k], g_ck[k], rtol=1e-12, atol=1e-14)
 

@@ -453,9 +453,9 @@ def _objective(problem: Problem, pset: ParameterSet, noise_average: str = "loss"
 
     def data_loss(params, keys):
         if noise_average == "fc":
-            fc = jax.vmap(lambda k: problem.observe(params, k).fc)(keys).mean(axis=0)
+            fc = per_key(lambda k: problem.observe(params, k).fc, keys).mean(axis=0)
             return problem.loss_of(Observed(fc))
-        return jax.vmap(lambda k: problem.loss(params, k))(keys).mean()
+        return per_key(lambda k: problem.loss(params, k), keys).mean()
 
     def fn(values, fixed, ref, keys, l2):
         params = {**fixed, **pset.expand(values)}
@@ -466,6 +466,16 @@ def _objective(problem: Problem, pset: ParameterSet, noise_average: str = "loss"
         return loss + l2 * penalty / len(scale), loss
 
     return fn
+
+
+def per_key(f, keys: jax.Array) -> jax.Array:
+    """``f`` over the noise keys: one after the other on CPU, where one simulation's loops run
+    compiled whole (:mod:`bnmfit.xla_defaults`) and a few batched ones are slower per
+    simulation (W5 problem: gradient of 2 noise seeds 1.28 s batched, 2 × 0.28 s in turn);
+    batched (vmap) on accelerators."""
+    if jax.default_backend() == "cpu":
+        return jax.lax.map(f, keys)
+    return jax.vmap(f)(keys)
 
 
 def _evaluate_one(problem: Problem, pset: ParameterSet, u, fixed, key):
