@@ -118,13 +118,15 @@ def case_bnmfit(grid: int, steps: int, unroll: int | None = None,
 
     cfg = _config(grid, steps, unroll, patience)
     s = _subject(cfg)
-    problem = build_problem(cfg, weights=s["weights"], lengths=s["lengths"], fc=s["fc"],
-                            fcd=s["fcd"], tr=s["tr"], n_tr=s["n_tr"])
+    def subject_problem(c):
+        return build_problem(c, weights=s["weights"], lengths=s["lengths"], fc=s["fc"],
+                             fcd=s["fcd"], tr=s["tr"], n_tr=s["n_tr"])
+
+    problem = subject_problem(cfg)
     # held-out r on EVAL_TR TRs whatever the fit simulates per noise seed
     ev_cfg = copy.deepcopy(cfg)
     ev_cfg["simulation"]["duration"] = EVAL_TR * s["tr"] * 1000.0
-    evaluation = build_problem(ev_cfg, weights=s["weights"], lengths=s["lengths"], fc=s["fc"],
-                               fcd=s["fcd"], tr=s["tr"], n_tr=s["n_tr"])
+    evaluation = subject_problem(ev_cfg)
     emp = upper(evaluation.empirical.fc)
     heldout_r = jax.jit(lambda p, k: pearson(upper(evaluation.observe(p, k).fc), emp))
 
