@@ -134,3 +134,13 @@ def test_float32_runs_and_is_close_to_float64_without_noise():
     p32 = make_problem(dtype=jnp.float32)
     loss = jax.jit(lambda G: p32.loss({"G": G}, KEY))(jnp.float32(0.5))
     assert loss.dtype == jnp.float32 and np.isfinite(loss) and 0.0 < float(loss) < 3.0
+
+
+def test_float32_and_float64_with_one_key_see_the_same_noise():
+    """ξ is drawn in float32 in both precisions: the noisy BOLD differs by rounding only."""
+    b32, b64 = (np.asarray(make_problem(dtype=dtype).simulate({}, KEY).bold)
+                for dtype in (jnp.float32, jnp.float64))
+    assert b32.dtype == np.float32 and b64.dtype == np.float64
+    spread = b64.std(axis=0).min()  # the noise-driven fluctuation of the quietest region
+    assert spread > 1e-5
+    assert np.abs(b32 - b64).max() < 1e-3 * spread

@@ -15,6 +15,13 @@ Conventions: time in ms (dt, tr, delays), G dimensionless, noise ``sigma`` in st
 √ms: additive white noise adds ``sigma·√dt·ξ`` to the state each step (TVB's ``nsig`` is
 ``sigma**2 / 2``); Ornstein–Uhlenbeck noise adds a coloured input η to dx/dt with stationary
 standard deviation ``sigma`` and correlation time ``noise_tau``.
+
+The standard normals ξ (and the random initial state) are drawn in float32 in every
+precision: a float64 simulation then spends half as long on drawing them (on CPU, drawing
+float64 normals cost a quarter of W1's time), and a float32 and a float64 simulation with the
+same key start from the same state and see the same noise, so they differ by rounding only.
+24 bits of mantissa are far more than noise needs; the largest |ξ| is then about 5.4 instead
+of about 8.
 """
 
 from __future__ import annotations
@@ -226,7 +233,9 @@ def simulate(
         return carry, (x_new if spec.record_every else None)
 
     def block(carry: _Carry, k: Array):
-        xi = jax.random.normal(k, (spec.steps_per_tr, model.n_state, n), dtype)
+        # ξ is drawn in float32 whatever the precision (see the module docstring)
+        xi = jax.random.normal(k, (spec.steps_per_tr, model.n_state, n), jnp.float32)
+        xi = xi.astype(dtype)
         carry, rec = jax.lax.scan(step, carry, xi, unroll=spec.unroll)
         if spec.record_every:
             rec = rec[spec.record_every - 1 :: spec.record_every]

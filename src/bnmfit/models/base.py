@@ -68,10 +68,12 @@ class NeuralMass:
         raise NotImplementedError
 
     def initial_state(self, key: Array, n_regions: int, dtype=jnp.float64) -> Array:
-        """Random initial state, uniform in ``init_range``; shape (n_state, N)."""
+        """Random initial state, uniform in ``init_range``; shape (n_state, N).
+
+        Drawn in float32 in every precision, like the noise (:mod:`bnmfit.simulate`)."""
         lo = jnp.array([r[0] for r in self.init_range], dtype)[:, None]
         hi = jnp.array([r[1] for r in self.init_range], dtype)[:, None]
-        u = jax.random.uniform(key, (self.n_state, n_regions), dtype)
+        u = jax.random.uniform(key, (self.n_state, n_regions), jnp.float32).astype(dtype)
         return lo + (hi - lo) * u
 
     def clip(self, x: Array) -> Array:
