@@ -95,10 +95,7 @@ def main(subject, weights, lengths, labels, fmt, key, lengths_key, atlas, measur
             "symmetric": bool(conn.symmetric),
             "n_regions": conn.n_regions,
             "isolated": list(conn.isolated),
-            "inputs": prov["inputs"],
-            "config_hash": prov["config_hash"],
-            "versions": prov["versions"],
-            "seeds": None,  # no randomness; recorded like every result file's
+            **prov,  # seeds None: no randomness, recorded like every result file's
         },
     )
     if conn.isolated:

@@ -262,11 +262,10 @@ def main(subject, connectome, empirical, explore_h5, config_file, config_json, g
         f.attrs["loss_offset"] = spec.offset
         f.attrs["loss_expression"] = spec.expression or ""
         f.attrs["loss_terms"] = cli.json_dumps([list(t) for t in spec.terms])
-        for k in ("config_hash",):
-            f.attrs[k] = prov[k]
-        for k in ("versions", "seeds", "inputs"):
-            f.attrs[k] = cli.json_dumps(prov[k])
-        f.attrs["__json__"] = cli.json_dumps(["versions", "seeds", "inputs", "loss_terms"])
+        structured = ["versions", "seeds", "inputs"]  # JSON text, listed in __json__
+        for k, v in prov.items():
+            f.attrs[k] = cli.json_dumps(v) if k in structured else v
+        f.attrs["__json__"] = cli.json_dumps([*structured, "loss_terms"])
 
     # ---------------------------------------------------------------- params JSON
     try:

@@ -193,7 +193,8 @@ def make_subject(root: Path, subject: str, *, dims: int = 2, fcd: bool = True,
           "provenance": {"config_hash": f"cfg{seed:04d}abcdef",
                          "versions": {"bnmfit": "0.1.0", "jax": "0.4.35", "numpy": "1.26.4"},
                          "seeds": {"explore": [11, 12, 13], "refine": 5, "heldout": 99},
-                         "inputs": inputs}}
+                         "inputs": inputs,
+                         "xla_flags": "--xla_backend_extra_options=x_threshold=7"}}
     paths["params_json"].write_text(json.dumps(pj, indent=2))
     return {"paths": paths, "json": pj, "fc_r": r_true, "fc_rmse": rmse, "best": best,
             "regional": a_reg if regional else None}
@@ -243,6 +244,7 @@ def test_subject_report_has_every_figure_and_the_numbers(cohort, sid):
     # provenance: config hash, versions, seeds, checksums, wall times
     assert s["json"]["provenance"]["config_hash"] in page
     assert "jax" in page and "0.4.35" in page
+    assert "<code>--xla_backend_extra_options=x_threshold=7</code>" in page
     assert "heldout" in page and "99" in page
     assert "ab" * 32 in page and "resources/sub-01_lengths.tsv" in page
     assert "21.5 s" in page and "64.0 s" in page and "total" in page

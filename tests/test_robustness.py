@@ -919,6 +919,7 @@ def test_every_result_file_records_its_provenance(prepared, reference_fit):
     }
     for name, a in files.items():
         assert {"config_hash", "versions", "seeds", "inputs"} <= set(a), name
+        assert "xla_cpu_small_while_loop_byte_threshold" in a["xla_flags"], name
         assert len(a["config_hash"]) == 16 and int(a["config_hash"], 16) >= 0, name
         assert {"python", "bnmfit", "jax", "jaxlib", "numpy", "scipy", "optax",
                 "h5py"} <= set(a["versions"]), name

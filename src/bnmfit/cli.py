@@ -329,7 +329,9 @@ def git_commit(directory: str | os.PathLike | None = None) -> str | None:
 
 def provenance(config: Mapping[str, Any], inputs: Iterable[str | os.PathLike] = (),
                seeds: Any = None) -> dict[str, Any]:
-    """What every result file records: config hash, versions, seeds, input checksums."""
+    """What every result file records: config hash, versions, seeds, input checksums, and
+    the XLA_FLAGS the numbers were computed with (bnmfit's own, :mod:`bnmfit.xla_defaults`,
+    and any the user set: they change results at the level of float rounding)."""
     from bnmfit.config import config_hash
 
     return {
@@ -337,6 +339,7 @@ def provenance(config: Mapping[str, Any], inputs: Iterable[str | os.PathLike] = 
         "versions": versions(),
         "seeds": seeds,
         "inputs": {os.fspath(p): sha256(p) for p in inputs if p},
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }
 
 

@@ -788,6 +788,9 @@ def _provenance_section(s: dict[str, Any], config: Mapping[str, Any], stage_rows
     vrows = [(k, v) for k, v in versions.items()]
     vrows.append(("bnmfit (this report)", __version__))
     parts.append("<h3>Package versions</h3>" + _table(["package", "version"], vrows))
+    if "xla_flags" in prov:
+        parts.append(f"<p><b>XLA_FLAGS:</b> <code>{_esc(prov['xla_flags'] or '(none)')}"
+                     "</code></p>")
     seeds = dict(prov.get("seeds") or {})
     ex_seeds = (s["explore"] or {}).get("@attrs", {}).get("seeds")
     if ex_seeds is not None:
