@@ -487,3 +487,19 @@ def test_cohort_page_renders_in_chromium(cohort, tmp_path):
     _check_render(r, 2)
     by_r = list(table.sort_values("fc_r")["subject"])
     assert r["probe"]["sorted"] == [f"sub-{s}" for s in by_r]
+
+
+def test_strip_labels_are_spread_apart_in_order_and_stay_near_their_points():
+    from bnmfit.report_figures import _spread
+
+    ylim, gap = (0.4, 0.62), 0.075
+    step = gap * (ylim[1] - ylim[0])
+    y = np.array([0.609, 0.505, 0.595, 0.421, 0.605, 0.533, 0.433])  # W7's held-out r
+    placed = _spread(y, ylim, gap)
+    order = np.argsort(y)
+    assert np.all(np.diff(placed[order]) >= step - 1e-12)  # no two labels overlap
+    assert np.all(placed <= ylim[1] - step / 2 + 1e-12)  # none above the axis
+    assert placed[1] == y[1] and placed[5] == y[5]  # labels with room stay at their points
+    assert np.abs(placed - y).max() < 3 * step
+    far = np.array([0.1, 0.5, 0.9])
+    np.testing.assert_array_equal(_spread(far, (0.0, 1.0), gap), far)

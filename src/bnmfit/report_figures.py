@@ -862,13 +862,36 @@ def _strip(ax, values: np.ndarray, labels: Sequence[str] | None, rng) -> None:
     jitter = rng.uniform(-0.12, 0.12, v.size)
     ax.scatter(jitter[ok], v[ok], s=26, color="C0", edgecolors="black", linewidths=0.5,
                zorder=3)
-    if labels is not None and len(labels) <= 12:
-        for x, y, lab in zip(jitter[ok], v[ok], np.asarray(labels)[ok], strict=True):
-            ax.annotate(str(lab), (x, y), xytext=(6, 0), textcoords="offset points",
-                        fontsize=7, va="center")
     ax.set_xticks([])
-    ax.set_xlim(-0.6, 0.8)
+    ax.set_xlim(-0.6, 1.0)
     ax.grid(axis="y", alpha=0.3)
+    if labels is not None and len(labels) <= 12 and ok.any():
+        xs, ys = jitter[ok], v[ok]
+        ax.autoscale_view()
+        for x, y, y_text, lab in zip(xs, ys, _spread(ys, ax.get_ylim()),
+                                     np.asarray(labels)[ok], strict=True):
+            ax.annotate(str(lab), (x, y), xytext=(0.42, y_text), textcoords="data",
+                        fontsize=7, va="center",
+                        arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "0.5",
+                                    "shrinkA": 0, "shrinkB": 3})
+
+
+def _spread(y: np.ndarray, ylim: tuple[float, float], gap: float = 0.075) -> np.ndarray:
+    """Label heights for points at heights y: each as close to its point as possible, in the
+    points' order, at least ``gap`` (a fraction of the axis' height) apart, inside ylim."""
+    lo, hi = ylim
+    step = gap * (hi - lo)
+    order = np.argsort(y, kind="stable")
+    out = np.asarray(y, float)[order].copy()
+    for i in range(1, out.size):  # push up past the label below
+        out[i] = max(out[i], out[i - 1] + step)
+    if out.size and out[-1] > hi - step / 2:  # then down from the top, if it left the axis
+        out[-1] = hi - step / 2
+        for i in range(out.size - 2, -1, -1):
+            out[i] = min(out[i], out[i + 1] - step)
+    placed = np.empty_like(out)
+    placed[order] = out
+    return placed
 
 
 def cohort_params_figure(table, columns: Sequence[str], subjects: Sequence[str]) -> Figure:
