@@ -878,11 +878,12 @@ def _strip(ax, values: np.ndarray, labels: Sequence[str] | None, rng) -> None:
 
 def _spread(y: np.ndarray, ylim: tuple[float, float], gap: float = 0.075) -> np.ndarray:
     """Label heights for points at heights y: each as close to its point as possible, in the
-    points' order, at least ``gap`` (a fraction of the axis' height) apart, inside ylim."""
+    points' order, at least ``gap`` (a fraction of the axis' height) apart, none above the
+    top of ylim (with more labels than fit, the lowest go below its bottom)."""
     lo, hi = ylim
     step = gap * (hi - lo)
     order = np.argsort(y, kind="stable")
-    out = np.asarray(y, float)[order].copy()
+    out = np.asarray(y, float)[order]  # a copy (fancy indexing)
     for i in range(1, out.size):  # push up past the label below
         out[i] = max(out[i], out[i - 1] + step)
     if out.size and out[-1] > hi - step / 2:  # then down from the top, if it left the axis

@@ -130,6 +130,7 @@ def case_bnmfit(grid: int, steps: int, unroll: int | None = None,
 
     cfg = _config(grid, steps, unroll, patience)
     s = _subject(cfg)
+
     def subject_problem(c):
         return build_problem(c, weights=s["weights"], lengths=s["lengths"], fc=s["fc"],
                              fcd=s["fcd"], tr=s["tr"], n_tr=s["n_tr"])
