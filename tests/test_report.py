@@ -344,7 +344,7 @@ def test_cohort_table_and_page(cohort):
     page, table = _cohort(cohort)
     assert list(table["subject"]) == ["01", "02", "03"]
     assert list(table.columns) == ["subject", "G", "sigma", "velocity", "a_mean", "a_std",
-                                   "fc_r", "fc_rmse", "fcd_ks", "wall_time_s"]
+                                   "fc_r", "fc_rmse", "fcd_ks", "wall_time_s", "config_hash"]
     for i, sid in enumerate(subs):
         s = subs[sid]
         assert table.loc[i, "G"] == pytest.approx(s["best"]["G"])
@@ -361,11 +361,15 @@ def test_cohort_table_and_page(cohort):
     assert _imgs(page) == 2
     assert 'class="sortable"' in page
     assert "different configs" in page  # each synthetic subject has its own config hash
+    # and the table says which config fitted which subject
+    assert list(table["config_hash"]) == ["cfg0001abcdef", "cfg0002abcdef", "cfg0003abcdef"]
+    assert "<code>cfg0002abcdef</code></td>" in page
     # the table round-trips through the TSV the workflow writes
     tsv = root / "cohort_params.tsv"
     table.to_csv(tsv, sep="\t", index=False)
     back = pd.read_csv(tsv, sep="\t", dtype={"subject": str})
     assert back.shape == table.shape and list(back["subject"]) == ["01", "02", "03"]
+    assert list(back["config_hash"]) == list(table["config_hash"])
     (root / "cohort_report.html").write_text(page, encoding="utf-8")
 
 

@@ -151,9 +151,13 @@ def test_every_output_exists_and_is_valid(run_dir):
         assert (run_dir / "logs" / f"sub-{s}" / "refine.log").read_text().strip()
     import pandas as pd
 
-    table = pd.read_csv(res / "cohort_params.tsv", sep="\t", dtype={"subject": str})
+    table = pd.read_csv(res / "cohort_params.tsv", sep="\t",
+                        dtype={"subject": str, "config_hash": str})
     assert list(table["subject"]) == SUBJECTS
     assert {"G", "w_mean", "fc_r", "fc_rmse", "fcd_ks", "wall_time_s"} <= set(table.columns)
+    for s, h in zip(SUBJECTS, table["config_hash"], strict=True):  # which config fitted whom
+        p = json.loads((res / f"sub-{s}" / f"sub-{s}_desc-fitted_params.json").read_text())
+        assert h == p["provenance"]["config_hash"]
     assert "<html" in (res / "cohort_report.html").read_text().lower()
     desc = json.loads((res / "dataset_description.json").read_text())
     assert desc["GeneratedBy"][0]["Name"] == "bnmfit" and desc["DatasetType"] == "derivative"

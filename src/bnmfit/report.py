@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import hashlib
 import html
 import json
 import math
@@ -38,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from bnmfit import report_figures as rf
+from bnmfit.config import config_hash
 from bnmfit.errors import ConfigError, DataError
 
 __all__ = [
@@ -392,11 +392,6 @@ def _absent(text: str) -> str:
 
 def _note(text: str) -> str:
     return f'<p class="absent"><b>Note:</b> {text}</p>'
-
-
-def _config_hash(config: Mapping[str, Any]) -> str:
-    text = json.dumps(config, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 def _model_name(config: Mapping[str, Any]) -> str | None:
@@ -778,7 +773,7 @@ def _provenance_section(s: dict[str, Any], config: Mapping[str, Any], stage_rows
     if chash:
         parts.append(f"<p><b>Config hash:</b> <code>{_esc(chash)}</code></p>")
     else:
-        parts.append(f"<p><b>Config hash:</b> <code>{_config_hash(config)}</code> "
+        parts.append(f"<p><b>Config hash:</b> <code>{config_hash(config)}</code> "
                      "<span class=muted>(computed here from the config given to the report; "
                      "the fit recorded none)</span></p>")
     model = _model_name(config)
@@ -981,8 +976,9 @@ def _cohort_data(subjects, params_jsons, fit_h5s):
         wall_vals = [_float(v) for v in walls.values() if _float(v) is not None] if walls \
             else [st["wall_time"] for st in stages if st["wall_time"] is not None]
         row["wall_time_s"] = float(sum(wall_vals)) if wall_vals else None
-        rows.append(row)
         chash = (pj.get("provenance") or {}).get("config_hash")
+        row["config_hash"] = str(chash) if chash else None
+        rows.append(row)
         if chash:
             hashes.setdefault(str(chash), []).append(subj)
         js = m.get("stages") or {}
@@ -1007,7 +1003,7 @@ def _cohort_data(subjects, params_jsons, fit_h5s):
     for k in regional_names:
         cols += [f"{k}_mean", f"{k}_std"]
     cols += ["fc_r", "fc_rmse", "fcd_ks", "wall_time_s"]
-    table = pd.DataFrame(rows).reindex(columns=cols)
+    table = pd.DataFrame(rows).reindex(columns=[*cols, "config_hash"])
     for c in cols[1:]:
         table[c] = pd.to_numeric(table[c], errors="coerce").astype(float)
     stage_df = pd.DataFrame(stage_rows, columns=["subject", "stage", "stage_index", "fc_r",
@@ -1035,8 +1031,8 @@ def cohort_report(
     Returns ``(html, table)``: the self-contained HTML page (meant to be written as
     ``results/cohort_report.html``; it links to ``sub-X/sub-X_report.html``) and one row per
     subject with the fitted global parameters, ``<regional>_mean`` / ``<regional>_std``,
-    ``fc_r``, ``fc_rmse``, ``fcd_ks`` (held-out noise) and ``wall_time_s`` (sum over stages),
-    to be written as ``cohort_params.tsv``.
+    ``fc_r``, ``fc_rmse``, ``fcd_ks`` (held-out noise), ``wall_time_s`` (sum over stages) and
+    the ``config_hash`` the subject was fitted with, to be written as ``cohort_params.tsv``.
     """
     subjects = [str(x) for x in subjects]
     table, stage_df, gnames, rnames, hashes = _cohort_data(subjects, params_jsons, fit_h5s)
@@ -1050,6 +1046,9 @@ def cohort_report(
         cells = []
         for c in header:
             v = row[c]
+            if c == "config_hash":
+                cells.append(f'<td data-v="{_esc(v or "")}"><code>{_esc(v or "—")}</code></td>')
+                continue
             if c == "subject":
                 pre = subject_prefix(v)
                 cells.append(f'<td data-v="{_esc(pre)}"><a href="{_esc(subject_page(v))}">'
@@ -1066,7 +1065,8 @@ def cohort_report(
            f'<tbody>{"".join(body_rows)}</tbody></table>'
            '<p class="muted">Click a column header to sort. fc_r, fc_rmse, fcd_ks: best fit on '
            "a held-out noise seed; regional parameters as mean and std over regions; "
-           "wall time summed over the refinement stages.</p>")
+           "wall time summed over the refinement stages; config hash: the config the subject was "
+           "fitted with.</p>")
 
     parts = [_section("table", "Fitted parameters and fit metrics", tbl)]
     parts.append(_section("parameters", "Fitted parameters across subjects", _figure(
@@ -1100,7 +1100,7 @@ def cohort_report(
     elif hashes:
         prov.append(f"<p><b>Config hash:</b> <code>{_esc(next(iter(hashes)))}</code></p>")
     else:
-        prov.append(f"<p><b>Config hash:</b> <code>{_config_hash(config)}</code> "
+        prov.append(f"<p><b>Config hash:</b> <code>{config_hash(config)}</code> "
                     "<span class=muted>(computed here from the config given)</span></p>")
     parts.append(_section("subjects", "Subject pages",
                           f'<ul class="subjects">{links}</ul>' + "".join(prov)))
