@@ -952,7 +952,6 @@ def _cohort_data(subjects, params_jsons, fit_h5s):
                           f"subject ({len(subjects)}), got {len(params_jsons)} and "
                           f"{len(fit_h5s)}; pass the lists in the order of the subjects")
     rows, stage_rows, global_names, regional_names = [], [], [], []
-    hashes: dict[str, list[str]] = {}
     for subj, pj_path, fit_path in zip(subjects, params_jsons, fit_h5s, strict=True):
         pj = _read_json(_check_file(pj_path, f"fitted parameters JSON of {subject_prefix(subj)}"))
         fit = _read_h5(_check_file(fit_path, f"refinement HDF5 of {subject_prefix(subj)}"))
@@ -979,8 +978,6 @@ def _cohort_data(subjects, params_jsons, fit_h5s):
         chash = (pj.get("provenance") or {}).get("config_hash")
         row["config_hash"] = str(chash) if chash else None
         rows.append(row)
-        if chash:
-            hashes.setdefault(str(chash), []).append(subj)
         js = m.get("stages") or {}
         seen = set()
         for st in stages:
@@ -1008,7 +1005,7 @@ def _cohort_data(subjects, params_jsons, fit_h5s):
         table[c] = pd.to_numeric(table[c], errors="coerce").astype(float)
     stage_df = pd.DataFrame(stage_rows, columns=["subject", "stage", "stage_index", "fc_r",
                                                  "loss"])
-    return table, stage_df, global_names, regional_names, hashes
+    return table, stage_df, global_names, regional_names
 
 
 def _cohort_figs(table, stage_df, global_names, regional_names, subjects):
@@ -1035,7 +1032,7 @@ def cohort_report(
     the ``config_hash`` the subject was fitted with, to be written as ``cohort_params.tsv``.
     """
     subjects = [str(x) for x in subjects]
-    table, stage_df, gnames, rnames, hashes = _cohort_data(subjects, params_jsons, fit_h5s)
+    table, stage_df, gnames, rnames = _cohort_data(subjects, params_jsons, fit_h5s)
     dpi = _report_options(config).get("dpi")
     figs = _cohort_figs(table, stage_df, gnames, rnames, subjects)
 
@@ -1093,6 +1090,8 @@ def cohort_report(
     links = "".join(f'<li><a href="{_esc(subject_page(sj))}">{_esc(subject_prefix(sj))}</a>'
                     f' <span class="muted">FC r = {_r(fc_by.get(sj))}</span></li>'
                     for sj in subjects)
+    fitted_with = table.dropna(subset="config_hash").groupby("config_hash", sort=False)
+    hashes = {h: list(v) for h, v in fitted_with["subject"]}
     prov = [f"<p><b>Subjects:</b> {len(subjects)}</p>"]
     if len(hashes) > 1:
         prov.append(_note("the subjects were fitted with different configs: " + "; ".join(
@@ -1125,7 +1124,7 @@ def write_cohort_figures(
     """Write the cohort figures (:data:`COHORT_FIGURES`) as PNG files into ``outdir`` (names
     from :func:`cohort_figure_paths`) and return their paths."""
     subjects = [str(x) for x in subjects]
-    table, stage_df, gnames, rnames, _ = _cohort_data(subjects, params_jsons, fit_h5s)
+    table, stage_df, gnames, rnames = _cohort_data(subjects, params_jsons, fit_h5s)
     figs = _cohort_figs(table, stage_df, gnames, rnames, subjects)
     dpi = _report_options(config).get("dpi")
     out = []
