@@ -21,7 +21,9 @@ the upper triangles (k = 1) of simulated and empirical FC, mean ± sd over those
 stage includes compilation (it is part of a fit); held-out evaluation is not timed.
 
     python -m tests.benchmarks.w5_fit [--quick] [--steps N] [--grid N] [--patience N]
-        [--unroll K] [--out DIR] [--no-peers]
+        [--unroll K] [--subject sub-NN] [--out DIR] [--no-peers]
+
+``--subject`` fits another subject of the bundled cohort (default: BENCHMARKS.md's first).
 """
 
 from __future__ import annotations
@@ -61,17 +63,18 @@ def _config(grid: int, steps: int, unroll: int | None = None,
     return cfg
 
 
-def _subject(cfg: dict) -> dict:
-    """sub-01 as the workflow reads it: normalised SC, and FC/FCD of the subject's BOLD."""
+def _subject(cfg: dict, subject: str = common.SUBJECT) -> dict:
+    """A subject of the bundled cohort as the workflow reads it: normalised SC, and FC/FCD of
+    the subject's BOLD."""
     from bnmfit.config import build_connectome
     from bnmfit.empirical import empirical_fc
     from bnmfit.io import align, read_bold, read_connectome
 
-    folder = common.RESOURCES / common.SUBJECT
-    w, ln, labels = read_connectome(folder / f"{common.SUBJECT}_desc-weights_relmat.tsv",
-                                    folder / f"{common.SUBJECT}_desc-lengths_relmat.tsv")
+    folder = common.RESOURCES / subject
+    w, ln, labels = read_connectome(folder / f"{subject}_desc-weights_relmat.tsv",
+                                    folder / f"{subject}_desc-lengths_relmat.tsv")
     conn = build_connectome(cfg, w, ln, labels)
-    bold = read_bold(folder / f"{common.SUBJECT}_task-rest_timeseries.tsv.gz")
+    bold = read_bold(folder / f"{subject}_task-rest_timeseries.tsv.gz")
     idx = align(list(conn.labels), bold.labels if bold.labels is not None else bold.n_regions,
                 n_sc=conn.n_regions)
     b, o = cfg["bold"], cfg["observation"]
@@ -116,7 +119,7 @@ def _summary(scores) -> dict:
 
 
 def case_bnmfit(grid: int, steps: int, unroll: int | None = None,
-                patience: int | None = None) -> dict:
+                patience: int | None = None, subject: str = common.SUBJECT) -> dict:
     """bnmfit's default pipeline: explore → top start → refine (the config's stages)."""
     import copy
 
@@ -129,7 +132,7 @@ def case_bnmfit(grid: int, steps: int, unroll: int | None = None,
     from bnmfit.observables import upper
 
     cfg = _config(grid, steps, unroll, patience)
-    s = _subject(cfg)
+    s = _subject(cfg, subject)
 
     def subject_problem(c):
         return build_problem(c, weights=s["weights"], lengths=s["lengths"], fc=s["fc"],
@@ -185,7 +188,7 @@ def case_bnmfit(grid: int, steps: int, unroll: int | None = None,
     }
 
 
-def case_tvboptim(grid: int, steps: int, n_tr: int) -> dict:
+def case_tvboptim(grid: int, steps: int, n_tr: int, subject: str = common.SUBJECT) -> dict:
     """The tvboptim RWW tutorial's recipe on the same subject (one noise key throughout)."""
     import copy
 
@@ -206,7 +209,7 @@ def case_tvboptim(grid: int, steps: int, n_tr: int) -> dict:
     from tvboptim.types import GridAxis, Parameter, Space
 
     cfg = _config(grid, steps)
-    s = _subject(cfg)
+    s = _subject(cfg, subject)
     tr_ms = s["tr"] * 1000.0
     weights = jnp.asarray(s["weights"])
     fc_target = jnp.asarray(s["fc"])
@@ -310,17 +313,20 @@ def _row(library: str, precision: str, variant: str, stage: str, st: dict, vs: s
 def run(args) -> dict:
     grid = getattr(args, "grid", None) or (4 if args.quick else 16)
     steps = getattr(args, "steps", None) or (10 if args.quick else 100)
+    subject = getattr(args, "subject", None) or common.SUBJECT
     cases, rows = {}, []
     bn = common.run_case(MODULE, "case_bnmfit",
                          {"grid": grid, "steps": steps, "unroll": args.unroll,
-                          "patience": getattr(args, "patience", 0)}, x64=False,
+                          "patience": getattr(args, "patience", 0), "subject": subject},
+                         x64=False,
                          devices=DEVICES, timeout_s=5400)
     cases["bnmfit"] = bn
     peers = not args.no_peers and common.peer_available("tvboptim") is None
     tv = None
     if peers and not bn.get("error"):
         tv = common.run_case(MODULE, "case_tvboptim",
-                             {"grid": grid, "steps": steps, "n_tr": EVAL_TR}, x64=True,
+                             {"grid": grid, "steps": steps, "n_tr": EVAL_TR, "subject": subject},
+                             x64=True,
                              devices=DEVICES, timeout_s=5400, xla_defaults=False)
         cases["tvboptim"] = tv
     for name in ("grid", "global", "regional"):
@@ -336,8 +342,9 @@ def run(args) -> dict:
     if tv is not None and tv.get("error"):
         rows.append(common.row("W5", "tvboptim 0.4.0", "float64", "RWW tutorial recipe", tv))
     notes = [
-        f"{grid} × {grid} grid, {steps} steps per gradient stage; wall time per stage includes "
-        "compilation; 'vs tvboptim' = tvboptim's stage time / bnmfit's (> 1: bnmfit faster).",
+        f"{subject}; {grid} × {grid} grid, {steps} steps per gradient stage; wall time per "
+        "stage includes compilation; 'vs tvboptim' = tvboptim's stage time / bnmfit's (> 1: "
+        "bnmfit faster).",
         f"Held-out FC r: mean ± sd over noise seeds {HELDOUT[0]}–{HELDOUT[-1]}, used by neither "
         "fit; '(on its fitting noise)': tvboptim's r on the one noise key it was fitted on; "
         "RMSE and mean FC (upper triangles, mean over the same seeds) show whether the FC "
@@ -371,6 +378,8 @@ def main(argv=None) -> dict:
     p.add_argument("--patience", type=int, default=0,
                    help="bnmfit early-stopping patience (default 0: every step of W5 runs; "
                    "the config's is 20)")
+    p.add_argument("--subject", default=common.SUBJECT,
+                   help=f"subject of the bundled cohort (default {common.SUBJECT})")
     return run(p.parse_args(argv))
 
 
