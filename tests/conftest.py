@@ -2,6 +2,7 @@
 real workflow run shared by the test modules that inspect it."""
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
@@ -16,9 +17,20 @@ import pytest  # noqa: E402
 
 
 @pytest.fixture(scope="session")
-def run_dir(tmp_path_factory):
+def jax_cache(tmp_path_factory) -> Path:
+    """JAX's persistent compilation cache of this session's workflow runs (their
+    ``compute.compilation_cache``): $JAX_COMPILATION_CACHE_DIR (.ci/run sets one), else a
+    session folder. Later runs reuse what the first one compiled, which changes no number
+    (a cached executable is the one that would be compiled)."""
+    shared = os.environ.get("JAX_COMPILATION_CACHE_DIR")
+    return Path(shared) if shared else tmp_path_factory.mktemp("jax_cache")
+
+
+@pytest.fixture(scope="session")
+def run_dir(tmp_path_factory, jax_cache):
     """The tiny config of tests/data run by snakemake once per session (minutes): shared by
-    test_workflow.py and test_robustness.py. Tests that change results/ regenerate it."""
+    test_workflow.py, test_robustness.py and test_slurm.py (the local run the SLURM run must
+    equal). Tests that change results/ regenerate it."""
     from tests.test_workflow import run_workflow
 
-    return run_workflow(tmp_path_factory.mktemp("workflow"))
+    return run_workflow(tmp_path_factory.mktemp("workflow"), jax_cache)

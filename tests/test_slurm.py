@@ -4,8 +4,9 @@ Skipped unless ``sinfo`` reports an idle node: ``.ci/slurm-up.sh`` brings up a o
 cluster on the CI machine (``SLURM_FAKE_GPUS=2`` adds fake GPUs) and ``.ci/run`` runs it
 before pytest. What is checked, on the tiny config of tests/data:
 
-* a local run (``--cores 2``) and the SLURM run give the same numbers in every result file
-  (same seeds, same fitted parameters: bitwise identical);
+* the session's local run (``--cores 2``, fixture ``run_dir`` of conftest.py) and the SLURM
+  run give the same numbers in every result file (same seeds, same fitted parameters:
+  bitwise identical);
 * a subject whose BOLD file is corrupted (a data error, exit 1) is reported as failed, is
   submitted twice (``retries: 1``) with twice the memory the second time, and, with
   ``--keep-going``, every other subject of the cohort completes; after dropping it from the
@@ -15,9 +16,10 @@ before pytest. What is checked, on the tiny config of tests/data:
   submitted with one GPU of that model each — a group job asks for one GPU, not one per
   grid chunk.
 
-Both runs share one JAX compilation cache (``compute.compilation_cache``), so the SLURM run
-reuses the local run's compiled simulations: this keeps the test within a few minutes and
-does not change a number (a cached executable is the one that would be compiled).
+Both share the session's JAX compilation cache (``compute.compilation_cache``, fixture
+``jax_cache``), so the SLURM run reuses the local run's compiled simulations: this keeps the
+test within a few minutes and does not change a number (a cached executable is the one that
+would be compiled).
 """
 
 from __future__ import annotations
@@ -159,30 +161,7 @@ def _logs(wd: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> Path:
-    """JAX's persistent compilation cache: $JAX_COMPILATION_CACHE_DIR (.ci/run sets one for
-    the whole test session, so the other workflow tests reuse what is compiled here)."""
-    shared = os.environ.get("JAX_COMPILATION_CACHE_DIR")
-    return Path(shared) if shared else tmp_path_factory.mktemp("jax_cache")
-
-
-@pytest.fixture(scope="module")
-def local_run(tmp_path_factory, cache) -> Path:
-    """The tiny config run locally, up to the fitted parameters of every subject."""
-    wd = tmp_path_factory.mktemp("local").resolve()
-    (wd / "resources").symlink_to(ROOT / "resources")
-    shutil.copy(DATA / "subjects.tsv", wd / "subjects.tsv")
-    cfg = _tiny_config(subjects="subjects.tsv",
-                       compute={"compilation_cache": str(cache)})
-    (wd / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    targets = [f"results/sub-{s}/sub-{s}_desc-fitted_params.json" for s in SUBJECTS]
-    r = _snakemake(*targets, "--cores", 2, *_base(wd, "config.yaml"), cwd=wd)
-    assert r.returncode == 0, r.stderr[-5000:] + _logs(wd)
-    return wd
-
-
-@pytest.fixture(scope="module")
-def slurm_runs(tmp_path_factory, cache, local_run):
+def slurm_runs(tmp_path_factory, jax_cache, run_dir):
     """Two runs through the SLURM profile in one working directory, as a user would.
 
     A: the sheet holds the tiny cohort plus subject `bad` (corrupted BOLD); explore and
@@ -206,7 +185,7 @@ def slurm_runs(tmp_path_factory, cache, local_run):
     gpu = 1 if n_gpus else 0
     cfg = _tiny_config(
         subjects="subjects.tsv",
-        compute={"compilation_cache": str(cache)},
+        compute={"compilation_cache": str(jax_cache)},
         # small requests, so that every job fits next to the others on the CI node
         resources={"gpu": gpu,
                    "default": {"threads": 1, "mem_mb": 1000, "runtime": 10},
@@ -271,12 +250,12 @@ def _result_files(res: Path, s: str) -> list[str]:
 # =========================================================================== tests
 
 
-def test_slurm_results_equal_the_local_run(local_run, slurm_runs):
+def test_slurm_results_equal_the_local_run(run_dir, slurm_runs):
     from bnmfit.io import read_h5
 
     b, wd = slurm_runs["b"], slurm_runs["dir"]
     assert b.returncode == 0, b.stderr[-5000:] + _logs(wd)
-    res, ref = wd / "results", local_run / "results"
+    res, ref = wd / "results", run_dir / "results"
     for name in ("cohort_report.html", "cohort_params.tsv", "dataset_description.json",
                  "config.yaml"):
         assert (res / name).is_file(), name

@@ -100,9 +100,10 @@ def test_a_bad_config_fails_before_any_job_with_a_clear_message(tmp_path):
 # =========================================================================== a real run
 
 
-def run_workflow(tmp: Path) -> Path:
-    """Run the tiny config in ``tmp`` (the session fixture ``run_dir`` of conftest.py)."""
-    tmp = _workdir(tmp)
+def run_workflow(tmp: Path, cache: Path) -> Path:
+    """Run the tiny config in ``tmp`` with JAX's compilation cache in ``cache`` (the session
+    fixture ``run_dir`` of conftest.py)."""
+    tmp = _workdir(tmp, {"compute": {"compilation_cache": str(cache)}})
     r = snakemake("--cores", 2, *_base(tmp), cwd=tmp)
     logs = "".join(f"\n== {p}\n{p.read_text()[-2000:]}" for p in (tmp / "logs").rglob("*.log")
                    ) if (tmp / "logs").is_dir() else ""
