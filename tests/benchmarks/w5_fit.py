@@ -63,7 +63,7 @@ def _config(grid: int, steps: int, unroll: int | None = None,
     return cfg
 
 
-def _subject(cfg: dict, subject: str = common.SUBJECT) -> dict:
+def _subject(cfg: dict, subject: str) -> dict:
     """A subject of the bundled cohort as the workflow reads it: normalised SC, and FC/FCD of
     the subject's BOLD."""
     from bnmfit.config import build_connectome
@@ -119,7 +119,7 @@ def _summary(scores) -> dict:
 
 
 def case_bnmfit(grid: int, steps: int, unroll: int | None = None,
-                patience: int | None = None, subject: str = common.SUBJECT) -> dict:
+                patience: int | None = None, *, subject: str) -> dict:
     """bnmfit's default pipeline: explore → top start → refine (the config's stages)."""
     import copy
 
@@ -188,7 +188,7 @@ def case_bnmfit(grid: int, steps: int, unroll: int | None = None,
     }
 
 
-def case_tvboptim(grid: int, steps: int, n_tr: int, subject: str = common.SUBJECT) -> dict:
+def case_tvboptim(grid: int, steps: int, n_tr: int, subject: str) -> dict:
     """The tvboptim RWW tutorial's recipe on the same subject (one noise key throughout)."""
     import copy
 
@@ -318,16 +318,14 @@ def run(args) -> dict:
     bn = common.run_case(MODULE, "case_bnmfit",
                          {"grid": grid, "steps": steps, "unroll": args.unroll,
                           "patience": getattr(args, "patience", 0), "subject": subject},
-                         x64=False,
-                         devices=DEVICES, timeout_s=5400)
+                         x64=False, devices=DEVICES, timeout_s=5400)
     cases["bnmfit"] = bn
     peers = not args.no_peers and common.peer_available("tvboptim") is None
     tv = None
     if peers and not bn.get("error"):
         tv = common.run_case(MODULE, "case_tvboptim",
                              {"grid": grid, "steps": steps, "n_tr": EVAL_TR, "subject": subject},
-                             x64=True,
-                             devices=DEVICES, timeout_s=5400, xla_defaults=False)
+                             x64=True, devices=DEVICES, timeout_s=5400, xla_defaults=False)
         cases["tvboptim"] = tv
     for name in ("grid", "global", "regional"):
         if bn.get("error"):
