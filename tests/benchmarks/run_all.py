@@ -1,4 +1,4 @@
-"""Run the benchmarks (W1-W6 of BENCHMARKS.md, and bnmfit's profile) and print one table.
+"""Run the benchmarks (W1-W6 of BENCHMARKS.md, full-size recovery, bnmfit's profile): one table.
 
     python -m tests.benchmarks.run_all            # full: ~30 min on 2 cores (W5 ~8 of them)
     python -m tests.benchmarks.run_all --quick    # reduced: float32, small grids, few steps
@@ -15,6 +15,7 @@ import time
 from tests.benchmarks import (
     common,
     profile_simulate,
+    recovery,
     w1_forward,
     w2_delays,
     w3_gradient,
@@ -30,6 +31,7 @@ WORKLOADS = {
     "w4": w4_grid,
     "w5": w5_fit,
     "w6": w6_memory,
+    "recovery": recovery,
     "profile": profile_simulate,
 }
 
