@@ -845,14 +845,19 @@ def _finish(problem, stage, pset, index, current, fixed, u_final, u0, root, hkey
     worse on the selection seeds (:func:`_worse`), and report it on the held-out seeds."""
     skeys = _select_keys(root, index, SELECTION_DRAWS * stage.n_noise).reshape(
         SELECTION_DRAWS, stage.n_noise, -1)
-    stage_loss = functools.partial(_stage_loss, problem, pset, fixed=fixed, keys=skeys,
-                                   noise_average=stage.noise_average)
-    final_sel = np.asarray(stage_loss(u_final), np.float64)
+
+    def stage_loss(u, fx):
+        return np.asarray(_stage_loss(problem, pset, u, fx, skeys, stage.noise_average),
+                          np.float64)
+
     sel = np.asarray(fit_loss, np.float64)
     if not np.isfinite(sel).any():
-        sel = final_sel.mean(axis=1)
+        sel = stage_loss(u_final, fixed).mean(axis=1)
     best = int(np.argmin(np.where(np.isfinite(sel), sel, np.inf))) if np.isfinite(sel).any() else 0
-    kept_start = _worse(final_sel[best], np.asarray(stage_loss(u0), np.float64)[best])
+    # the best start's end and start, side by side in one evaluation
+    pair = lambda a, b: jnp.stack([a[best], b[best]])  # noqa: E731
+    end, begin = stage_loss(jax.tree.map(pair, u_final, u0), jax.tree.map(pair, fixed, fixed))
+    kept_start = _worse(end, begin)
     if kept_start:
         u_final = jax.tree.map(lambda f, s: f.at[best].set(s[best]), u_final, u0)
     h_loss, h_r = (np.asarray(a) for a in _evaluate(problem, pset, u_final, fixed, hkeys))
