@@ -38,8 +38,8 @@ def case_recovery(grid: int, steps: int) -> dict:
     import numpy as np
 
     from bnmfit import explore, fit
-    from bnmfit.config import build_problem, build_stages, noise_seeds
-    from bnmfit.explore import Axis, Space
+    from bnmfit.config import build_problem, build_space, build_stages, noise_seeds
+    from bnmfit.explore import Space
     from bnmfit.losses import Observed
 
     cfg = w5_fit._config(grid, steps, patience=0)
@@ -51,7 +51,6 @@ def case_recovery(grid: int, steps: int) -> dict:
     global_stage, regional_stage = build_stages(cfg)
     ref = cfg["refinement"]
     heldout = tuple(int(x) for x in ref["heldout_seeds"])
-    ex = cfg["exploration"]["parameters"]
 
     def synthetic(truth: dict):
         params = {k: jnp.asarray(v, dtype) for k, v in truth.items()}
@@ -59,15 +58,9 @@ def case_recovery(grid: int, steps: int) -> dict:
         fc = jnp.mean(jnp.stack([base.observe(params, k).fc for k in keys]), axis=0)
         return dataclasses.replace(base, empirical=Observed(fc))
 
-    def explore_and_refine(problem, axes, stage):
-        t0 = time.perf_counter()
-        space = Space(tuple(axes))
-        land = explore.evaluate(problem, space.names, space.points(), noise_seeds(cfg),
-                                batch_size=int(cfg["exploration"]["batch_size"]))
-        starts = land.starts(1, min_separation=float(ref["min_separation"]), space=space)
-        res = fit.refine(problem, [stage], starts, seed=int(cfg["noise"]["seed"]),
-                         heldout_seeds=heldout, checkpoint_every=int(ref["checkpoint_every"]))
-        return starts[0], res, time.perf_counter() - t0
+    def refine(problem, stage, starts):
+        return fit.refine(problem, [stage], starts, seed=int(cfg["noise"]["seed"]),
+                          heldout_seeds=heldout, checkpoint_every=int(ref["checkpoint_every"]))
 
     def truth_fc_r(problem, truth: dict) -> float:
         """Held-out FC r of the truth itself against its synthetic FC: the ceiling."""
@@ -76,40 +69,40 @@ def case_recovery(grid: int, steps: int) -> dict:
             1.0 - common.upper_pearson_loss(problem.observe(params, jax.random.PRNGKey(sd)).fc,
                                             problem.empirical.fc) for sd in heldout]))
 
-    def errors(est: dict, truth: dict) -> dict:
-        return {k: float(est[k]) / truth[k] - 1.0 for k in truth}
+    def explore_and_refine(problem, space, stage, truth: dict) -> dict:
+        """The grid's top start and the stage's fit of ``truth``'s parameters."""
+        t0 = time.perf_counter()
+        land = explore.evaluate(problem, space.names, space.points(), noise_seeds(cfg),
+                                batch_size=int(cfg["exploration"]["batch_size"]))
+        start = land.starts(1, min_separation=float(ref["min_separation"]), space=space)[0]
+        res = refine(problem, stage, [start])
+        at_grid, fitted = ({k: float(d[k]) for k in truth} for d in (start, res.params))
+        return {"truth": truth, "grid": at_grid, "fitted": fitted,
+                "grid_rel_error": {k: at_grid[k] / truth[k] - 1.0 for k in truth},
+                "rel_error": {k: fitted[k] / truth[k] - 1.0 for k in truth},
+                "wall_s": time.perf_counter() - t0,
+                "heldout_fc_r": res.stages[0].heldout["fc_r"],
+                "truth_fc_r": truth_fc_r(problem, TRUTH)}
 
     out = {}
     # global: G and w free, off-grid truth
     problem = synthetic(TRUTH)
-    axes = [Axis(a["name"], a["lo"], a["hi"], a["n"], a["scale"]) for a in ex]
-    start, res, wall = explore_and_refine(problem, axes, global_stage)
-    est = {k: float(res.params[k]) for k in TRUTH}
-    out["global"] = {"truth": TRUTH, "grid": {k: float(start[k]) for k in TRUTH},
-                     "fitted": est, "rel_error": errors(est, TRUTH),
-                     "grid_rel_error": errors(start, TRUTH), "wall_s": wall,
-                     "heldout_fc_r": res.stages[0].heldout["fc_r"],
-                     "truth_fc_r": truth_fc_r(problem, TRUTH)}
+    space = build_space(cfg)
+    out["global"] = explore_and_refine(problem, space, global_stage, TRUTH)
     # G alone, w known
-    g_problem = dataclasses.replace(problem, model=problem.model.replace(w=TRUTH["w"]))
-    g_axis = next(a for a in axes if a.name == "G")
+    g_space = Space(tuple(a for a in space.axes if a.name == "G"))
     g_stage = dataclasses.replace(global_stage, name="G", free=tuple(
         p for p in global_stage.free if p.name == "G"))
-    start, res, wall = explore_and_refine(g_problem, [g_axis], g_stage)
-    g_truth = {"G": TRUTH["G"]}
-    out["G"] = {"truth": g_truth, "grid": {"G": float(start["G"])},
-                "fitted": {"G": float(res.params["G"])},
-                "rel_error": errors(res.params, g_truth), "grid_rel_error": errors(start, g_truth),
-                "wall_s": wall, "heldout_fc_r": res.stages[0].heldout["fc_r"]}
+    out["G"] = explore_and_refine(
+        dataclasses.replace(problem, model=problem.model.replace(w=TRUTH["w"])), g_space,
+        g_stage, {"G": TRUTH["G"]})
     # regional w pattern, G known
     rng = np.random.default_rng(1)
     w_true = TRUTH["w"] + REGIONAL_AMPLITUDE * np.linspace(-1.0, 1.0, n)[rng.permutation(n)]
     r_truth = {"G": TRUTH["G"], "w": w_true}
     r_problem = dataclasses.replace(synthetic(r_truth), G=jnp.asarray(TRUTH["G"], dtype))
     t0 = time.perf_counter()
-    res = fit.refine(r_problem, [regional_stage], [{"G": TRUTH["G"], "w": TRUTH["w"]}],
-                     seed=int(cfg["noise"]["seed"]), heldout_seeds=heldout,
-                     checkpoint_every=int(ref["checkpoint_every"]))
+    res = refine(r_problem, regional_stage, [{"G": TRUTH["G"], "w": TRUTH["w"]}])
     w_fit = np.asarray(res.params["w"], np.float64)
     out["regional"] = {"pattern_r": float(np.corrcoef(w_fit, w_true)[0, 1]),
                        "w_true_range": [float(w_true.min()), float(w_true.max())],
@@ -140,9 +133,8 @@ def run(args) -> dict:
                 f"{k}: truth {c['truth'][k]:.3f}, grid {c['grid'][k]:.3f} "
                 f"({c['grid_rel_error'][k]:+.1%}), fitted {c['fitted'][k]:.3f} "
                 f"({c['rel_error'][k]:+.1%})" for k in c["truth"])
-            if "truth_fc_r" in c:
-                figure += (f"; held-out FC r {c['heldout_fc_r']:.3f} (the truth's: "
-                           f"{c['truth_fc_r']:.3f})")
+            figure += (f"; held-out FC r {c['heldout_fc_r']:.3f} (the truth's: "
+                       f"{c['truth_fc_r']:.3f})")
             rows.append(_row(case, c, figure))
         c = res["regional"]
         rows.append(_row("regional", c, (
