@@ -436,6 +436,7 @@ def test_build_problem_defaults_to_the_subjects_length_and_tr():
     assert p.observation.tr == pytest.approx(0.72) and p.observation.discard == 0
     assert p.spec.max_delay == 0 and p.delays is None
     assert p.spec.heun_coupling == "per_stage" and p.spec.unroll == 1
+    assert p.spec.bold_dt is None and p.spec.bold_every == 1
     assert p.loss_weights == (("fc_corr", 1.0),)
     assert p.weights.dtype == np.float32
     assert p.G == cfg["coupling"]["G"] and p.sigma == cfg["noise"]["sigma"]
@@ -447,13 +448,14 @@ def test_build_problem_duration_tr_delays_and_model_parameters():
     cfg = validate_config({
         "model": {"parameters": {"w": [0.1, 0.2, 0.3, 0.4, 0.5], "I_o": 0.3}},
         "coupling": {"speed": 5.0, "G": 0.7},
-        "simulation": {"dt": 4.0, "duration": 36000.0, "heun_coupling": "per_step"},
+        "simulation": {"dt": 4.0, "duration": 36000.0, "heun_coupling": "per_step",
+                       "bold_dt": 8.0},
         "observation": {"tr": 2.0, "fcd_window": 0},
         "loss": {"expression": "rmse(fc, empirical_fc) + 1 - correlation(fc, empirical_fc)"},
     })
     p = bconfig.build_problem(cfg, weights=w, lengths=ln, fc=fc, tr=0.72, n_tr=1000)
     assert p.spec.tr == 2000.0 and p.spec.n_tr == 18  # 36 s at TR 2 s
-    assert p.spec.heun_coupling == "per_step"
+    assert p.spec.heun_coupling == "per_step" and p.spec.bold_every == 2
     assert p.spec.max_delay == int(np.rint(ln.max() / 5.0 / 4.0)) and p.delays is not None
     np.testing.assert_allclose(np.asarray(p.model.w), [0.1, 0.2, 0.3, 0.4, 0.5])
     assert dict(p.loss_weights) == {"fc_corr": 1.0, "fc_rmse": 1.0} and p.G == 0.7

@@ -112,6 +112,9 @@ def var_tolerance(var: float, n: int, rho: float, n_sd: float = 5.0) -> float:
         ({"heun_coupling": "never"},
          "unknown heun_coupling 'never': use one of per_step, per_stage"),
         ({"record_every": 3}, r"record_every \(3 steps\) must divide the steps per TR \(10\)"),
+        ({"bold_dt": 0.25}, r"bold_dt \(0.25 ms\) must be a whole multiple of dt \(0.1 ms\)"),
+        ({"bold_dt": 0.3}, r"that divides the TR \(1.0 ms\)"),
+        ({"bold_dt": 0.05}, "must be a whole multiple of dt"),
     ],
 )
 def test_simspec_rejects_bad_settings(kw, match):

@@ -909,6 +909,7 @@ def build_spec(config: Mapping[str, Any], tr: float, n_tr: int | None, max_delay
         checkpoint=bool(s["checkpoint"]),
         heun_coupling=s["heun_coupling"],
         unroll=int(s["unroll"]),
+        bold_dt=None if s["bold_dt"] is None else float(s["bold_dt"]),
     )
 
 

@@ -37,7 +37,7 @@ from jax import Array
 
 from bnmfit.errors import ConfigError
 from bnmfit.models.wong_wang_ei import WongWangEI
-from bnmfit.simulate import SimSpec, simulate
+from bnmfit.simulate import FULL, SimSpec, simulate
 
 if TYPE_CHECKING:  # pragma: no cover
     from bnmfit.problem import Problem
@@ -87,7 +87,7 @@ def excitatory_rates(
     out = simulate(model, weights, key, spec, G=G, sigma=sigma, x0=x0)
     states = out.states  # (T, 2, N)
     half = states[states.shape[0] // 2 :]
-    c = G * jnp.einsum("ij,tj->ti", weights, half[:, 0])  # coupling through S_e
+    c = G * jnp.einsum("ij,tj->ti", weights, half[:, 0], precision=FULL)  # coupling through S_e
     rates = jax.vmap(lambda x, ci: model.rates(x, ci[None])[0])(half, c)
     return rates.mean(axis=0), states[-1]
 
