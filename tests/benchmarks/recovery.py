@@ -4,7 +4,7 @@ The small-network versions run in CI (tests/test_fit.py); this is the full-size 
 sub-01's normalised SC (80 regions), the default config (config/config.yaml: its simulation,
 noise and loss) with W5's grid and step counts (16 × 16 grid, 100 steps per stage, no early
 stopping), and a synthetic "empirical" FC that is the mean FC of ``RUNS`` simulations at a
-known truth (``RUNS`` × 300 TRs = one HCP session). Three cases:
+known truth (``RUNS`` × 300 TRs = one HCP session). The cases:
 
 * ``global``: truth (G, w) off the grid; explore the grid, refine the global stage from the
   top start; G and w with their errors. FC fixes a ridge in (G, w) (see bnmfit.fit), so the
@@ -12,17 +12,17 @@ known truth (``RUNS`` × 300 TRs = one HCP session). Three cases:
 * ``G``: the same truth with w known: a grid over G alone, then the global stage on G.
 * ``regional``: w per region (a permuted ramp around w0) with G known; the regional stage
   from the homogeneous w0; the Pearson r of the fitted and the true pattern.
-* ``bound``: how well *any* unbiased estimator could recover that pattern from the synthetic
-  FC (the Cramér–Rao bound): the Jacobian J of the expected FC (upper triangle) with respect
-  to the 80 regional w at the truth (forward mode, averaged over ``BOUND_SEEDS`` noise
-  seeds), the variance of each FC entry of one simulation over the same seeds, and the
-  Fisher information J' diag(var / runs)^-1 J of a target averaged over ``runs``
-  simulations (FC entries treated as independent). Its inverse gives each w_i's least error
-  variance e²; a pattern of spread s then correlates with its estimate at most about
-  s / √(s² + e²). Fewer seeds leave noise in J that reads as extra sensitivity, so the
-  bound errs towards higher r (8 seeds: r ≤ 0.16 where 24 give 0.13). On the 8-region
-  subject of tests/test_fit.py (target of 32 runs) it allows r ≤ 0.89, and the fit reaches
-  0.87–0.94 there.
+* ``global bound`` and ``regional bound``: how well *any* unbiased estimator could recover
+  the parameters from the synthetic FC (the Cramér–Rao bound): the Jacobian J of the
+  expected FC (upper triangle) with respect to (G, w), or to the 80 regional w, at the truth
+  (forward mode, averaged over ``BOUND_SEEDS`` noise seeds), FC's noise covariance Σ from
+  ``NOISE_SEEDS`` single simulations (its leading principal components plus a diagonal rest),
+  and the Fisher information J' (Σ / runs)^-1 J of a target averaged over ``runs``
+  simulations. Its inverse gives each parameter's least error variance e²; a regional
+  pattern of spread s then correlates with its estimate at most about s / √(s² + e²). Noise
+  left in J reads as extra sensitivity, so the bound errs towards smaller errors. On the
+  8-region subject of tests/test_fit.py (target of 32 runs) it allows r ≤ 0.91, and the fit
+  reaches 0.87–0.94 there.
 
     python -m tests.benchmarks.recovery [--quick] [--out DIR]
 """
@@ -38,7 +38,9 @@ TRUTH = {"G": 0.33, "w": 0.29}  # between the 16 × 16 grid's points on both axe
 REGIONAL_AMPLITUDE = 0.12  # truth w_i in w ± this
 RUNS = 4  # simulations averaged into the synthetic empirical FC
 TRUTH_KEY = 777  # the truth's noise seed (never one of the fit's)
-BOUND_SEEDS = 24  # noise seeds of the Jacobian and the FC variance of the bound
+BOUND_SEEDS = 24  # noise seeds averaged in the Jacobian of the bound
+NOISE_SEEDS = 256  # single simulations that sample FC's noise for the bound
+NOISE_FACTORS = 20  # principal components of FC's noise covariance (plus a diagonal)
 BOUND_RUNS = (1, RUNS, 16, 64)  # targets averaged over this many simulations
 
 
@@ -125,42 +127,95 @@ def case_recovery(grid: int, steps: int) -> dict:
                        "heldout_fc_r": res.stages[0].heldout["fc_r"],
                        "start_fc_r": res.stages[0].heldout["start_fc_r"],
                        "truth_fc_r": truth_fc_r(r_problem, r_truth)}
-    out["bound"] = regional_bound(r_problem, w_true, BOUND_SEEDS if grid > 4 else 4)
+    bound_seeds = BOUND_SEEDS if grid > 4 else 4
+    out["global_bound"] = global_bound(problem, TRUTH, bound_seeds)
+    out["bound"] = regional_bound(r_problem, w_true, bound_seeds)
     out["config"] = {"dtype": str(dtype), "dt": base.spec.dt, "n_tr": base.spec.n_tr,
                      "loss": cfg["loss"]["expression"], "grid": grid, "steps": steps,
                      "regions": n}
     return out
 
 
-def regional_bound(problem, w_true, n_seeds: int) -> dict:
-    """The Cramér–Rao bound on recovering the regional w pattern from FC (module docstring)."""
+def fc_information(problem, truth: dict, n_seeds: int, n_noise: int = NOISE_SEEDS):
+    """(J, noise): the Jacobian of the expected FC (upper triangle) with respect to the
+    truth's parameters, flattened in ``ravel_pytree``'s order (keys sorted), by forward mode
+    averaged over ``n_seeds`` noise seeds; and the FC of ``n_noise`` single simulations minus
+    their mean (n_noise, entries), the sample of FC's sampling noise."""
     import dataclasses
-    import time
 
     import jax
     import jax.numpy as jnp
     import numpy as np
+    from jax.flatten_util import ravel_pytree
 
     from bnmfit.observables import upper
 
-    t0 = time.perf_counter()
     problem = dataclasses.replace(problem, spec=dataclasses.replace(problem.spec,
                                                                     checkpoint=False))
-    w = jnp.asarray(w_true, problem.weights.dtype)
+    x, unravel = ravel_pytree({k: jnp.asarray(v, problem.weights.dtype)
+                               for k, v in truth.items()})
 
-    def fc(w, key):
-        return upper(problem.observe({"w": w}, key).fc)
+    def fc(x, key):
+        return upper(problem.observe(unravel(x), key).fc)
 
-    jac, fwd = jax.jit(jax.jacfwd(fc)), jax.jit(fc)
-    keys = [jax.random.PRNGKey(200 + i) for i in range(n_seeds)]
-    J = np.mean([np.asarray(jac(w, k), np.float64) for k in keys], axis=0)  # (entries, n)
-    var = np.var([np.asarray(fwd(w, k), np.float64) for k in keys], axis=0, ddof=1)
+    jac = jax.jit(jax.jacfwd(fc))
+    J = np.mean([np.asarray(jac(x, jax.random.PRNGKey(200 + i)), np.float64)
+                 for i in range(n_seeds)], axis=0)
+    fwd = jax.jit(jax.vmap(fc, (None, 0)))
+    keys = jax.random.split(jax.random.PRNGKey(300), n_noise)
+    sample = np.concatenate([np.asarray(fwd(x, keys[i:i + 16]), np.float64)
+                             for i in range(0, n_noise, 16)])
+    return J, sample - sample.mean(axis=0)
+
+
+def least_error_var(J, noise, runs: int, k: int = NOISE_FACTORS):
+    """Cramér–Rao: each parameter's least error variance from a target FC averaged over
+    ``runs`` simulations. FC's noise covariance is modelled as its ``k`` leading principal
+    components plus a diagonal rest (the entries' noise is strongly correlated: the mean FC
+    of a run moves all of them together), inverted by the Woodbury identity."""
+    import numpy as np
+
+    s = noise.shape[0] - 1
+    _, sv, vt = np.linalg.svd(noise, full_matrices=False)
+    lam, V = sv[:k] ** 2 / s, vt[:k].T  # leading variances and directions
+    d = np.maximum((noise**2).sum(axis=0) / s - (V**2) @ lam, 1e-12)  # diagonal rest
+    DJ, DV = J / d[:, None], V / d[:, None]
+    inner = np.linalg.inv(np.diag(1.0 / lam) + V.T @ DV)
+    fisher = runs * (J.T @ DJ - (J.T @ DV) @ inner @ (DV.T @ J))
+    return np.diag(np.linalg.pinv(fisher))
+
+
+def regional_bound(problem, w_true, n_seeds: int) -> dict:
+    """The bound on recovering the regional w pattern from FC (module docstring)."""
+    import time
+
+    import numpy as np
+
+    t0 = time.perf_counter()
+    J, noise = fc_information(problem, {"w": w_true}, n_seeds)
     spread = float(np.var(w_true))
-    out = {"seeds": n_seeds, "pattern_sd": spread**0.5, "fc_sd": float(np.median(var**0.5)),
+    out = {"seeds": n_seeds, "pattern_sd": spread**0.5,
+           "fc_sd": float(np.median(noise.std(axis=0, ddof=1))),
            "singular_values": np.linalg.svd(J, compute_uv=False).tolist()}
     for runs in BOUND_RUNS:
-        err = float(np.mean(np.diag(np.linalg.pinv(J.T @ (J / (var / runs)[:, None])))))
+        err = float(np.mean(least_error_var(J, noise, runs)))
         out[f"runs_{runs}"] = {"error_sd": err**0.5, "max_r": (spread / (spread + err))**0.5}
+    out["wall_s"] = time.perf_counter() - t0
+    return out
+
+
+def global_bound(problem, truth: dict, n_seeds: int) -> dict:
+    """The least relative errors of G and w from FC, free together and G alone (w known)."""
+    import time
+
+    t0 = time.perf_counter()
+    J, noise = fc_information(problem, truth, n_seeds)  # columns: G, w
+    out = {"seeds": n_seeds}
+    for runs in BOUND_RUNS:
+        both = least_error_var(J, noise, runs) ** 0.5
+        alone = least_error_var(J[:, :1], noise, runs)[0] ** 0.5
+        out[f"runs_{runs}"] = {"G": both[0] / truth["G"], "w": both[1] / truth["w"],
+                               "G_alone": alone / truth["G"]}
     out["wall_s"] = time.perf_counter() - t0
     return out
 
@@ -191,6 +246,11 @@ def run(args) -> dict:
             f"{c['start_fc_r']:.3f} → {c['heldout_fc_r']:.3f} (the truth's: "
             f"{c['truth_fc_r']:.3f})"
             + ("; kept its start" if c["kept_start"] else ""))))
+        b = res["global_bound"]
+        rows.append(_row("global bound", b, "Cramér–Rao, least relative error: " + ", ".join(
+            f"{runs} run{'s' if runs > 1 else ''}: G {b[f'runs_{runs}']['G']:.1%} and w "
+            f"{b[f'runs_{runs}']['w']:.1%} free together, G {b[f'runs_{runs}']['G_alone']:.2%} "
+            "alone" for runs in BOUND_RUNS) + f" ({b['seeds']} seeds)"))
         b = res["bound"]
         rows.append(_row("regional bound", b, (
             "Cramér–Rao: " + ", ".join(
@@ -207,9 +267,10 @@ def run(args) -> dict:
         f"regional: G known, w_i = {TRUTH['w']} ± {REGIONAL_AMPLITUDE} (permuted ramp), "
         f"from the homogeneous w = {TRUTH['w']}. Targets (issue 5): G within 10 %, "
         "regional pattern r ≥ 0.8.",
-        f"regional bound: the least error of any unbiased estimator of each w_i from a target "
-        f"FC averaged over 1, {RUNS} (the synthetic subject's), 16 or 64 runs of 300 TRs, and "
-        "the highest pattern r it allows (FC entries taken as independent).",
+        "global and regional bound: the least error of any unbiased estimator (Cramér–Rao) "
+        f"from a target FC averaged over 1, {RUNS} (the synthetic subject's), 16 or 64 runs "
+        "of 300 TRs, with FC's noise covariance from 256 single runs; for the regional w, "
+        "the highest pattern r that error allows.",
     ]
     return common.report(NAME, TITLE, rows, {"bnmfit": res}, args, notes)
 
