@@ -259,8 +259,15 @@ def simulate(
     every = spec.bold_every
 
     def hemodynamic_step(carry: _Carry, xi: Array):
-        """``every`` neural steps (ξ: (every, n_state, N)), then one Balloon–Windkessel step."""
-        carry, rec = jax.lax.scan(step, carry, xi, unroll=min(spec.unroll, every))
+        """``every`` neural steps (ξ: (every, n_state, N)), then one Balloon–Windkessel step.
+
+        With every = 1 the step is called directly, not as a loop of one: the default keeps
+        a single loop over steps (a nested loop of one rounds the gradient differently)."""
+        if every == 1:
+            carry, rec = step(carry, xi[0])
+            rec = None if rec is None else rec[None]
+        else:
+            carry, rec = jax.lax.scan(step, carry, xi, unroll=min(spec.unroll, every))
         hemo = bold.step(carry.hemo, carry.x[model.bold_var], every * dt / 1000.0)
         return carry._replace(hemo=hemo), rec
 
