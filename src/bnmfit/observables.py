@@ -16,6 +16,7 @@ import scipy.signal
 from jax import Array
 
 from bnmfit.errors import ConfigError
+from bnmfit.simulate import FULL
 
 __all__ = [
     "bandpass", "detrend", "fc", "fcd", "n_windows", "preprocess", "unresolved", "upper", "zscore",
@@ -117,7 +118,7 @@ def fc(x: Array) -> Array:
     """Pearson correlation matrix (N, N) of the columns of x (T, N); NaN in the rows and
     columns of numerically constant columns (:func:`unresolved`)."""
     z = x - x.mean(axis=0)
-    cov = jnp.matmul(z.T, z, precision=jax.lax.Precision.HIGHEST)  # not TF32 on GPUs
+    cov = jnp.matmul(z.T, z, precision=FULL)
     d = jnp.sqrt(jnp.diagonal(cov))
     flat = unresolved(x, axis=0)
     return jnp.where(flat[:, None] | flat[None, :], jnp.nan, cov / (d[:, None] * d[None, :]))

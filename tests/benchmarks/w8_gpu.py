@@ -25,6 +25,7 @@ A case is ``workload:batch:unroll[:bold_dt]`` (bold_dt in ms; default 1 for ``ei
 
 from __future__ import annotations
 
+import math
 import time
 
 from tests.benchmarks import common
@@ -58,7 +59,7 @@ def _random_sc(n: int):
     return w / w.max()
 
 
-def _ei_problem(seconds: float, bold_dt: float):
+def _ei_problem(seconds: float):
     import jax.numpy as jnp
     import numpy as np
 
@@ -71,19 +72,10 @@ def _ei_problem(seconds: float, bold_dt: float):
     rng = np.random.default_rng(1)
     fc = np.corrcoef((rng.standard_normal((600, EI_REGIONS)) @ (np.eye(EI_REGIONS) + sc)).T)
     spec = SimSpec(dt=EI_DT, tr=EI_TR, n_tr=int(seconds * 1000 // EI_TR), integrator="euler",
-                   noise="additive", checkpoint=False, bold_dt=bold_dt)
+                   noise="additive", checkpoint=False)
     obs = Observation(tr=EI_TR / 1000.0, detrend=False, bandpass=None, zscore=False)
     return Problem(WongWangEI(), jnp.asarray(sc, jnp.float32), spec, obs,
                    losses.Observed(jnp.asarray(fc, jnp.float32)), G=1.0, sigma=EI_SIGMA)
-
-
-def _grid(n_points: int, ranges):
-    import numpy as np
-
-    side = int(round(n_points**0.5))
-    a, b = (np.linspace(lo, hi, side) for lo, hi in ranges)
-    grid = np.stack([g.ravel() for g in np.meshgrid(a, b, indexing="ij")], axis=1)
-    return grid[:n_points] if len(grid) >= n_points else np.resize(grid, (n_points, 2))
 
 
 def measure(workload: str, batch: int, unroll: int, repeats: int, seconds: float,
@@ -94,17 +86,20 @@ def measure(workload: str, batch: int, unroll: int, repeats: int, seconds: float
     import jax
 
     from bnmfit import explore
+    from bnmfit.explore import Axis, Space
 
     if workload == "w4":
         problem = common.bnmfit_problem(common.load_subject(), "float32", dt=DT, n_tr=N_TR)
-        names, ranges = ("G", "w"), ((0.01, 3.0), (0.01, 1.0))
+        axes = (("G", 0.01, 3.0), ("w", 0.01, 1.0))
     else:
-        problem = _ei_problem(seconds, EI_BOLD_DT if bold_dt is None else bold_dt)
-        names, ranges = ("G", "w_p"), ((0.5, 3.0), (1.0, 1.6))
-    spec = dataclasses.replace(problem.spec, unroll=unroll,
-                               bold_dt=problem.spec.bold_dt if bold_dt is None else bold_dt)
+        problem = _ei_problem(seconds)
+        axes = (("G", 0.5, 3.0), ("w_p", 1.0, 1.6))
+        bold_dt = EI_BOLD_DT if bold_dt is None else bold_dt
+    spec = dataclasses.replace(problem.spec, unroll=unroll, bold_dt=bold_dt)
     problem = dataclasses.replace(problem, spec=spec)
-    points = _grid(batch, ranges)
+    side = math.ceil(batch**0.5)  # a square grid, cut to the batch
+    space = Space(tuple(Axis(name, lo, hi, side) for name, lo, hi in axes))
+    names, points = space.names, space.points()[:batch]
 
     def once(seed):
         t = time.perf_counter()
