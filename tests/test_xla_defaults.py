@@ -11,17 +11,22 @@ import pytest
 
 from bnmfit import xla_defaults
 
-OPTION = f"{xla_defaults.SMALL_LOOP_OPTION}={xla_defaults.SMALL_LOOP_BYTES}"
+ALL = " ".join(f"--{k}={v}" for k, v in xla_defaults.FLAGS.items())
+WIDTH = f"--xla_cpu_prefer_vector_width={xla_defaults.FLAGS['xla_cpu_prefer_vector_width']}"
 
 
 @pytest.mark.parametrize(("env", "added", "flags"), [
-    ({}, True, f"--xla_backend_extra_options={OPTION}"),
+    ({}, True, ALL),
     ({"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}, True,
-     f"--xla_force_host_platform_device_count=2 --xla_backend_extra_options={OPTION}"),
-    ({"XLA_FLAGS": "--xla_backend_extra_options=x=1"}, False, "--xla_backend_extra_options=x=1"),
+     f"--xla_force_host_platform_device_count=2 {ALL}"),
+    # a flag the user set is theirs; the others are still added
+    ({"XLA_FLAGS": "--xla_backend_extra_options=x=1"}, True,
+     f"--xla_backend_extra_options=x=1 {WIDTH}"),
+    ({"XLA_FLAGS": "--xla_cpu_prefer_vector_width=256 --xla_backend_extra_options=x=1"},
+     False, "--xla_cpu_prefer_vector_width=256 --xla_backend_extra_options=x=1"),
     ({xla_defaults.OPT_OUT: "0"}, False, None),
 ])
-def test_apply_adds_the_option_unless_the_user_chose(env, added, flags):
+def test_apply_adds_each_flag_unless_the_user_chose(env, added, flags):
     assert xla_defaults.apply(env) is added
     assert env.get("XLA_FLAGS") == flags
 

@@ -1,10 +1,10 @@
-"""Where bnmfit's simulate spends its time: W1's forward (to BOLD), float32, one simulation.
+"""Where bnmfit's simulate spends its time: W1's forward (to BOLD), one simulation.
 
 Each row changes one thing against the default and times the jitted forward; the differences
 attribute the time to noise generation, the second Heun stage, the Balloon–Windkessel update and
 loop unrolling. One child process, so the rows are comparable with one another.
 
-    python -m tests.benchmarks.profile_simulate [--out DIR] [--repeats N]
+    python -m tests.benchmarks.profile_simulate [--out DIR] [--repeats N] [--dtype float64]
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from tests.benchmarks.w1_forward import DT, N_TR
 
 NAME = "profile_simulate"
 MODULE = f"tests.benchmarks.{NAME}"
-TITLE = "Profile — bnmfit simulate, W1 forward to BOLD, float32, one simulation"
+TITLE = "Profile — bnmfit simulate, W1 forward to BOLD, one simulation"
 
 
 class _CheapBold:
@@ -32,7 +32,8 @@ class _CheapBold:
         return h[0]
 
 
-def case_profile(repeats: int, unrolls: list[int], batch: int = 64) -> dict:
+def case_profile(repeats: int, unrolls: list[int], batch: int = 64,
+                 dtype: str = "float32") -> dict:
     import dataclasses
     import importlib
 
@@ -44,7 +45,6 @@ def case_profile(repeats: int, unrolls: list[int], batch: int = 64) -> dict:
     sim = importlib.import_module("bnmfit.simulate")  # the module, not the function
 
     subject = common.load_subject()
-    dtype = "float32"
     problem = common.bnmfit_problem(subject, dtype, dt=DT, n_tr=N_TR)
     spec0 = problem.spec
     n_steps = spec0.n_tr * spec0.steps_per_tr
@@ -69,11 +69,12 @@ def case_profile(repeats: int, unrolls: list[int], batch: int = 64) -> dict:
                 jax.random.normal = original
         return g
 
-    def rng_only(key):  # the same number of normals, drawn per TR block as simulate does
+    def rng_only(key):  # the same normals, drawn per TR block (in float32) as simulate does
         keys = jax.random.split(key, spec0.n_tr)
 
         def draw(c, k):
-            return c + jax.random.normal(k, (spec0.steps_per_tr, 1, subject.n), dtype).sum(), None
+            xi = jax.random.normal(k, (spec0.steps_per_tr, 1, subject.n), jnp.float32)
+            return c + xi.astype(dtype).sum(), None
 
         return jax.lax.scan(draw, jnp.zeros((), dtype), keys)[0]
 
@@ -127,17 +128,18 @@ def run(args) -> dict:
     repeats = args.repeats or (3 if args.quick else 5)
     res = common.run_case(MODULE, "case_profile",
                           {"repeats": repeats, "unrolls": [1, 2, 4],
-                           "batch": 16 if args.quick else 32}, x64=True, timeout_s=900)
+                           "batch": 16 if args.quick else 32, "dtype": args.dtype},
+                          x64=True, timeout_s=900)
     rows = []
     if res.get("error"):
-        rows.append(common.row("profile", "bnmfit", "float32", "all", res))
+        rows.append(common.row("profile", "bnmfit", args.dtype, "all", res))
     else:
         base = {1: res["rows"]["default"]["median_s"],
                 res["batch"]: res["rows"][f"default, vmap {res['batch']}"]["median_s"]}
         for name, r in res["rows"].items():
             label = name if name != "default" else f"default (unroll={res['default_unroll']})"
             per = "µs/step" if r["sims"] == 1 else "µs/step/sim"
-            rows.append(common.row("profile", "bnmfit", "float32", label, {**r, "peak_rss_mb":
+            rows.append(common.row("profile", "bnmfit", args.dtype, label, {**r, "peak_rss_mb":
                                    None}, f"{r['per_step_us']:.2f} {per}; "
                                    f"{100 * r['median_s'] / base[r['sims']]:.0f}% of default"))
     notes = [
@@ -156,7 +158,9 @@ def run(args) -> dict:
 
 
 def main(argv=None) -> dict:
-    return run(common.parser(__doc__.splitlines()[0]).parse_args(argv))
+    p = common.parser(__doc__.splitlines()[0])
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    return run(p.parse_args(argv))
 
 
 if __name__ == "__main__":
