@@ -245,7 +245,11 @@ def simulate(
         pred = model.clip(x + dt * f0 + dw)
         if spec.integrator == "heun":
             if spec.heun_coupling == "per_stage":
-                c = coupling(pred[cvar], *advance(hist, pos, pred))
+                # the predictor goes into the slot that x_new overwrites below: the history
+                # is then updated in place, never copied
+                hist_pred = advance(hist, pos, pred)
+                c = coupling(pred[cvar], *hist_pred)
+                hist = hist_pred[0]
             f1 = deriv(pred, c, eta)
             x_new = model.clip(x + 0.5 * dt * (f0 + f1) + dw)
         else:
