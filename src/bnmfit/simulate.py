@@ -245,11 +245,10 @@ def simulate(
         pred = model.clip(x + dt * f0 + dw)
         if spec.integrator == "heun":
             if spec.heun_coupling == "per_stage":
-                # the predictor goes into the slot that x_new overwrites below: the history
-                # is then updated in place, never copied
-                hist_pred = advance(hist, pos, pred)
-                c = coupling(pred[cvar], *hist_pred)
-                hist = hist_pred[0]
+                # the predictor goes into the slot that x_new overwrites below (pos is not
+                # advanced here), so the history is updated in place, never copied
+                hist, nxt = advance(hist, pos, pred)
+                c = coupling(pred[cvar], hist, nxt)
             f1 = deriv(pred, c, eta)
             x_new = model.clip(x + 0.5 * dt * (f0 + f1) + dw)
         else:

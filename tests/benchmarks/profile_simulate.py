@@ -1,10 +1,11 @@
-"""Where bnmfit's simulate spends its time: W1's forward (to BOLD), one simulation.
+"""Where bnmfit's simulate spends its time: W1's forward (to BOLD), one simulation, in float32
+and float64 (--quick: float32 only).
 
 Each row changes one thing against the default and times the jitted forward; the differences
 attribute the time to noise generation, the second Heun stage, the Balloon–Windkessel update and
-loop unrolling. One child process, so the rows are comparable with one another.
+loop unrolling. One child process per precision, so its rows are comparable with one another.
 
-    python -m tests.benchmarks.profile_simulate [--out DIR] [--repeats N] [--dtype float64]
+    python -m tests.benchmarks.profile_simulate [--quick] [--out DIR] [--repeats N]
 """
 
 from __future__ import annotations
@@ -126,20 +127,21 @@ def case_profile(repeats: int, unrolls: list[int], batch: int = 64,
 
 def run(args) -> dict:
     repeats = args.repeats or (3 if args.quick else 5)
-    res = common.run_case(MODULE, "case_profile",
-                          {"repeats": repeats, "unrolls": [1, 2, 4],
-                           "batch": 16 if args.quick else 32, "dtype": args.dtype},
-                          x64=True, timeout_s=900)
-    rows = []
-    if res.get("error"):
-        rows.append(common.row("profile", "bnmfit", args.dtype, "all", res))
-    else:
+    rows, cases = [], {}
+    for dtype in common.precisions(args.quick):
+        res = cases[f"profile/{dtype}"] = common.run_case(
+            MODULE, "case_profile", {"repeats": repeats, "unrolls": [1, 2, 4],
+                                     "batch": 16 if args.quick else 32, "dtype": dtype},
+            x64=True, timeout_s=900)
+        if res.get("error"):
+            rows.append(common.row("profile", "bnmfit", dtype, "all", res))
+            continue
         base = {1: res["rows"]["default"]["median_s"],
                 res["batch"]: res["rows"][f"default, vmap {res['batch']}"]["median_s"]}
         for name, r in res["rows"].items():
             label = name if name != "default" else f"default (unroll={res['default_unroll']})"
             per = "µs/step" if r["sims"] == 1 else "µs/step/sim"
-            rows.append(common.row("profile", "bnmfit", args.dtype, label, {**r, "peak_rss_mb":
+            rows.append(common.row("profile", "bnmfit", dtype, label, {**r, "peak_rss_mb":
                                    None}, f"{r['per_step_us']:.2f} {per}; "
                                    f"{100 * r['median_s'] / base[r['sims']]:.0f}% of default"))
     notes = [
@@ -154,13 +156,11 @@ def run(args) -> dict:
         "the loop; "
         "'Balloon–Windkessel alone' scans only its Euler steps.",
     ]
-    return common.report(NAME, TITLE, rows, {"profile": res}, args, notes)
+    return common.report(NAME, TITLE, rows, cases, args, notes)
 
 
 def main(argv=None) -> dict:
-    p = common.parser(__doc__.splitlines()[0])
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    return run(p.parse_args(argv))
+    return run(common.parser(__doc__.splitlines()[0]).parse_args(argv))
 
 
 if __name__ == "__main__":
