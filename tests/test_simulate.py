@@ -316,6 +316,33 @@ def test_heterogeneous_delays_match_reference_loop(integrator, coupling, heun_co
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-13)
 
 
+def _count_gathers(jaxpr, shape) -> int:
+    """Gathers with output ``shape`` in a jaxpr and every jaxpr nested in it."""
+    count = 0
+    for eqn in jaxpr.eqns:
+        count += eqn.primitive.name == "gather" and eqn.outvars[0].aval.shape == shape
+        for param in eqn.params.values():
+            for sub in param if isinstance(param, tuple | list) else (param,):
+                sub = getattr(sub, "jaxpr", sub)
+                if hasattr(sub, "eqns"):
+                    count += _count_gathers(sub, shape)
+    return count
+
+
+@pytest.mark.parametrize("integrator", ["heun", "euler"])
+@pytest.mark.parametrize("heun_coupling", ["per_stage", "per_step"])
+def test_each_step_gathers_the_delayed_states_once(integrator, heun_coupling):
+    """Both Heun schemes read the (N, N, ncv) delayed states once per step: the per-stage
+    corrector shares its gather with the next step's predictor."""
+    n, delays = 5, np.arange(25).reshape(5, 5) % 4
+    spec = spec_steps(0.1, 10, integrator=integrator, heun_coupling=heun_coupling,
+                      max_delay=3)
+    model = Hopf()
+    jaxpr = jax.make_jaxpr(functools.partial(simulate, model, spec=spec, G=0.5, sigma=0.0))(
+        jnp.ones((n, n)), jax.random.key(0), delays=jnp.asarray(delays, jnp.int32))
+    assert _count_gathers(jaxpr.jaxpr, (n, n, len(model.cvar))) == 1
+
+
 @pytest.fixture(scope="module")
 def two_node():
     """Node 0 is driven from t = 0; node 1 receives only from node 0, 3 ms later."""

@@ -2,7 +2,8 @@
 
 Every model runs through :func:`simulate`. The loop is a ``lax.scan`` over TR blocks, each
 block a ``lax.scan`` over integration steps. Inside a step: long-range coupling (fast path
-without delays, ring buffer of the coupled variables with delays), the model's vector field,
+without delays; with delays a ring buffer of the coupled variables, gathered once per step
+whatever the scheme), the model's vector field,
 noise, Euler–Maruyama or stochastic Heun (its corrector re-evaluating the coupling at the
 predictor, or reusing the step's coupling as TVB does: ``SimSpec.heun_coupling``), clipping
 to the model's bounds; every ``bold_dt`` (default: every step) one Balloon–Windkessel step
@@ -73,8 +74,10 @@ class SimSpec:
             part of the network converges at second order (tested against ``expm`` and
             ``solve_ivp``). ``per_step`` computes it once per step from the current state
             (and history) and uses it in both stages, as TVB's ``HeunStochastic`` and
-            tvboptim's default do: one coupling mat-vec (one delay gather) per step instead
-            of two, results equal to TVB's scheme, but first order in the coupling term.
+            tvboptim's default do: results equal to TVB's scheme, but first order in the
+            coupling term. Without delays ``per_step`` saves one coupling mat-vec per step;
+            with delays both schemes gather the delayed states once per step, and
+            ``per_stage`` costs about 1.1× as much.
         checkpoint: rematerialise each TR block in reverse mode (memory ∝ TRs).
         record_every: also return the neural state every this many steps (0: never).
         unroll: steps unrolled per loop iteration (speed only; results are identical).
@@ -162,9 +165,10 @@ class SimOutput(NamedTuple):
 class _Carry(NamedTuple):
     x: Array  # (n_state, N) neural state
     hemo: Array  # (4, N) hemodynamic state
-    hist: Array | None  # (H, ncv, N) ring buffer of the coupled variables
+    hist: Array | None  # (max_delay + 1, ncv, N) ring buffer of the coupled variables
     pos: Array  # int32 ring slot of the current state in hist
     eta: Array | None  # (n_state, N) OU noise input
+    lagged: Array | None  # (ncv, N) this step's delayed coupling input (see simulate)
 
 
 def simulate(
@@ -205,20 +209,40 @@ def simulate(
     x_init = model.initial_state(k_init, n, dtype) if x0 is None else jnp.asarray(x0, dtype)
     cvar = jnp.array(model.cvar)
     strength = weights.sum(axis=1)
+    # With delays, each step gathers the next step's delayed input Σ_j w_ij x_j(t + 1 − d_ij)
+    # once from a ring buffer of the last max_delay + 1 states and carries it (``lagged``).
+    # Heun's per-stage corrector (at t + 1) needs it before x(t + 1) exists: there it covers
+    # the edges with d ≥ 1 only, and the edges without delay couple to the current state or
+    # the predictor through ``w_now``; the corrector and the next predictor share the gather.
+    # Otherwise it is gathered after x(t + 1) is stored and covers every edge.
     delayed = spec.max_delay > 0
+    split_instant = delayed and spec.integrator == "heun" and spec.heun_coupling == "per_stage"
     if delayed:
         if delays is None:
             raise ConfigError("spec.max_delay > 0 but no delays were given")
         n_hist = spec.max_delay + 1
+        instant = delays == 0
+        w_now = jnp.where(instant, weights, 0.0)
         hist0 = jnp.broadcast_to(x_init[cvar], (n_hist, len(model.cvar), n))
+        w_lagged = weights - w_now if split_instant else weights  # the edges lagged covers
+        lagged0 = jnp.matmul(x_init[cvar], w_lagged.T, precision=FULL)  # x(t ≤ 0) = x(0)
 
-    def coupling(x_cv: Array, hist: Array | None, pos: Array) -> Array:
+    def lagged_input(hist: Array, slot: Array) -> Array:
+        """Σ_j w_ij x_j(s − d_ij), (ncv, N), where hist slot ``slot`` holds time s (edges
+        without delay left out when ``split_instant``; that slot may then be stale)."""
+        past = hist[(slot - delays) % n_hist, :, jnp.arange(n)[None, :]]  # (N, N, ncv)
+        if split_instant:
+            past = jnp.where(instant[:, :, None], 0.0, past)
+        return jnp.einsum("ij,ijv->vi", weights, past, precision=FULL)
+
+    def coupling(x_cv: Array, lagged: Array | None) -> Array:
         """G·Σ_j w_ij x_j(t − d_ij), shape (ncv, N); x_cv is the current (ncv, N)."""
-        if delayed:
-            past = hist[(pos - delays) % n_hist, :, jnp.arange(n)[None, :]]  # (N, N, ncv)
-            c = jnp.einsum("ij,ijv->vi", weights, past, precision=FULL)
-        else:
+        if not delayed:
             c = jnp.matmul(x_cv, weights.T, precision=FULL)
+        elif split_instant:
+            c = lagged + jnp.einsum("vj,ij->vi", x_cv, w_now, precision=FULL)
+        else:
+            c = lagged
         if spec.coupling == "difference":
             c = c - strength * x_cv
         return G * c
@@ -227,28 +251,20 @@ def simulate(
         f = model.dfun(x, c)
         return f if eta is None else f + eta
 
-    def advance(hist, pos, x):
-        """(history with x in the next slot, that slot); the slot only matters with delays."""
-        if hist is None:
-            return None, pos
-        nxt = (pos + 1) % n_hist
-        return hist.at[nxt].set(x[cvar]), nxt
-
     def step(carry: _Carry, xi: Array):
-        x, hemo, hist, pos, eta = carry
+        x, hemo, hist, pos, eta, lagged = carry
         if spec.noise == "additive":
             dw = sigma * math.sqrt(dt) * xi
         else:
             dw = 0.0
-        c = coupling(x[cvar], hist, pos)
+        c = coupling(x[cvar], lagged)
         f0 = deriv(x, c, eta)
         pred = model.clip(x + dt * f0 + dw)
+        if split_instant:
+            lagged = lagged_input(hist, pos + 1)
         if spec.integrator == "heun":
             if spec.heun_coupling == "per_stage":
-                # the predictor goes into the slot that x_new overwrites below (pos is not
-                # advanced here), so the history is updated in place, never copied
-                hist, nxt = advance(hist, pos, pred)
-                c = coupling(pred[cvar], hist, nxt)
+                c = coupling(pred[cvar], lagged)
             f1 = deriv(pred, c, eta)
             x_new = model.clip(x + 0.5 * dt * (f0 + f1) + dw)
         else:
@@ -256,7 +272,14 @@ def simulate(
         if spec.noise == "ou":
             decay = math.exp(-dt / spec.noise_tau)
             eta = eta * decay + sigma * math.sqrt(1.0 - decay**2) * xi
-        carry = _Carry(x_new, hemo, *advance(hist, pos, x_new), eta)
+        if delayed:
+            # x(t + 1) overwrites x(t − max_delay), which no gather reads, so the buffer is
+            # updated in place
+            pos = (pos + 1) % n_hist
+            hist = hist.at[pos].set(x_new[cvar])
+            if not split_instant:
+                lagged = lagged_input(hist, pos)
+        carry = _Carry(x_new, hemo, hist, pos, eta, lagged)
         return carry, (x_new if spec.record_every else None)
 
     every = spec.bold_every
@@ -293,6 +316,7 @@ def simulate(
         hist0 if delayed else None,
         jnp.zeros((), jnp.int32),
         jnp.zeros_like(x_init) if spec.noise == "ou" else None,
+        lagged0 if delayed else None,
     )
     keys = jax.random.split(k_noise, spec.n_transient + spec.n_tr)
     if spec.n_transient:

@@ -134,9 +134,9 @@ def run(args) -> dict:
         "Delays = lengths / 3 mm/ms, rounded to whole 1-ms steps (bnmfit: "
         "connectome.delay_steps; tvboptim: rint of (delay/dt − ½), its Heun stage-centroid "
         "correction for the frozen coupling). Largest delay ≈ 95 steps.",
-        "bnmfit: jax.jit(simulate → BOLD), one delay gather per step with the coupling per "
-        "step (the 'per stage' row gathers again at the Heun predictor, and writes the "
-        "predictor into a copy of the history); tvboptim: DenseDelayGraph + "
+        "bnmfit: jax.jit(simulate → BOLD), one delay gather per step in both schemes (the "
+        "'per stage' row shares it between the Heun corrector and the next predictor and "
+        "adds the edges without delay at the predictor); tvboptim: DenseDelayGraph + "
         "DelayedLinearCoupling (coupling frozen per step) → BalloonWindkesselBold. vs tvboptim: "
         "tvboptim time / bnmfit time, paired as in W1 (one process, alternate runs) against "
         "tvboptim's faster buffer strategy here.",
