@@ -165,7 +165,7 @@ class SimOutput(NamedTuple):
 class _Carry(NamedTuple):
     x: Array  # (n_state, N) neural state
     hemo: Array  # (4, N) hemodynamic state
-    hist: Array | None  # (max_delay + 1, ncv, N) ring buffer of the coupled variables
+    hist: Array | None  # (max_delay + 1, N, ncv) ring buffer of the coupled variables
     pos: Array  # int32 ring slot of the current state in hist
     eta: Array | None  # (n_state, N) OU noise input
     lagged: Array | None  # (ncv, N) this step's delayed coupling input (see simulate)
@@ -223,14 +223,21 @@ def simulate(
         n_hist = spec.max_delay + 1
         instant = delays == 0
         w_now = jnp.where(instant, weights, 0.0)
-        hist0 = jnp.broadcast_to(x_init[cvar], (n_hist, len(model.cvar), n))
+        hist0 = jnp.broadcast_to(x_init[cvar].T, (n_hist, n, len(model.cvar)))
+        # x_j(s − d_ij) sits in row ((slot(s) − d_ij) mod H)·N + j of the flattened history:
+        # ``ring`` is that row for slot 0, plus H. Unsigned, and reduced by one compare and
+        # subtract, the index needs no remainder and no negative-index handling (W2 1.5×
+        # faster than with (slot − d) % H).
+        ring = ((n_hist - delays) * n + jnp.arange(n)).astype(jnp.uint32)
         w_lagged = weights - w_now if split_instant else weights  # the edges lagged covers
         lagged0 = jnp.matmul(x_init[cvar], w_lagged.T, precision=FULL)  # x(t ≤ 0) = x(0)
 
     def lagged_input(hist: Array, slot: Array) -> Array:
-        """Σ_j w_ij x_j(s − d_ij), (ncv, N), where hist slot ``slot`` holds time s (edges
-        without delay left out when ``split_instant``; that slot may then be stale)."""
-        past = hist[(slot - delays) % n_hist, :, jnp.arange(n)[None, :]]  # (N, N, ncv)
+        """Σ_j w_ij x_j(s − d_ij), (ncv, N), where hist slot ``slot`` (< H) holds time s
+        (edges without delay left out when ``split_instant``; that slot may then be stale)."""
+        row = ring + (slot * n).astype(jnp.uint32)
+        row = jnp.where(row >= n_hist * n, row - n_hist * n, row)
+        past = hist.reshape(n_hist * n, -1)[row]  # (N, N, ncv)
         if split_instant:
             past = jnp.where(instant[:, :, None], 0.0, past)
         return jnp.einsum("ij,ijv->vi", weights, past, precision=FULL)
@@ -261,7 +268,7 @@ def simulate(
         f0 = deriv(x, c, eta)
         pred = model.clip(x + dt * f0 + dw)
         if split_instant:
-            lagged = lagged_input(hist, pos + 1)
+            lagged = lagged_input(hist, (pos + 1) % n_hist)
         if spec.integrator == "heun":
             if spec.heun_coupling == "per_stage":
                 c = coupling(pred[cvar], lagged)
@@ -276,7 +283,7 @@ def simulate(
             # x(t + 1) overwrites x(t − max_delay), which no gather reads, so the buffer is
             # updated in place
             pos = (pos + 1) % n_hist
-            hist = hist.at[pos].set(x_new[cvar])
+            hist = hist.at[pos].set(x_new[cvar].T)
             if not split_instant:
                 lagged = lagged_input(hist, pos)
         carry = _Carry(x_new, hemo, hist, pos, eta, lagged)
