@@ -168,7 +168,7 @@ class _Carry(NamedTuple):
     hist: Array | None  # (max_delay + 1, N, ncv) ring buffer of the coupled variables
     pos: Array  # int32 ring slot of the current state in hist
     eta: Array | None  # (n_state, N) OU noise input
-    lagged: Array | None  # (ncv, N) this step's delayed coupling input (see simulate)
+    lagged: Array | None  # (ncv, N) this step's input over delayed edges (per-stage Heun)
 
 
 def simulate(
@@ -209,14 +209,13 @@ def simulate(
     x_init = model.initial_state(k_init, n, dtype) if x0 is None else jnp.asarray(x0, dtype)
     cvar = jnp.array(model.cvar)
     strength = weights.sum(axis=1)
-    # With delays, each step gathers the next step's delayed input Σ_j w_ij x_j(t + 1 − d_ij)
-    # once from a ring buffer of the last max_delay + 1 states and carries it (``lagged``).
-    # Heun's per-stage corrector (at t + 1) needs it before x(t + 1) exists: there it covers
-    # the edges with d ≥ 1 only, and the edges without delay couple to the current state or
-    # the predictor through ``w_now``; the corrector and the next predictor share the gather.
-    # Otherwise it is gathered after x(t + 1) is stored and covers every edge.
+    # With delays, the edges with a delay of d ≥ 1 steps read x_j(t − d) from a ring buffer
+    # of the last max_delay + 1 states (one gather, ``lagged_input``), and the edges without
+    # delay couple to the current state or the predictor (a mat-vec with ``w_now``). Heun's
+    # per-stage corrector, at t + 1, reads the same delayed states as the next step's
+    # predictor, so that scheme gathers them once for both and carries them (``lagged``).
     delayed = spec.max_delay > 0
-    split_instant = delayed and spec.integrator == "heun" and spec.heun_coupling == "per_stage"
+    carry_lagged = delayed and spec.integrator == "heun" and spec.heun_coupling == "per_stage"
     if delayed:
         if delays is None:
             raise ConfigError("spec.max_delay > 0 but no delays were given")
@@ -224,32 +223,29 @@ def simulate(
         instant = delays == 0
         w_now = jnp.where(instant, weights, 0.0)
         hist0 = jnp.broadcast_to(x_init[cvar].T, (n_hist, n, len(model.cvar)))
-        # x_j(s − d_ij) sits in row ((slot(s) − d_ij) mod H)·N + j of the flattened history:
-        # ``ring`` is that row for slot 0, plus H. Unsigned, and reduced by one compare and
-        # subtract, the index needs no remainder and no negative-index handling (W2 1.5×
-        # faster than with (slot − d) % H).
+        # x_j(s − d_ij) sits in row ((slot(s) − d_ij) mod H)·N + j of the flattened history,
+        # i.e. slot·N + ``ring``, less H·N when that is past the end. Unsigned, and reduced by
+        # one compare and subtract, the index needs no remainder and no negative-index
+        # handling (W2 1.5× faster than with (slot − d) % H).
         ring = ((n_hist - delays) * n + jnp.arange(n)).astype(jnp.uint32)
-        w_lagged = weights - w_now if split_instant else weights  # the edges lagged covers
-        lagged0 = jnp.matmul(x_init[cvar], w_lagged.T, precision=FULL)  # x(t ≤ 0) = x(0)
+        if carry_lagged:  # x(t < 0) = x(0)
+            lagged0 = jnp.matmul(x_init[cvar], (weights - w_now).T, precision=FULL)
 
     def lagged_input(hist: Array, slot: Array) -> Array:
-        """Σ_j w_ij x_j(s − d_ij), (ncv, N), where hist slot ``slot`` (< H) holds time s
-        (edges without delay left out when ``split_instant``; that slot may then be stale)."""
+        """Σ_j w_ij x_j(s − d_ij) over the edges with d_ij ≥ 1, (ncv, N), where hist slot
+        ``slot`` (< H) holds time s (whose own value the sum does not read)."""
         row = ring + (slot * n).astype(jnp.uint32)
         row = jnp.where(row >= n_hist * n, row - n_hist * n, row)
         past = hist.reshape(n_hist * n, -1)[row]  # (N, N, ncv)
-        if split_instant:
-            past = jnp.where(instant[:, :, None], 0.0, past)
+        past = jnp.where(instant[:, :, None], 0.0, past)
         return jnp.einsum("ij,ijv->vi", weights, past, precision=FULL)
 
     def coupling(x_cv: Array, lagged: Array | None) -> Array:
         """G·Σ_j w_ij x_j(t − d_ij), shape (ncv, N); x_cv is the current (ncv, N)."""
-        if not delayed:
-            c = jnp.matmul(x_cv, weights.T, precision=FULL)
-        elif split_instant:
+        if delayed:
             c = lagged + jnp.einsum("vj,ij->vi", x_cv, w_now, precision=FULL)
         else:
-            c = lagged
+            c = jnp.matmul(x_cv, weights.T, precision=FULL)
         if spec.coupling == "difference":
             c = c - strength * x_cv
         return G * c
@@ -264,10 +260,12 @@ def simulate(
             dw = sigma * math.sqrt(dt) * xi
         else:
             dw = 0.0
+        if delayed and not carry_lagged:
+            lagged = lagged_input(hist, pos)
         c = coupling(x[cvar], lagged)
         f0 = deriv(x, c, eta)
         pred = model.clip(x + dt * f0 + dw)
-        if split_instant:
+        if carry_lagged:  # read before x(t + 1) overwrites x(t − max_delay), not read here
             lagged = lagged_input(hist, (pos + 1) % n_hist)
         if spec.integrator == "heun":
             if spec.heun_coupling == "per_stage":
@@ -280,13 +278,9 @@ def simulate(
             decay = math.exp(-dt / spec.noise_tau)
             eta = eta * decay + sigma * math.sqrt(1.0 - decay**2) * xi
         if delayed:
-            # x(t + 1) overwrites x(t − max_delay), which no gather reads, so the buffer is
-            # updated in place
             pos = (pos + 1) % n_hist
             hist = hist.at[pos].set(x_new[cvar].T)
-            if not split_instant:
-                lagged = lagged_input(hist, pos)
-        carry = _Carry(x_new, hemo, hist, pos, eta, lagged)
+        carry = _Carry(x_new, hemo, hist, pos, eta, lagged if carry_lagged else None)
         return carry, (x_new if spec.record_every else None)
 
     every = spec.bold_every
@@ -323,7 +317,7 @@ def simulate(
         hist0 if delayed else None,
         jnp.zeros((), jnp.int32),
         jnp.zeros_like(x_init) if spec.noise == "ou" else None,
-        lagged0 if delayed else None,
+        lagged0 if carry_lagged else None,
     )
     keys = jax.random.split(k_noise, spec.n_transient + spec.n_tr)
     if spec.n_transient:
