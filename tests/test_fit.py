@@ -399,6 +399,23 @@ def connectome(n: int):
     return sc / sc.max(), rng
 
 
+def test_exploration_and_refinement_with_conduction_delays():
+    """Batched simulations (exploration) and batched gradients (refinement) through delayed
+    coupling, with some edges without delay: every loss finite, every start's loss falls."""
+    base = small_problem()
+    n = base.weights.shape[0]
+    delays = np.random.default_rng(0).integers(0, 4, (n, n))
+    problem = dataclasses.replace(base, spec=dataclasses.replace(base.spec, max_delay=3),
+                                  delays=jnp.asarray(delays, jnp.int32))
+    points = np.array([[0.2, 0.3], [0.8, 0.8], [0.4, 0.5]])
+    landscape = evaluate(problem, ("G", "w"), points, (0, 1), batch_size=6)
+    assert np.all(np.isfinite(landscape.loss)) and not landscape.diverged.any()
+    stage = Stage("a", FREE, learning_rate=0.1, steps=8, n_noise=2, patience=0)
+    res = refine(problem, [stage], [{"G": 0.8, "w": 0.8}, {"G": 0.2, "w": 0.3}], seed=3)
+    loss = np.asarray(res.stages[0].history["loss"])
+    assert np.all(np.isfinite(loss)) and np.all(loss[-1] < loss[0])
+
+
 def test_recovers_the_global_coupling():
     """Explore a grid that misses the truth (nearest point 11 % off), refine the top-2
     starts with fresh noise, recover G within 10 %. (w is fixed at its true value: from FC
