@@ -142,6 +142,16 @@ def test_delays_required_when_max_delay_positive():
         simulate(Linear(), jnp.eye(2), jax.random.key(0), spec, G=1.0, sigma=0.0)
 
 
+@pytest.mark.parametrize("delays", [[[0, 4], [1, 0]], [[0, -1], [1, 0]], [[0, 1, 2]]])
+def test_delays_outside_the_ring_buffer_are_a_config_error(delays):
+    """A delay the ring buffer does not hold would read another state silently."""
+    spec = spec_steps(0.1, 10, max_delay=3)
+    with pytest.raises(ConfigError, match=r"delays must be an \(2, 2\) array of steps in "
+                                          r"\[0, 3\]"):
+        simulate(Linear(), jnp.eye(2), jax.random.key(0), spec, G=1.0, sigma=0.0,
+                 delays=jnp.asarray(delays, jnp.int32))
+
+
 # --------------------------------------------------------------------------------------------
 # Integrators: convergence order on a linear network with an exact solution
 # --------------------------------------------------------------------------------------------

@@ -219,6 +219,16 @@ def simulate(
     if delayed:
         if delays is None:
             raise ConfigError("spec.max_delay > 0 but no delays were given")
+        try:
+            d = np.asarray(delays)
+        except jax.errors.TracerArrayConversionError:  # checked where they were built
+            d = None
+        if d is not None and (d.shape != (n, n) or d.min() < 0 or d.max() > spec.max_delay):
+            raise ConfigError(
+                f"delays must be an ({n}, {n}) array of steps in [0, {spec.max_delay}] "
+                f"(spec.max_delay), got shape {d.shape}, range {d.min()}…{d.max()}: "
+                "build the spec with max_delay=max_delay_steps(delays)"
+            )
         n_hist = spec.max_delay + 1
         instant = delays == 0
         w_now = jnp.where(instant, weights, 0.0)
