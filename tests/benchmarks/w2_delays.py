@@ -135,8 +135,8 @@ def run(args) -> dict:
         "connectome.delay_steps; tvboptim: rint of (delay/dt − ½), its Heun stage-centroid "
         "correction for the frozen coupling). Largest delay ≈ 95 steps.",
         "bnmfit: jax.jit(simulate → BOLD), one delay gather per step in both schemes (the "
-        "'per stage' row shares it between the Heun corrector and the next predictor and "
-        "adds the edges without delay at the predictor); tvboptim: DenseDelayGraph + "
+        "'per stage' row shares it between the Heun corrector and the next predictor; edges "
+        "without delay couple through a mat-vec in both); tvboptim: DenseDelayGraph + "
         "DelayedLinearCoupling (coupling frozen per step) → BalloonWindkesselBold. vs tvboptim: "
         "tvboptim time / bnmfit time, paired as in W1 (one process, alternate runs) against "
         "tvboptim's faster buffer strategy here.",
