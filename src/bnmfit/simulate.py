@@ -238,6 +238,8 @@ def simulate(
         # one compare and subtract, the index needs no remainder and no negative-index
         # handling (W2 1.5× faster than with (slot − d) % H).
         ring = ((n_hist - delays) * n + jnp.arange(n)).astype(jnp.uint32)
+        if carry_lagged:  # x(t < 0) = x(0), so the first delayed input needs no gather
+            lagged0 = jnp.matmul(x_init[cvar], (weights - w_now).T, precision=FULL)
 
     def lagged_input(hist: Array, slot: Array) -> Array:
         """Σ_j w_ij x_j(s − d_ij) over the edges with d_ij ≥ 1, (ncv, N), where hist slot
@@ -327,7 +329,7 @@ def simulate(
         hist0 if delayed else None,
         jnp.zeros((), jnp.int32),
         jnp.zeros_like(x_init) if spec.noise == "ou" else None,
-        lagged_input(hist0, jnp.zeros((), jnp.int32)) if carry_lagged else None,  # x(t<0) = x(0)
+        lagged0 if carry_lagged else None,
     )
     keys = jax.random.split(k_noise, spec.n_transient + spec.n_tr)
     if spec.n_transient:
