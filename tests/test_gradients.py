@@ -96,10 +96,11 @@ def test_checkpointing_does_not_change_the_gradient(loss_fn):
     v_ck, g_ck = _grad(loss_fn, REGIONAL)
     v_no, g_no = _grad(jax.jit(lambda p: plain.loss(p, KEY)), REGIONAL)
     # the two programs are compiled separately (each loop as one function): equal up to the
-    # order of float64 operations
+    # order of float64 operations, summed over the gradient's 3000 steps (up to 1.2e-12
+    # relative with this key)
     np.testing.assert_allclose(float(v_ck), float(v_no), rtol=1e-14)
     for k in REGIONAL:
-        np.testing.assert_allclose(g_no[k], g_ck[k], rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(g_no[k], g_ck[k], rtol=1e-11, atol=1e-14)
 
 
 @pytest.mark.slow
@@ -130,8 +131,10 @@ def test_gradient_through_a_coarser_bold_step():
     np.testing.assert_allclose(g_no["w"], g_ck["w"], rtol=1e-12, atol=1e-14)
     _, g_fine = _grad(jax.jit(lambda p: make_problem().loss(p, KEY)), REGIONAL)
     assert not np.array_equal(g_fine["w"], g_ck["w"])
-    # measured: 3.9 % at most (a 20 ms step: 33 %)
-    np.testing.assert_allclose(g_ck["w"], g_fine["w"], rtol=0.1)
+    # relative to the gradient's norm (its smallest element is 10× below the others), measured:
+    # 1.7 % (a 20 ms step: 15 %)
+    change = np.linalg.norm(g_ck["w"] - g_fine["w"]) / np.linalg.norm(g_fine["w"])
+    assert change < 0.05
 
 
 def test_unknown_free_parameter_is_a_config_error(problem):

@@ -16,13 +16,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.linalg
+import scipy.special
+import scipy.stats
 from jax import Array
 
 from bnmfit.connectome import Connectome, delay_steps
 from bnmfit.errors import ConfigError
 from bnmfit.models import Hopf, ReducedWongWang
 from bnmfit.models.base import NeuralMass, neural_mass
-from bnmfit.simulate import SimSpec, max_delay_steps, simulate
+from bnmfit.simulate import SimSpec, _erfinv, _standard_normal, max_delay_steps, simulate
 
 
 @neural_mass
@@ -193,6 +195,37 @@ def test_convergence_order(integrator, heun_coupling, order):
 # --------------------------------------------------------------------------------------------
 # Noise statistics
 # --------------------------------------------------------------------------------------------
+
+
+def test_erfinv_is_exact_to_a_few_ulp_up_to_the_largest_uniform():
+    """The noise's erfinv (Giles' polynomials) on every uniform the generator can produce,
+    k·2⁻²³ mapped onto [−1 + 2⁻²⁴, 1), within 5 float32 ulp of the exact value (XLA's own
+    erf_inv is off by tens of ulp next to ±1, 65 here)."""
+    low = np.nextafter(np.float32(-1), np.float32(0))
+    u = (np.arange(2**23) / 2**23 * (1 - np.float64(low)) + low).astype(np.float32)
+    want = scipy.special.erfinv(u.astype(np.float64))
+    got = np.asarray(jax.jit(_erfinv)(jnp.asarray(u)), np.float64)
+    ulp = np.spacing(np.abs(want).astype(np.float32)).astype(np.float64)
+    assert np.max(np.abs(got - want) / ulp) <= 5
+
+
+def test_standard_normals_are_independent_standard_normals():
+    """2²¹ draws: mean 0, variance 1, kurtosis 3, the normal CDF (KS), and no correlation
+    between neighbours or between the two words of one Threefry hash (i and i + n/2);
+    another key gives other draws, the same key the same ones."""
+    n = 2**21
+    x = np.asarray(_standard_normal(jax.random.key(11), (n,)), np.float64)
+    assert x.dtype == np.float64 and np.all(np.isfinite(x))
+    assert abs(x.mean()) < 5 / np.sqrt(n)
+    assert x.var() == pytest.approx(1.0, abs=5 * np.sqrt(2 / n))
+    assert scipy.stats.kurtosis(x, fisher=False) == pytest.approx(3.0, abs=5 * np.sqrt(24 / n))
+    assert scipy.stats.kstest(x, "norm").pvalue > 1e-3
+    assert abs(lag_corr(x, 1)) < 5 / np.sqrt(n)
+    assert abs(np.corrcoef(x[: n // 2], x[n // 2 :])[0, 1]) < 5 / np.sqrt(n / 2)
+    again = np.asarray(_standard_normal(jax.random.key(11), (n,)), np.float64)
+    np.testing.assert_array_equal(x, again)
+    other = np.asarray(_standard_normal(jax.random.key(12), (n,)), np.float64)
+    assert abs(np.corrcoef(x, other)[0, 1]) < 5 / np.sqrt(n)
 
 
 def test_additive_noise_increments():

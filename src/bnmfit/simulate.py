@@ -23,7 +23,13 @@ precision: a float64 simulation then spends half as long on drawing them (on CPU
 float64 normals cost a quarter of W1's time), and a float32 and a float64 simulation with the
 same key start from the same state and see the same noise, so they differ by rounding only.
 24 bits of mantissa are far more than noise needs; the largest |ξ| is then about 5.4 instead
-of about 8.
+of about 8. Each TR block hashes its counters with Threefry-2x32 (20 rounds; Salmon et al.
+2011), two 32-bit words per hash, maps each word to a uniform in (−1, 1) as
+``jax.random.normal`` does, and takes √2·erfinv of it with Giles' single-precision
+polynomials (2010). ``jax.random.normal`` itself hashes once per word (JAX's default
+"partitionable" stream) and computes erfinv through log1p; this way W1 takes 13.7 ms, not 15.9,
+and over every one of the 2²³ uniforms the inverse is within 4.4 ulp of the exact one
+(XLA's: 91 ulp, near ±1).
 
 The coupling product asks for full float32 (``Precision.HIGHEST``): by default, GPUs compute
 float32 products in TensorFloat-32 (10-bit mantissa, about 1e-3 relative error); on CPU this
@@ -40,6 +46,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import Array
+from jax.extend.random import threefry_2x32
 
 from bnmfit.bold import BalloonWindkessel
 from bnmfit.errors import ConfigError
@@ -312,7 +319,7 @@ def simulate(
 
     def block(carry: _Carry, k: Array):
         # ξ is drawn in float32 whatever the precision (see the module docstring)
-        xi = jax.random.normal(k, (spec.steps_per_tr, model.n_state, n), jnp.float32)
+        xi = _standard_normal(k, (spec.steps_per_tr, model.n_state, n))
         xi = xi.astype(dtype).reshape(-1, every, model.n_state, n)
         carry, rec = jax.lax.scan(
             hemodynamic_step, carry, xi, unroll=max(1, spec.unroll // every)
@@ -340,6 +347,37 @@ def simulate(
     if spec.record_every:
         rec = rec.reshape(-1, model.n_state, n)
     return SimOutput(y, rec)
+
+
+#: Giles (2010), "Approximating the erfinv function", single precision: erfinv(x) = x·p(w)
+#: with w = −log(1 − x²), p a polynomial in w − 2.5 for w < 5, else in √w − 3
+_ERFINV_CENTRAL = (2.81022636e-08, 3.43273939e-07, -3.5233877e-06, -4.39150654e-06,
+                   0.00021858087, -0.00125372503, -0.00417768164, 0.246640727, 1.50140941)
+_ERFINV_TAIL = (-0.000200214257, 0.000100950558, 0.00134934322, -0.00367342844,
+                0.00573950773, -0.0076224613, 0.00943887047, 1.00167406, 2.83297682)
+#: the uniforms lie in [_LOW, 1): erfinv(−1) would be −∞
+_LOW = np.nextafter(np.float32(-1.0), np.float32(0.0))
+
+
+def _standard_normal(key: Array, shape: tuple[int, ...]) -> Array:
+    """float32 standard normals of ``shape`` from ``key`` (see the module docstring)."""
+    pair = jax.random.bits(key, (2,), jnp.uint32)
+    counters = jax.lax.iota(jnp.uint32, math.prod(shape))
+    bits = threefry_2x32((pair[0], pair[1]), counters).reshape(shape)
+    # the top 23 bits as the mantissa of a float in [1, 2), then onto [_LOW, 1)
+    one_two = jax.lax.bitcast_convert_type((bits >> 9) | np.uint32(0x3F800000), jnp.float32)
+    u = jnp.maximum(_LOW, (one_two - 1.0) * (1.0 - _LOW) + _LOW)
+    return np.float32(math.sqrt(2.0)) * _erfinv(u)
+
+
+def _erfinv(u: Array) -> Array:
+    """The inverse error function of float32 u in (−1, 1), Giles' polynomials."""
+    w = -jnp.log((1.0 - u) * (1.0 + u))
+    central, tail = w - 2.5, jnp.sqrt(w) - 3.0
+    p, q = _ERFINV_CENTRAL[0], _ERFINV_TAIL[0]
+    for a, b in zip(_ERFINV_CENTRAL[1:], _ERFINV_TAIL[1:], strict=True):
+        p, q = a + p * central, b + q * tail
+    return jnp.where(w < 5.0, p, q) * u
 
 
 def max_delay_steps(delays: np.ndarray | None) -> int:
