@@ -60,21 +60,21 @@ def case_profile(repeats: int, unrolls: list[int], batch: int = 64,
     def batched(f):  # one key, a batch of G values: the W4 situation on one device
         return lambda key, G: jax.vmap(lambda g: f(key, g))(G)
 
-    def no_rng(f):  # traced with jax.random.normal returning zeros
+    def no_rng(f):  # traced with simulate's normals replaced by zeros
         def g(*args):
-            original = jax.random.normal
-            jax.random.normal = lambda k, shape, dtype=jnp.float32: jnp.zeros(shape, dtype)
+            original = sim._standard_normal
+            sim._standard_normal = lambda k, shape: jnp.zeros(shape, jnp.float32)
             try:
                 return f(*args)
             finally:
-                jax.random.normal = original
+                sim._standard_normal = original
         return g
 
     def rng_only(key):  # the same normals, drawn per TR block (in float32) as simulate does
         keys = jax.random.split(key, spec0.n_tr)
 
         def draw(c, k):
-            xi = jax.random.normal(k, (spec0.steps_per_tr, 1, subject.n), jnp.float32)
+            xi = sim._standard_normal(k, (spec0.steps_per_tr, 1, subject.n))
             return c + xi.astype(dtype).sum(), None
 
         return jax.lax.scan(draw, jnp.zeros((), dtype), keys)[0]
@@ -148,7 +148,7 @@ def run(args) -> dict:
         "Forward to BOLD only (no FC/loss). All variants of a group are compiled first, then "
         "run round-robin (one run of each per round) so that the machine's load hits them "
         "alike; the vmap group is one device, one key, a batch of G values.",
-        "'no RNG' patches jax.random.normal to zeros while tracing: default − no RNG = the "
+        "'no RNG' patches simulate's normals to zeros while tracing: default − no RNG = the "
         "cost of drawing ξ inside the loop; 'RNG alone' draws the same normals with nothing "
         "else. The default couples once per step (as tvboptim's default); 'coupling per stage' "
         "adds the second mat-vec at the predictor. default − Euler ≈ the second Heun stage "
