@@ -10,48 +10,11 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import Array
 
+from bnmfit import elementary
+
 __all__ = ["BalloonWindkessel"]
-
-#: 1/(2k + 1), k = 0…11: log m = 2·atanh(s) = 2 Σ s^(2k+1)/(2k + 1), s = (m − 1)/(m + 1)
-_ATANH_SERIES = tuple(1.0 / (2 * k + 1) for k in range(12))
-
-
-@jax.custom_jvp
-def _log(x: Array) -> Array:
-    """Natural logarithm, in float64 evaluated here so that it vectorises.
-
-    XLA's CPU code calls the C library's scalar ``log`` for every element of a float64 array
-    (its float32 log is its own vectorised polynomial): in a float64 W1 simulation the one
-    log per region and step of the hemodynamics took 29 % of the time. Here x = m·2^e with
-    m in [√½, √2), and log m = 2·atanh(s) summed to s^23 (|s| ≤ 0.172: truncation < 1e-19);
-    within 3 units in the last place of ``numpy.log``, with log 0 = −inf (also for subnormal
-    x, as XLA's log on CPU), log ∞ = ∞ and NaN for negative or NaN x, so a diverging
-    simulation still shows.
-    """
-    if x.dtype != jnp.float64:
-        return jnp.log(x)
-    m, e = jnp.frexp(x)  # m in [0.5, 1)
-    low = m < np.sqrt(0.5)
-    m = jnp.where(low, 2.0 * m, m)
-    e = jnp.where(low, e - 1, e).astype(x.dtype)
-    s = (m - 1.0) / (m + 1.0)
-    s2 = s * s
-    series = _ATANH_SERIES[-1]
-    for c in _ATANH_SERIES[-2::-1]:
-        series = c + s2 * series
-    y = e * np.log(2.0) + 2.0 * s * series
-    tiny = np.finfo(np.float64).tiny  # below it XLA's CPU code reads numbers as 0 anyway
-    special = jnp.where(x >= 0.0, jnp.where(x < tiny, -jnp.inf, jnp.inf), jnp.nan)
-    return jnp.where((x >= tiny) & (x < jnp.inf), y, special)
-
-
-@_log.defjvp
-def _log_jvp(primals, tangents):
-    (x,), (dx,) = primals, tangents
-    return _log(x), dx / x
 
 
 @jax.tree_util.register_dataclass
@@ -86,7 +49,7 @@ class BalloonWindkessel:
         """d(s, f, v, q)/dt in 1/s for neural drive z (N,)."""
         s, f, v, q = h[0], h[1], h[2], h[3]
         # powers as exp/log of constants: XLA's pow is several times slower on CPU
-        log_v = _log(v)
+        log_v = elementary.log(v)
         ds = z - self.kappa * s - self.gamma * (f - 1.0)
         dv = (f - jnp.exp(log_v / self.alpha)) / self.tau
         extraction = (1.0 - jnp.exp(jnp.log(1.0 - self.rho) / f)) / self.rho

@@ -48,6 +48,7 @@ import numpy as np
 from jax import Array
 from jax.extend.random import threefry_2x32
 
+from bnmfit import elementary
 from bnmfit.bold import BalloonWindkessel
 from bnmfit.errors import ConfigError
 from bnmfit.models.base import NeuralMass
@@ -349,12 +350,6 @@ def simulate(
     return SimOutput(y, rec)
 
 
-#: Giles (2010), "Approximating the erfinv function", single precision: erfinv(x) = x·p(w)
-#: with w = −log(1 − x²), p a polynomial in w − 2.5 for w < 5, else in √w − 3
-_ERFINV_CENTRAL = (2.81022636e-08, 3.43273939e-07, -3.5233877e-06, -4.39150654e-06,
-                   0.00021858087, -0.00125372503, -0.00417768164, 0.246640727, 1.50140941)
-_ERFINV_TAIL = (-0.000200214257, 0.000100950558, 0.00134934322, -0.00367342844,
-                0.00573950773, -0.0076224613, 0.00943887047, 1.00167406, 2.83297682)
 #: the uniforms lie in [_LOW, 1): erfinv(−1) would be −∞
 _LOW = np.nextafter(np.float32(-1.0), np.float32(0.0))
 
@@ -367,17 +362,7 @@ def _standard_normal(key: Array, shape: tuple[int, ...]) -> Array:
     # the top 23 bits as the mantissa of a float in [1, 2), then onto [_LOW, 1)
     one_two = jax.lax.bitcast_convert_type((bits >> 9) | np.uint32(0x3F800000), jnp.float32)
     u = jnp.maximum(_LOW, (one_two - 1.0) * (1.0 - _LOW) + _LOW)
-    return np.float32(math.sqrt(2.0)) * _erfinv(u)
-
-
-def _erfinv(u: Array) -> Array:
-    """The inverse error function of float32 u in (−1, 1), Giles' polynomials."""
-    w = -jnp.log((1.0 - u) * (1.0 + u))
-    central, tail = w - 2.5, jnp.sqrt(w) - 3.0
-    p, q = _ERFINV_CENTRAL[0], _ERFINV_TAIL[0]
-    for a, b in zip(_ERFINV_CENTRAL[1:], _ERFINV_TAIL[1:], strict=True):
-        p, q = a + p * central, b + q * tail
-    return jnp.where(w < 5.0, p, q) * u
+    return np.float32(math.sqrt(2.0)) * elementary.erfinv(u)
 
 
 def max_delay_steps(delays: np.ndarray | None) -> int:

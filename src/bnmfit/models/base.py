@@ -9,12 +9,13 @@ the variable that drives BOLD, bounds on its state, and the largest stable time 
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
 from jax import Array
+
+from bnmfit import elementary
 
 __all__ = ["NeuralMass", "neural_mass", "wong_wang_rate"]
 
@@ -102,32 +103,4 @@ def wong_wang_rate(y: Array, d) -> Array:
     """
     small = jnp.abs(d * y) < 1e-6
     y_safe = jnp.where(small, 1.0, y)
-    return jnp.where(small, 1.0 / d + 0.5 * y, y_safe / -_expm1(-d * y_safe))
-
-
-@jax.custom_jvp
-def _expm1(z: Array) -> Array:
-    """exp(z) − 1, accurate near 0, in a form that costs XLA's CPU code one exp.
-
-    XLA's CPU expm1 is an exp, a log and a division (2.4× the cost of an exp in float32); in
-    W1 the transfer function's two expm1 per region and step took about 10 % of the time.
-    Here |z| < ½ is a Taylor polynomial, cut where its remainder is below a quarter of the
-    dtype's epsilon, and elsewhere exp(z) − 1 loses at most a few units in the last place.
-    Within 2 ulp of numpy's expm1 in float32 and 3 in float64 (XLA's: 5 and 4); ±∞ and NaN
-    map as expm1's.
-    """
-    small = jnp.abs(z) < 0.5
-    zs = jnp.where(small, z, 0.0)  # keeps the polynomial finite where it is not used
-    eps = float(jnp.finfo(z.dtype).eps)
-    degree = next(n for n in range(1, 30) if 0.5**n / math.factorial(n + 1) < eps / 4)
-    series = 1.0 / math.factorial(degree)
-    for k in range(degree - 1, 0, -1):
-        series = 1.0 / math.factorial(k) + zs * series
-    return jnp.where(small, zs * series, jnp.exp(z) - 1.0)
-
-
-@_expm1.defjvp
-def _expm1_jvp(primals, tangents):
-    # exp(z) again rather than expm1(z) + 1: that residual made the W1 gradient 10 % slower
-    (z,), (dz,) = primals, tangents
-    return _expm1(z), dz * jnp.exp(z)
+    return jnp.where(small, 1.0 / d + 0.5 * y, y_safe / -elementary.expm1(-d * y_safe))
