@@ -18,11 +18,14 @@ import json
 import math
 import os
 import platform
+import queue
 import re
 import resource
 import statistics
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import zipfile
 from pathlib import Path
@@ -356,21 +359,27 @@ def paired_runs(calls: dict, rounds: int, warmup: int = 1) -> dict:
             t = time.perf_counter()
             jax.block_until_ready(calls[n](i))
             times[n].append(time.perf_counter() - t)
+    return _round_stats(times)
+
+
+def _round_stats(times: dict[str, list[float]]) -> dict:
+    """Per-name stats of alternated runs and, for two names (peer first), the per-round
+    ratios peer / ours: their median and range."""
     out = {n: stats(t) for n, t in times.items()}
-    if len(names) == 2:
-        peer, ours = names
+    if len(times) == 2:
+        peer, ours = times
         ratios = [a / b for a, b in zip(times[peer], times[ours], strict=True)]
         out["ratio"] = {"median": statistics.median(ratios), "min": min(ratios),
                         "max": max(ratios), "of": f"{peer} / {ours}"}
     return out
 
 
-def paired_speedup(res: dict | None) -> str:
-    """'2.10× (paired, 1.8–2.4)' from a paired case, or '' when missing."""
+def ratio_text(res: dict | None, how: str = "paired") -> str:
+    """'2.10× (paired, 1.80–2.40)' from alternated runs, or '' when missing."""
     if not res or res.get("error") or "ratio" not in res:
         return ""
     r = res["ratio"]
-    return f"{r['median']:.2f}× (paired, {r['min']:.2f}–{r['max']:.2f})"
+    return f"{r['median']:.2f}× ({how}, {r['min']:.2f}–{r['max']:.2f})"
 
 
 def stats(times: list[float]) -> dict:
@@ -390,22 +399,10 @@ def run_case(module: str, func: str, kwargs: dict, *, x64: bool, devices: int = 
     process, keep bnmfit's. A child that fails, times out or passes ``rss_limit_mb`` gives a
     result with ``error`` set instead of raising.
     """
-    env = dict(os.environ)
-    env["JAX_PLATFORMS"] = "cpu"
-    env["JAX_ENABLE_X64"] = "1" if x64 else "0"
-    flags = [f for f in env.get("XLA_FLAGS", "").split()
-             if "host_platform_device_count" not in f and "xla_backend_extra_options" not in f]
-    if devices > 1:
-        flags.append(f"--xla_force_host_platform_device_count={devices}")
-    env["XLA_FLAGS"] = " ".join(flags)
-    env["BNMFIT_XLA_DEFAULTS"] = "1" if xla_defaults else "0"
-    env["PYTHONWARNINGS"] = "ignore::DeprecationWarning"
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT)] + env.get("PYTHONPATH", "").split(
-        os.pathsep))
-    cmd = [sys.executable, "-m", "tests.benchmarks._case", module, func, json.dumps(kwargs)]
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(_child_cmd(module, func, kwargs), cwd=REPO_ROOT,
+                            env=_child_env(x64, devices, xla_defaults),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peak_seen, error = 0.0, None
     while True:
         try:
@@ -422,7 +419,36 @@ def run_case(module: str, func: str, kwargs: dict, *, x64: bool, devices: int = 
                 proc.kill()
                 out, err = proc.communicate()
                 break
-    wall = time.perf_counter() - t0
+    result = _child_result(out, err, proc.returncode, error)
+    result["wall_s"] = time.perf_counter() - t0
+    result["peak_rss_seen_mb"] = peak_seen or None
+    return result
+
+
+def _child_env(x64: bool, devices: int, xla_defaults: bool) -> dict:
+    """The environment of a measuring child (see :func:`run_case`)."""
+    env = dict(os.environ)
+    env["JAX_PLATFORMS"] = "cpu"
+    env["JAX_ENABLE_X64"] = "1" if x64 else "0"
+    flags = [f for f in env.get("XLA_FLAGS", "").split()
+             if "host_platform_device_count" not in f and "xla_backend_extra_options" not in f]
+    if devices > 1:
+        flags.append(f"--xla_force_host_platform_device_count={devices}")
+    env["XLA_FLAGS"] = " ".join(flags)
+    env["BNMFIT_XLA_DEFAULTS"] = "1" if xla_defaults else "0"
+    env["PYTHONWARNINGS"] = "ignore::DeprecationWarning"
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT)] + env.get("PYTHONPATH", "").split(
+        os.pathsep))
+    return env
+
+
+def _child_cmd(module: str, func: str, kwargs: dict, serve: bool = False) -> list[str]:
+    return [sys.executable, "-m", "tests.benchmarks._case", *(["--serve"] if serve else []),
+            module, func, json.dumps(kwargs)]
+
+
+def _child_result(out: str, err: str, returncode: int | None, error: str | None) -> dict:
+    """The child's BENCH_RESULT, or an ``error`` result naming what went wrong."""
     result = None
     for line in out.splitlines():
         if line.startswith("BENCH_RESULT "):
@@ -431,13 +457,90 @@ def run_case(module: str, func: str, kwargs: dict, *, x64: bool, devices: int = 
         lines = [x.strip() for x in (err or "").splitlines() if x.strip()]
         raised = [x for x in lines if re.match(r"^[\w.]+(Error|Exception|Exit)\b", x)]
         tail = (raised or lines or ["(no output)"])[-1]
-        result = {"error": error or f"exit {proc.returncode}: {tail}",
-                  "stderr_tail": (err or "")[-4000:]}
-    elif error:
+        return {"error": error or f"exit {returncode}: {tail}", "stderr_tail": (err or "")[-4000:]}
+    if error:
         result["error"] = error
-    result["wall_s"] = wall
-    result["peak_rss_seen_mb"] = peak_seen or None
     return result
+
+
+@dataclasses.dataclass(frozen=True)
+class Server:
+    """A child process that serves one compiled call: ``module.func(**kwargs)`` returns
+    ``(call, facts)`` (see ``tests/benchmarks/_case.py``)."""
+
+    module: str
+    func: str
+    kwargs: dict
+    x64: bool
+    xla_defaults: bool = True
+
+
+def interleaved_runs(servers: dict[str, Server], rounds: int, warmup: int = 1,
+                     timeout_s: float = 900.0) -> dict:
+    """Alternate runs of calls that live in separate processes, as :func:`paired_runs` does
+    within one: each library keeps its own process and XLA settings ("alone"), and the
+    machine's load still hits all of them alike. Children compile one after the other.
+
+    Returns per-name stats with the child's facts and peak RSS, and for two servers (peer
+    first) the per-round ratios; or ``{"error": ...}`` when a child fails.
+    """
+    deadline = time.perf_counter() + timeout_s
+    procs, lines, facts, logs = {}, {}, {}, {}
+
+    def answer(name: str, tag: str) -> str:
+        while True:
+            try:
+                line = lines[name].get(timeout=max(0.0, deadline - time.perf_counter()))
+            except queue.Empty:
+                raise RuntimeError(f"{name}: timed out before {tag}") from None
+            if line is None:
+                raise RuntimeError(f"{name}: exit {procs[name].wait()} before {tag}")
+            if line.startswith(tag + " "):
+                return line[len(tag) + 1:]
+
+    def ask(name: str, i: int) -> float:
+        procs[name].stdin.write(f"{i}\n")
+        procs[name].stdin.flush()
+        return float(answer(name, "BENCH_TIME"))
+
+    times = {n: [] for n in servers}
+    try:
+        for name, s in servers.items():
+            logs[name] = tempfile.TemporaryFile("w+")
+            procs[name] = subprocess.Popen(
+                _child_cmd(s.module, s.func, s.kwargs, serve=True), cwd=REPO_ROOT,
+                env=_child_env(s.x64, 1, s.xla_defaults), stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, stderr=logs[name], text=True)
+            lines[name] = queue.Queue()
+            threading.Thread(target=_pump, args=(procs[name].stdout, lines[name]),
+                             daemon=True).start()
+            facts[name] = json.loads(answer(name, "BENCH_READY"))
+        names = list(servers)
+        for i in range(warmup):
+            for n in names:
+                ask(n, -1 - i)
+        for i in range(rounds):
+            for n in names if i % 2 == 0 else names[::-1]:
+                times[n].append(ask(n, i))
+    except RuntimeError as e:
+        for proc in procs.values():
+            proc.kill()
+        tails = {n: (logs[n].seek(0), logs[n].read()[-2000:])[1] for n in logs}
+        return {"error": str(e), "stderr_tails": tails}
+    out = _round_stats(times)
+    for name, proc in procs.items():
+        proc.stdin.close()
+        child = json.loads(answer(name, "BENCH_RESULT"))
+        proc.wait()
+        out[name].update(facts[name], peak_rss_mb=child["peak_rss_mb"])
+    return out
+
+
+def _pump(stream, lines: queue.Queue) -> None:
+    """Copy a child's stdout into a queue, line by line; None at its end."""
+    for line in stream:
+        lines.put(line.rstrip("\n"))
+    lines.put(None)
 
 
 def _proc_rss_mb(pid: int) -> float:

@@ -18,11 +18,13 @@ DT = 4.0
 N_TR = int(60000.0 // common.TR_MS)  # 83
 
 
-def _bnmfit_call(subject, dtype: str, unroll: int | None, heun_coupling: str = "per_step"):
-    """The compiled W1 loss of bnmfit: (call(i), compile seconds, facts)."""
+def _bnmfit_call(dtype: str, unroll: int | None = None, heun_coupling: str = "per_step",
+                 subject=None):
+    """The compiled W1 loss of bnmfit: (call(i), facts)."""
     import jax
     import jax.numpy as jnp
 
+    subject = subject or common.load_subject()
     problem = common.bnmfit_problem(subject, dtype, dt=DT, n_tr=N_TR, unroll=unroll,
                                     heun_coupling=heun_coupling)
     params = {"G": jnp.asarray(common.G0, dtype), "w": jnp.asarray(common.W0, dtype)}
@@ -37,11 +39,12 @@ def _bnmfit_call(subject, dtype: str, unroll: int | None, heun_coupling: str = "
     return (lambda i: compiled(params, jax.random.key(100 + i))), facts
 
 
-def _tvboptim_call(subject, dtype: str, recompute_coupling: bool = False):
+def _tvboptim_call(dtype: str, recompute_coupling: bool = False, subject=None):
     """The compiled W1 loss of tvboptim: (call(i), facts)."""
     import jax
     from tvboptim.observations.observation import compute_fc
 
+    subject = subject or common.load_subject()
     setup = common.tvboptim_setup(subject, dtype, dt=DT, t1=N_TR * common.TR_MS,
                                   recompute_coupling=recompute_coupling)
     fc_emp = jax.numpy.asarray(subject.fc, dtype)
@@ -59,26 +62,33 @@ def _tvboptim_call(subject, dtype: str, recompute_coupling: bool = False):
     return (lambda i: compiled(setup.state, jax.random.key(100 + i))), facts
 
 
-def case_bnmfit(dtype: str, repeats: int, unroll: int | None = None,
-                heun_coupling: str = "per_step") -> dict:
-    call, facts = _bnmfit_call(common.load_subject(), dtype, unroll, heun_coupling)
-    return {**common.stats(common.time_runs(call, repeats)), **facts}
-
-
-def case_tvboptim(dtype: str, repeats: int, recompute_coupling: bool = False) -> dict:
-    call, facts = _tvboptim_call(common.load_subject(), dtype, recompute_coupling)
+def case_bnmfit(dtype: str, repeats: int, unroll: int | None = None) -> dict:
+    call, facts = _bnmfit_call(dtype, unroll)
     return {**common.stats(common.time_runs(call, repeats)), **facts}
 
 
 def case_paired(dtype: str, rounds: int, unroll: int | None = None) -> dict:
     """Both libraries in one process, runs alternated: the ratio least disturbed by load."""
     subject = common.load_subject()
-    ours, ours_facts = _bnmfit_call(subject, dtype, unroll)
-    peer, peer_facts = _tvboptim_call(subject, dtype)
+    ours, ours_facts = _bnmfit_call(dtype, unroll, subject=subject)
+    peer, peer_facts = _tvboptim_call(dtype, subject=subject)
     res = common.paired_runs({"tvboptim": peer, "bnmfit": ours}, rounds)
     res["bnmfit"].update(ours_facts)
     res["tvboptim"].update(peer_facts)
     return res
+
+
+def _alone(dtype: str, rounds: int, unroll: int | None, per_stage: bool) -> dict:
+    """Each library in its own process with its own XLA settings, runs alternated."""
+    x64 = dtype == "float64"
+    return common.interleaved_runs({
+        "tvboptim": common.Server(MODULE, "_tvboptim_call",
+                                  {"dtype": dtype, "recompute_coupling": per_stage}, x64=x64,
+                                  xla_defaults=False),
+        "bnmfit": common.Server(MODULE, "_bnmfit_call", {
+            "dtype": dtype, "unroll": unroll,
+            "heun_coupling": "per_stage" if per_stage else "per_step"}, x64=True),
+    }, rounds)
 
 
 def run(args) -> dict:
@@ -86,47 +96,40 @@ def run(args) -> dict:
     peers = not args.no_peers and common.peer_available("tvboptim") is None
     rows, cases = [], {}
     for dtype in common.precisions(args.quick):
-        ours = common.run_case(MODULE, "case_bnmfit",
-                               {"dtype": dtype, "repeats": repeats, "unroll": args.unroll},
-                               x64=True)
-        cases[f"bnmfit/{dtype}"] = ours
-        peer = peer_pc = paired = ours_pc = None
-        if not args.quick:
-            ours_pc = common.run_case(MODULE, "case_bnmfit",
-                                      {"dtype": dtype, "repeats": repeats, "unroll": args.unroll,
-                                       "heun_coupling": "per_stage"}, x64=True)
-            cases[f"bnmfit-coupling-per-stage/{dtype}"] = ours_pc
-        if peers and not args.quick:  # quick: separate processes only
+        schemes = [False] if args.quick else [False, True]  # Heun coupling per stage?
+        if peers:
+            alone = {ps: _alone(dtype, repeats + 4, args.unroll, ps) for ps in schemes}
+            for ps, res in alone.items():
+                cases[f"alone{'-coupling-per-stage' if ps else ''}/{dtype}"] = res
+        else:
+            alone = {False: {"bnmfit": common.run_case(
+                MODULE, "case_bnmfit", {"dtype": dtype, "repeats": repeats,
+                                        "unroll": args.unroll}, x64=True)}}
+            cases[f"bnmfit/{dtype}"] = alone[False]["bnmfit"]
+        paired = None
+        if peers and not args.quick:
             paired = common.run_case(MODULE, "case_paired",
                                      {"dtype": dtype, "rounds": repeats + 4,
                                       "unroll": args.unroll},
                                      x64=dtype == "float64")
             cases[f"paired/{dtype}"] = paired
-        if peers:
-            peer = common.run_case(MODULE, "case_tvboptim",
-                                   {"dtype": dtype, "repeats": repeats},
-                                   x64=dtype == "float64", xla_defaults=False)
-            cases[f"tvboptim/{dtype}"] = peer
-            if not args.quick:
-                peer_pc = common.run_case(
-                    MODULE, "case_tvboptim",
-                    {"dtype": dtype, "repeats": repeats, "recompute_coupling": True},
-                    x64=dtype == "float64", xla_defaults=False)
-                cases[f"tvboptim-coupling-per-stage/{dtype}"] = peer_pc
-        variant = f"Heun, coupling per step, unroll={ours.get('unroll', '?')}"
-        rows.append(common.row("W1", "bnmfit", dtype, variant, ours, _figure(ours),
-                               common.paired_speedup(paired) or common.speedup(peer, ours)))
-        if peers:
-            rows.append(common.row("W1", "tvboptim 0.4.0", dtype,
-                                   "Heun, coupling frozen per step (default)", peer,
-                                   _figure(peer)))
-        if ours_pc is not None:
+        for ps, res in alone.items():
+            if res.get("error"):
+                rows.append(common.row("W1", "both", dtype, "alone, interleaved", res))
+                continue
+            ours = res["bnmfit"]
+            scheme = "per stage (bnmfit's default)" if ps else "per step"
+            peer_scheme = "per stage" if ps else "frozen per step (default)"
+            vs = common.ratio_text(res, "alone")
+            if not ps and paired is not None:
+                vs = "; ".join(x for x in (vs, common.ratio_text(paired, "paired")) if x)
             rows.append(common.row("W1", "bnmfit", dtype,
-                                   "Heun, coupling per stage (bnmfit's default)", ours_pc,
-                                   _figure(ours_pc), common.speedup(peer_pc, ours_pc)))
-        if peer_pc is not None:
-            rows.append(common.row("W1", "tvboptim 0.4.0", dtype,
-                                   "Heun, coupling per stage", peer_pc, _figure(peer_pc)))
+                                   f"Heun, coupling {scheme}, unroll={ours.get('unroll', '?')}",
+                                   ours, _figure(ours), vs))
+            if "tvboptim" in res:
+                rows.append(common.row("W1", "tvboptim 0.4.0", dtype,
+                                       f"Heun, coupling {peer_scheme}",
+                                       res["tvboptim"], _figure(res["tvboptim"])))
     notes = [
         "bnmfit: jax.jit(Problem.loss)({G, w}, key): simulate (BOLD online in the scan) → FC "
         "→ 1 − r; 83 TRs × 180 steps. tvboptim: jax.jit of solve_fn(config) → "
@@ -135,12 +138,13 @@ def run(args) -> dict:
         "Same arithmetic in each pair of rows: 'coupling per step' (one mat-vec per step, "
         "tvboptim's default and TVB's scheme; bnmfit SimSpec(heun_coupling='per_step')) and "
         "'coupling per stage' (two mat-vecs, the coupling re-evaluated at the predictor; "
-        "bnmfit's default, tvboptim recompute_coupling_per_stage=True); the per-stage ratio "
-        "compares separate processes.",
-        "vs tvboptim = tvboptim (default) time / bnmfit time, same precision, > 1: bnmfit "
-        "faster; 'paired' = both compiled in one extra process and run alternately "
-        f"({repeats + 4} rounds), median and range of the per-round ratios — the machine is "
-        "shared and its load moves separate measurements by tens of per cent.",
+        "bnmfit's default, tvboptim recompute_coupling_per_stage=True).",
+        "vs tvboptim = tvboptim time / bnmfit time in the same scheme and precision, > 1: "
+        f"bnmfit faster; median and range of the per-round ratios of {repeats + 4} rounds in "
+        "which the two run alternately, so that the shared machine's load, which moves "
+        "separate measurements by tens of per cent, hits both alike. 'alone': each library in "
+        "its own process with its own XLA settings (as its users get it; the rows' times); "
+        "'paired': both in one extra process, so tvboptim also gets bnmfit's XLA settings.",
         "Compile = lower + compile (AOT), excluded from the runs. Peak RSS = whole child "
         "process (Python + JAX ≈ 300–500 MB of it).",
     ]
