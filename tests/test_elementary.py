@@ -61,3 +61,26 @@ def test_erfinv_is_exact_to_a_few_ulp_up_to_the_largest_uniform():
     got = np.asarray(jax.jit(erfinv)(jnp.asarray(u)), np.float64)
     ulp = np.spacing(np.abs(want).astype(np.float32)).astype(np.float64)
     assert np.max(np.abs(got - want) / ulp) <= 5
+
+
+@pytest.mark.parametrize("fn, regular, needs_general", [
+    (log, np.linspace(0.75, 1.4, 80), 3.0),  # all x in [√½, √2): no range reduction
+    (expm1, np.linspace(-40.0, -0.6, 80), 1e-10),  # no |z| < ½: no Taylor polynomial
+])
+def test_float64_branch_skips_only_work_no_element_needs(fn, regular, needs_general):
+    """In float64 log and expm1 branch per call to skip the range reduction / the polynomial
+    when no element needs it, with the results of the general form; one element that needs
+    it brings the general form back; under vmap there is no branch (both sides would run)."""
+    x = jnp.asarray(regular)
+    assert "cond[" in str(jax.make_jaxpr(fn)(x))
+    assert "cond[" not in str(jax.make_jaxpr(jax.vmap(fn))(x[None]))
+    general = jax.jit(jax.vmap(fn))(x[None])[0]
+    np.testing.assert_allclose(jax.jit(fn)(x), general, rtol=2 * np.finfo(np.float64).eps,
+                               atol=0)
+    mixed = np.asarray(regular).copy()
+    mixed[7] = needs_general
+    want = np.log(mixed) if fn is log else np.expm1(mixed)
+    got = np.asarray(jax.jit(fn)(jnp.asarray(mixed)))
+    assert np.max(np.abs(got - want) / np.spacing(np.abs(want))) <= 3
+    np.testing.assert_allclose(got, jax.jit(jax.vmap(fn))(jnp.asarray(mixed)[None])[0],
+                               rtol=2 * np.finfo(np.float64).eps, atol=0)
