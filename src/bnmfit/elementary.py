@@ -69,8 +69,7 @@ def _log_any(x: Array) -> Array:
     low = m < np.sqrt(0.5)
     m = jnp.where(low, 2.0 * m, m)
     e = jnp.where(low, e - 1, e).astype(x.dtype)
-    s = (m - 1.0) / (m + 1.0)
-    y = e * np.log(2.0) + 2.0 * s * polynomial(_ATANH_SERIES, s * s)
+    y = e * np.log(2.0) + _log_near_one(m)
     tiny = np.finfo(np.float64).tiny  # below it XLA's CPU code reads numbers as 0 anyway
     special = jnp.where(x >= 0.0, jnp.where(x < tiny, -jnp.inf, jnp.inf), jnp.nan)
     return jnp.where((x >= tiny) & (x < jnp.inf), y, special)

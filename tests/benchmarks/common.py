@@ -374,12 +374,12 @@ def _round_stats(times: dict[str, list[float]]) -> dict:
     return out
 
 
-def ratio_text(res: dict | None, how: str = "paired") -> str:
-    """'2.10× (paired, 1.80–2.40)' from alternated runs, or '' when missing."""
-    if not res or res.get("error") or "ratio" not in res:
-        return ""
-    r = res["ratio"]
-    return f"{r['median']:.2f}× ({how}, {r['min']:.2f}–{r['max']:.2f})"
+def ratio_texts(**results: dict | None) -> str:
+    """'3.31× (alone, 3.14–3.41); 2.29× (paired, 2.16–2.75)' from alternated runs, keyed by
+    how they ran; results that are missing, failed or without a ratio are left out."""
+    return "; ".join(f"{r['ratio']['median']:.2f}× ({how}, {r['ratio']['min']:.2f}–"
+                     f"{r['ratio']['max']:.2f})" for how, r in results.items()
+                     if r and not r.get("error") and "ratio" in r)
 
 
 def stats(times: list[float]) -> dict:
@@ -522,18 +522,31 @@ def interleaved_runs(servers: dict[str, Server], rounds: int, warmup: int = 1,
         for i in range(rounds):
             for n in names if i % 2 == 0 else names[::-1]:
                 times[n].append(ask(n, i))
+        out = _round_stats(times)
+        for name, proc in procs.items():
+            proc.stdin.close()
+            child = json.loads(answer(name, "BENCH_RESULT"))
+            proc.wait()
+            out[name].update(facts[name], peak_rss_mb=child["peak_rss_mb"])
+        return out
     except RuntimeError as e:
         for proc in procs.values():
             proc.kill()
         tails = {n: (logs[n].seek(0), logs[n].read()[-2000:])[1] for n in logs}
         return {"error": str(e), "stderr_tails": tails}
-    out = _round_stats(times)
-    for name, proc in procs.items():
-        proc.stdin.close()
-        child = json.loads(answer(name, "BENCH_RESULT"))
-        proc.wait()
-        out[name].update(facts[name], peak_rss_mb=child["peak_rss_mb"])
-    return out
+    finally:
+        for log in logs.values():
+            log.close()
+
+
+def alone_runs(module: str, dtype: str, rounds: int, peer: tuple[str, dict],
+               ours: tuple[str, dict]) -> dict:
+    """tvboptim's and bnmfit's served calls (function name, kwargs), each in its own process
+    with its own XLA settings, runs alternated (:func:`interleaved_runs`)."""
+    return interleaved_runs({
+        "tvboptim": Server(module, *peer, x64=dtype == "float64", xla_defaults=False),
+        "bnmfit": Server(module, *ours, x64=True),
+    }, rounds)
 
 
 def _pump(stream, lines: queue.Queue) -> None:

@@ -78,19 +78,6 @@ def case_paired(dtype: str, rounds: int, unroll: int | None = None) -> dict:
     return res
 
 
-def _alone(dtype: str, rounds: int, unroll: int | None, per_stage: bool) -> dict:
-    """Each library in its own process with its own XLA settings, runs alternated."""
-    x64 = dtype == "float64"
-    return common.interleaved_runs({
-        "tvboptim": common.Server(MODULE, "_tvboptim_call",
-                                  {"dtype": dtype, "recompute_coupling": per_stage}, x64=x64,
-                                  xla_defaults=False),
-        "bnmfit": common.Server(MODULE, "_bnmfit_call", {
-            "dtype": dtype, "unroll": unroll,
-            "heun_coupling": "per_stage" if per_stage else "per_step"}, x64=True),
-    }, rounds)
-
-
 def run(args) -> dict:
     repeats = args.repeats or (2 if args.quick else 7)
     peers = not args.no_peers and common.peer_available("tvboptim") is None
@@ -98,7 +85,12 @@ def run(args) -> dict:
     for dtype in common.precisions(args.quick):
         schemes = [False] if args.quick else [False, True]  # Heun coupling per stage?
         if peers:
-            alone = {ps: _alone(dtype, repeats + 4, args.unroll, ps) for ps in schemes}
+            alone = {ps: common.alone_runs(
+                MODULE, dtype, repeats + 4,
+                peer=("_tvboptim_call", {"dtype": dtype, "recompute_coupling": ps}),
+                ours=("_bnmfit_call", {"dtype": dtype, "unroll": args.unroll,
+                                       "heun_coupling": "per_stage" if ps else "per_step"}))
+                for ps in schemes}
             for ps, res in alone.items():
                 cases[f"alone{'-coupling-per-stage' if ps else ''}/{dtype}"] = res
         else:
@@ -120,9 +112,7 @@ def run(args) -> dict:
             ours = res["bnmfit"]
             scheme = "per stage (bnmfit's default)" if ps else "per step"
             peer_scheme = "per stage" if ps else "frozen per step (default)"
-            vs = common.ratio_text(res, "alone")
-            if not ps and paired is not None:
-                vs = "; ".join(x for x in (vs, common.ratio_text(paired, "paired")) if x)
+            vs = common.ratio_texts(alone=res, paired=None if ps else paired)
             rows.append(common.row("W1", "bnmfit", dtype,
                                    f"Heun, coupling {scheme}, unroll={ours.get('unroll', '?')}",
                                    ours, _figure(ours), vs))

@@ -121,7 +121,7 @@ def run(args) -> dict:
             cases[f"paired-{best}/{dtype}"] = paired
         rows.append(common.row("W2", "bnmfit", dtype,
                                f"ring buffer, coupling per step, unroll={ours.get('unroll', '?')}",
-                               ours, _figure(ours), common.ratio_text(paired)
+                               ours, _figure(ours), common.ratio_texts(paired=paired)
                                or common.speedup(ok.get(best), ours)))
         if ours_pc is not None:
             rows.append(common.row("W2", "bnmfit", dtype,

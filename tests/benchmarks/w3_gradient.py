@@ -163,15 +163,11 @@ def run(args) -> dict:
             vs = common.speedup(peer, ours)
             if peers:  # the ratio alone, from runs alternated between the two processes
                 kw = {"dtype": dtype, "which": which}
-                alone = cases[f"alone/{which}/{dtype}"] = common.interleaved_runs({
-                    "tvboptim": common.Server(MODULE, "_vg_call", {"library": "tvboptim", **kw},
-                                              x64=dtype == "float64", xla_defaults=False),
-                    "bnmfit": common.Server(MODULE, "_vg_call", {
-                        "library": "bnmfit", "unroll": args.unroll, **kw}, x64=True),
-                }, repeats + 2)
+                alone = cases[f"alone/{which}/{dtype}"] = common.alone_runs(
+                    MODULE, dtype, repeats + 2, peer=("_vg_call", {"library": "tvboptim", **kw}),
+                    ours=("_vg_call", {"library": "bnmfit", "unroll": args.unroll, **kw}))
                 pair = paired.get(which) if not paired.get("error") else None
-                vs = "; ".join(x for x in (common.ratio_text(alone, "alone"),
-                                           common.ratio_text(pair, "paired")) if x) or vs
+                vs = common.ratio_texts(alone=alone, paired=pair) or vs
             rows.append(common.row("W3", "bnmfit", dtype,
                                    f"{label}, coupling per step, checkpoint per TR", ours,
                                    _figure(ours), vs))

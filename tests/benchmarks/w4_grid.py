@@ -261,7 +261,7 @@ def run(args) -> dict:
             "W4", "bnmfit", dtype,
             f"vmap, batch {ours.get('batch', batch)} over 2 devices, "
             f"unroll={ours.get('unroll', '?')}",
-            ours, _figure(ours), common.ratio_text(res) if peer else ""))
+            ours, _figure(ours), common.ratio_texts(paired=res) if peer else ""))
         if peer is not None:
             peer = {**peer, "peak_rss_mb": sweep_rss.get("tvboptim")}
             rows.append(common.row("W4", "tvboptim 0.4.0", dtype,
