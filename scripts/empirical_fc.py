@@ -13,6 +13,7 @@ if (_SRC / "bnmfit").is_dir() and str(_SRC) not in sys.path:
 import click  # noqa: E402
 
 from bnmfit import cli  # noqa: E402
+from bnmfit.config import schema_default  # noqa: E402
 
 EXAMPLE = """\b
 Example:
@@ -43,17 +44,20 @@ FILE = click.Path(exists=True, dir_okay=False)
               help="Layout of a BOLD array.")
 @click.option("--tr", type=click.FloatRange(min=0, min_open=True),
               help="TR in s when neither sidecar nor header gives it.")
-@click.option("--discard", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Initial volumes dropped.")
-@click.option("--detrend/--no-detrend", default=True, show_default=True,
+@click.option("--discard", type=click.IntRange(min=0), default=schema_default("bold.discard"),
+              show_default=True, help="Initial volumes dropped.")
+@click.option("--detrend/--no-detrend", default=schema_default("bold.detrend"), show_default=True,
               help="Remove each region's linear trend.")
 @click.option("--bandpass", type=(float, float), default=None, metavar="LOW HIGH",
               help="Band-pass edges in Hz.")
-@click.option("--max-nan-run", type=click.IntRange(min=0), default=0, show_default=True,
+@click.option("--max-nan-run", type=click.IntRange(min=0),
+              default=schema_default("bold.max_nan_run"), show_default=True,
               help="Longest run of missing volumes that is interpolated.")
-@click.option("--fcd-window", type=click.IntRange(min=0), default=0, show_default=True,
+@click.option("--fcd-window", type=click.IntRange(min=0),
+              default=schema_default("observation.fcd_window"), show_default=True,
               help="FCD window in TRs (0: no FCD).")
-@click.option("--fcd-step", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--fcd-step", type=click.IntRange(min=1),
+              default=schema_default("observation.fcd_step"), show_default=True,
               help="FCD window step in TRs.")
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False),
               help="The empirical-FC HDF5 to write.")

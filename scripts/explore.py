@@ -47,9 +47,10 @@ def main(subject, connectome, empirical, k, config_file, config_json, gpus, outp
     attributes axes, sampler, seeds, chunk, n_chunks, n_points and provenance.
     """
     from bnmfit import config as bconfig
-    from bnmfit import explore
+    from bnmfit import explore, recipe
     from bnmfit.errors import ConfigError
     from bnmfit.io import write_h5
+    from bnmfit.losses import loss_spec
 
     cfg = cli.read_config(config_file, config_json)
     cfg = bconfig.rule_config(cfg, "explore")
@@ -59,12 +60,12 @@ def main(subject, connectome, empirical, k, config_file, config_json, gpus, outp
                           f"so use 0 ≤ chunk < {n_chunks}")
     cli.configure_jax(cfg, gpu=gpus)
     t0 = time.time()
-    problem = bconfig.problem_from_files(cfg, connectome, empirical)
-    space = bconfig.build_space(cfg)
+    problem = recipe.problem_from_files(cfg, connectome, empirical)
+    space = recipe.build_space(cfg)
     points = space.points()
     index = explore.chunk(len(points), k, n_chunks)
-    seeds = bconfig.noise_seeds(cfg)
-    spec = bconfig.loss_spec(cfg)
+    seeds = recipe.noise_seeds(cfg)
+    spec = loss_spec(cfg)
     label = f"explore sub-{subject} chunk {k}/{n_chunks}"
     cli.log(f"{label}: {len(index)} of {len(points)} points × {len(seeds)} seeds, "
             f"{problem.spec.n_tr} TRs at dt {problem.spec.dt:g} ms, loss {spec.describe()}")

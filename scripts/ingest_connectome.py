@@ -13,6 +13,7 @@ if (_SRC / "bnmfit").is_dir() and str(_SRC) not in sys.path:
 import click  # noqa: E402
 
 from bnmfit import cli  # noqa: E402
+from bnmfit.config import schema_choices, schema_default  # noqa: E402
 
 EXAMPLE = """\b
 Example:
@@ -36,14 +37,16 @@ FILE = click.Path(exists=True, dir_okay=False)
 @click.option("--atlas", help="Atlas of a QSIRecon *_connectivity.mat file.")
 @click.option("--measure", help="Weights measure of a QSIRecon file.")
 @click.option("--lengths-measure", help="Lengths measure of a QSIRecon file.")
-@click.option("--normalise", type=click.Choice(["none", "max", "in-strength", "log1p"]),
-              default="max", show_default=True, help="Normalisation of the weights.")
-@click.option("--symmetrise/--no-symmetrise", default=False, show_default=True,
-              help="Average the matrices with their transposes.")
-@click.option("--missing", type=click.Choice(["error", "zero", "keep"]), default="error",
-              show_default=True, help="What to do with n/a entries.")
-@click.option("--isolated", type=click.Choice(["warn", "error"]), default="warn",
-              show_default=True,
+@click.option("--normalise", type=click.Choice(schema_choices("connectome.normalise")),
+              default=schema_default("connectome.normalise"), show_default=True,
+              help="Normalisation of the weights.")
+@click.option("--symmetrise/--no-symmetrise", default=schema_default("connectome.symmetrise"),
+              show_default=True, help="Average the matrices with their transposes.")
+@click.option("--missing", type=click.Choice(schema_choices("connectome.missing")),
+              default=schema_default("connectome.missing"), show_default=True,
+              help="What to do with n/a entries.")
+@click.option("--isolated", type=click.Choice(schema_choices("connectome.isolated")),
+              default=schema_default("connectome.isolated"), show_default=True,
               help="Regions without any connection: warn (keep and log them) or error.")
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False),
               help="The connectome HDF5 to write.")

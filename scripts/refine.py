@@ -133,15 +133,16 @@ def main(subject, connectome, empirical, explore_h5, config_file, config_json, g
     import numpy as np
 
     from bnmfit import config as bconfig
-    from bnmfit import fit
+    from bnmfit import fit, recipe
     from bnmfit.errors import DataError
     from bnmfit.io import h5_file, read_h5, write_json
+    from bnmfit.losses import loss_spec
 
     cfg = cli.read_config(config_file, config_json)
     cfg = bconfig.rule_config(cfg, "refine")
     cli.configure_jax(cfg, gpu=gpus)
     t_start = time.time()
-    problem = bconfig.problem_from_files(cfg, connectome, empirical)
+    problem = recipe.problem_from_files(cfg, connectome, empirical)
     ex, ex_attrs = read_h5(explore_h5)
     names = list(ex["names"])
     top = np.asarray(ex.get("top", []), dtype=np.int64)
@@ -150,8 +151,8 @@ def main(subject, connectome, empirical, explore_h5, config_file, config_json, g
                         "diverged?); re-run the exploration with other ranges")
     points = np.asarray(ex["points"])
     starts = [{n: float(points[i, d]) for d, n in enumerate(names)} for i in top]
-    stages = bconfig.build_stages(cfg)
-    spec = bconfig.loss_spec(cfg)
+    stages = recipe.build_stages(cfg)
+    spec = loss_spec(cfg)
     ref = cfg["refinement"]
     heldout = [int(s) for s in ref["heldout_seeds"]]
     seed = int(cfg["noise"]["seed"])

@@ -1,33 +1,55 @@
-"""bnmfit.config: schema validation and its messages, the subjects sheet, the loss-expression
-parser, rule-specific config, and the library objects built from a config."""
+"""bnmfit.config: the schemas (package data), schema validation and its messages, the
+subjects sheet, and rule-specific config."""
 
 from __future__ import annotations
 
 import re
+import tomllib
+from importlib import resources
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 
 from bnmfit import config as bconfig
-from bnmfit.config import (
-    LossSpec,
-    load_config,
-    load_subjects,
-    parse_loss,
-    rule_config,
-    validate_config,
-)
-from bnmfit.errors import ConfigError, DataError
+from bnmfit.config import load_config, load_subjects, rule_config, validate_config
+from bnmfit.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
-SCHEMA = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
-SUBJECT_SCHEMA = yaml.safe_load((ROOT / "workflow/schemas/subjects.schema.yaml").read_text())
+SCHEMA = bconfig.schema("config")
+SUBJECT_SCHEMA = bconfig.schema("subjects")
 
 
 # =========================================================================== the schema
+
+
+def test_the_schemas_are_package_data_read_through_importlib_resources(tmp_path, monkeypatch):
+    package = resources.files("bnmfit") / "schemas"
+    for name in ("config", "subjects"):
+        text = (package / f"{name}.schema.yaml").read_text(encoding="utf-8")
+        assert bconfig.schema(name) == yaml.safe_load(text)
+    # a wheel carries them, and the workflow's schemas are these files (a link, not a copy)
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "schemas/*.schema.yaml" in pyproject["tool"]["setuptools"]["package-data"]["bnmfit"]
+    assert (ROOT / "workflow/schemas").resolve() == Path(str(package)).resolve()
+    # read from wherever the package is, never from a path of the source tree
+    (tmp_path / "schemas").mkdir()
+    (tmp_path / "schemas/config.schema.yaml").write_text("title: installed elsewhere\n")
+    monkeypatch.setattr(bconfig.resources, "files",
+                        lambda pkg: tmp_path if pkg == "bnmfit" else resources.files(pkg))
+    monkeypatch.setattr(bconfig, "_SCHEMAS", {})
+    assert bconfig.schema("config") == {"title": "installed elsewhere"}
+
+
+def test_schema_default_and_choices_read_one_key():
+    from bnmfit.connectome import NORMALISATIONS
+
+    assert bconfig.schema_default("observation.fcd_window") == 40
+    assert bconfig.schema_default("bold.bandpass") is None
+    assert bconfig.schema_choices("connectome.normalise") == list(NORMALISATIONS)
+    with pytest.raises(KeyError, match="no key 'observation.fcd_windw'"):
+        bconfig.schema_default("observation.fcd_windw")
 
 
 def _walk(schema, path="#"):
@@ -202,8 +224,8 @@ def _stage(**kw):
         ({"model": {"name": "hopf"}},  # default dt 4 ms > Hopf's 0.5 ms
          r"exceeds the largest stable step of hopf"),
         ({"exploration": {"parameters": [{"name": "W", "lo": 0, "hi": 1}]}},
-         r"exploration.parameters\[0\]: 'W' is not a parameter of reduced_wong_wang "
-         r"\(did you mean 'w'\?\); choose from G, sigma, weights, a, b"),
+         r"exploration.parameters\[0\]: unknown parameter 'W' of reduced_wong_wang "
+         r"\(did you mean 'w'\?\): use one of G, sigma, weights, a, b"),
         ({"exploration": {"parameters": [{"name": "G", "lo": 1, "hi": 0.5}]}},
          r"expected lo < hi, got lo=1, hi=0.5"),
         ({"exploration": {"parameters": [{"name": "G", "lo": 0, "hi": 1, "scale": "log"}]}},
@@ -252,78 +274,6 @@ def test_load_config_errors_name_the_file(tmp_path):
     wrong.write_text("modle: {}\n")
     with pytest.raises(ConfigError, match=r"wrong.yaml: unknown key 'modle'"):
         load_config(wrong)
-
-
-# =========================================================================== loss parser
-
-
-@pytest.mark.parametrize(
-    ("expression", "terms", "offset"),
-    [
-        ("1 - correlation(fc, empirical_fc)", {"fc_corr": 1.0}, 0.0),
-        ("1 - corr(empirical_fc, fc)", {"fc_corr": 1.0}, 0.0),
-        ("fc_corr(fc, empirical_fc)", {"fc_corr": 1.0}, 0.0),
-        ("rmse(fc, empirical_fc)", {"fc_rmse": 1.0}, 0.0),
-        ("0.5 * fcd_ks(fcd, empirical_fcd) + rmse(fc, empirical_fc)",
-         {"fcd_ks": 0.5, "fc_rmse": 1.0}, 0.0),
-        ("2 * (1 - correlation(fc, empirical_fc)) / 4 + 0.1", {"fc_corr": 0.5}, 0.1),
-        ("-(-rmse(fc, empirical_fc)) * 3e-1", {"fc_rmse": 0.3}, 0.0),
-        ("rmse(fc,empirical_fc) + rmse(fc, empirical_fc) - 0*ks(fcd, empirical_fcd)",
-         {"fc_rmse": 2.0}, 0.0),
-        ("2 - correlation(fc, empirical_fc) - correlation(fc, empirical_fc)",
-         {"fc_corr": 2.0}, 0.0),
-        ("1 - correlation(fc, empirical_fc) + 1", {"fc_corr": 1.0}, 1.0),
-    ],
-)
-def test_loss_expressions(expression, terms, offset):
-    spec = parse_loss(expression)
-    assert dict(spec.terms) == pytest.approx(terms)
-    assert spec.offset == pytest.approx(offset)
-    assert spec.expression == expression
-    from bnmfit.losses import LOSSES
-
-    assert set(dict(spec.terms)) <= set(LOSSES)
-
-
-@pytest.mark.parametrize(
-    ("expression", "pattern"),
-    [
-        ("", r"the loss expression is empty"),
-        ("correlation(fc, empirical_fc)",
-         r"gives the term fc_corr the weight -1; a loss is minimised.*"
-         r"write 1 - correlation\(fc, empirical_fc\)"),
-        ("rmse(fc, empirical_fc) * rmse(fc, empirical_fc)", r"product of two loss terms"),
-        ("1 / rmse(fc, empirical_fc)", r"division by a loss term"),
-        ("rmse(fc, empirical_fc) / 0", r"division by zero"),
-        ("rmse(fc, empirical_fcd)",
-         r"rmse\(\) at column 1 compares fc and empirical_fc, got fc, empirical_fcd"),
-        ("rmse(fc)", r"compares fc and empirical_fc, got fc"),
-        ("fcd_ks(fc, empirical_fc)", r"compares fcd and empirical_fcd"),
-        ("fc", r"the observable 'fc' at column 1 must be an argument of a function"),
-        ("rmse(bold, empirical_fc)", r"unknown observable 'bold' at column 6"),
-        ("__import__('os')", r"unexpected character \"'\" at column 12"),
-        ("1 -", r"expected a number, a function or '\(' at column 4, got the end"),
-        ("(1 - correlation(fc, empirical_fc)", r"expected '\)' at column 35, got the end"),
-        ("1 - correlation(fc, empirical_fc))", r"unexpected '\)' at column 34"),
-        ("3 $ 4", r"unexpected character '\$' at column 3"),
-        ("0.5", r"has no loss term \(it is the constant 0.5\)"),
-        ("exp(rmse(fc, empirical_fc))", r"unknown function 'exp'"),
-    ],
-)
-def test_loss_expression_errors(expression, pattern):
-    with pytest.raises(ConfigError, match=pattern) as e:
-        parse_loss(expression)
-    assert str(e.value).startswith("loss.expression: ")
-
-
-def test_loss_spec_from_config():
-    assert bconfig.loss_spec(validate_config({})) == LossSpec((("fc_corr", 1.0),))
-    cfg = validate_config({"loss": {"terms": {"fc_corr": 1.0, "fc_rmse": 0.0}}})
-    assert bconfig.loss_spec(cfg).terms == (("fc_corr", 1.0),)
-    cfg = validate_config({"loss": {"expression": "1 - correlation(fc, empirical_fc) + 0.2"}})
-    spec = bconfig.loss_spec(cfg)
-    assert spec.terms == (("fc_corr", 1.0),) and spec.offset == pytest.approx(0.2)
-    assert spec.describe() == "1·fc_corr + 0.2"
 
 
 # =========================================================================== subjects
@@ -411,140 +361,6 @@ def test_config_hash_is_stable_and_order_free():
     assert bconfig.config_hash(a) == bconfig.config_hash(b)
     assert len(bconfig.config_hash(a)) == 16
     assert bconfig.config_hash(a) != bconfig.config_hash({**a, "x": 2})
-
-
-# =========================================================================== builders
-
-
-def _synthetic(n=5, t=100, seed=0):
-    rng = np.random.default_rng(seed)
-    w = rng.random((n, n))
-    w = (w + w.T) / 2
-    np.fill_diagonal(w, 0)
-    lengths = 10 + 90 * rng.random((n, n))
-    lengths = (lengths + lengths.T) / 2
-    return w / w.max(), lengths, np.corrcoef(rng.standard_normal((t, n)).T)
-
-
-def test_build_problem_defaults_to_the_subjects_length_and_tr():
-    w, ln, fc = _synthetic()
-    cfg = validate_config({"simulation": {"dt": 10.0, "transient": 1440.0},
-                           "observation": {"fcd_window": 0}})
-    p = bconfig.build_problem(cfg, weights=w, lengths=ln, fc=fc, tr=0.72, n_tr=90)
-    assert p.spec.tr == pytest.approx(720.0) and p.spec.dt == 10.0
-    assert p.spec.n_tr == 90 and p.spec.n_transient == 2
-    assert p.observation.tr == pytest.approx(0.72) and p.observation.discard == 0
-    assert p.spec.max_delay == 0 and p.delays is None
-    assert p.spec.heun_coupling == "per_stage" and p.spec.unroll == 1
-    assert p.spec.bold_dt is None and p.spec.bold_every == 1
-    assert p.loss_weights == (("fc_corr", 1.0),)
-    assert p.weights.dtype == np.float32
-    assert p.G == cfg["coupling"]["G"] and p.sigma == cfg["noise"]["sigma"]
-    assert float(p.model.w) == pytest.approx(0.6)  # the model's default
-
-
-def test_build_problem_duration_tr_delays_and_model_parameters():
-    w, ln, fc = _synthetic()
-    cfg = validate_config({
-        "model": {"parameters": {"w": [0.1, 0.2, 0.3, 0.4, 0.5], "I_o": 0.3}},
-        "coupling": {"speed": 5.0, "G": 0.7},
-        "simulation": {"dt": 4.0, "duration": 36000.0, "heun_coupling": "per_step",
-                       "bold_dt": 8.0},
-        "observation": {"tr": 2.0, "fcd_window": 0},
-        "loss": {"expression": "rmse(fc, empirical_fc) + 1 - correlation(fc, empirical_fc)"},
-    })
-    p = bconfig.build_problem(cfg, weights=w, lengths=ln, fc=fc, tr=0.72, n_tr=1000)
-    assert p.spec.tr == 2000.0 and p.spec.n_tr == 18  # 36 s at TR 2 s
-    assert p.spec.heun_coupling == "per_step" and p.spec.bold_every == 2
-    assert p.spec.max_delay == int(np.rint(ln.max() / 5.0 / 4.0)) and p.delays is not None
-    np.testing.assert_allclose(np.asarray(p.model.w), [0.1, 0.2, 0.3, 0.4, 0.5])
-    assert dict(p.loss_weights) == {"fc_corr": 1.0, "fc_rmse": 1.0} and p.G == 0.7
-    cfg["simulation"]["duration"] = None  # same duration as the data at the other TR
-    p = bconfig.build_problem(cfg, weights=w, lengths=ln, fc=fc, tr=0.72, n_tr=1000)
-    assert p.spec.n_tr == 360
-
-
-@pytest.mark.parametrize(
-    ("overrides", "kw", "error", "pattern"),
-    [
-        ({"model": {"parameters": {"w": [0.1, 0.2]}}}, {}, ConfigError,
-         r"model.parameters.w has 2 values but the connectome has 5 regions"),
-        ({"observation": {"fcd_window": 50}}, {"n_tr": 52}, ConfigError,
-         r"too few for two FCD windows of 50 TRs"),
-        ({"simulation": {"dt": 7.0}}, {}, ConfigError,
-         r"simulation.dt = 7 ms does not divide the TR \(720 ms\)"),
-        ({"observation": {"fcd_window": 0}}, {"n_tr": None}, ConfigError,
-         r"set simulation.duration"),
-        ({"loss": {"terms": {"fcd_ks": 1.0}}}, {"fcd": None}, DataError,
-         r"the loss uses fcd_ks but the subject has no empirical FCD"),
-    ],
-)
-def test_build_problem_errors(overrides, kw, error, pattern):
-    w, ln, fc = _synthetic()
-    cfg = validate_config({"simulation": {"dt": 10.0}, **overrides})
-    args = dict(weights=w, lengths=ln, fc=fc, fcd=np.eye(10), tr=0.72, n_tr=100)
-    args.update(kw)
-    with pytest.raises(error, match=pattern):
-        bconfig.build_problem(cfg, **args)
-
-
-def test_build_space_and_stages():
-    cfg = validate_config({
-        "noise": {"seed": 7},
-        "exploration": {"seeds": 3, "parameters": [
-            {"name": "G", "lo": 0.1, "hi": 1.0, "n": 3},
-            {"name": "w", "domain": {"lo": 0.2, "hi": 0.8}, "n": 2, "scale": "log"}]},
-        "refinement": {"stages": [
-            {"name": "g", "free_parameters": [{"name": "G", "domain": {"lo": 0, "hi": 2}}],
-             "n_epochs": 7, "optimizer": "sgd", "schedule": "cosine"},
-            {"name": "r", "free_parameters": [
-                {"name": "w", "scope": "regional", "transform": "softplus",
-                 "domain": {"lo": 0, "hi": 1}}], "l2_regional": 0.1,
-             "n_noise": 4, "noise_average": "fc"}]},
-    })
-    space = bconfig.build_space(cfg)
-    assert space.names == ("G", "w") and space.points().shape == (6, 2)
-    assert space.axes[1].scale == "log" and space.axes[1].lo == 0.2
-    assert bconfig.noise_seeds(cfg) == [7, 8, 9]
-    stages = bconfig.build_stages(cfg)
-    assert [s.name for s in stages] == ["g", "r"]
-    assert stages[0].steps == 7 and stages[0].optimizer == "sgd"
-    assert stages[0].schedule == "cosine" and stages[1].steps == 100
-    fp = stages[1].free[0]
-    assert (fp.name, fp.scope, fp.transform, fp.lo, fp.hi) == ("w", "regional", "softplus",
-                                                                0.0, 1.0)
-    assert stages[1].l2_regional == 0.1
-    assert (stages[0].noise_average, stages[1].noise_average) == ("loss", "fc")
-    assert stages[1].n_noise == 4
-
-
-def test_the_tvboptim_rww_tutorial_is_expressible():
-    cfg = load_config(DATA / "tvboptim_rww.yaml")
-    space = bconfig.build_space(cfg)
-    assert space.names == ("w", "G") and len(space.points()) == 32 * 32
-    assert space.points().min() == pytest.approx(0.001) and space.points().max() == 0.7
-    g, r = bconfig.build_stages(cfg)
-    assert {p.name for p in g.free} == {"G", "w"} and g.learning_rate == 0.01
-    assert g.steps == 300 and g.optimizer == "adam"
-    assert [(p.name, p.scope) for p in r.free] == [("w", "regional"), ("I_o", "regional")]
-    assert r.learning_rate == 0.004 and r.steps == 200
-    assert "G" not in {p.name for p in r.free}  # G stays at the global fit
-    assert bconfig.loss_spec(cfg).terms == (("fc_rmse", 1.0),)
-    w, ln, fc = _synthetic(n=4)
-    p = bconfig.build_problem(cfg, weights=w, lengths=ln, fc=fc, tr=0.72, n_tr=1000)
-    assert p.spec.dt == 4.0 and p.spec.tr == 1000.0 and p.spec.n_tr == 120
-    assert p.spec.integrator == "heun"
-
-
-def test_tvbo_style_free_parameters_n_epochs_and_loss_expression():
-    cfg = load_config(DATA / "tvbo_style.yaml")
-    (st,) = bconfig.build_stages(cfg)
-    assert st.steps == 50 and st.learning_rate == 0.01
-    assert [(p.name, p.lo, p.hi, p.transform) for p in st.free] == [
-        ("G", 0.1, 1.0, "sigmoid"), ("sigma", 0.001, 0.01, "log")]
-    assert dict(bconfig.loss_spec(cfg).terms) == {"fcd_ks": 0.5, "fc_rmse": 1.0}
-    space = bconfig.build_space(cfg)
-    assert space.sampler == "sobol" and space.points().shape == (16, 2)
 
 
 def test_the_workflow_test_config_is_valid():

@@ -138,8 +138,8 @@ def test_gradient_through_a_coarser_bold_step():
 
 
 def test_unknown_free_parameter_is_a_config_error(problem):
-    with pytest.raises(ConfigError, match="unknown free parameter J_i for model ReducedWongWang: "
-                                          "choose from G, sigma, weights, a, b"):
+    with pytest.raises(ConfigError, match="unknown free parameter 'J_i' of ReducedWongWang.*: "
+                                          "use one of G, sigma, weights, a, b"):
         problem.loss({"J_i": 1.0}, KEY)
 
 

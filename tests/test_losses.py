@@ -12,8 +12,19 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from bnmfit import losses, observables
+from bnmfit.config import validate_config
 from bnmfit.errors import ConfigError
-from bnmfit.losses import Observed, combined, fc_corr, fc_rmse, fcd_ks, ks_distance
+from bnmfit.losses import (
+    LossSpec,
+    Observed,
+    combined,
+    fc_corr,
+    fc_rmse,
+    fcd_ks,
+    ks_distance,
+    loss_spec,
+    parse_loss,
+)
 from bnmfit.models import ReducedWongWang
 from bnmfit.observables import upper
 from bnmfit.problem import Observation, Problem
@@ -168,16 +179,89 @@ def test_combined_weighs_the_named_terms():
 
 def test_unknown_loss_name_is_a_config_error():
     o = Observed(jnp.eye(3))
-    with pytest.raises(ConfigError, match="unknown loss fc_corrr: use fc_corr, fc_rmse, fcd_ks"):
+    with pytest.raises(ConfigError, match=r"unknown loss 'fc_corrr' \(did you mean 'fc_corr'\?\): "
+                                          "use one of fc_corr, fc_rmse, fcd_ks"):
         combined({"fc_corrr": 1.0, "fc_corr": 1.0}, o, o)
     # a Problem checks its loss terms when it is made, before anything runs
     kw = {"model": ReducedWongWang(), "weights": jnp.ones((3, 3)),
           "spec": SimSpec(dt=1.0, tr=100.0, n_tr=10), "observation": Observation(tr=0.1),
           "empirical": o}
-    with pytest.raises(ConfigError, match="unknown loss fcd: use fc_corr, fc_rmse, fcd_ks"):
+    with pytest.raises(ConfigError, match="unknown loss 'fcd'.*: use one of fc_corr, fc_rmse"):
         Problem(**kw, loss_weights=(("fcd", 1.0),))
     with pytest.raises(ConfigError, match="the loss uses fcd_ks but no FCD is available"):
         Problem(**kw, loss_weights=(("fcd_ks", 1.0),))
+
+
+# --------------------------------------------------------------------------------------------
+# The configured loss: expressions, terms, offset
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("expression", "terms", "offset"),
+    [
+        ("1 - correlation(fc, empirical_fc)", {"fc_corr": 1.0}, 0.0),
+        ("1 - corr(empirical_fc, fc)", {"fc_corr": 1.0}, 0.0),
+        ("fc_corr(fc, empirical_fc)", {"fc_corr": 1.0}, 0.0),
+        ("rmse(fc, empirical_fc)", {"fc_rmse": 1.0}, 0.0),
+        ("0.5 * fcd_ks(fcd, empirical_fcd) + rmse(fc, empirical_fc)",
+         {"fcd_ks": 0.5, "fc_rmse": 1.0}, 0.0),
+        ("2 * (1 - correlation(fc, empirical_fc)) / 4 + 0.1", {"fc_corr": 0.5}, 0.1),
+        ("-(-rmse(fc, empirical_fc)) * 3e-1", {"fc_rmse": 0.3}, 0.0),
+        ("rmse(fc,empirical_fc) + rmse(fc, empirical_fc) - 0*ks(fcd, empirical_fcd)",
+         {"fc_rmse": 2.0}, 0.0),
+        ("2 - correlation(fc, empirical_fc) - correlation(fc, empirical_fc)",
+         {"fc_corr": 2.0}, 0.0),
+        ("1 - correlation(fc, empirical_fc) + 1", {"fc_corr": 1.0}, 1.0),
+    ],
+)
+def test_loss_expressions(expression, terms, offset):
+    spec = parse_loss(expression)
+    assert dict(spec.terms) == pytest.approx(terms)
+    assert spec.offset == pytest.approx(offset)
+    assert spec.expression == expression
+    assert set(dict(spec.terms)) <= set(losses.LOSSES)
+
+
+@pytest.mark.parametrize(
+    ("expression", "pattern"),
+    [
+        ("", r"the loss expression is empty"),
+        ("correlation(fc, empirical_fc)",
+         r"gives the term fc_corr the weight -1; a loss is minimised.*"
+         r"write 1 - correlation\(fc, empirical_fc\)"),
+        ("rmse(fc, empirical_fc) * rmse(fc, empirical_fc)", r"product of two loss terms"),
+        ("1 / rmse(fc, empirical_fc)", r"division by a loss term"),
+        ("rmse(fc, empirical_fc) / 0", r"division by zero"),
+        ("rmse(fc, empirical_fcd)",
+         r"rmse\(\) at column 1 compares fc and empirical_fc, got fc, empirical_fcd"),
+        ("rmse(fc)", r"compares fc and empirical_fc, got fc"),
+        ("fcd_ks(fc, empirical_fc)", r"compares fcd and empirical_fcd"),
+        ("fc", r"the observable 'fc' at column 1 must be an argument of a function"),
+        ("rmse(bold, empirical_fc)", r"unknown observable 'bold' at column 6"),
+        ("__import__('os')", r"unexpected character \"'\" at column 12"),
+        ("1 -", r"expected a number, a function or '\(' at column 4, got the end"),
+        ("(1 - correlation(fc, empirical_fc)", r"expected '\)' at column 35, got the end"),
+        ("1 - correlation(fc, empirical_fc))", r"unexpected '\)' at column 34"),
+        ("3 $ 4", r"unexpected character '\$' at column 3"),
+        ("0.5", r"has no loss term \(it is the constant 0.5\)"),
+        ("exp(rmse(fc, empirical_fc))", r"unknown function 'exp'"),
+    ],
+)
+def test_loss_expression_errors(expression, pattern):
+    with pytest.raises(ConfigError, match=pattern) as e:
+        parse_loss(expression)
+    assert str(e.value).startswith("loss.expression: ")
+
+
+def test_loss_spec_from_config():
+    assert loss_spec(validate_config({})) == LossSpec((("fc_corr", 1.0),))
+    cfg = validate_config({"loss": {"terms": {"fc_corr": 1.0, "fc_rmse": 0.0}}})
+    assert loss_spec(cfg).terms == (("fc_corr", 1.0),)
+    cfg = validate_config({"loss": {"expression": "1 - correlation(fc, empirical_fc) + 0.2"}})
+    spec = loss_spec(cfg)
+    assert spec.terms == (("fc_corr", 1.0),) and spec.offset == pytest.approx(0.2)
+    assert spec.describe() == "1·fc_corr + 0.2"
 
 
 # --------------------------------------------------------------------------------------------

@@ -96,7 +96,7 @@ def test_invalid_parameters_name_the_problem(kwargs, message):
 def test_duplicate_and_unknown_names(problem):
     with pytest.raises(ConfigError, match="given more than once"):
         ParameterSet((FreeParameter("G", 0, 1), FreeParameter("G", 0, 2)))
-    with pytest.raises(ConfigError, match="unknown free parameter nope"):
+    with pytest.raises(ConfigError, match="unknown free parameter 'nope'"):
         ParameterSet((FreeParameter("nope", 0, 1),)).init(problem, {})
 
 

@@ -227,7 +227,8 @@ def _good(t=120, seed=1):
 
 
 def _b_short(d):
-    return [_bold(d, _good(30)), "--tr", TR, "--discard", 10, "--fcd-window", 25]
+    return [_bold(d, _good(30)), "--tr", TR, "--discard", 10, "--fcd-window", 25,
+            "--fcd-step", 1]
 
 
 def _b_constant(d):
@@ -349,10 +350,10 @@ BAD_CONFIGS = [
      "refinement.stages[0].optimizer = 'adamm' is not allowed (did you mean 'adam'?)"),
     ("explored parameter the model lacks",
      _with(exploration={"parameters": [{"name": "omega", "lo": 0, "hi": 1, "n": 2}]}),
-     "exploration.parameters[0]: 'omega' is not a parameter of reduced_wong_wang"),
+     "exploration.parameters[0]: unknown parameter 'omega' of reduced_wong_wang"),
     ("fitted parameter the model lacks",
      {**CONFIG, **_stage(free_parameters=[{"name": "a_e", "domain": {"lo": 0, "hi": 1}}])},
-     "refinement.stages[0].free_parameters[0]: 'a_e' is not a parameter of reduced_wong_wang"),
+     "refinement.stages[0].free_parameters[0]: unknown parameter 'a_e' of reduced_wong_wang"),
     ("grid bounds lo = hi",
      _with(exploration={"parameters": [{"name": "G", "lo": 0.5, "hi": 0.5, "n": 2}]}),
      "exploration.parameters[0]: expected lo < hi, got lo=0.5, hi=0.5"),

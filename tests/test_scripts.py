@@ -228,7 +228,8 @@ def test_empirical_from_a_precomputed_fc(pipeline, tmp_path):
     d, a = read_h5(out)
     np.testing.assert_allclose(d["fc"], fc["fc"], atol=1e-6)
     assert d["bold"] is None and d["fcd"] is None and a["n_tr"] == -1
-    from bnmfit.config import problem_from_files, validate_config
+    from bnmfit.config import validate_config
+    from bnmfit.recipe import problem_from_files
 
     cfg = validate_config({"observation": {"fcd_window": 0}})
     with pytest.raises(ConfigError, match="no TR for the simulated BOLD: set observation.tr"):
@@ -333,7 +334,7 @@ def test_empirical_errors(pipeline, tmp_path):
                              pipeline["src"]["bold"], "--tr", TR, "--fcd-window", 500,
                              "--output", tmp_path / "e.h5"])
     assert r.exit_code == 1
-    assert "expected at least 501 volumes" in error_line(r)
+    assert "expected at least 505 volumes" in error_line(r)  # window 500 + the default step 5
     assert not (tmp_path / "e.h5").exists()
     short = tmp_path / "bold.npy"
     np.save(short, np.random.default_rng(0).standard_normal((50, N + 1)))

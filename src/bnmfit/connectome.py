@@ -14,7 +14,7 @@ from typing import Literal
 
 import numpy as np
 
-from bnmfit.errors import ConfigError, DataError, short_list
+from bnmfit.errors import ConfigError, DataError, short_list, unknown_choice
 
 __all__ = ["ISOLATED_MODES", "NORMALISATIONS", "Connectome", "delay_steps"]
 
@@ -104,18 +104,14 @@ class Connectome:
             dup = sorted({x for x in labels if labels.count(x) > 1})
             raise DataError(f"region labels must be unique, duplicated: {', '.join(dup)}")
         if normalise not in NORMALISATIONS:
-            raise ConfigError(
-                f"unknown normalisation {normalise!r}: use one of {', '.join(NORMALISATIONS)}"
-            )
+            raise ConfigError(unknown_choice("normalisation", normalise, NORMALISATIONS))
         w = w.copy()
         np.fill_diagonal(w, 0.0)
         if symmetrise:
             w = 0.5 * (w + w.T)
             ln = 0.5 * (ln + ln.T)
         if isolated not in ISOLATED_MODES:
-            raise ConfigError(
-                f"unknown isolated mode {isolated!r}: use one of {', '.join(ISOLATED_MODES)}"
-            )
+            raise ConfigError(unknown_choice("isolated mode", isolated, ISOLATED_MODES))
         if not w.any():
             raise DataError("the weights are all zero off the diagonal: no region is connected")
         if normalise == "max":

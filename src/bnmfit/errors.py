@@ -7,9 +7,17 @@ one-line message and an exit code: :class:`DataError` exits 1, :class:`ConfigErr
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import difflib
+from collections.abc import Iterable, Sequence
 
-__all__ = ["BnmfitError", "ConfigError", "DataError", "short_list"]
+__all__ = [
+    "BnmfitError",
+    "ConfigError",
+    "DataError",
+    "close_match",
+    "short_list",
+    "unknown_choice",
+]
 
 
 def short_list(items: Sequence[object], limit: int = 8, sep: str = ", ") -> str:
@@ -18,6 +26,27 @@ def short_list(items: Sequence[object], limit: int = 8, sep: str = ", ") -> str:
     if len(items) <= limit:
         return sep.join(items)
     return sep.join(items[:limit]) + f" (+{len(items) - limit} more)"
+
+
+def close_match(name: object, options: Iterable[object]) -> str | None:
+    """The allowed name closest to a misspelt one (case differences first), or None."""
+    options = [str(o) for o in options]
+    for o in options:
+        if o.lower() == str(name).lower():
+            return o
+    close = difflib.get_close_matches(str(name), options, n=1)
+    return close[0] if close else None
+
+
+def unknown_choice(
+    what: str, value: object, allowed: Iterable[object], context: str = ""
+) -> str:
+    """The message for a value outside its allowed set, with a did-you-mean hint:
+    ``unknown {what} {value!r}{context} (did you mean 'x'?): use one of a, b, c``."""
+    allowed = [str(a) for a in allowed]
+    close = close_match(value, allowed)
+    hint = f" (did you mean {close!r}?)" if close else ""
+    return f"unknown {what} {value!r}{context}{hint}: use one of {', '.join(allowed)}"
 
 
 class BnmfitError(Exception):

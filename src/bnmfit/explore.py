@@ -30,7 +30,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 from scipy.stats import qmc
 
-from bnmfit.errors import ConfigError
+from bnmfit.errors import ConfigError, unknown_choice
 from bnmfit.losses import pearson
 from bnmfit.observables import upper
 
@@ -144,9 +144,7 @@ class Space:
         if dup:
             raise ConfigError(f"axis {', '.join(dup)} given more than once")
         if self.sampler not in SAMPLERS:
-            raise ConfigError(
-                f"unknown sampler {self.sampler!r}: use one of {', '.join(SAMPLERS)}"
-            )
+            raise ConfigError(unknown_choice("sampler", self.sampler, SAMPLERS))
         if self.sampler == "zip" and len({a.n for a in axes}) > 1:
             raise ConfigError(
                 "the zip sampler walks the axes together, so every axis needs the same n; got "

@@ -78,7 +78,7 @@ import scipy.optimize
 import scipy.stats
 from jax.flatten_util import ravel_pytree
 
-from bnmfit.errors import ConfigError, DataError
+from bnmfit.errors import ConfigError, DataError, unknown_choice
 from bnmfit.losses import Observed, pearson
 from bnmfit.observables import upper
 from bnmfit.params import FreeParameter, ParameterSet, current_value
@@ -164,18 +164,18 @@ class Stage:
             raise ConfigError(f"stage {self.name!r}: {e}") from None
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(
-                f"stage {self.name!r}: unknown optimizer {self.optimizer!r}: use one of "
-                f"{', '.join(OPTIMIZERS)}"
+                f"stage {self.name!r}: " + unknown_choice("optimizer", self.optimizer, OPTIMIZERS)
             )
         if self.noise_average not in NOISE_AVERAGES:
             raise ConfigError(
-                f"stage {self.name!r}: unknown noise_average {self.noise_average!r}: use "
-                f"{' or '.join(NOISE_AVERAGES)}"
+                f"stage {self.name!r}: "
+                + unknown_choice("noise_average", self.noise_average, NOISE_AVERAGES)
             )
         if self.schedule is not None and self.schedule not in SCHEDULES:
             raise ConfigError(
-                f"stage {self.name!r}: unknown schedule {self.schedule!r}: use one of "
-                f"{', '.join(SCHEDULES)} (or none)"
+                f"stage {self.name!r}: "
+                + unknown_choice("schedule", self.schedule, SCHEDULES)
+                + " (or none)"
             )
         for field, value, ok, want in (
             ("steps", self.steps, _is_int(self.steps) and self.steps >= 0, "a whole number ≥ 0"),

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-from bnmfit.errors import ConfigError
+from bnmfit.errors import ConfigError, unknown_choice
 
 if TYPE_CHECKING:  # pragma: no cover
     from bnmfit.problem import Problem
@@ -98,13 +98,12 @@ class FreeParameter:
         object.__setattr__(self, "hi", hi)
         if self.scope not in SCOPES:
             raise ConfigError(
-                f"free parameter {self.name!r}: unknown scope {self.scope!r}: use one of "
-                f"{', '.join(SCOPES)}"
+                f"free parameter {self.name!r}: " + unknown_choice("scope", self.scope, SCOPES)
             )
         if self.transform not in TRANSFORMS:
             raise ConfigError(
-                f"free parameter {self.name!r}: unknown transform {self.transform!r}: use one "
-                f"of {', '.join(TRANSFORMS)}"
+                f"free parameter {self.name!r}: "
+                + unknown_choice("transform", self.transform, TRANSFORMS)
             )
         if math.isnan(lo) or math.isnan(hi) or not lo < hi:
             raise ConfigError(

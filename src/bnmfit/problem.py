@@ -25,12 +25,13 @@ import jax.numpy as jnp
 from jax import Array
 
 from bnmfit import losses, observables
-from bnmfit.errors import ConfigError
+from bnmfit.errors import ConfigError, unknown_choice
 from bnmfit.models.base import NeuralMass
 from bnmfit.simulate import SimOutput, SimSpec, simulate
 
-__all__ = ["Observation", "Problem"]
+__all__ = ["NETWORK_PARAMETERS", "Observation", "Problem"]
 
+#: free-parameter names that belong to the network, not to the model.
 NETWORK_PARAMETERS = ("G", "sigma", "weights")
 
 
@@ -95,11 +96,7 @@ class Problem:
 
     def __post_init__(self):
         names = dict(self.loss_weights)
-        unknown = set(names) - set(losses.LOSSES)
-        if unknown:
-            raise ConfigError(
-                f"unknown loss {', '.join(sorted(unknown))}: use {', '.join(losses.LOSSES)}"
-            )
+        losses.check_terms(names)
         if "fcd_ks" in names and (self.empirical.fcd is None or not self.observation.fcd_window):
             raise ConfigError(
                 "the loss uses fcd_ks but no FCD is available: set an FCD window and give BOLD "
@@ -114,12 +111,9 @@ class Problem:
         return NETWORK_PARAMETERS + self.model.parameter_names()
 
     def check_names(self, names) -> None:
-        unknown = set(names) - set(self.parameter_names())
-        if unknown:
-            raise ConfigError(
-                f"unknown free parameter {', '.join(sorted(unknown))} for model "
-                f"{type(self.model).__name__}: choose from {', '.join(self.parameter_names())}"
-            )
+        for name in sorted(set(names) - set(self.parameter_names())):
+            raise ConfigError(unknown_choice("free parameter", name, self.parameter_names(),
+                                             f" of {type(self.model).__name__}"))
 
     def simulate(self, params: Mapping[str, Array], key: Array) -> SimOutput:
         """Simulate with some parameters replaced by ``params``."""

@@ -50,7 +50,7 @@ from jax.extend.random import threefry_2x32
 
 from bnmfit import elementary
 from bnmfit.bold import BalloonWindkessel
-from bnmfit.errors import ConfigError
+from bnmfit.errors import ConfigError, unknown_choice
 from bnmfit.models.base import NeuralMass
 
 __all__ = ["SimOutput", "SimSpec", "max_delay_steps", "simulate"]
@@ -132,7 +132,7 @@ class SimSpec:
             ("heun_coupling", self.heun_coupling, HEUN_COUPLINGS),
         ):
             if value not in allowed:
-                raise ConfigError(f"unknown {name} {value!r}: use one of {', '.join(allowed)}")
+                raise ConfigError(unknown_choice(name, value, allowed))
         if self.bold_dt is not None:
             k = self.bold_dt / self.dt
             if abs(k - round(k)) > 1e-6 * k or round(k) < 1 or self.steps_per_tr % round(k):

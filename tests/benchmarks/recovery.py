@@ -53,9 +53,9 @@ def case_recovery(grid: int, steps: int) -> dict:
     import numpy as np
 
     from bnmfit import explore, fit
-    from bnmfit.config import build_problem, build_space, build_stages, noise_seeds
     from bnmfit.explore import Space
     from bnmfit.losses import Observed
+    from bnmfit.recipe import build_problem, build_space, build_stages, noise_seeds
 
     cfg = w5_fit._config(grid, steps, patience=0)
     s = w5_fit._subject(cfg, common.SUBJECT)

@@ -66,9 +66,9 @@ def _config(grid: int, steps: int, unroll: int | None = None,
 def _subject(cfg: dict, subject: str) -> dict:
     """A subject of the bundled cohort as the workflow reads it: normalised SC, and FC/FCD of
     the subject's BOLD."""
-    from bnmfit.config import build_connectome
     from bnmfit.empirical import empirical_fc
     from bnmfit.io import align, read_bold, read_connectome
+    from bnmfit.recipe import build_connectome
 
     folder = common.RESOURCES / subject
     w, ln, labels = read_connectome(folder / f"{subject}_desc-weights_relmat.tsv",
@@ -128,8 +128,8 @@ def case_bnmfit(grid: int, steps: int, unroll: int | None = None,
     import numpy as np
 
     from bnmfit import explore, fit
-    from bnmfit.config import build_problem, build_space, build_stages, noise_seeds
     from bnmfit.observables import upper
+    from bnmfit.recipe import build_problem, build_space, build_stages, noise_seeds
 
     cfg = _config(grid, steps, unroll, patience)
     s = _subject(cfg, subject)

@@ -1,6 +1,6 @@
 """Neural-mass models: one file per model, all driven by the one loop in ``bnmfit.simulate``."""
 
-from bnmfit.errors import ConfigError
+from bnmfit.errors import ConfigError, unknown_choice
 from bnmfit.models.base import NeuralMass, neural_mass
 from bnmfit.models.hopf import Hopf
 from bnmfit.models.reduced_wong_wang import ReducedWongWang
@@ -29,7 +29,7 @@ MODELS: dict[str, type[NeuralMass]] = {
 def get_model(name: str, **params) -> NeuralMass:
     """The model registered under ``name`` with some parameters set."""
     if name not in MODELS:
-        raise ConfigError(f"unknown model {name!r}: use one of {', '.join(MODELS)}")
+        raise ConfigError(unknown_choice("model", name, MODELS))
     cls = MODELS[name]
     unknown = set(params) - set(cls.parameter_names())
     if unknown:

@@ -1,0 +1,286 @@
+"""The recipe: a validated workflow configuration → the library objects of one subject.
+
+Every function takes a configuration already validated (and completed with the schema's
+defaults) by :func:`bnmfit.config.validate_config`, and reads its keys directly:
+
+* :func:`build_problem` / :func:`problem_from_files` — one subject's
+  :class:`~bnmfit.problem.Problem` (model, connectome, simulation, observation, empirical
+  observables, loss), from arrays or from the subject's connectome and empirical-FC files;
+  :func:`build_model`, :func:`build_spec`, :func:`build_observation` and
+  :func:`build_connectome` are its parts.
+* :func:`build_space` and :func:`noise_seeds` — the exploration
+  :class:`~bnmfit.explore.Space` and its noise seeds.
+* :func:`build_stages` — the refinement :class:`~bnmfit.fit.Stage` list.
+
+The loss of a configuration is :func:`bnmfit.losses.loss_spec`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from bnmfit.config import bounds, stage_steps
+from bnmfit.errors import ConfigError, DataError
+
+__all__ = [
+    "build_connectome",
+    "build_model",
+    "build_observation",
+    "build_problem",
+    "build_space",
+    "build_spec",
+    "build_stages",
+    "noise_seeds",
+    "problem_from_files",
+]
+
+
+def noise_seeds(config: Mapping[str, Any]) -> list[int]:
+    """The exploration noise seeds: noise.seed, noise.seed + 1, ..."""
+    base = int(config["noise"]["seed"])
+    return [base + r for r in range(int(config["exploration"]["seeds"]))]
+
+
+def build_connectome(config: Mapping[str, Any], weights, lengths, labels):
+    """A normalised :class:`~bnmfit.connectome.Connectome` from raw matrices."""
+    from bnmfit.connectome import Connectome
+
+    c = config["connectome"]
+    return Connectome.from_arrays(
+        weights, lengths, labels, normalise=c["normalise"], symmetrise=c["symmetrise"],
+        isolated=c["isolated"],
+    )
+
+
+def build_observation(config: Mapping[str, Any], tr: float):
+    """How simulated BOLD (TR ``tr`` s) becomes FC/FCD, as the empirical BOLD did."""
+    from bnmfit.problem import Observation
+
+    b, o = config["bold"], config["observation"]
+    return Observation(
+        tr=float(tr),
+        discard=0,
+        detrend=bool(b["detrend"]),
+        bandpass=tuple(b["bandpass"]) if b["bandpass"] is not None else None,
+        zscore=True,
+        fcd_window=int(o["fcd_window"]),
+        fcd_step=int(o["fcd_step"]),
+    )
+
+
+def build_spec(config: Mapping[str, Any], tr: float, n_tr: int | None, max_delay: int = 0):
+    """The :class:`~bnmfit.simulate.SimSpec`: ``n_tr`` TRs of ``tr`` s (the empirical length
+    after discard) unless ``simulation.duration`` sets another length."""
+    from bnmfit.simulate import SimSpec
+
+    s, n = config["simulation"], config["noise"]
+    tr_ms = float(tr) * 1000.0
+    if s["duration"] is not None:
+        n_tr = int(s["duration"] // tr_ms)
+        if n_tr < 1:
+            raise ConfigError(
+                f"simulation.duration = {s['duration']:g} ms is shorter than one TR "
+                f"({tr_ms:g} ms)"
+            )
+    elif n_tr is None:
+        raise ConfigError(
+            "the subject has no BOLD time series (only an FC), so the simulated length is "
+            "unknown: set simulation.duration (ms)"
+        )
+    dt = float(s["dt"])
+    ratio = tr_ms / dt
+    if abs(ratio - round(ratio)) > 1e-6 * ratio or round(ratio) < 1:
+        ok = [d for d in range(1, int(dt) + 1) if abs(tr_ms / d - round(tr_ms / d)) < 1e-9]
+        hint = f" (e.g. {', '.join(str(d) for d in ok[-3:])} ms)" if ok else ""
+        raise ConfigError(
+            f"simulation.dt = {dt:g} ms does not divide the TR ({tr_ms:g} ms): choose a dt "
+            f"that divides it{hint}"
+        )
+    return SimSpec(
+        dt=dt,
+        tr=tr_ms,
+        n_tr=int(n_tr),
+        n_transient=int(s["transient"] // tr_ms),
+        integrator=s["integrator"],
+        noise=n["kind"],
+        noise_tau=float(n["tau"]),
+        coupling=config["coupling"]["function"],
+        max_delay=int(max_delay),
+        checkpoint=bool(s["checkpoint"]),
+        heun_coupling=s["heun_coupling"],
+        unroll=int(s["unroll"]),
+        bold_dt=None if s["bold_dt"] is None else float(s["bold_dt"]),
+    )
+
+
+def build_model(config: Mapping[str, Any], n_regions: int):
+    """The configured neural mass; per-region parameter lists must have one value per region."""
+    import numpy as np
+
+    from bnmfit.models import get_model
+
+    m = config["model"]
+    params = {}
+    for k, v in m["parameters"].items():
+        if isinstance(v, list):
+            if len(v) != n_regions:
+                raise ConfigError(
+                    f"model.parameters.{k} has {len(v)} values but the connectome has "
+                    f"{n_regions} regions; give one value, or one per region"
+                )
+            v = np.asarray(v, dtype=float)
+        params[k] = v
+    return get_model(m["name"], **params)
+
+
+def build_problem(
+    config: Mapping[str, Any],
+    *,
+    weights,
+    lengths,
+    fc,
+    fcd=None,
+    tr: float,
+    n_tr: int | None,
+):
+    """One subject's :class:`~bnmfit.problem.Problem` from its (normalised) connectome and
+    empirical observables.
+
+    Args:
+        weights, lengths: (N, N) from ``sub-X_connectome.h5``.
+        fc, fcd: the empirical FC (and FCD) from ``sub-X_desc-empirical_fc.h5``.
+        tr: the subject's TR in s (``observation.tr`` overrides it for the simulation).
+        n_tr: the empirical TRs after discard (the simulated length unless
+            ``simulation.duration`` is set); None when only an FC was given.
+    """
+    import jax.numpy as jnp
+    import numpy as np
+
+    from bnmfit import losses
+    from bnmfit.connectome import delay_steps
+    from bnmfit.problem import Problem
+
+    dtype = jnp.float64 if config["simulation"]["precision"] == "float64" else jnp.float32
+    weights = np.asarray(weights, dtype=np.float64)
+    n = weights.shape[0]
+    obs_tr = config["observation"]["tr"] or tr
+    if obs_tr is None:
+        raise ConfigError("no TR for the simulated BOLD: set observation.tr (s)")
+    sim_tr = float(obs_tr)
+    speed = config["coupling"]["speed"]
+    delays, max_delay = None, 0
+    if speed is not None and lengths is not None and np.any(np.asarray(lengths) > 0):
+        steps = delay_steps(np.asarray(lengths, dtype=np.float64) / float(speed),
+                            config["simulation"]["dt"])
+        max_delay = int(steps.max())
+        if max_delay > 0:
+            delays = jnp.asarray(steps)
+    if config["observation"]["tr"] and tr and n_tr is not None \
+            and config["simulation"]["duration"] is None:
+        n_tr = int(n_tr * float(tr) // sim_tr)  # the same duration at another TR
+    spec = build_spec(config, sim_tr, n_tr, max_delay)
+    observation = build_observation(config, sim_tr)
+    if observation.fcd_window:
+        from bnmfit.observables import n_windows
+
+        if n_windows(spec.n_tr, observation.fcd_window, observation.fcd_step) < 2:
+            raise ConfigError(
+                f"the simulation returns {spec.n_tr} TRs, too few for two FCD windows of "
+                f"{observation.fcd_window} TRs (step {observation.fcd_step}); lengthen "
+                "simulation.duration (the BOLD kept after the transient) or shorten "
+                "observation.fcd_window"
+            )
+    spec_loss = losses.loss_spec(config)
+    if fcd is None and any(t == "fcd_ks" for t, _ in spec_loss.terms):
+        raise DataError(
+            "the loss uses fcd_ks but the subject has no empirical FCD (only an FC was given, "
+            "or observation.fcd_window is 0); drop the fcd_ks term for this cohort"
+        )
+    empirical = losses.Observed(
+        jnp.asarray(fc, dtype),
+        jnp.asarray(fcd, dtype) if (fcd is not None and observation.fcd_window) else None,
+    )
+    if empirical.fcd is None and observation.fcd_window:
+        observation = dataclasses.replace(observation, fcd_window=0)
+    return Problem(
+        model=build_model(config, n),
+        weights=jnp.asarray(weights, dtype),
+        spec=spec,
+        observation=observation,
+        empirical=empirical,
+        loss_weights=spec_loss.terms,
+        G=float(config["coupling"]["G"]),
+        sigma=float(config["noise"]["sigma"]),
+        delays=delays,
+        ks_smooth=config["loss"]["ks_smooth"],
+    )
+
+
+def problem_from_files(config: Mapping[str, Any], connectome_h5, empirical_h5):
+    """:func:`build_problem` from ``sub-X_connectome.h5`` and ``sub-X_desc-empirical_fc.h5``."""
+    from bnmfit.io import read_h5
+
+    conn, _ = read_h5(connectome_h5)
+    emp, attrs = read_h5(empirical_h5)
+    tr = attrs.get("tr")
+    tr = None if tr is None or (isinstance(tr, float) and math.isnan(tr)) else float(tr)
+    n_tr = attrs.get("n_tr")
+    n_tr = None if n_tr is None or int(n_tr) < 0 else int(n_tr)
+    for name, d, keys in ((connectome_h5, conn, ("weights", "lengths")),
+                          (empirical_h5, emp, ("fc",))):
+        for k in keys:
+            if d.get(k) is None:
+                raise DataError(f"{name}: expected the dataset {k!r}, got none; re-run the "
+                                "step that writes this file")
+    return build_problem(config, weights=conn["weights"], lengths=conn["lengths"],
+                         fc=emp["fc"], fcd=emp.get("fcd"), tr=tr, n_tr=n_tr)
+
+
+def build_space(config: Mapping[str, Any]):
+    """The exploration :class:`~bnmfit.explore.Space`."""
+    from bnmfit import explore
+
+    ex = config["exploration"]
+    axes = []
+    for ax in ex["parameters"]:
+        lo, hi = bounds(ax, "exploration axis")
+        axes.append(explore.Axis(ax["name"], lo, hi, n=int(ax["n"]), scale=ax["scale"]))
+    return explore.Space(
+        tuple(axes), sampler=ex["sampler"], n_samples=int(ex["n_samples"]),
+        seed=int(config["noise"]["seed"]),
+    )
+
+
+def build_stages(config: Mapping[str, Any]) -> list:
+    """The refinement :class:`~bnmfit.fit.Stage` list, in order."""
+    from bnmfit import fit
+    from bnmfit.params import FreeParameter
+
+    stages = []
+    for i, st in enumerate(config["refinement"]["stages"]):
+        free = []
+        for fp in st["free_parameters"]:
+            lo, hi = bounds(fp, f"refinement.stages[{i}]")
+            free.append(FreeParameter(
+                fp["name"], lo, hi, scope=fp["scope"], transform=fp["transform"],
+                init=fp["init"], symmetric=bool(fp["symmetric"]),
+            ))
+        stages.append(fit.Stage(
+            name=st["name"],
+            free=tuple(free),
+            optimizer=st["optimizer"],
+            learning_rate=float(st["learning_rate"]),
+            steps=stage_steps(st, f"refinement.stages[{i}]"),
+            n_noise=int(st["n_noise"]),
+            fresh_noise=bool(st["fresh_noise"]),
+            clip_norm=st["clip_norm"],
+            schedule=st["schedule"],
+            patience=int(st["patience"]),
+            min_delta=float(st["min_delta"]),
+            l2_regional=float(st["l2_regional"]),
+            noise_average=st["noise_average"],
+        ))
+    return stages
