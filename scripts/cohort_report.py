@@ -6,9 +6,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-_SRC = Path(__file__).resolve().parents[1] / "src"
-if (_SRC / "bnmfit").is_dir() and str(_SRC) not in sys.path:
-    sys.path.insert(0, str(_SRC))
+_SRC = str(Path(__file__).resolve().parents[1] / "src")  # this checkout's library first
+sys.path[:0] = [] if _SRC in sys.path else [_SRC]
 
 import click  # noqa: E402
 
@@ -54,11 +53,7 @@ def main(subjects, params_jsons, fit_h5s, config_file, config_json, figures, out
     --resolved-config, also write the results' dataset_description.json (name, version,
     git commit, GeneratedBy) and the configuration that produced them.
     """
-    import yaml
-
-    from bnmfit import __version__, report
-    from bnmfit.config import config_hash
-    from bnmfit.io import atomic_path, write_json
+    from bnmfit import report, results
 
     if len(params_jsons) != len(subjects) or (fit_h5s and len(fit_h5s) != len(subjects)):
         raise click.UsageError(
@@ -66,39 +61,17 @@ def main(subjects, params_jsons, fit_h5s, config_file, config_json, figures, out
             f"subjects, {len(params_jsons)} params files and {len(fit_h5s)} fit files"
         )
     cfg = cli.read_config(config_file, config_json)
-    html, df = report.cohort_report(list(subjects), params_jsons=list(params_jsons),
-                                    fit_h5s=list(fit_h5s) or None, config=cfg)
-    with atomic_path(output) as tmp:
-        tmp.write_text(html, encoding="utf-8")
-    with atomic_path(table) as tmp:
-        df.to_csv(tmp, sep="\t", index=False, na_rep="n/a")
+    kw = dict(params_jsons=list(params_jsons), fit_h5s=list(fit_h5s) or None, config=cfg)
+    html, df = report.cohort_report(list(subjects), **kw)
+    results.write_bytes(output, html)
+    results.write_bytes(table, df.to_csv(sep="\t", index=False, na_rep="n/a"))
     if figures:
-        report.write_cohort_figures(list(subjects), params_jsons=list(params_jsons),
-                                    fit_h5s=list(fit_h5s) or None, config=cfg,
-                                    outdir=figures)
+        report.write_cohort_figures(list(subjects), outdir=figures, **kw)
     if resolved_config:
-        text = ("# The resolved configuration of these results (every default filled in).\n"
-                + yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True))
-        with atomic_path(resolved_config) as tmp:
-            tmp.write_text(text, encoding="utf-8")
+        results.write_resolved_config(resolved_config, cfg)
     if description:
-        commit = cli.git_commit()
-        write_json(description, {
-            "Name": "bnmfit: personalised brain network model fits",
-            "BIDSVersion": "1.10.0",
-            "DatasetType": "derivative",
-            "GeneratedBy": [{
-                "Name": "bnmfit",
-                "Version": __version__,
-                "Description": "Grid exploration and gradient refinement of whole-brain "
-                               f"network models ({cfg['model']['name']}) per subject.",
-                "GitCommit": commit,
-            }],
-            "ConfigHash": config_hash(cfg),
-            "ConfigFile": Path(resolved_config).name if resolved_config else None,
-            "Subjects": [f"sub-{s}" for s in subjects],
-            "Versions": cli.versions(),
-        })
+        results.write_json(description, results.dataset_description(
+            cfg, subjects, Path(resolved_config).name if resolved_config else None))
     cli.log(f"cohort: {len(subjects)} subjects → {output}, {table}")
 
 

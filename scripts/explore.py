@@ -7,9 +7,8 @@ import sys
 import time
 from pathlib import Path
 
-_SRC = Path(__file__).resolve().parents[1] / "src"
-if (_SRC / "bnmfit").is_dir() and str(_SRC) not in sys.path:
-    sys.path.insert(0, str(_SRC))
+_SRC = str(Path(__file__).resolve().parents[1] / "src")  # this checkout's library first
+sys.path[:0] = [] if _SRC in sys.path else [_SRC]
 
 import click  # noqa: E402
 
@@ -46,14 +45,14 @@ def main(subject, connectome, empirical, k, config_file, config_json, gpus, outp
     whole space), loss (P_k × R), mean_loss, std_loss, fc_r, diverged (P_k), and the
     attributes axes, sampler, seeds, chunk, n_chunks, n_points and provenance.
     """
+    import numpy as np
+
     from bnmfit import config as bconfig
-    from bnmfit import explore, recipe
+    from bnmfit import explore, recipe, results
     from bnmfit.errors import ConfigError
-    from bnmfit.io import write_h5
     from bnmfit.losses import loss_spec
 
-    cfg = cli.read_config(config_file, config_json)
-    cfg = bconfig.rule_config(cfg, "explore")
+    cfg = bconfig.rule_config(cli.read_config(config_file, config_json), "explore")
     n_chunks = int(cfg["exploration"]["chunks"])
     if k >= n_chunks:
         raise ConfigError(f"--chunk {k} is out of range: exploration.chunks is {n_chunks}, "
@@ -64,8 +63,7 @@ def main(subject, connectome, empirical, k, config_file, config_json, gpus, outp
     space = recipe.build_space(cfg)
     points = space.points()
     index = explore.chunk(len(points), k, n_chunks)
-    seeds = recipe.noise_seeds(cfg)
-    spec = loss_spec(cfg)
+    seeds, spec = recipe.noise_seeds(cfg), loss_spec(cfg)
     label = f"explore sub-{subject} chunk {k}/{n_chunks}"
     cli.log(f"{label}: {len(index)} of {len(points)} points × {len(seeds)} seeds, "
             f"{problem.spec.n_tr} TRs at dt {problem.spec.dt:g} ms, loss {spec.describe()}")
@@ -76,46 +74,17 @@ def main(subject, connectome, empirical, k, config_file, config_json, gpus, outp
             progress=lambda done, total: bar.update(done, total),
             n_total=len(points),  # same batch shape for every chunking: same losses
         )
-    wall = time.time() - t0
-    prov = cli.provenance(cfg, [connectome, empirical], seeds)
-    axes = [{"name": a.name, "lo": a.lo, "hi": a.hi, "n": a.n, "scale": a.scale}
-            for a in space.axes]
-    write_h5(
-        output,
-        {
-            "names": list(space.names),
-            "points": res.points,
-            "index": index,
-            "loss": res.loss + spec.offset,
-            "mean_loss": res.mean_loss + spec.offset,
-            "std_loss": res.std_loss,
-            "fc_r": res.fc_r,
-            "diverged": res.diverged,
-        },
-        {
-            "subject": subject,
-            "axes": axes,
-            "sampler": space.sampler,
-            "n_samples": space.n_samples,
-            "seeds": seeds,
-            "chunk": k,
-            "n_chunks": n_chunks,
-            "n_points": len(points),
-            "loss_terms": [list(t) for t in spec.terms],
-            "loss_offset": spec.offset,
-            "loss_expression": spec.expression,
-            "wall_time": wall,
-            **prov,
-        },
-    )
-    n_bad = int(res.diverged.sum())
-    best = int(res.mean_loss.argmin()) if len(index) and n_bad < len(index) else None
-    msg = f"{n_bad} diverged"
-    if best is not None:
-        at = ", ".join(f"{n}={v:.4g}" for n, v in zip(space.names, res.points[best], strict=True))
-        msg += f"; best loss {res.mean_loss[best] + spec.offset:.4f} at {at}"
-    cli.log(f"{label}: done in {wall:.1f} s, {msg} → {output}")
-
+    prov = results.provenance(cfg, [connectome, empirical], seeds)
+    out = results.ExploreChunk.of(res, subject=subject, space=space, index=index, chunk=k,
+                                  n_chunks=n_chunks, spec=spec, wall_time=time.time() - t0,
+                                  provenance=prov)
+    out.write(output)
+    msg = f"{int(out.diverged.sum())} diverged"
+    if np.isfinite(out.mean_loss).any():
+        best = int(np.nanargmin(np.where(np.isfinite(out.mean_loss), out.mean_loss, np.nan)))
+        msg += f"; best loss {out.mean_loss[best]:.4f} at " + cli.describe(
+            dict(zip(out.names, out.points[best], strict=True)))
+    cli.log(f"{label}: done in {out.wall_time:.1f} s, {msg} → {output}")
 
 if __name__ == "__main__":
     main()

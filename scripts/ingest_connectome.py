@@ -6,9 +6,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-_SRC = Path(__file__).resolve().parents[1] / "src"
-if (_SRC / "bnmfit").is_dir() and str(_SRC) not in sys.path:
-    sys.path.insert(0, str(_SRC))
+_SRC = str(Path(__file__).resolve().parents[1] / "src")  # this checkout's library first
+sys.path[:0] = [] if _SRC in sys.path else [_SRC]
 
 import click  # noqa: E402
 
@@ -59,9 +58,10 @@ def main(subject, weights, lengths, labels, fmt, key, lengths_key, atlas, measur
     (as read), labels (N strings) and the attributes normalisation, symmetric, isolated
     (labels of unconnected regions), inputs (paths and SHA-256) and provenance.
     """
+    from bnmfit import results
     from bnmfit.connectome import Connectome
     from bnmfit.errors import DataError, short_list
-    from bnmfit.io import read_connectome, write_h5
+    from bnmfit.io import read_connectome
     from bnmfit.io._files import is_default_labels
 
     cfg = {"connectome": {"normalise": normalise, "symmetrise": symmetrise,
@@ -83,24 +83,12 @@ def main(subject, weights, lengths, labels, fmt, key, lengths_key, atlas, measur
     conn = Connectome.from_arrays(w, ln, lab, normalise=normalise, symmetrise=symmetrise,
                                   isolated=isolated)
     inputs = [p for p in (weights, lengths, labels) if p]
-    prov = cli.provenance(cfg, inputs)
-    write_h5(
-        output,
-        {
-            "weights": conn.weights,
-            "lengths": conn.lengths,
-            "weights_raw": w,
-            "labels": list(conn.labels),
-        },
-        {
-            "subject": subject,
-            "normalisation": conn.normalisation,
-            "symmetric": bool(conn.symmetric),
-            "n_regions": conn.n_regions,
-            "isolated": list(conn.isolated),
-            **prov,  # seeds None: no randomness, recorded like every result file's
-        },
-    )
+    results.ConnectomeFile(
+        subject=subject, weights=conn.weights, lengths=conn.lengths, weights_raw=w,
+        labels=list(conn.labels), normalisation=conn.normalisation,
+        symmetric=bool(conn.symmetric), isolated=list(conn.isolated),
+        provenance=results.provenance(cfg, inputs),  # seeds None: no randomness
+    ).write(output)
     if conn.isolated:
         cli.log(f"warning: {len(conn.isolated)} regions have no connection: "
                 f"{short_list(conn.isolated)}")

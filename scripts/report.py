@@ -6,9 +6,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-_SRC = Path(__file__).resolve().parents[1] / "src"
-if (_SRC / "bnmfit").is_dir() and str(_SRC) not in sys.path:
-    sys.path.insert(0, str(_SRC))
+_SRC = str(Path(__file__).resolve().parents[1] / "src")  # this checkout's library first
+sys.path[:0] = [] if _SRC in sys.path else [_SRC]
 
 import click  # noqa: E402
 
@@ -47,14 +46,13 @@ def main(subject, connectome, empirical, explore_h5, fit_h5, params_json, config
     are named as absent in the page.
     """
     from bnmfit import report
-    from bnmfit.io import atomic_path
+    from bnmfit.results import write_bytes
 
     cfg = cli.read_config(config_file, config_json)
     kw = dict(connectome_h5=connectome, empirical_h5=empirical, explore_h5=explore_h5,
               fit_h5=fit_h5, params_json=params_json, config=cfg)
     html = report.subject_report(subject, **kw)
-    with atomic_path(output) as tmp:
-        tmp.write_text(html, encoding="utf-8")
+    write_bytes(output, html)
     if figures:
         paths = report.write_subject_figures(subject, outdir=figures, **kw)
         cli.log(f"sub-{subject}: {len(paths)} figures → {figures}")

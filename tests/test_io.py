@@ -1,4 +1,4 @@
-"""Readers (bnmfit.io) and atomic writers (bnmfit.io.h5): round trips and error messages.
+"""Readers (bnmfit.io) and the atomic writers of bnmfit.results: round trips and error messages.
 
 Every fixture is written into tmp_path by the test itself. Every error is asserted by its
 message, which must be one line and name the file it is about.
@@ -26,18 +26,14 @@ from bnmfit.errors import ConfigError, DataError
 from bnmfit.io import (
     Bold,
     align,
-    atomic_path,
     read_bold,
     read_connectome,
     read_fc,
-    read_h5,
-    read_json,
     read_matrix,
     read_tvb_zip,
     sidecar_path,
-    write_h5,
-    write_json,
 )
+from bnmfit.results import atomic_path, read_h5, read_json, write_h5, write_json
 
 LABELS = ["A", "B", "C", "D"]
 

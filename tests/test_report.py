@@ -279,9 +279,9 @@ def test_subject_report_with_optional_files_missing(cohort):
 
 
 def test_reads_files_written_by_bnmfit_io(cohort, tmp_path):
-    """The workflow writes results with bnmfit.io.h5.write_h5 (JSON attributes listed in
+    """The workflow writes results with bnmfit.results.write_h5 (JSON attributes listed in
     ``__json__``, fit-stage scalars possibly as datasets): the report reads those too."""
-    h5 = pytest.importorskip("bnmfit.io.h5")
+    from bnmfit import results as h5
     _, subs, _ = cohort
     p = dict(subs["02"]["paths"])
     with h5py.File(p["explore_h5"], "r") as f:

@@ -36,7 +36,8 @@ from hypothesis import strategies as st
 from bnmfit import losses
 from bnmfit.config import check_subject_files, load_subjects, validate_config
 from bnmfit.errors import ConfigError, DataError
-from bnmfit.io import align, read_bold, read_connectome, read_h5, write_h5, write_json
+from bnmfit.io import align, read_bold, read_connectome
+from bnmfit.results import read_h5, write_h5, write_json
 from tests.test_scripts import CONFIG, TR, N, _subject, error_line, run
 from tests.test_workflow import _base, _workdir, job_counts, snakemake
 
@@ -529,7 +530,7 @@ def test_empirical_fc_commutes_with_a_region_permutation(seed, perm):
 
 
 def test_a_killed_writers_temporary_is_removed_by_the_next_write(tmp_path):
-    from bnmfit.io.h5 import _host
+    from bnmfit.results import _host
 
     target = tmp_path / "x.h5"
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
@@ -896,7 +897,7 @@ def test_a_stale_chunk_of_another_configuration_is_refused(prepared, tmp_path):
 
 
 def test_every_result_file_records_its_provenance(prepared, reference_fit):
-    from bnmfit.cli import sha256
+    from bnmfit.results import sha256
 
     o = prepared["out"]
     files = {

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from bnmfit import cli
 from bnmfit.errors import ConfigError, DataError
-from bnmfit.io import read_h5
+from bnmfit.results import read_h5
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ["ingest_connectome", "empirical_fc", "explore", "gather_explore", "refine",
@@ -385,7 +385,7 @@ def test_gather_errors(pipeline, tmp_path):
 
 def test_refine_and_report_errors(pipeline, tmp_path):
     out = pipeline["out"]
-    from bnmfit.io import write_h5
+    from bnmfit.results import write_h5
 
     d, a = read_h5(out["explore"])
     d["top"] = np.zeros(0, dtype=np.int64)

@@ -251,7 +251,7 @@ def _result_files(res: Path, s: str) -> list[str]:
 
 
 def test_slurm_results_equal_the_local_run(run_dir, slurm_runs):
-    from bnmfit.io import read_h5
+    from bnmfit.results import read_h5
 
     b, wd = slurm_runs["b"], slurm_runs["dir"]
     assert b.returncode == 0, b.stderr[-5000:] + _logs(wd)

@@ -113,7 +113,7 @@ def run_workflow(tmp: Path, cache: Path) -> Path:
 
 @pytest.mark.slow
 def test_every_output_exists_and_is_valid(run_dir):
-    from bnmfit.io import read_h5
+    from bnmfit.results import read_h5
 
     res = run_dir / "results"
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())

@@ -15,37 +15,31 @@
 from __future__ import annotations
 
 import contextlib
-import functools
-import hashlib
 import json
 import os
-import platform
 import signal
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import click
 
+from bnmfit import xla_defaults
 from bnmfit.errors import BnmfitError, ConfigError, DataError
 
 __all__ = [
     "CONTEXT_SETTINGS",
     "Progress",
+    "StageProgress",
     "command",
     "config_options",
     "configure_jax",
-    "git_commit",
-    "json_dumps",
+    "describe",
     "log",
-    "provenance",
     "read_config",
     "read_labels",
-    "sha256",
-    "versions",
 ]
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -94,9 +88,14 @@ def _terminate_cleanly():
 
 
 class Command(click.Command):
-    """A click command that turns bnmfit's errors into one-line messages and exit codes."""
+    """A click command that turns bnmfit's errors into one-line messages and exit codes.
+
+    Before the command's function runs, bnmfit's XLA settings are added to ``XLA_FLAGS``
+    (:func:`bnmfit.xla_defaults.apply`): scripts import JAX's users inside that function, so
+    the settings are in place before JAX's first computation."""
 
     def invoke(self, ctx: click.Context):
+        xla_defaults.apply()
         try:
             with _terminate_cleanly():
                 return super().invoke(ctx)
@@ -204,6 +203,42 @@ class Progress:
             self.stream.flush()
 
 
+class StageProgress:
+    """The ``progress(stage, step, steps, loss)`` callback of :func:`bnmfit.fit.refine`: one
+    :class:`Progress` per stage, each started when the previous one ended (so the first
+    includes the compilation), showing the configured loss (the fit's plus ``offset``)."""
+
+    def __init__(self, label: str, *, offset: float = 0.0):
+        self.label, self.offset = label, offset
+        self.bars: dict[str, Progress] = {}
+        self.t = time.monotonic()
+
+    def __enter__(self) -> StageProgress:
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        for b in self.bars.values():
+            b.close(ok=exc_type is None)
+
+    def __call__(self, stage: str, step: int, steps: int, loss: float) -> None:
+        bar = self.bars.get(stage)
+        if bar is None:
+            for b in self.bars.values():
+                b.close()
+            bar = self.bars[stage] = Progress(f"{self.label} {stage}", total=steps,
+                                              start=self.t)
+        self.t = time.monotonic()
+        bar.update(step, steps, info=f"loss {float(loss) + self.offset:.4f}")
+
+
+def describe(values: Mapping[str, Any]) -> str:
+    """``name=value, ...`` for a log line (arrays by their mean)."""
+    import numpy as np
+
+    return ", ".join(f"{k}={np.mean(v):.4g}" + ("" if np.ndim(v) == 0 else " (mean)")
+                     for k, v in values.items())
+
+
 def _secs(s: float) -> str:
     if s != s:
         return "?"
@@ -263,84 +298,6 @@ def read_labels(path: str | os.PathLike) -> list[str]:
         raise DataError(f"{path}: a TSV of labels needs a name or label column, got "
                         f"{', '.join(head)}")
     return [ln.strip() for ln in lines]
-
-
-# =========================================================================== provenance
-
-
-def _json_default(obj: Any) -> Any:
-    import numpy as np
-
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
-    raise TypeError(f"cannot write {type(obj).__name__} as JSON")
-
-
-def json_dumps(obj: Any, **kw) -> str:
-    """JSON text of ``obj`` (NumPy scalars and arrays converted)."""
-    return json.dumps(obj, default=_json_default, ensure_ascii=False, **kw)
-
-
-@functools.lru_cache(maxsize=256)
-def _sha256_cached(path: str, size: int, mtime: float) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def sha256(path: str | os.PathLike) -> str:
-    """SHA-256 of a file (hex)."""
-    st = os.stat(path)
-    return _sha256_cached(os.fspath(path), st.st_size, st.st_mtime)
-
-
-def versions() -> dict[str, str]:
-    """Versions of Python, bnmfit and the numerical packages."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for pkg in ("bnmfit", "jax", "jaxlib", "numpy", "scipy", "optax", "h5py"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
-    return out
-
-
-def git_commit(directory: str | os.PathLike | None = None) -> str | None:
-    """The git commit of the source tree (``+dirty`` when it has local changes), or None."""
-    d = Path(directory) if directory else Path(__file__).resolve().parents[2]
-    try:
-        sha = subprocess.run(["git", "-C", str(d), "rev-parse", "HEAD"], capture_output=True,
-                             text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(d), "status", "--porcelain",
-                                "--untracked-files=no"], capture_output=True, text=True,
-                               timeout=10, check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return f"{sha}+dirty" if dirty else sha
-
-
-def provenance(config: Mapping[str, Any], inputs: Iterable[str | os.PathLike] = (),
-               seeds: Any = None) -> dict[str, Any]:
-    """What every result file records: config hash, versions, seeds, input checksums, and
-    the XLA_FLAGS the numbers were computed with (bnmfit's own, :mod:`bnmfit.xla_defaults`,
-    and any the user set: they change results at the level of float rounding)."""
-    from bnmfit.config import config_hash
-
-    return {
-        "config_hash": config_hash(config),
-        "versions": versions(),
-        "seeds": seeds,
-        "inputs": {os.fspath(p): sha256(p) for p in inputs if p},
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
-    }
 
 
 # =========================================================================== JAX

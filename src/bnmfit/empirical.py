@@ -11,14 +11,18 @@ signal are refused.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from bnmfit import observables
 from bnmfit.errors import ConfigError, DataError, short_list
 
-__all__ = ["EmpiricalFC", "empirical_fc"]
+if TYPE_CHECKING:  # pragma: no cover
+    from bnmfit.results import ConnectomeFile, EmpiricalFile
+
+__all__ = ["EmpiricalFC", "empirical_fc", "empirical_record"]
 
 #: fewest volumes (after ``discard``) from which an FC is computed.
 MIN_TRS = 10
@@ -250,3 +254,62 @@ def empirical_fc(
         "sc_fc_r_transform": "log1p",
     }
     return EmpiricalFC(bold=y, fc=fc, fcd=fcd, qc=qc)
+
+
+def empirical_record(
+    subject: str,
+    connectome: ConnectomeFile,
+    *,
+    bold: str | None = None,
+    fc: str | None = None,
+    labels: Sequence[str] | None = None,
+    read_options: Mapping[str, Any] | None = None,
+    tr: float | None = None,
+    discard: int = 0,
+    detrend: bool = True,
+    bandpass: tuple[float, float] | None = None,
+    max_nan_run: int = 0,
+    fcd_window: int = 0,
+    fcd_step: int = 1,
+    provenance: Mapping[str, Any] | None = None,
+) -> EmpiricalFile:
+    """A subject's empirical observables from its BOLD file (``bold``) or a precomputed FC
+    file (``fc``: no FCD then), in the region order of its ``connectome``.
+
+    ``labels`` name the columns of a BOLD file without labels; ``read_options`` go to
+    :func:`bnmfit.io.read_bold` (``fmt``, ``key``, ``dseg``, ``dseg_tsv``, ``orientation``) or
+    :func:`bnmfit.io.read_fc` (``fmt``, ``key``; the others are ignored); ``tr`` (s) is used
+    when neither sidecar nor header gives one. The rest is :func:`empirical_fc`'s.
+    """
+    from bnmfit.io import align, read_bold, read_fc
+    from bnmfit.results import EmpiricalFile
+
+    if (bold is None) == (fc is None):
+        raise ConfigError("give exactly one of a BOLD file and an FC file")
+    opts = dict(read_options or {})
+    sc_labels = list(connectome.labels)
+    n = len(sc_labels)
+    if bold is not None:
+        b = read_bold(bold, tr=tr, labels=labels, **opts)
+        idx = align(sc_labels, b.labels if b.labels is not None else b.n_regions, n_sc=n)
+        emp = empirical_fc(
+            b.data[:, idx], b.tr, discard=discard, detrend=detrend, bandpass=bandpass,
+            fcd_window=fcd_window or None, fcd_step=fcd_step, max_nan_run=max_nan_run,
+            sc_weights=connectome.weights_raw, labels=sc_labels, source=str(bold),
+        )
+        data = {"bold": emp.bold, "fc": emp.fc, "fcd": emp.fcd, "n_tr": emp.bold.shape[0]}
+        tr_s, tr_source, qc = float(b.tr), b.tr_source, dict(emp.qc)
+    else:
+        matrix, fl = read_fc(fc, fmt=opts.get("fmt"), key=opts.get("key"))  # no BOLD options
+        idx = align(sc_labels, fl if fl is not None else matrix.shape[0], n_sc=n)
+        matrix = matrix[np.ix_(idx, idx)]
+        if not np.all(np.isfinite(matrix)):
+            raise DataError(f"sub-{subject}: the empirical FC has non-finite entries")
+        tr_s, tr_source = (float(tr), "argument") if tr else (None, "")
+        data = {"bold": None, "fc": matrix, "fcd": None, "n_tr": None}
+        qc = {"n_tr_used": None, "n_regions": n, "tr": tr_s,
+              "mean_fc": float(matrix[np.triu_indices(n, 1)].mean())}
+    qc.update({"subject": subject, "tr_source": tr_source})
+    return EmpiricalFile(subject=subject, labels=sc_labels, tr=tr_s, qc=qc, discard=discard,
+                         fcd_window=fcd_window, fcd_step=fcd_step,
+                         provenance=dict(provenance or {}), **data)

@@ -63,7 +63,6 @@ import dataclasses
 import functools
 import hashlib
 import math
-import os
 import pickle
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -82,6 +81,7 @@ from bnmfit.errors import ConfigError, DataError, unknown_choice
 from bnmfit.losses import Observed, pearson
 from bnmfit.observables import upper
 from bnmfit.params import FreeParameter, ParameterSet, current_value
+from bnmfit.results import write_bytes
 
 if TYPE_CHECKING:  # pragma: no cover
     from bnmfit.problem import Problem
@@ -629,25 +629,6 @@ def _config(stage: Stage, dtype) -> dict[str, jax.Array]:
 # checkpoints
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    try:
-        fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
 def _fingerprint(problem, stages, starts, seed, heldout_seeds, every) -> str:
     h = hashlib.sha256()
     h.update(repr((tuple(stages), seed, tuple(heldout_seeds), every)).encode())
@@ -704,7 +685,7 @@ class _Checkpoints:
         if self.path is None:
             return
         data = {**data, "version": CHECKPOINT_VERSION, "fingerprint": self.fingerprint}
-        _atomic_write(self.path, pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL))
+        write_bytes(self.path, pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL))
 
 
 # ---------------------------------------------------------------------------------------------

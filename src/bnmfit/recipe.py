@@ -18,7 +18,6 @@ The loss of a configuration is :func:`bnmfit.losses.loss_spec`.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -221,22 +220,12 @@ def build_problem(
 
 def problem_from_files(config: Mapping[str, Any], connectome_h5, empirical_h5):
     """:func:`build_problem` from ``sub-X_connectome.h5`` and ``sub-X_desc-empirical_fc.h5``."""
-    from bnmfit.io import read_h5
+    from bnmfit.results import ConnectomeFile, EmpiricalFile
 
-    conn, _ = read_h5(connectome_h5)
-    emp, attrs = read_h5(empirical_h5)
-    tr = attrs.get("tr")
-    tr = None if tr is None or (isinstance(tr, float) and math.isnan(tr)) else float(tr)
-    n_tr = attrs.get("n_tr")
-    n_tr = None if n_tr is None or int(n_tr) < 0 else int(n_tr)
-    for name, d, keys in ((connectome_h5, conn, ("weights", "lengths")),
-                          (empirical_h5, emp, ("fc",))):
-        for k in keys:
-            if d.get(k) is None:
-                raise DataError(f"{name}: expected the dataset {k!r}, got none; re-run the "
-                                "step that writes this file")
-    return build_problem(config, weights=conn["weights"], lengths=conn["lengths"],
-                         fc=emp["fc"], fcd=emp.get("fcd"), tr=tr, n_tr=n_tr)
+    conn = ConnectomeFile.read(connectome_h5)
+    emp = EmpiricalFile.read(empirical_h5)
+    return build_problem(config, weights=conn.weights, lengths=conn.lengths, fc=emp.fc,
+                         fcd=emp.fcd, tr=emp.tr, n_tr=emp.n_tr)
 
 
 def build_space(config: Mapping[str, Any]):

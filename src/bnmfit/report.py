@@ -22,13 +22,11 @@ The figures themselves are in :mod:`bnmfit.report_figures`.
 from __future__ import annotations
 
 import base64
-import contextlib
 import html
 import json
 import math
 import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -37,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from bnmfit import report_figures as rf
+from bnmfit import results
 from bnmfit.config import config_hash
 from bnmfit.errors import ConfigError, DataError
 
@@ -105,22 +104,6 @@ def cohort_figure_paths(outdir: PathLike) -> dict[str, Path]:
 # =========================================================================== reading
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a hidden temporary file next to ``path``, then rename it over
-    ``path``: a failure never leaves a partial PNG under the final name."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def _check_file(path: PathLike | None, what: str) -> Path | None:
     if path is None:
         return None
@@ -131,80 +114,17 @@ def _check_file(path: PathLike | None, what: str) -> Path | None:
     return p
 
 
-def _plain(v: Any) -> Any:
-    if isinstance(v, bytes):
-        v = v.decode("utf-8", "replace")
-    if isinstance(v, np.ndarray):
-        if v.dtype.kind in "SO":
-            return [_plain(x) for x in v.ravel()]
-        return v.tolist() if v.ndim else v.item()
-    if isinstance(v, np.generic):
-        return v.item()
-    return v
-
-
-def _decode_attr(v: Any, force_json: bool = False) -> Any:
-    v = _plain(v)
-    if isinstance(v, str):
-        s = v.strip()
-        if force_json or s[:1] in "[{":
-            try:
-                return json.loads(s)
-            except ValueError:
-                return v
-    return v
-
-
-def _read_dataset(ds) -> Any:
-    import h5py
-
-    if ds.shape is None:
-        return None
-    if h5py.check_string_dtype(ds.dtype) is not None:
-        v = ds.asstr()[()]
-        return v if isinstance(v, str) else [str(x) for x in np.asarray(v).ravel()]
-    v = ds[()]
-    if isinstance(v, np.ndarray) and v.dtype.kind == "S":
-        return [x.decode("utf-8", "replace") for x in v.ravel()]
-    return v
-
-
-def _read_tree(group) -> dict[str, Any]:
-    """Datasets and subgroups of an HDF5 group as a dict; its attributes under ``"@attrs"``
-    (JSON strings decoded, including those listed by bnmfit.io.h5's ``__json__``)."""
-    import h5py
-
-    raw = dict(group.attrs.items())
-    listed = set()
-    if "__json__" in raw:
-        listed = set(_decode_attr(raw.pop("__json__"), force_json=True) or [])
-    out: dict[str, Any] = {"@attrs": {k: _decode_attr(v, k in listed) for k, v in raw.items()}}
-    for k, item in group.items():
-        out[k] = _read_tree(item) if isinstance(item, h5py.Group) else _read_dataset(item)
-    return out
-
-
 def _read_h5(path: Path | None) -> dict[str, Any] | None:
+    """A result file's datasets and groups as a dict, its root attributes under ``"@attrs"``
+    (as its groups' are)."""
     if path is None:
         return None
-    import h5py
-
-    try:
-        with h5py.File(path, "r") as f:
-            return _read_tree(f)
-    except OSError as e:
-        raise DataError(f"{path}: expected an HDF5 file, got an unreadable file ({e}); delete "
-                        "it and re-run the step that writes it") from None
+    data, attrs = results.read_h5(path)
+    return {**data, "@attrs": attrs}
 
 
 def _read_json(path: Path | None) -> dict[str, Any]:
-    if path is None:
-        return {}
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
-        raise DataError(f"{path}: expected valid JSON, got a parse error ({e}); delete the "
-                        "file and re-run the step that writes it") from None
+    return {} if path is None else results.read_json(path)
 
 
 def _arr(x: Any, ndim: int | None = None) -> np.ndarray | None:
@@ -509,8 +429,6 @@ def _input_checksums(*sources: Any) -> list[tuple[str, str]]:
     """(path, sha256) pairs from dicts {path: sha} or lists of {path, sha256} / [path, sha]."""
     seen: dict[str, str] = {}
     for src in sources:
-        if isinstance(src, str):
-            src = _decode_attr(src, force_json=True)
         if isinstance(src, Mapping):
             items = []
             for k, v in src.items():
@@ -935,7 +853,7 @@ def write_subject_figures(
         if fig is None:
             fig = rf.absent_figure(f"{subject_prefix(subject)}: {name}", _ABSENT_WHY[name])
         png = rf.to_png(fig, dpi=dpi)
-        _write_atomic(path, png)
+        results.write_bytes(path, png)
         out.append(path)
     return out
 
@@ -1130,6 +1048,6 @@ def write_cohort_figures(
     out = []
     for name, path in cohort_figure_paths(outdir).items():
         png = rf.to_png(figs[name], dpi=dpi)
-        _write_atomic(path, png)
+        results.write_bytes(path, png)
         out.append(path)
     return out

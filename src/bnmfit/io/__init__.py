@@ -1,4 +1,4 @@
-"""Readers for connectome and fMRI files, and atomic writers for results.
+"""Readers for connectome and fMRI files (result files: :mod:`bnmfit.results`).
 
 Readers choose the format by file name (``fmt=`` overrides) and fail with a
 :class:`~bnmfit.errors.DataError` whose one-line message names the file, says what was
@@ -15,8 +15,6 @@ expected, what came and how to fix it.
   image. TR order: JSON sidecar, header, ``tr=``.
 * :func:`read_fc` — an empirical FC matrix given directly (checked correlation matrix).
 * :func:`align` — the BOLD column order that matches the connectome's regions.
-* :mod:`bnmfit.io.h5` — :func:`atomic_path`, :func:`h5_file`, :func:`write_h5`, :func:`read_h5`,
-  :func:`write_json`, :func:`read_json`.
 """
 
 from bnmfit.io._align import align
@@ -24,25 +22,18 @@ from bnmfit.io._bold import ORIENTATIONS, Bold, read_bold, resolve_tr
 from bnmfit.io._files import FORMATS, default_labels, sidecar_path
 from bnmfit.io._matrix import read_connectome, read_fc, read_matrix
 from bnmfit.io._tvb import read_tvb_zip
-from bnmfit.io.h5 import atomic_path, h5_file, read_h5, read_json, write_h5, write_json
 
 __all__ = [
     "FORMATS",
     "ORIENTATIONS",
     "Bold",
     "align",
-    "atomic_path",
     "default_labels",
-    "h5_file",
     "read_bold",
     "read_connectome",
     "read_fc",
-    "read_h5",
-    "read_json",
     "read_matrix",
     "read_tvb_zip",
     "resolve_tr",
     "sidecar_path",
-    "write_h5",
-    "write_json",
 ]

@@ -1,0 +1,1126 @@
+"""Every result file of the workflow: typed records with ``write`` and ``read``, one atomic
+writer.
+
+Records (one per file; ``record.write(path)`` / ``Record.read(path)``):
+
+* :class:`ConnectomeFile` — ``sub-X_connectome.h5``: normalised and raw SC, labels.
+* :class:`EmpiricalFile` — ``sub-X_desc-empirical_fc.h5``: preprocessed BOLD, FC, FCD, QC;
+  :class:`QualityFile` — ``sub-X_desc-empirical_qc.json``: its QC numbers alone.
+* :class:`ExploreChunk` — ``explore/chunk-k.h5``: the losses of one chunk of the space.
+* :class:`Landscape` — ``sub-X_explore.h5``: the joined chunks (:meth:`Landscape.gather`)
+  and the refinement starts.
+* :class:`FitFile` — ``sub-X_fit.h5``: the loss history of every stage and start, and the
+  simulated observables of the fit on its first held-out seed.
+* :class:`FittedParams` — ``sub-X_desc-fitted_params.json``: the fitted and fixed
+  parameters, held-out metrics per stage, warnings, provenance.
+
+Loss values in every record are those of the configured loss expression (its constant
+included, :attr:`bnmfit.losses.LossSpec.offset`); they are added in :meth:`ExploreChunk.of`
+and :meth:`FitFile.of`, the only places where library results become records.
+
+Every writer goes through :func:`atomic_path`: the data are written to a hidden temporary
+file in the target's directory, flushed, then renamed over the target in one step, so a
+failure never leaves a partial file under the target name and Snakemake never sees a
+half-written output as complete.
+
+HDF5 layout (:func:`write_h5`): one dataset per key (a nested dict is a group, whose
+``"@attrs"`` entry holds the group's attributes); strings and lists of strings are UTF-8
+string datasets; ``None`` is an empty dataset. Attributes are numbers, strings and booleans
+as themselves, anything else (lists, dicts, ``None``) as JSON text listed in the group's
+``__json__`` attribute so that :func:`read_h5` decodes them back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import errno
+import functools
+import hashlib
+import io
+import json
+import math
+import os
+import platform
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bnmfit.errors import DataError
+
+__all__ = [
+    "ConnectomeFile",
+    "EmpiricalFile",
+    "ExploreChunk",
+    "FitFile",
+    "FittedParams",
+    "Landscape",
+    "LossRecord",
+    "QualityFile",
+    "StageFile",
+    "atomic_path",
+    "dataset_description",
+    "git_commit",
+    "provenance",
+    "read_h5",
+    "read_json",
+    "sha256",
+    "versions",
+    "write_bytes",
+    "write_h5",
+    "write_json",
+    "write_resolved_config",
+    "write_together",
+]
+
+PathLike = str | os.PathLike
+_JSON_ATTRS = "__json__"
+_GROUP_ATTRS = "@attrs"
+_COMPRESS_MIN = 4096  # gzip datasets with at least this many elements
+#: errno values of a full disk or quota: reported as one line, naming the file
+_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+# =========================================================================== atomic writes
+
+
+def _umask() -> int:
+    old = os.umask(0)
+    os.umask(old)
+    return old
+
+
+def _fsync_dir(d: Path) -> None:
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _host() -> str:
+    return "".join(c for c in socket.gethostname().split(".")[0] if c.isalnum()) or "host"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. PermissionError: it exists, owned by someone else
+        return True
+    return True
+
+
+def _remove_stale(target: Path, suffixes: str) -> None:
+    """Delete temporaries of ``target`` left by a killed writer (SIGKILL, power loss) on this
+    host: ``.<name>.<host>-<pid>.*.tmp<suffixes>`` whose process no longer exists. Writers on
+    other hosts (a shared file system) are never touched."""
+    prefix = f".{target.name}.{_host()}-"
+    try:
+        entries = list(target.parent.iterdir())
+    except OSError:
+        return
+    for e in entries:
+        name = e.name
+        if not (name.startswith(prefix) and name.endswith(f".tmp{suffixes}")):
+            continue
+        pid = name[len(prefix):].split(".", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            with contextlib.suppress(OSError):
+                e.unlink()
+
+
+@contextlib.contextmanager
+def atomic_path(path: PathLike) -> Iterator[Path]:
+    """Yield a temporary path to write instead of ``path``; on success it replaces ``path``.
+
+    The temporary file is in the same directory (so the final rename is atomic), is hidden
+    (``.<name>.<host>-<pid>.<random>.tmp<suffixes>``, keeping the suffixes so that writers
+    that look at the extension still work), and is created empty. On a normal exit it is
+    fsynced and renamed over ``path`` (with the usual permissions); on an exception it is
+    deleted and the exception propagates (a full disk as a one-line DataError). Parent
+    directories are created. A later write of the same target removes what a killed writer
+    (SIGKILL) left behind.
+
+    Example::
+
+        with atomic_path("results/x.npy") as tmp:
+            np.save(tmp, array)
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    suffixes = "".join(target.suffixes[-2:])
+    _remove_stale(target, suffixes)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{target.name}.{_host()}-{os.getpid()}.", suffix=f".tmp{suffixes}",
+        dir=target.parent,
+    )
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, target)
+        _fsync_dir(target.parent)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if isinstance(e, OSError) and e.errno in _FULL:
+            kept = "the previous file is unchanged" if target.exists() else "nothing was written"
+            raise DataError(
+                f"{target}: expected to write the result, got {os.strerror(e.errno)}; {kept}. "
+                f"Free space on the file system of {target.parent} (or raise the quota) and "
+                "re-run"
+            ) from None
+        raise
+
+
+def write_together(records: Sequence[tuple[Any, PathLike]]) -> None:
+    """``record.write(path)`` for each pair, all or none: when one fails, the files already
+    written by this call are removed, so a rule never leaves part of its outputs."""
+    done: list[Path] = []
+    try:
+        for record, path in records:
+            record.write(path)
+            done.append(Path(path))
+    except BaseException:
+        for p in done:
+            p.unlink(missing_ok=True)
+        raise
+
+
+def write_bytes(path: PathLike, data: bytes | str) -> None:
+    """Write ``data`` (text as UTF-8) to ``path`` atomically (see :func:`atomic_path`)."""
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+# =========================================================================== provenance
+
+
+@functools.lru_cache(maxsize=256)
+def _sha256_cached(path: str, size: int, mtime: float) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file (hex)."""
+    st = os.stat(path)
+    return _sha256_cached(os.fspath(path), st.st_size, st.st_mtime)
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python, bnmfit and the numerical packages."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("bnmfit", "jax", "jaxlib", "numpy", "scipy", "optax", "h5py"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def git_commit(directory: str | os.PathLike | None = None) -> str | None:
+    """The git commit of the source tree (``+dirty`` when it has local changes), or None."""
+    d = Path(directory) if directory else Path(__file__).resolve().parents[2]
+    try:
+        sha = subprocess.run(["git", "-C", str(d), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(d), "status", "--porcelain",
+                                "--untracked-files=no"], capture_output=True, text=True,
+                               timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{sha}+dirty" if dirty else sha
+
+
+def provenance(config: Mapping[str, Any], inputs: Iterable[str | os.PathLike] = (),
+               seeds: Any = None) -> dict[str, Any]:
+    """What every result file records: config hash, versions, seeds, input checksums, and
+    the XLA_FLAGS the numbers were computed with (bnmfit's own, :mod:`bnmfit.xla_defaults`,
+    and any the user set: they change results at the level of float rounding)."""
+    from bnmfit.config import config_hash
+
+    return {
+        "config_hash": config_hash(config),
+        "versions": versions(),
+        "seeds": seeds,
+        "inputs": {os.fspath(p): sha256(p) for p in inputs if p},
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    }
+
+
+
+def dataset_description(config: Mapping[str, Any], subjects: Sequence[str],
+                        config_file: str | None) -> dict[str, Any]:
+    """The BIDS ``dataset_description.json`` of a results folder: what made it (bnmfit's
+    version and git commit, the config's hash and file) and for which subjects."""
+    from bnmfit import __version__
+    from bnmfit.config import config_hash
+
+    return {
+        "Name": "bnmfit: personalised brain network model fits",
+        "BIDSVersion": "1.10.0",
+        "DatasetType": "derivative",
+        "GeneratedBy": [{
+            "Name": "bnmfit",
+            "Version": __version__,
+            "Description": "Grid exploration and gradient refinement of whole-brain "
+                           f"network models ({config['model']['name']}) per subject.",
+            "GitCommit": git_commit(),
+        }],
+        "ConfigHash": config_hash(config),
+        "ConfigFile": config_file,
+        "Subjects": [f"sub-{s}" for s in subjects],
+        "Versions": versions(),
+    }
+
+
+def write_resolved_config(path: PathLike, config: Mapping[str, Any]) -> None:
+    """The configuration that produced a results folder (YAML, every default filled in)."""
+    import yaml
+
+    write_bytes(path, "# The resolved configuration of these results (every default filled "
+                "in).\n" + yaml.safe_dump(dict(config), sort_keys=False, allow_unicode=True))
+
+
+# =========================================================================== JSON
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    raise TypeError(f"cannot write {type(obj).__name__} as JSON")
+
+
+def dumps(obj: Any, indent: int | None = None) -> str:
+    """JSON text of ``obj`` (NumPy scalars and arrays, paths, sets, dataclasses converted;
+    non-finite floats as ``NaN``/``Infinity``, Python's JSON dialect)."""
+    return json.dumps(obj, indent=indent, default=_json_default, ensure_ascii=False)
+
+
+def write_json(path: PathLike, obj: Any, *, indent: int = 2) -> None:
+    """Write ``obj`` as JSON atomically (see :func:`dumps`)."""
+    write_bytes(path, dumps(obj, indent) + "\n")
+
+
+def _missing(path: PathLike, what: str) -> DataError:
+    return DataError(f"{path}: expected {what}, got no such file; check the path "
+                     "(or re-run the step that writes it)")
+
+
+def read_json(path: PathLike) -> Any:
+    """Read a JSON file; DataError (with the file name) when it is missing or invalid."""
+    p = Path(path)
+    if not p.is_file():
+        raise _missing(path, "a JSON file")
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(
+            f"{path}: expected valid JSON, got a parse error ({e}); "
+            "delete the file and re-run the step that writes it"
+        ) from None
+
+
+# =========================================================================== HDF5
+
+
+def _is_str_seq(value: Any) -> bool:
+    if isinstance(value, np.ndarray):
+        return value.dtype.kind in "US" or (
+            value.dtype == object and all(isinstance(x, str) for x in value.ravel())
+        )
+    return (
+        isinstance(value, (list, tuple))
+        and len(value) > 0
+        and all(isinstance(x, str) for x in value)
+    )
+
+
+def _write_attrs(obj, attrs: Mapping[str, Any]) -> None:
+    json_keys = []
+    for k, v in attrs.items():
+        if isinstance(v, (bool, np.bool_, str, int, float, np.integer, np.floating)):
+            obj.attrs[k] = v
+        else:
+            obj.attrs[k] = dumps(v)
+            json_keys.append(k)
+    if json_keys:
+        obj.attrs[_JSON_ATTRS] = dumps(json_keys)
+
+
+def _write_group(group, datasets: Mapping[str, Any]) -> None:
+    import h5py
+
+    str_dt = h5py.string_dtype(encoding="utf-8")
+    for key, value in datasets.items():
+        key = str(key)
+        if key == _GROUP_ATTRS:
+            _write_attrs(group, value)
+        elif isinstance(value, Mapping):
+            _write_group(group.create_group(key), value)
+        elif value is None:
+            group.create_dataset(key, data=h5py.Empty("f8"))
+        elif isinstance(value, str):
+            group.create_dataset(key, data=value, dtype=str_dt)
+        elif _is_str_seq(value):
+            arr = np.asarray(value, dtype=object)
+            group.create_dataset(key, data=arr.astype(str).astype(object), dtype=str_dt)
+        else:
+            arr = np.asarray(value)
+            if arr.dtype.kind not in "biufc":
+                raise TypeError(f"dataset {key!r}: cannot write {arr.dtype} to HDF5")
+            kw = {}
+            if arr.size >= _COMPRESS_MIN:
+                kw = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
+            group.create_dataset(key, data=arr, **kw)
+
+
+def write_h5(path: PathLike, datasets: Mapping[str, Any],
+             attrs: Mapping[str, Any] | None = None) -> None:
+    """Write ``datasets`` (name → array / str / list of str / None / nested dict) and root
+    ``attrs`` to an HDF5 file, atomically (see the module docstring for the layout).
+
+    The file is built in memory and written by Python in one piece, so a full disk is a
+    clean one-line error rather than an HDF5 driver failure. Result files are small (MBs).
+    """
+    import h5py
+
+    buf = io.BytesIO()
+    with h5py.File(buf, "w") as f:
+        _write_group(f, datasets)
+        _write_attrs(f, attrs or {})
+    write_bytes(path, bytes(buf.getbuffer()))
+
+
+def _read_value(ds) -> Any:
+    import h5py
+
+    if ds.shape is None:  # h5py.Empty
+        return None
+    if h5py.check_string_dtype(ds.dtype) is not None:
+        v = ds.asstr()[()]
+        return v if isinstance(v, str) else [str(x) for x in np.asarray(v).ravel()]
+    v = ds[()]
+    if isinstance(v, np.ndarray):
+        return v
+    return v.item() if hasattr(v, "item") else v
+
+
+def _attr(v: Any) -> Any:
+    if isinstance(v, bytes):
+        return v.decode("utf-8")
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+def _read_attrs(obj) -> dict[str, Any]:
+    raw = {k: _attr(v) for k, v in obj.attrs.items()}
+    json_keys = json.loads(raw.pop(_JSON_ATTRS, "[]"))
+    return {k: (json.loads(v) if k in json_keys else v) for k, v in raw.items()}
+
+
+def _read_group(group) -> dict[str, Any]:
+    import h5py
+
+    out: dict[str, Any] = {}
+    if group.name != "/" and len(group.attrs):
+        out[_GROUP_ATTRS] = _read_attrs(group)
+    for k, item in group.items():
+        out[k] = _read_group(item) if isinstance(item, h5py.Group) else _read_value(item)
+    return out
+
+
+def read_h5(path: PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Read a file written by :func:`write_h5`: ``(datasets, attrs)``.
+
+    Arrays come back as NumPy arrays, scalars as Python numbers, strings as ``str``, string
+    datasets as ``list[str]``, groups as dicts (their attributes under ``"@attrs"``); JSON
+    attributes are decoded.
+    """
+    import h5py
+
+    p = Path(path)
+    if not p.is_file():
+        raise _missing(path, "an HDF5 file")
+    try:
+        with h5py.File(p, "r") as f:
+            return _read_group(f), _read_attrs(f)
+    except OSError as e:
+        raise DataError(
+            f"{path}: expected an HDF5 file, got an unreadable file ({e}); "
+            "delete it and re-run the step that writes it"
+        ) from None
+
+
+# =========================================================================== records
+
+
+def _nan_to_none(x: Any) -> Any:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else x
+
+
+def _required(path: PathLike, data: Mapping[str, Any], keys: Sequence[str]) -> None:
+    for k in keys:
+        if data.get(k) is None:
+            raise DataError(f"{path}: expected the dataset {k!r}, got none; delete the file "
+                            "and re-run the step that writes it")
+
+
+def _field_names(cls) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+@dataclasses.dataclass(frozen=True)
+class ConnectomeFile:
+    """``sub-X_connectome.h5``: the subject's SC as the model uses it.
+
+    Attributes:
+        weights, lengths: (N, N) normalised weights and tract lengths (mm).
+        weights_raw: (N, N) the weights as read.
+        labels: N region labels.
+        normalisation, symmetric, isolated: how the SC was normalised, whether it is
+            symmetric, the labels of regions without any connection.
+        provenance: config hash, versions, seeds, input checksums, XLA flags.
+    """
+
+    subject: str
+    weights: np.ndarray
+    lengths: np.ndarray | None
+    weights_raw: np.ndarray
+    labels: list[str]
+    normalisation: str
+    symmetric: bool
+    isolated: list[str]
+    provenance: dict[str, Any]
+
+    @property
+    def n_regions(self) -> int:
+        return len(self.labels)
+
+    def write(self, path: PathLike) -> None:
+        write_h5(
+            path,
+            {"weights": self.weights, "lengths": self.lengths, "weights_raw": self.weights_raw,
+             "labels": list(self.labels)},
+            {"subject": self.subject, "normalisation": self.normalisation,
+             "symmetric": bool(self.symmetric), "n_regions": self.n_regions,
+             "isolated": list(self.isolated), **self.provenance},
+        )
+
+    @classmethod
+    def read(cls, path: PathLike) -> ConnectomeFile:
+        d, a = read_h5(path)
+        _required(path, d, ("weights", "lengths", "labels"))
+        return cls(
+            subject=str(a.get("subject", "")), weights=d["weights"], lengths=d.get("lengths"),
+            weights_raw=d.get("weights_raw", d["weights"]), labels=list(d["labels"]),
+            normalisation=str(a.get("normalisation", "")),
+            symmetric=bool(a.get("symmetric", False)), isolated=list(a.get("isolated") or []),
+            provenance=_provenance(a),
+        )
+
+
+_PROVENANCE = ("config_hash", "versions", "seeds", "inputs", "xla_flags")
+
+
+def _provenance(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: attrs[k] for k in _PROVENANCE if k in attrs}
+
+
+@dataclasses.dataclass(frozen=True)
+class EmpiricalFile:
+    """``sub-X_desc-empirical_fc.h5``: the target observables of one subject.
+
+    Attributes:
+        fc: (N, N) empirical FC in the connectome's region order.
+        labels: N region labels (the connectome's).
+        bold: (T', N) preprocessed BOLD, None when only an FC was given.
+        fcd: (W, W) FCD, None without BOLD or without an FCD window.
+        tr: the TR in s (None when unknown); n_tr: T' (None without BOLD).
+        discard, fcd_window, fcd_step: how the BOLD was cut and windowed.
+        qc: quality numbers (mean FC, SC–FC r, interpolated volumes, ...).
+    """
+
+    subject: str
+    fc: np.ndarray
+    labels: list[str]
+    bold: np.ndarray | None
+    fcd: np.ndarray | None
+    tr: float | None
+    n_tr: int | None
+    discard: int
+    fcd_window: int
+    fcd_step: int
+    qc: dict[str, Any]
+    provenance: dict[str, Any]
+
+    def write(self, path: PathLike) -> None:
+        write_h5(
+            path,
+            {"bold": self.bold, "fc": self.fc, "fcd": self.fcd, "labels": list(self.labels)},
+            {"subject": self.subject,
+             "tr": self.tr if self.tr is not None else float("nan"),
+             "n_tr": self.n_tr if self.n_tr is not None else -1,
+             "discard": self.discard, "fcd_window": self.fcd_window,
+             "fcd_step": self.fcd_step, "qc": self.qc, **self.provenance},
+        )
+
+    @classmethod
+    def read(cls, path: PathLike) -> EmpiricalFile:
+        d, a = read_h5(path)
+        _required(path, d, ("fc",))
+        n_tr = a.get("n_tr")
+        return cls(
+            subject=str(a.get("subject", "")), fc=d["fc"], labels=list(d.get("labels") or []),
+            bold=d.get("bold"), fcd=d.get("fcd"), tr=_nan_to_none(a.get("tr")),
+            n_tr=None if n_tr is None or int(n_tr) < 0 else int(n_tr),
+            discard=int(a.get("discard", 0)), fcd_window=int(a.get("fcd_window", 0)),
+            fcd_step=int(a.get("fcd_step", 1)), qc=dict(a.get("qc") or {}),
+            provenance=_provenance(a),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class QualityFile:
+    """``sub-X_desc-empirical_qc.json``: the quality numbers of :class:`EmpiricalFile`."""
+
+    qc: dict[str, Any]
+    provenance: dict[str, Any]
+
+    @classmethod
+    def of(cls, empirical: EmpiricalFile) -> QualityFile:
+        return cls(dict(empirical.qc), dict(empirical.provenance))
+
+    def write(self, path: PathLike) -> None:
+        write_json(path, {**self.qc, "provenance": self.provenance})
+
+    @classmethod
+    def read(cls, path: PathLike) -> QualityFile:
+        d = dict(read_json(path))
+        return cls(d, d.pop("provenance", {}))
+
+
+@dataclasses.dataclass(frozen=True)
+class LossRecord:
+    """The configured loss a result was computed with: weighted terms and the constant."""
+
+    terms: list[list[Any]]
+    offset: float
+    expression: str | None
+
+    @classmethod
+    def of(cls, spec) -> LossRecord:
+        """From a :class:`bnmfit.losses.LossSpec`."""
+        return cls([list(t) for t in spec.terms], float(spec.offset), spec.expression)
+
+    def attrs(self) -> dict[str, Any]:
+        return {"loss_terms": self.terms, "loss_offset": self.offset,
+                "loss_expression": self.expression or ""}
+
+    @classmethod
+    def from_attrs(cls, a: Mapping[str, Any]) -> LossRecord:
+        return cls(list(a.get("loss_terms") or []), float(a.get("loss_offset", 0.0)),
+                   a.get("loss_expression") or None)
+
+
+_LANDSCAPE_ARRAYS = ("points", "loss", "mean_loss", "std_loss", "fc_r", "diverged")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExploreChunk:
+    """``explore/chunk-k.h5``: chunk ``chunk`` of ``n_chunks`` of one exploration.
+
+    Attributes:
+        names: (D) the explored parameters; points: (P_k, D); index: (P_k) the points'
+            positions in the whole space of ``n_points``.
+        loss: (P_k, R) the configured loss per noise seed (inf where it diverged);
+            mean_loss, std_loss, fc_r, diverged: (P_k) per point.
+        axes: the axes (name, lo, hi, n, scale); sampler, n_samples: how the space was
+            sampled; seeds: the R noise seeds.
+        wall_time: seconds this chunk took.
+    """
+
+    subject: str
+    names: list[str]
+    points: np.ndarray
+    index: np.ndarray
+    loss: np.ndarray
+    mean_loss: np.ndarray
+    std_loss: np.ndarray
+    fc_r: np.ndarray
+    diverged: np.ndarray
+    axes: list[dict[str, Any]]
+    sampler: str
+    n_samples: int
+    seeds: list[int]
+    chunk: int
+    n_chunks: int
+    n_points: int
+    loss_spec: LossRecord
+    wall_time: float
+    provenance: dict[str, Any]
+
+    @classmethod
+    def of(cls, result, *, subject: str, space, index, chunk: int, n_chunks: int,
+           spec, wall_time: float, provenance: Mapping[str, Any]) -> ExploreChunk:
+        """From a :class:`bnmfit.explore.ExploreResult` of ``space``'s points ``index`` and the
+        :class:`bnmfit.losses.LossSpec` it was computed with (its constant added here)."""
+        return cls(
+            subject=subject, names=list(space.names), points=result.points,
+            index=np.asarray(index), loss=result.loss + spec.offset,
+            mean_loss=result.mean_loss + spec.offset, std_loss=result.std_loss,
+            fc_r=result.fc_r, diverged=result.diverged,
+            axes=[{"name": a.name, "lo": a.lo, "hi": a.hi, "n": a.n, "scale": a.scale}
+                  for a in space.axes],
+            sampler=space.sampler, n_samples=int(space.n_samples),
+            seeds=[int(s) for s in result.seeds], chunk=int(chunk), n_chunks=int(n_chunks),
+            n_points=len(space.points()), loss_spec=LossRecord.of(spec),
+            wall_time=float(wall_time), provenance=dict(provenance),
+        )
+
+    def write(self, path: PathLike) -> None:
+        write_h5(
+            path,
+            {"names": list(self.names), "index": self.index,
+             **{k: getattr(self, k) for k in _LANDSCAPE_ARRAYS}},
+            {"subject": self.subject, "axes": self.axes, "sampler": self.sampler,
+             "n_samples": self.n_samples, "seeds": self.seeds, "chunk": self.chunk,
+             "n_chunks": self.n_chunks, "n_points": self.n_points, **self.loss_spec.attrs(),
+             "wall_time": self.wall_time, **self.provenance},
+        )
+
+    @classmethod
+    def read(cls, path: PathLike) -> ExploreChunk:
+        d, a = read_h5(path)
+        _required(path, d, ("names", "index", *_LANDSCAPE_ARRAYS))
+        return cls(
+            subject=str(a.get("subject", "")), names=list(d["names"]),
+            index=np.asarray(d["index"], dtype=np.int64),
+            **{k: np.asarray(d[k]) for k in _LANDSCAPE_ARRAYS if k != "diverged"},
+            diverged=np.asarray(d["diverged"], dtype=bool), axes=list(a["axes"]),
+            sampler=str(a["sampler"]), n_samples=int(a.get("n_samples", 0)),
+            seeds=list(a["seeds"]), chunk=int(a["chunk"]), n_chunks=int(a["n_chunks"]),
+            n_points=int(a["n_points"]), loss_spec=LossRecord.from_attrs(a),
+            wall_time=float(a.get("wall_time", 0.0)), provenance=_provenance(a),
+        )
+
+    def space(self):
+        """The :class:`bnmfit.explore.Space` the chunk's points come from."""
+        from bnmfit.explore import Axis, Space
+
+        return Space(tuple(Axis(a["name"], a["lo"], a["hi"], n=a["n"], scale=a["scale"])
+                           for a in self.axes),
+                     sampler=self.sampler, n_samples=self.n_samples)
+
+    def _same_exploration(self, other: ExploreChunk) -> bool:
+        return (self.names == other.names and self.seeds == other.seeds
+                and self.n_points == other.n_points and self.axes == other.axes
+                and self.sampler == other.sampler
+                and self.provenance.get("config_hash") == other.provenance.get("config_hash"))
+
+
+@dataclasses.dataclass(frozen=True)
+class Landscape:
+    """``sub-X_explore.h5``: the whole explored space and the refinement starts.
+
+    Attributes:
+        names, points, loss, mean_loss, std_loss, fc_r, diverged: as in
+            :class:`ExploreChunk`, for every point of the space in order.
+        top: indices into ``points`` of the refinement starts, best first.
+        axes, sampler, n_samples, seeds, n_points, loss_spec: the exploration's.
+        n_chunks: how many chunk files were joined; starts, min_separation: how ``top`` was
+            chosen; wall_time: the chunks' summed seconds.
+        chunk_inputs: chunk file → SHA-256; provenance: of the chunks (config hash of this
+            step, versions, seeds), with ``chunk_config_hash``.
+    """
+
+    subject: str
+    names: list[str]
+    points: np.ndarray
+    loss: np.ndarray
+    mean_loss: np.ndarray
+    std_loss: np.ndarray
+    fc_r: np.ndarray
+    diverged: np.ndarray
+    top: np.ndarray
+    axes: list[dict[str, Any]]
+    sampler: str
+    n_samples: int
+    seeds: list[int]
+    n_points: int
+    loss_spec: LossRecord
+    n_chunks: int
+    starts: int
+    min_separation: float
+    wall_time: float
+    provenance: dict[str, Any]
+
+    @classmethod
+    def gather(cls, chunks: Sequence[ExploreChunk], paths: Sequence[PathLike], *,
+               starts: int, min_separation: float, config_hash: str) -> Landscape:
+        """Join the chunk files ``paths`` (read as ``chunks``, in any order) into the whole
+        landscape and pick the ``starts`` best points at least ``min_separation`` apart (in
+        the unit box of the axes) as refinement starts.
+
+        Raises:
+            DataError: chunks of different explorations, points given twice or missing, or
+                every point diverged.
+        """
+        from bnmfit.explore import top_k
+
+        first = chunks[0]
+        for path, c in zip(paths, chunks, strict=True):
+            if not c._same_exploration(first):
+                raise DataError(
+                    f"{path}: expected a chunk of the same exploration as {paths[0]} (names, "
+                    "axes, sampler, seeds, config hash), got another; delete the stale chunks "
+                    "and re-run"
+                )
+        index = np.concatenate([c.index for c in chunks])
+        counts = np.bincount(index, minlength=first.n_points)
+        if index.size and counts.max() > 1:
+            dup = np.flatnonzero(counts > 1)[:5].tolist()
+            raise DataError(f"points {dup} appear in more than one chunk; give each chunk once")
+        if (counts == 0).any():
+            miss = np.flatnonzero(counts == 0)
+            raise DataError(
+                f"the chunks cover {first.n_points - miss.size} of {first.n_points} points "
+                f"(missing {miss[:5].tolist()}{' ...' if miss.size > 5 else ''}); give every "
+                "chunk file"
+            )
+        order = np.argsort(index, kind="stable")
+        data = {k: np.concatenate([getattr(c, k) for c in chunks])[order]
+                for k in _LANDSCAPE_ARRAYS}
+        data["diverged"] = data["diverged"].astype(bool)
+        if not np.isfinite(data["mean_loss"]).any():
+            raise DataError(
+                f"sub-{first.subject}: every explored point diverged (non-finite BOLD); "
+                "narrow the exploration ranges, lower simulation.dt or the noise"
+            )
+        top = top_k(data["points"], data["mean_loss"], starts,
+                    min_separation=min_separation, space=first.space())
+        prov = {**first.provenance, "inputs": {str(p): sha256(p) for p in paths},
+                "chunk_config_hash": first.provenance.get("config_hash"),
+                "config_hash": config_hash}
+        return cls(
+            subject=first.subject, names=list(first.names), **data, top=top,
+            axes=first.axes, sampler=first.sampler, n_samples=first.n_samples,
+            seeds=first.seeds, n_points=first.n_points, loss_spec=first.loss_spec,
+            n_chunks=len(chunks), starts=int(starts), min_separation=float(min_separation),
+            wall_time=float(sum(c.wall_time for c in chunks)), provenance=prov,
+        )
+
+    def write(self, path: PathLike) -> None:
+        write_h5(
+            path,
+            {"names": list(self.names), **{k: getattr(self, k) for k in _LANDSCAPE_ARRAYS},
+             "top": self.top},
+            {"subject": self.subject, "axes": self.axes, "sampler": self.sampler,
+             "n_samples": self.n_samples, "seeds": self.seeds, "n_points": self.n_points,
+             **self.loss_spec.attrs(), "n_chunks": self.n_chunks, "starts": self.starts,
+             "min_separation": self.min_separation, "wall_time": self.wall_time,
+             **self.provenance},
+        )
+
+    @classmethod
+    def read(cls, path: PathLike) -> Landscape:
+        d, a = read_h5(path)
+        _required(path, d, ("names", *_LANDSCAPE_ARRAYS))
+        prov = _provenance(a)
+        if "chunk_config_hash" in a:
+            prov["chunk_config_hash"] = a["chunk_config_hash"]
+        return cls(
+            subject=str(a.get("subject", "")), names=list(d["names"]),
+            **{k: np.asarray(d[k]) for k in _LANDSCAPE_ARRAYS if k != "diverged"},
+            diverged=np.asarray(d["diverged"], dtype=bool),
+            top=np.asarray(d.get("top") if d.get("top") is not None else [], dtype=np.int64),
+            axes=list(a.get("axes") or []), sampler=str(a.get("sampler", "")),
+            n_samples=int(a.get("n_samples", 0)), seeds=list(a.get("seeds") or []),
+            n_points=int(a.get("n_points", len(d["points"]))),
+            loss_spec=LossRecord.from_attrs(a), n_chunks=int(a.get("n_chunks", 1)),
+            starts=int(a.get("starts", 0)), min_separation=float(a.get("min_separation", 0)),
+            wall_time=float(a.get("wall_time", 0.0)), provenance=prov,
+        )
+
+    def start_points(self) -> list[dict[str, float]]:
+        """The refinement starts as parameter dicts, best first (DataError when none)."""
+        if len(self.top) == 0:
+            raise DataError(f"sub-{self.subject}: the exploration has no refinement starts "
+                            "(every explored point diverged?); re-run it with other ranges")
+        return [{n: float(self.points[i, d]) for d, n in enumerate(self.names)}
+                for i in self.top]
+
+
+_HISTORY = ("loss", "objective", "heldout_loss", "grad_norm", "rejected", "lr_scale")
+_LOSS_VALUED = ("loss", "objective", "heldout_loss", "selection_loss")
+
+
+@dataclasses.dataclass(frozen=True)
+class StageFile:
+    """One refinement stage in ``sub-X_fit.h5`` (group ``stage-<i>-<name>``).
+
+    Attributes:
+        history: ``loss``, ``objective``, ``heldout_loss`` (configured loss values),
+            ``grad_norm``, ``rejected``, ``lr_scale``: (steps, n_starts) arrays (those the
+            optimiser records); selection_loss: (n_starts,) what chose the best start.
+        traj: global parameters → (steps, n_starts); traj_regional: → (steps, n_starts, N).
+        best_start, wall_time, steps_run, n_rejected, kept_start: see
+            :class:`bnmfit.fit.StageRecord`.
+        heldout_fc_r, heldout_loss: the stage's result on the held-out seeds.
+        free: the names of the stage's free parameters.
+    """
+
+    name: str
+    optimizer: str
+    free: list[str]
+    history: dict[str, np.ndarray]
+    selection_loss: np.ndarray
+    traj: dict[str, np.ndarray]
+    traj_regional: dict[str, np.ndarray]
+    best_start: int
+    wall_time: float
+    steps_run: int
+    n_rejected: int
+    kept_start: bool
+    heldout_fc_r: float
+    heldout_loss: float
+
+    def _tree(self) -> dict[str, Any]:
+        out: dict[str, Any] = {k: v for k, v in self.history.items()}
+        out["selection_loss"] = self.selection_loss
+        out["traj"] = dict(self.traj)
+        if self.traj_regional:
+            out["traj_regional"] = dict(self.traj_regional)
+        out[_GROUP_ATTRS] = {
+            "best_start": self.best_start, "wall_time": self.wall_time,
+            "steps_run": self.steps_run, "n_rejected": self.n_rejected,
+            "kept_start": bool(self.kept_start), "optimizer": self.optimizer,
+            "heldout_fc_r": self.heldout_fc_r, "heldout_loss": self.heldout_loss,
+            "free": list(self.free),
+        }
+        return out
+
+    @classmethod
+    def _from_tree(cls, name: str, g: Mapping[str, Any]) -> StageFile:
+        a = g.get(_GROUP_ATTRS, {})
+        return cls(
+            name=name, optimizer=str(a.get("optimizer", "")), free=list(a.get("free") or []),
+            history={k: np.asarray(g[k]) for k in _HISTORY if g.get(k) is not None},
+            selection_loss=np.asarray(g.get("selection_loss", [])),
+            traj={k: np.asarray(v) for k, v in (g.get("traj") or {}).items()},
+            traj_regional={k: np.asarray(v) for k, v in (g.get("traj_regional") or {}).items()},
+            best_start=int(a.get("best_start", 0)), wall_time=float(a.get("wall_time", 0.0)),
+            steps_run=int(a.get("steps_run", 0)), n_rejected=int(a.get("n_rejected", 0)),
+            kept_start=bool(a.get("kept_start", False)),
+            heldout_fc_r=float(a.get("heldout_fc_r", float("nan"))),
+            heldout_loss=float(a.get("heldout_loss", float("nan"))),
+        )
+
+
+def _stage_group(i: int, name: str) -> str:
+    return f"stage-{i}-{name}"
+
+
+@dataclasses.dataclass(frozen=True)
+class FitFile:
+    """``sub-X_fit.h5``: how the fit went, and what the fitted model simulates.
+
+    Attributes:
+        stages: one :class:`StageFile` per refinement stage, in order.
+        sim_fc, sim_fcd, sim_bold, sim_bold_raw: the fit's simulated FC, FCD (None without
+            an FCD window), preprocessed and raw BOLD on the first held-out seed.
+        start_names, start_points: the refinement starts (their explored coordinates).
+        best_start: which start the fit descends from.
+        heldout: the fit's metrics averaged over the held-out seeds: ``fc_r``, ``fc_rmse``,
+            ``fcd_ks``, ``loss`` (NaN where unavailable); heldout_seed: the first seed.
+        loss_spec: the configured loss; wall_time: seconds of the whole refinement.
+    """
+
+    subject: str
+    stages: list[StageFile]
+    sim_fc: np.ndarray
+    sim_fcd: np.ndarray | None
+    sim_bold: np.ndarray
+    sim_bold_raw: np.ndarray
+    start_names: list[str]
+    start_points: np.ndarray
+    best_start: int
+    heldout: dict[str, float]
+    heldout_seed: int
+    loss_spec: LossRecord
+    wall_time: float
+    provenance: dict[str, Any]
+
+    @classmethod
+    def of(cls, result, heldout, *, subject: str, stages, landscape: Landscape, spec,
+           wall_time: float, provenance: Mapping[str, Any]) -> FitFile:
+        """From a :class:`bnmfit.fit.FitResult` (None when no stage ran) of ``stages``
+        started from ``landscape``'s top points, and its :class:`bnmfit.scoring.Heldout`;
+        the loss constant of ``spec`` is added to every loss value here."""
+        files = []
+        for i, rec in enumerate(result.stages if result is not None else ()):
+            hist = dict(rec.history)
+            params = {k: np.asarray(v) for k, v in (hist.get("params") or {}).items()}
+            h = heldout.stages[rec.name]
+            files.append(StageFile(
+                name=rec.name, optimizer=rec.optimizer, free=[p.name for p in stages[i].free],
+                history={k: np.asarray(hist[k]) + spec.offset if k in _LOSS_VALUED
+                         else np.asarray(hist[k]) for k in _HISTORY if hist.get(k) is not None},
+                selection_loss=np.asarray(rec.selection_loss) + spec.offset,
+                traj={k: v for k, v in params.items() if v.ndim == 2},
+                traj_regional={k: v for k, v in params.items() if v.ndim == 3},
+                best_start=int(rec.best_start), wall_time=float(rec.wall_time),
+                steps_run=int(rec.steps_run), n_rejected=int(rec.n_rejected),
+                kept_start=bool(rec.kept_start), heldout_fc_r=h["fc_r"],
+                heldout_loss=h["loss"],
+            ))
+        return cls(
+            subject=subject, stages=files, sim_fc=heldout.fc, sim_fcd=heldout.fcd,
+            sim_bold=heldout.bold, sim_bold_raw=heldout.bold_raw,
+            start_names=list(landscape.names), start_points=landscape.points[landscape.top],
+            best_start=result.best_start if result is not None else 0,
+            heldout=dict(heldout.metrics), heldout_seed=int(heldout.seeds[0]),
+            loss_spec=LossRecord.of(spec), wall_time=float(wall_time),
+            provenance=dict(provenance),
+        )
+
+    def write(self, path: PathLike) -> None:
+        tree: dict[str, Any] = {_stage_group(i, s.name): s._tree()
+                                for i, s in enumerate(self.stages)}
+        tree.update({"sim_fc": self.sim_fc, "sim_bold": self.sim_bold,
+                     "sim_bold_raw": self.sim_bold_raw, "start_points": self.start_points,
+                     "start_names": list(self.start_names)})
+        if self.sim_fcd is not None:
+            tree["sim_fcd"] = self.sim_fcd
+        nan = float("nan")
+        write_h5(path, tree, {
+            "subject": self.subject, "best_start": self.best_start,
+            "wall_time": self.wall_time,
+            **{f"heldout_{k}": self.heldout.get(k, nan)
+               for k in ("fc_rmse", "fcd_ks", "fc_r", "loss")},
+            "heldout_seed": self.heldout_seed, **self.loss_spec.attrs(), **self.provenance,
+        })
+
+    @classmethod
+    def read(cls, path: PathLike) -> FitFile:
+        d, a = read_h5(path)
+        _required(path, d, ("sim_fc",))
+        groups = []
+        for key, g in d.items():
+            parts = key.split("-", 2)
+            if isinstance(g, dict) and len(parts) == 3 and parts[0] == "stage" \
+                    and parts[1].isdigit():
+                groups.append((int(parts[1]), StageFile._from_tree(parts[2], g)))
+        return cls(
+            subject=str(a.get("subject", "")), stages=[s for _, s in sorted(groups)],
+            sim_fc=d["sim_fc"], sim_fcd=d.get("sim_fcd"), sim_bold=d.get("sim_bold"),
+            sim_bold_raw=d.get("sim_bold_raw"), start_names=list(d.get("start_names") or []),
+            start_points=np.asarray(d.get("start_points", np.zeros((0, 0)))),
+            best_start=int(a.get("best_start", 0)),
+            heldout={k: float(a.get(f"heldout_{k}", float("nan")))
+                     for k in ("fc_r", "fc_rmse", "fcd_ks", "loss")},
+            heldout_seed=int(a.get("heldout_seed", 0)), loss_spec=LossRecord.from_attrs(a),
+            wall_time=float(a.get("wall_time", 0.0)), provenance=_provenance(a),
+        )
+
+
+def _plain(v: Any) -> Any:
+    """A JSON-able value: float for scalars, list for arrays."""
+    a = np.asarray(v, dtype=np.float64)
+    return float(a) if a.ndim == 0 else a.tolist()
+
+
+@dataclasses.dataclass(frozen=True)
+class FittedParams:
+    """``sub-X_desc-fitted_params.json``: the subject's personalised model.
+
+    Attributes:
+        params: fitted parameters (name → number, or list per region / SC matrix).
+        fixed: the network's and model's parameters that were not fitted.
+        model: the neural mass's name.
+        metrics: held-out ``fc_r``, ``fc_rmse``, ``fcd_ks``, ``loss`` of the fit, and
+            ``stages``: per stage ``fc_r``, ``loss``, ``start_fc_r``, ``start_loss``
+            (the last stage also the fit's metrics).
+        wall_time: seconds per stage (``total`` when no stage ran).
+        best_start, starts: the start the fit descends from, and every start.
+        loss: the configured loss (terms, offset, expression).
+        warnings: what the user must know about this fit (e.g. a degenerate simulation).
+    """
+
+    subject: str
+    params: dict[str, Any]
+    fixed: dict[str, Any]
+    model: str
+    metrics: dict[str, Any]
+    wall_time: dict[str, float]
+    best_start: int
+    starts: list[dict[str, float]]
+    loss: dict[str, Any]
+    warnings: list[str]
+    provenance: dict[str, Any]
+
+    @classmethod
+    def of(cls, fit: FitFile, heldout, *, params: Mapping[str, Any],
+           fixed: Mapping[str, Any], model: str, starts, warnings: Sequence[str]):
+        """The JSON record of a fit (see :meth:`FitFile.of`)."""
+        stage_wall = {s.name: s.wall_time for s in fit.stages} or {"total": fit.wall_time}
+        return cls(
+            subject=fit.subject, params={k: _plain(v) for k, v in params.items()},
+            fixed={k: _plain(v) for k, v in fixed.items()}, model=model,
+            metrics={**heldout.metrics, "stages": heldout.stages}, wall_time=stage_wall,
+            best_start=fit.best_start, starts=list(starts),
+            loss=dataclasses.asdict(fit.loss_spec), warnings=list(warnings),
+            provenance=fit.provenance,
+        )
+
+    def write(self, path: PathLike) -> None:
+        write_json(path, dataclasses.asdict(self))
+
+    @classmethod
+    def read(cls, path: PathLike) -> FittedParams:
+        d = read_json(path)
+        if not isinstance(d, dict) or "params" not in d:
+            raise DataError(f"{path}: expected the fitted parameters (a JSON object with "
+                            "'params'), got another file; re-run the refine step")
+        return cls(**{k: d.get(k, _EMPTY.get(k)) for k in _field_names(cls)})
+
+
+_EMPTY: dict[str, Any] = {"subject": "", "fixed": {}, "model": "", "metrics": {},
+                          "wall_time": {}, "best_start": 0, "starts": [],
+                          "loss": {}, "warnings": [], "provenance": {}}
