@@ -14,7 +14,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from bnmfit import cli
+from bnmfit import cli, results
 from bnmfit.errors import ConfigError, DataError
 from bnmfit.results import read_h5
 
@@ -280,6 +280,17 @@ def test_refine_outputs(pipeline):
     assert a["heldout_fc_r"] == pytest.approx(p["metrics"]["fc_r"])
     assert a["loss_offset"] == 0.5 and a["versions"]["jax"]
     assert not (pipeline["tmp"] / ".checkpoints").exists()  # removed after success
+    # the typed records read back what the script wrote
+    fit = results.FitFile.read(pipeline["out"]["fit"])
+    stage = fit.stages[0]
+    assert stage.name == "global" and stage.free == ["G", "w"] and not stage.kept_start
+    np.testing.assert_array_equal(stage.history["loss"], st["loss"])
+    assert fit.heldout["fc_r"] == pytest.approx(p["metrics"]["fc_r"])
+    assert stage.heldout_loss == pytest.approx(p["metrics"]["stages"]["global"]["loss"])
+    # loss values are the configured expression's, its constant 0.5 included, once
+    assert p["metrics"]["loss"] == pytest.approx(1 - p["metrics"]["fc_r"] + 0.5, abs=1e-5)
+    fitted = results.FittedParams.read(pipeline["out"]["params"])
+    assert fitted.params == p["params"] and fitted.loss["offset"] == 0.5
 
 
 def test_report_and_cohort_outputs(pipeline):

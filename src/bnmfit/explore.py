@@ -21,7 +21,7 @@ import functools
 import itertools
 import math
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Literal
 
 import jax
@@ -254,62 +254,6 @@ class ExploreResult:
 
     def __len__(self) -> int:
         return len(self.points)
-
-    def to_arrays(self) -> dict[str, np.ndarray]:
-        """Plain numpy arrays (for HDF5); inverse of :meth:`from_arrays`."""
-        out = {
-            "names": np.array(self.names, dtype=str),
-            "points": self.points,
-            "seeds": self.seeds,
-            "loss": self.loss,
-            "mean_loss": self.mean_loss,
-            "std_loss": self.std_loss,
-            "fc_r": self.fc_r,
-            "diverged": self.diverged,
-        }
-        out.update({f"extras/{k}": v for k, v in self.extras.items()})
-        return out
-
-    @classmethod
-    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> ExploreResult:
-        extras = {k.split("/", 1)[1]: np.asarray(v) for k, v in arrays.items()
-                  if k.startswith("extras/")}
-        return cls(
-            names=tuple(str(n) for n in np.asarray(arrays["names"]).tolist()),
-            points=np.asarray(arrays["points"]),
-            seeds=np.asarray(arrays["seeds"]),
-            loss=np.asarray(arrays["loss"]),
-            mean_loss=np.asarray(arrays["mean_loss"]),
-            std_loss=np.asarray(arrays["std_loss"]),
-            fc_r=np.asarray(arrays["fc_r"]),
-            diverged=np.asarray(arrays["diverged"], dtype=bool),
-            extras=extras,
-        )
-
-    @classmethod
-    def concatenate(cls, parts: Sequence[ExploreResult]) -> ExploreResult:
-        """Join chunk results in the given order (the gather step)."""
-        if not parts:
-            raise ConfigError("nothing to concatenate: give at least one exploration result")
-        first = parts[0]
-        for p in parts[1:]:
-            if p.names != first.names or not np.array_equal(p.seeds, first.seeds):
-                raise ConfigError(
-                    "exploration chunks disagree on parameter names or seeds: gather chunks "
-                    "of one exploration only"
-                )
-        keys = set(first.extras)
-        return cls(
-            names=first.names,
-            points=np.concatenate([p.points for p in parts]),
-            seeds=first.seeds,
-            loss=np.concatenate([p.loss for p in parts]),
-            mean_loss=np.concatenate([p.mean_loss for p in parts]),
-            std_loss=np.concatenate([p.std_loss for p in parts]),
-            fc_r=np.concatenate([p.fc_r for p in parts]),
-            diverged=np.concatenate([p.diverged for p in parts]),
-            extras={k: np.concatenate([p.extras[k] for p in parts]) for k in keys},
-        )
 
     def starts(self, k: int, *, min_separation: float = 0.1, space: Space | None = None):
         """The top-k starts as parameter dicts (see :func:`top_k`)."""
