@@ -6,9 +6,12 @@ from pathlib import Path
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-import jax  # noqa: E402
+from bnmfit import xla_defaults  # noqa: E402
 
-import bnmfit  # noqa: E402,F401  (its XLA settings, before JAX starts: the tests run as users do)
+# bnmfit's XLA settings, before JAX starts: the tests run what the workflow's scripts run
+xla_defaults.apply()
+
+import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 

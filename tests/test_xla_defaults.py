@@ -1,5 +1,6 @@
-"""bnmfit's XLA settings: added to XLA_FLAGS on import unless the user chose otherwise, and
-they make XLA compile the simulation loop as one function without changing its results."""
+"""bnmfit's XLA settings: importing bnmfit changes nothing; a script's command (or an explicit
+``xla_defaults.apply()``) adds them to XLA_FLAGS before JAX starts, unless the user chose
+otherwise, and they change results by float rounding at most."""
 
 import json
 import os
@@ -31,27 +32,42 @@ def test_apply_adds_each_flag_unless_the_user_chose(env, added, flags):
     assert env.get("XLA_FLAGS") == flags
 
 
-#: a child process: compile a small network's simulation + gradient; report its while loops,
-#: how many of them XLA compiled as one function ("small call"), and the numbers
+#: a child process, as a script of scripts/ runs: import every module of bnmfit (the
+#: environment, JAX's settings and its backend must stay untouched), then run a command whose
+#: function records XLA_FLAGS and whether JAX had started before it simulates a small
+#: network and its gradient
 CHILD = """
-import json, re
-import numpy as np
-import bnmfit, jax, jax.numpy as jnp
-from bnmfit import SimSpec, simulate
-from bnmfit.models import get_model
-jax.config.update("jax_enable_x64", True)
-w = np.random.default_rng(0).random((12, 12)); np.fill_diagonal(w, 0.0)
-spec = SimSpec(dt=7.2, tr=720.0, n_tr=20, n_transient=4)
-model = get_model("reduced_wong_wang")
-def bold(G):
-    return simulate(model, jnp.asarray(w), jax.random.PRNGKey(1), spec, G=G, sigma=0.003).bold
-f = jax.jit(lambda G: (bold(G), jax.grad(lambda g: bold(g).sum())(G)))
-compiled = f.lower(0.3).compile()
-y, g = compiled(0.3)
-text = compiled.as_text()
-print(json.dumps({"loops": len(re.findall(r"= .*\\bwhile\\(", text)),
-                  "small_calls": text.count("xla_cpu_small_call"),
-                  "values": np.concatenate([np.ravel(y), [g]]).tolist()}))
+import importlib, json, os, pkgutil, sys
+before = dict(os.environ)
+import jax
+settings = dict(jax.config.values)
+import bnmfit
+for m in pkgutil.walk_packages(bnmfit.__path__, "bnmfit."):
+    importlib.import_module(m.name)
+from jax._src.xla_bridge import backends_are_initialized
+imported = {"environ_unchanged": dict(os.environ) == before,
+            "settings_unchanged": dict(jax.config.values) == settings,
+            "jax_started": backends_are_initialized()}
+from bnmfit import cli
+
+@cli.command()
+def main():
+    seen = {"xla_flags": os.environ.get("XLA_FLAGS", ""), "jax_started": backends_are_initialized()}
+    import jax.numpy as jnp
+    import numpy as np
+    from bnmfit import SimSpec, simulate
+    from bnmfit.models import get_model
+    jax.config.update("jax_enable_x64", True)
+    w = np.random.default_rng(0).random((12, 12)); np.fill_diagonal(w, 0.0)
+    spec = SimSpec(dt=7.2, tr=720.0, n_tr=20, n_transient=4)
+    model = get_model("reduced_wong_wang")
+    def bold(G):
+        return simulate(model, jnp.asarray(w), jax.random.PRNGKey(1), spec, G=G, sigma=0.003).bold
+    y, g = jax.jit(lambda G: (bold(G), jax.grad(lambda x: bold(x).sum())(G)))(0.3)
+    print(json.dumps({"imported": imported, "command": seen,
+                      "values": np.concatenate([np.ravel(y), [g]]).tolist()}))
+
+main(args=[], standalone_mode=False)
 """
 
 
@@ -62,10 +78,17 @@ def _child(**env) -> dict:
     return json.loads(out.splitlines()[-1])
 
 
-def test_the_simulation_loop_compiles_whole_with_the_same_results():
-    on, off = _child(), _child(**{xla_defaults.OPT_OUT: "0"})
-    assert on["loops"] == off["loops"] > 2
-    assert on["small_calls"] == on["loops"]  # every loop, forward and reverse
-    assert off["small_calls"] < off["loops"] / 2  # XLA's default: hardly any
+def test_import_changes_nothing_and_a_script_applies_the_settings_before_jax_starts():
+    user = "--xla_force_host_platform_device_count=1"
+    on = _child(XLA_FLAGS=user)
+    off = _child(XLA_FLAGS=user, **{xla_defaults.OPT_OUT: "0"})
+    for run in (on, off):
+        assert run["imported"] == {"environ_unchanged": True, "settings_unchanged": True,
+                                   "jax_started": False}
+        assert run["command"]["jax_started"] is False
+    assert on["command"]["xla_flags"] == f"{user} {ALL}"  # the user's flag is kept
+    assert off["command"]["xla_flags"] == user
+    # XLA accepted the flags (it aborts on unknown ones) and they change no result beyond
+    # float rounding
     assert np.all(np.isfinite(on["values"]))
     np.testing.assert_allclose(on["values"], off["values"], rtol=1e-12, atol=0)

@@ -2,8 +2,7 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-# first: sets XLA_FLAGS before anything below can start JAX's backend
-from bnmfit import xla_defaults  # noqa: F401  isort: skip
+from bnmfit import xla_defaults  # noqa: F401  (no effect until xla_defaults.apply())
 from bnmfit.bold import BalloonWindkessel
 from bnmfit.connectome import Connectome
 from bnmfit.errors import BnmfitError, ConfigError, DataError

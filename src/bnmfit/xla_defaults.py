@@ -1,4 +1,4 @@
-"""XLA settings that bnmfit applies when it is imported.
+"""XLA settings for bnmfit's simulations, applied by its scripts or by an explicit :func:`apply`.
 
 On CPU, XLA's runtime runs every operation of a loop body as a separate task (a "thunk"). A
 simulation step of an 80-region network is a few dozen of these tiny operations, and the fixed
@@ -18,9 +18,18 @@ loop and dot: W1, its gradient and batched simulations run about 1.2× faster on
 Results agree with XLA's defaults to float rounding (the compiled code orders some arithmetic
 differently), and a run is as reproducible as before.
 
-XLA reads ``XLA_FLAGS`` once, when JAX first runs a computation, so the settings take effect
-only when bnmfit is imported before that. Each is left alone when ``XLA_FLAGS`` already sets
-it (your own choice wins), and all of them when ``BNMFIT_XLA_DEFAULTS=0``.
+Importing bnmfit changes no environment variable and no JAX setting. The workflow's scripts
+apply these settings when their command starts (:class:`bnmfit.cli.Command`); in your own
+program, call :func:`apply` before JAX runs its first computation (XLA reads ``XLA_FLAGS``
+once, when JAX initialises its backend; a later call changes nothing for that process)::
+
+    import bnmfit.xla_defaults
+    bnmfit.xla_defaults.apply()   # first, before any jax computation
+    import bnmfit, jax
+    ...
+
+Each flag is left alone when ``XLA_FLAGS`` already sets it (your own choice wins), and all
+of them when ``BNMFIT_XLA_DEFAULTS=0``.
 """
 
 from __future__ import annotations
@@ -43,7 +52,10 @@ OPT_OUT = "BNMFIT_XLA_DEFAULTS"
 
 
 def apply(environ: MutableMapping[str, str] = os.environ) -> bool:
-    """Add bnmfit's XLA flags to ``environ["XLA_FLAGS"]``; True when any was added."""
+    """Add bnmfit's XLA flags to ``environ["XLA_FLAGS"]``; True when any was added.
+
+    Call it before JAX's first computation (see the module docstring); calling it again is
+    harmless (a flag already present is not added twice)."""
     if environ.get(OPT_OUT, "1") == "0":
         return False
     flags = environ.get("XLA_FLAGS", "")
@@ -52,5 +64,3 @@ def apply(environ: MutableMapping[str, str] = os.environ) -> bool:
         environ["XLA_FLAGS"] = " ".join([flags, *added]).strip()
     return bool(added)
 
-
-apply()
