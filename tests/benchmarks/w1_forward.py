@@ -24,19 +24,23 @@ def _bnmfit_call(dtype: str, unroll: int | None = None, heun_coupling: str = "pe
     import jax
     import jax.numpy as jnp
 
+    from bnmfit.problem import Problem
+
     subject = subject or common.load_subject()
     problem = common.bnmfit_problem(subject, dtype, dt=DT, n_tr=N_TR, unroll=unroll,
                                     heun_coupling=heun_coupling)
     params = {"G": jnp.asarray(common.G0, dtype), "w": jnp.asarray(common.W0, dtype)}
-    compiled, compile_s = common.compile_aot(jax.jit(problem.loss), params, jax.random.key(0))
-    loss = compiled(params, jax.random.key(0))
+    # the problem (SC, empirical FC, fixed parameters) is an argument, as in bnmfit's fit
+    compiled, compile_s = common.compile_aot(jax.jit(Problem.loss), problem, params,
+                                             jax.random.key(0))
+    loss = compiled(problem, params, jax.random.key(0))
     spec = problem.spec
     n_steps = (spec.n_tr + spec.n_transient) * spec.steps_per_tr
     facts = {"compile_s": compile_s, "n_steps": n_steps, "n": subject.n,
              "node_steps": n_steps * subject.n, "loss": float(loss), "dtype": str(loss.dtype),
              "unroll": spec.unroll, "heun_coupling": spec.heun_coupling,
              "source": subject.source}
-    return (lambda i: compiled(params, jax.random.key(100 + i))), facts
+    return (lambda i: compiled(problem, params, jax.random.key(100 + i))), facts
 
 
 def _tvboptim_call(dtype: str, recompute_coupling: bool = False, subject=None):
@@ -49,17 +53,18 @@ def _tvboptim_call(dtype: str, recompute_coupling: bool = False, subject=None):
                                   recompute_coupling=recompute_coupling)
     fc_emp = jax.numpy.asarray(subject.fc, dtype)
 
-    def loss(state, key):
+    def loss(state, fc_emp, key):  # the config (its SC, parameters) and FC as arguments
         state = common.with_leaves(state, **{"noise.key": key})
         fc = compute_fc(setup.bold_monitor(setup.model(state)), skip_t=common.DISCARD_TR)
         return common.upper_pearson_loss(fc, fc_emp)
 
-    compiled, compile_s = common.compile_aot(jax.jit(loss), setup.state, jax.random.key(0))
-    value = compiled(setup.state, jax.random.key(0))
+    compiled, compile_s = common.compile_aot(jax.jit(loss), setup.state, fc_emp,
+                                             jax.random.key(0))
+    value = compiled(setup.state, fc_emp, jax.random.key(0))
     facts = {"compile_s": compile_s, "n_steps": setup.n_steps, "n": subject.n,
              "node_steps": setup.n_steps * subject.n, "loss": float(value),
              "dtype": str(value.dtype)}
-    return (lambda i: compiled(setup.state, jax.random.key(100 + i))), facts
+    return (lambda i: compiled(setup.state, fc_emp, jax.random.key(100 + i))), facts
 
 
 def case_bnmfit(dtype: str, repeats: int, unroll: int | None = None) -> dict:
@@ -67,74 +72,52 @@ def case_bnmfit(dtype: str, repeats: int, unroll: int | None = None) -> dict:
     return {**common.stats(common.time_runs(call, repeats)), **facts}
 
 
-def case_paired(dtype: str, rounds: int, unroll: int | None = None) -> dict:
-    """Both libraries in one process, runs alternated: the ratio least disturbed by load."""
-    subject = common.load_subject()
-    ours, ours_facts = _bnmfit_call(dtype, unroll, subject=subject)
-    peer, peer_facts = _tvboptim_call(dtype, subject=subject)
-    res = common.paired_runs({"tvboptim": peer, "bnmfit": ours}, rounds)
-    res["bnmfit"].update(ours_facts)
-    res["tvboptim"].update(peer_facts)
-    return res
-
-
 def run(args) -> dict:
     repeats = args.repeats or (2 if args.quick else 7)
+    rounds = repeats + 4
     peers = not args.no_peers and common.peer_available("tvboptim") is None
     rows, cases = [], {}
     for dtype in common.precisions(args.quick):
         schemes = [False] if args.quick else [False, True]  # Heun coupling per stage?
-        if peers:
-            alone = {ps: common.alone_runs(
-                MODULE, dtype, repeats + 4,
-                peer=("_tvboptim_call", {"dtype": dtype, "recompute_coupling": ps}),
-                ours=("_bnmfit_call", {"dtype": dtype, "unroll": args.unroll,
-                                       "heun_coupling": "per_stage" if ps else "per_step"}))
-                for ps in schemes}
-            for ps, res in alone.items():
-                cases[f"alone{'-coupling-per-stage' if ps else ''}/{dtype}"] = res
-        else:
-            alone = {False: {"bnmfit": common.run_case(
-                MODULE, "case_bnmfit", {"dtype": dtype, "repeats": repeats,
-                                        "unroll": args.unroll}, x64=True)}}
-            cases[f"bnmfit/{dtype}"] = alone[False]["bnmfit"]
-        paired = None
-        if peers and not args.quick:
-            paired = common.run_case(MODULE, "case_paired",
-                                     {"dtype": dtype, "rounds": repeats + 4,
-                                      "unroll": args.unroll},
-                                     x64=dtype == "float64")
-            cases[f"paired/{dtype}"] = paired
-        for ps, res in alone.items():
-            if res.get("error"):
-                rows.append(common.row("W1", "both", dtype, "alone, interleaved", res))
-                continue
-            ours = res["bnmfit"]
+        for ps in schemes:
             scheme = "per stage (bnmfit's default)" if ps else "per step"
             peer_scheme = "per stage" if ps else "frozen per step (default)"
-            vs = common.ratio_texts(alone=res, paired=None if ps else paired)
-            rows.append(common.row("W1", "bnmfit", dtype,
-                                   f"Heun, coupling {scheme}, unroll={ours.get('unroll', '?')}",
-                                   ours, _figure(ours), vs))
-            if "tvboptim" in res:
-                rows.append(common.row("W1", "tvboptim 0.4.0", dtype,
-                                       f"Heun, coupling {peer_scheme}",
-                                       res["tvboptim"], _figure(res["tvboptim"])))
+            ours = ("_bnmfit_call", {"dtype": dtype, "unroll": args.unroll,
+                                     "heun_coupling": "per_stage" if ps else "per_step"})
+            label = f"{dtype}{'-coupling-per-stage' if ps else ''}"
+            if peers:
+                res = cases[f"settings/{label}"] = common.settings_runs(
+                    MODULE, dtype, rounds,
+                    peer=("_tvboptim_call", {"dtype": dtype, "recompute_coupling": ps}),
+                    ours=ours)
+                unroll = res.get("bnmfit/bnmfit", {}).get("unroll", "?")
+                rows += common.settings_rows("W1", dtype, res, f"Heun, coupling {peer_scheme}",
+                                             f"Heun, coupling {scheme}, unroll={unroll}",
+                                             _figure)
+            else:
+                res = cases[f"bnmfit/{label}"] = common.run_case(
+                    MODULE, "case_bnmfit", {"dtype": dtype, "repeats": repeats,
+                                            "unroll": args.unroll}, x64=dtype == "float64")
+                rows.append(common.row("W1", "bnmfit", dtype,
+                                       f"Heun, coupling {scheme}; bnmfit's XLA flags", res,
+                                       _figure(res)))
     notes = [
-        "bnmfit: jax.jit(Problem.loss)({G, w}, key): simulate (BOLD online in the scan) → FC "
-        "→ 1 − r; 83 TRs × 180 steps. tvboptim: jax.jit of solve_fn(config) → "
-        "BalloonWindkesselBold (post hoc scan over the stored S trajectory) → "
-        "compute_fc(skip_t=20) → the same loss; the noise key is a per-call argument in both.",
-        "Same arithmetic in each pair of rows: 'coupling per step' (one mat-vec per step, "
+        "bnmfit: jax.jit(Problem.loss)(problem, {G, w}, key): simulate (BOLD online in the "
+        "scan) → FC → 1 − r; 83 TRs × 180 steps. tvboptim: jax.jit(loss)(config, fc_emp, key) "
+        "with loss = solve_fn(config) → BalloonWindkesselBold (post hoc scan over the stored S "
+        "trajectory) → compute_fc(skip_t=20) → the same 1 − r. Both take SC, parameters, "
+        "empirical FC and noise key as arguments (none is a compile-time constant), as their "
+        "own fitting loops do.",
+        "Same arithmetic in each group of rows: 'coupling per step' (one mat-vec per step, "
         "tvboptim's default and TVB's scheme; bnmfit SimSpec(heun_coupling='per_step')) and "
         "'coupling per stage' (two mat-vecs, the coupling re-evaluated at the predictor; "
         "bnmfit's default, tvboptim recompute_coupling_per_stage=True).",
-        "vs tvboptim = tvboptim time / bnmfit time in the same scheme and precision, > 1: "
-        f"bnmfit faster; median and range of the per-round ratios of {repeats + 4} rounds in "
-        "which the two run alternately, so that the shared machine's load, which moves "
-        "separate measurements by tens of per cent, hits both alike. 'alone': each library in "
-        "its own process with its own XLA settings (as its users get it; the rows' times); "
-        "'paired': both in one extra process, so tvboptim also gets bnmfit's XLA settings.",
+        f"Each group: four processes (each library on bnmfit's XLA flags and on XLA's "
+        f"defaults), one warm-up run each, then {rounds} rounds in which each process runs "
+        "once, the order reversed every other round, so that the shared machine's load, which "
+        "moves separate measurements by tens of per cent, hits all four alike. vs tvboptim = "
+        "tvboptim median / bnmfit median (> 1: bnmfit faster), the two medians printed with "
+        "it; 'per round' = range of round-by-round ratios.",
         "Compile = lower + compile (AOT), excluded from the runs. Peak RSS = whole child "
         "process (Python + JAX ≈ 300–500 MB of it).",
     ]

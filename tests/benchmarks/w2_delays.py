@@ -32,17 +32,17 @@ def _bnmfit_call(subject, dtype: str, unroll: int | None, heun_coupling: str = "
                                     unroll=unroll, heun_coupling=heun_coupling)
     params = {"G": jax.numpy.asarray(common.G0, dtype)}
 
-    def bold(key):
+    def bold(problem, params, key):  # SC, delays and parameters as arguments
         return problem.simulate(params, key).bold
 
-    compiled, compile_s = common.compile_aot(jax.jit(bold), jax.random.key(0))
-    y = compiled(jax.random.key(0))
+    compiled, compile_s = common.compile_aot(jax.jit(bold), problem, params, jax.random.key(0))
+    y = compiled(problem, params, jax.random.key(0))
     n_steps = N_TR * problem.spec.steps_per_tr
     facts = {"compile_s": compile_s, "n_steps": n_steps, "node_steps": n_steps * subject.n,
              "max_delay_steps": int(steps.max()), "finite": bool(jax.numpy.isfinite(y).all()),
              "dtype": str(y.dtype), "unroll": problem.spec.unroll,
              "heun_coupling": heun_coupling}
-    return (lambda i: compiled(jax.random.key(100 + i))), facts
+    return (lambda i: compiled(problem, params, jax.random.key(100 + i))), facts
 
 
 def _tvboptim_call(subject, dtype: str, buffer_strategy: str):
@@ -63,83 +63,56 @@ def _tvboptim_call(subject, dtype: str, buffer_strategy: str):
     return (lambda i: compiled(setup.state, jax.random.key(100 + i))), facts
 
 
+def _bnmfit_serve(dtype: str, unroll: int | None = None, heun_coupling: str = "per_step"):
+    return _bnmfit_call(common.load_subject(), dtype, unroll, heun_coupling)
+
+
+def _tvboptim_serve(dtype: str, buffer_strategy: str = "roll"):
+    return _tvboptim_call(common.load_subject(), dtype, buffer_strategy)
+
+
 def case_bnmfit(dtype: str, repeats: int, unroll: int | None = None,
                 heun_coupling: str = "per_step") -> dict:
     call, facts = _bnmfit_call(common.load_subject(), dtype, unroll, heun_coupling)
     return {**common.stats(common.time_runs(call, repeats)), **facts}
 
 
-def case_tvboptim(dtype: str, repeats: int, buffer_strategy: str = "roll") -> dict:
-    call, facts = _tvboptim_call(common.load_subject(), dtype, buffer_strategy)
-    return {**common.stats(common.time_runs(call, repeats)), **facts}
-
-
-def case_paired(dtype: str, rounds: int, buffer_strategy: str = "roll",
-                unroll: int | None = None) -> dict:
-    """Both libraries in one process, runs alternated."""
-    subject = common.load_subject()
-    ours, ours_facts = _bnmfit_call(subject, dtype, unroll)
-    peer, peer_facts = _tvboptim_call(subject, dtype, buffer_strategy)
-    res = common.paired_runs({"tvboptim": peer, "bnmfit": ours}, rounds)
-    res["bnmfit"].update(ours_facts)
-    res["tvboptim"].update(peer_facts)
-    return res
-
-
 def run(args) -> dict:
     repeats = args.repeats or (2 if args.quick else 5)
+    rounds = repeats + 4
     peers = not args.no_peers and common.peer_available("tvboptim") is None
     strategies = ["roll"] if args.quick else ["roll", "circular"]
     rows, cases = [], {}
     for dtype in common.precisions(args.quick):
-        ours = common.run_case(MODULE, "case_bnmfit",
-                               {"dtype": dtype, "repeats": repeats, "unroll": args.unroll},
-                               x64=True)
-        cases[f"bnmfit/{dtype}"] = ours
-        ours_pc = None
-        if not args.quick:
-            ours_pc = common.run_case(MODULE, "case_bnmfit",
-                                      {"dtype": dtype, "repeats": repeats, "unroll": args.unroll,
-                                       "heun_coupling": "per_stage"}, x64=True)
-            cases[f"bnmfit-coupling-per-stage/{dtype}"] = ours_pc
-        peer_results = {}
-        if peers:
-            for s in strategies:
-                peer_results[s] = common.run_case(
-                    MODULE, "case_tvboptim",
-                    {"dtype": dtype, "repeats": repeats, "buffer_strategy": s},
-                    x64=dtype == "float64", xla_defaults=False)
-                cases[f"tvboptim-{s}/{dtype}"] = peer_results[s]
-        ok = {s: r for s, r in peer_results.items() if not r.get("error")}
-        best = min(ok, key=lambda s: ok[s]["median_s"]) if ok else None
-        paired = None
-        if best and not args.quick:  # quick: separate processes only
-            paired = common.run_case(MODULE, "case_paired",
-                                     {"dtype": dtype, "rounds": repeats + 4,
-                                      "buffer_strategy": best, "unroll": args.unroll},
-                                     x64=dtype == "float64")
-            cases[f"paired-{best}/{dtype}"] = paired
-        rows.append(common.row("W2", "bnmfit", dtype,
-                               f"ring buffer, coupling per step, unroll={ours.get('unroll', '?')}",
-                               ours, _figure(ours), common.ratio_texts(paired=paired)
-                               or common.speedup(ok.get(best), ours)))
-        if ours_pc is not None:
-            rows.append(common.row("W2", "bnmfit", dtype,
-                                   "ring buffer, coupling per stage (bnmfit's default)", ours_pc,
-                                   _figure(ours_pc)))
-        for s, r in peer_results.items():
-            rows.append(common.row("W2", "tvboptim 0.4.0", dtype, f"buffer_strategy={s}", r,
-                                   _figure(r)))
+        ours = ("_bnmfit_serve", {"dtype": dtype, "unroll": args.unroll})
+        if not peers:
+            res = cases[f"bnmfit/{dtype}"] = common.run_case(
+                MODULE, "case_bnmfit", {"dtype": dtype, "repeats": repeats,
+                                        "unroll": args.unroll}, x64=dtype == "float64")
+            rows.append(common.row("W2", "bnmfit", dtype, "ring buffer, coupling per step; "
+                                   "bnmfit's XLA flags", res, _figure(res)))
+            continue
+        for strategy in strategies:
+            res = cases[f"settings-{strategy}/{dtype}"] = common.settings_runs(
+                MODULE, dtype, rounds,
+                peer=("_tvboptim_serve", {"dtype": dtype, "buffer_strategy": strategy}),
+                ours=ours)
+            unroll = res.get("bnmfit/bnmfit", {}).get("unroll", "?")
+            rows += common.settings_rows("W2", dtype, res, f"buffer_strategy={strategy}",
+                                         f"ring buffer, coupling per step, unroll={unroll}",
+                                         _figure)
     notes = [
         "Delays = lengths / 3 mm/ms, rounded to whole 1-ms steps (bnmfit: "
         "connectome.delay_steps; tvboptim: rint of (delay/dt − ½), its Heun stage-centroid "
         "correction for the frozen coupling). Largest delay ≈ 95 steps.",
-        "bnmfit: jax.jit(simulate → BOLD), one delay gather per step in both schemes (the "
-        "'per stage' row shares it between the Heun corrector and the next predictor; edges "
-        "without delay couple through a mat-vec in both); tvboptim: DenseDelayGraph + "
-        "DelayedLinearCoupling (coupling frozen per step) → BalloonWindkesselBold. vs tvboptim: "
-        "tvboptim time / bnmfit time, paired as in W1 (one process, alternate runs) against "
-        "tvboptim's faster buffer strategy here.",
+        "bnmfit: jax.jit(bold)(problem, {G}, key), one delay gather per step (edges without "
+        "delay couple through a mat-vec); tvboptim: jax.jit(bold)(config, key) with "
+        "DenseDelayGraph + DelayedLinearCoupling (coupling frozen per step) → "
+        "BalloonWindkesselBold. Both take SC, delays and parameters as arguments.",
+        f"Each group: four processes (each library on bnmfit's XLA flags and on XLA's "
+        f"defaults), {rounds} rounds of alternated runs as in W1, one group per tvboptim buffer "
+        "strategy (bnmfit's rows are measured again in each). vs tvboptim = tvboptim median / "
+        "bnmfit median, the two medians printed with it.",
     ]
     return common.report(NAME, TITLE, rows, cases, args, notes)
 

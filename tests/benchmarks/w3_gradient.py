@@ -53,8 +53,14 @@ def _measure(loss, params, repeats, extra_args=()):
 
 
 def _bnmfit_loss(subject, dtype: str, unroll: int | None):
+    """loss(params, problem, key) and its extra arguments: the problem is an argument, as in
+    bnmfit's fit."""
     problem = common.bnmfit_problem(subject, dtype, dt=DT, n_tr=N_TR, unroll=unroll)
-    return problem.loss, (), problem.spec
+
+    def loss(params, problem, key):
+        return problem.loss(params, key)
+
+    return loss, (problem,), problem.spec
 
 
 def _tvboptim_loss(subject, dtype: str):
@@ -64,7 +70,7 @@ def _tvboptim_loss(subject, dtype: str):
     setup = common.tvboptim_setup(subject, dtype, dt=DT, t1=N_TR * common.TR_MS)
     fc_emp = jnp.asarray(subject.fc, dtype)
 
-    def loss(params, state, key):
+    def loss(params, state, fc_emp, key):  # config (SC, parameters) and FC as arguments
         leaves = {"noise.key": key, "dynamics.w": params["w"]}
         if "G" in params:
             leaves["coupling.instant.G"] = params["G"]
@@ -72,7 +78,7 @@ def _tvboptim_loss(subject, dtype: str):
         fc = compute_fc(setup.bold_monitor(setup.model(state)), skip_t=common.DISCARD_TR)
         return common.upper_pearson_loss(fc, fc_emp)
 
-    return loss, (setup.state,)
+    return loss, (setup.state, fc_emp)
 
 
 def case_bnmfit(dtype: str, which: str, repeats: int, unroll: int | None = None) -> dict:
@@ -86,112 +92,88 @@ def case_bnmfit(dtype: str, which: str, repeats: int, unroll: int | None = None)
     return res
 
 
-def case_tvboptim(dtype: str, which: str, repeats: int) -> dict:
-    import jax.numpy as jnp
+def _vg_call(library: str, dtype: str, which: str, unroll: int | None = None,
+             forward_repeats: int = 5):
+    """One library's compiled value-and-gradient, served for alternated runs: (call, facts).
 
-    subject = common.load_subject()
-    loss, extra = _tvboptim_loss(subject, dtype)
-    return _measure(loss, _params(jnp, dtype, subject.n, which), repeats, extra)
-
-
-def _vg_call(library: str, dtype: str, which: str, unroll: int | None = None):
-    """One library's compiled value-and-gradient, served for interleaved runs: (call, facts)."""
+    The facts include this process's forward loss (compiled alike, timed here before serving:
+    the 'own forward' of the figure), the loss and the gradient's norm."""
     import jax
     import jax.numpy as jnp
 
     subject = common.load_subject()
     if library == "bnmfit":
-        loss, extra, _ = _bnmfit_loss(subject, dtype, unroll)
+        loss, extra, spec = _bnmfit_loss(subject, dtype, unroll)
+        facts = {"unroll": spec.unroll, "checkpoint": spec.checkpoint}
     else:
         loss, extra = _tvboptim_loss(subject, dtype)
+        facts = {}
     params = _params(jnp, dtype, subject.n, which)
-    vg, compile_s = common.compile_aot(jax.jit(jax.value_and_grad(loss)), params, *extra,
-                                       jax.random.key(0))
-    return (lambda i: vg(params, *extra, jax.random.key(100 + i))), {"compile_s": compile_s}
-
-
-def case_paired(dtype: str, whiches: list[str], rounds: int,
-                unroll: int | None = None) -> dict:
-    """Value-and-gradient of both libraries in one process, runs alternated, per variant."""
-    import jax
-    import jax.numpy as jnp
-
-    subject = common.load_subject()
-    ours, ours_extra, _ = _bnmfit_loss(subject, dtype, unroll)
-    peer, peer_extra = _tvboptim_loss(subject, dtype)
-    out = {}
-    for which in whiches:
-        params = _params(jnp, dtype, subject.n, which)
-        calls = {}
-        for name, loss, extra in (("tvboptim", peer, peer_extra), ("bnmfit", ours, ours_extra)):
-            vg, _ = common.compile_aot(jax.jit(jax.value_and_grad(loss)), params, *extra,
-                                       jax.random.key(0))
-            def call(i, vg=vg, extra=extra, params=params):
-                return vg(params, *extra, jax.random.key(100 + i))
-
-            calls[name] = call
-        out[which] = common.paired_runs(calls, rounds)
-    return out
+    key0 = jax.random.key(0)
+    fwd, fwd_compile = common.compile_aot(jax.jit(loss), params, *extra, key0)
+    fwd_times = common.time_runs(lambda i: fwd(params, *extra, jax.random.key(100 + i)),
+                                 forward_repeats)
+    vg, compile_s = common.compile_aot(jax.jit(jax.value_and_grad(loss)), params, *extra, key0)
+    value, grad = vg(params, *extra, key0)
+    leaves = jax.tree.leaves(grad)
+    facts.update(
+        compile_s=compile_s, loss=float(value), dtype=str(value.dtype),
+        grad_norm=float(jnp.sqrt(sum((g.astype(jnp.float64) ** 2).sum() for g in leaves))),
+        grad_finite=bool(all(bool(jnp.isfinite(g).all()) for g in leaves)),
+        forward={**common.stats(fwd_times), "compile_s": fwd_compile})
+    return (lambda i: vg(params, *extra, jax.random.key(100 + i))), facts
 
 
 def run(args) -> dict:
     repeats = args.repeats or (2 if args.quick else 5)
+    rounds = repeats + 2
     peers = not args.no_peers and common.peer_available("tvboptim") is None
     rows, cases = [], {}
     variants = {"a": "(a) d/d(G, w)", "b": "(b) d/d(w_1..w_80)"}
     if args.quick:
         variants.pop("b")
     for dtype in common.precisions(args.quick):
-        paired = {}
-        if peers and not args.quick:  # quick: separate processes only
-            paired = common.run_case(MODULE, "case_paired",
-                                     {"dtype": dtype, "whiches": list(variants),
-                                      "rounds": repeats + 2, "unroll": args.unroll},
-                                     x64=dtype == "float64")
-            cases[f"paired/{dtype}"] = paired
         for which, label in variants.items():
-            ours = common.run_case(MODULE, "case_bnmfit",
-                                   {"dtype": dtype, "which": which, "repeats": repeats,
-                                    "unroll": args.unroll}, x64=True)
-            cases[f"bnmfit/{which}/{dtype}"] = ours
-            peer = None
+            kw = {"dtype": dtype, "which": which}
             if peers:
-                peer = common.run_case(MODULE, "case_tvboptim",
-                                       {"dtype": dtype, "which": which, "repeats": repeats},
-                                       x64=dtype == "float64", xla_defaults=False)
-                cases[f"tvboptim/{which}/{dtype}"] = peer
-            vs = common.speedup(peer, ours)
-            if peers:  # the ratio alone, from runs alternated between the two processes
-                kw = {"dtype": dtype, "which": which}
-                alone = cases[f"alone/{which}/{dtype}"] = common.alone_runs(
-                    MODULE, dtype, repeats + 2, peer=("_vg_call", {"library": "tvboptim", **kw}),
+                res = cases[f"settings/{which}/{dtype}"] = common.settings_runs(
+                    MODULE, dtype, rounds, peer=("_vg_call", {"library": "tvboptim", **kw}),
                     ours=("_vg_call", {"library": "bnmfit", "unroll": args.unroll, **kw}))
-                pair = paired.get(which) if not paired.get("error") else None
-                vs = common.ratio_texts(alone=alone, paired=pair) or vs
-            rows.append(common.row("W3", "bnmfit", dtype,
-                                   f"{label}, coupling per step, checkpoint per TR", ours,
-                                   _figure(ours), vs))
-            if peers:
-                rows.append(common.row("W3", "tvboptim 0.4.0", dtype,
-                                       f"{label}, full tape (default)", peer, _figure(peer)))
+                rows += common.settings_rows(
+                    "W3", dtype, res, f"{label}, full tape (default)",
+                    f"{label}, coupling per step, checkpoint per TR", _figure)
+            else:
+                res = cases[f"bnmfit/{which}/{dtype}"] = common.run_case(
+                    MODULE, "case_bnmfit", {**kw, "repeats": repeats, "unroll": args.unroll},
+                    x64=dtype == "float64")
+                rows.append(common.row("W3", "bnmfit", dtype,
+                                       f"{label}, coupling per step, checkpoint per TR; "
+                                       "bnmfit's XLA flags", res, _figure(res)))
     notes = [
-        "Figure = value-and-gradient median / forward-loss median of the same library, same "
-        "process and precision (the forward's own median is in the JSON). Peak RSS covers "
-        "forward + gradient in that process.",
+        "bnmfit: jax.jit(jax.value_and_grad(loss))(params, problem, key) with loss = "
+        "Problem.loss; tvboptim: the same of loss(params, config, fc_emp, key), params written "
+        "into its config. Both take SC, parameters and empirical FC as arguments, as their "
+        "fitting loops do (tvboptim's OptaxOptimizer jits loss(diff_state, static_state)).",
+        "Figure = value-and-gradient median / the same process's forward-loss median (the "
+        "forward timed in that process before the alternated runs, same compilation "
+        "style; its median is printed in the figure). Peak RSS covers forward + gradient.",
         "(b): 80 regional w free, G fixed at 0.75 (tvboptim: dynamics.w set to an (80,) array).",
-        "vs tvboptim: tvboptim / bnmfit value-and-gradient time, median and range of the "
-        f"per-round ratios of {repeats + 2} rounds of alternate runs, as in W1: 'alone' "
-        "alternates between two processes, each library with its own XLA settings; 'paired' "
-        "runs both in one extra process (tvboptim then gets bnmfit's XLA settings).",
+        f"vs tvboptim: tvboptim median / bnmfit median of value-and-gradient, the two medians "
+        f"printed with it; four processes (each library on bnmfit's XLA flags and on XLA's "
+        f"defaults), one warm-up run each, then {rounds} rounds of alternated runs as in W1; "
+        "'per round' = range of the round-by-round ratios.",
     ]
+    if not peers:
+        notes.append(f"tvboptim not measured: {common.peer_available('tvboptim') or 'disabled'}")
     return common.report(NAME, TITLE, rows, cases, args, notes)
 
 
 def _figure(res: dict) -> str:
     if res.get("error"):
         return ""
-    fwd = common.fmt_s(res["forward"]["median_s"])
-    return f"{res['ratio_to_forward']:.2f}× own forward ({fwd} s); |grad| {res['grad_norm']:.3g}"
+    fwd = res["forward"]["median_s"]
+    return (f"{res['median_s'] / fwd:.2f}× own forward ({common.fmt_s(fwd)} s); "
+            f"|grad| {res['grad_norm']:.3g}")
 
 
 def main(argv=None) -> dict:

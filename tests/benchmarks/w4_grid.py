@@ -5,8 +5,9 @@ of the machine's arithmetic limit (BENCHMARKS.md: ≈ 420 FLOP per node-step, 15
 on 2 cores ⇒ ≈ 3.6e8 node-steps/s). Both libraries use both cores as two XLA host devices:
 bnmfit as ``jax.jit(jax.vmap(Problem.loss))`` with the batch sharded over the devices, tvboptim
 as ``ParallelExecution(n_pmap=2, n_vmap=k)``. Batch sizes are swept first (bnmfit 32–1024,
-tvboptim's n_vmap on a 16 × 16 sub-grid), each library in its own process; then both run the
-full grid in one process, passes alternated, so that the machine's load hits them alike.
+tvboptim's n_vmap on a 16 × 16 sub-grid), each library in its own process; then each library
+runs the full grid on bnmfit's XLA flags and on XLA's defaults, four processes whose passes
+alternate, so that the machine's load hits them alike.
 
     python -m tests.benchmarks.w4_grid [--quick] [--out DIR] [--unroll K] [--float64]
 """
@@ -43,17 +44,29 @@ def _bnmfit_grid(subject, dtype: str, n_grid: int, unroll: int | None):
     from jax.sharding import Mesh, NamedSharding
     from jax.sharding import PartitionSpec as P
 
+    from bnmfit.problem import Problem
+
     problem = common.bnmfit_problem(subject, dtype, dt=DT, n_tr=N_TR, unroll=unroll)
     G, W = _grid(n_grid, dtype)
-    batched = jax.vmap(problem.loss, in_axes=({"G": 0, "w": 0}, None))
+    # the problem (SC, empirical FC, fixed parameters) is an argument, as in bnmfit's explore
+    batched = jax.vmap(Problem.loss, in_axes=(None, {"G": 0, "w": 0}, None))
     key = jax.random.key(0)
+
+    class Compiled:  # compiled(points, key), the problem passed along
+        def __init__(self, fn):
+            self.fn = fn
+
+        def __call__(self, points, key):
+            return self.fn(problem, points, key)
 
     def compile_for(batch, devices=None):
         mesh = Mesh(np.array(devices or jax.devices()), ("b",))
         sh = NamedSharding(mesh, P("b"))
-        fn = jax.jit(batched, in_shardings=({"G": sh, "w": sh}, None), out_shardings=sh)
+        rep = NamedSharding(mesh, P())
+        fn = jax.jit(batched, in_shardings=(rep, {"G": sh, "w": sh}, rep), out_shardings=sh)
         zeros = np.zeros(batch, dtype)
-        return common.compile_aot(fn, {"G": zeros, "w": zeros}, key)
+        compiled, seconds = common.compile_aot(fn, problem, {"G": zeros, "w": zeros}, key)
+        return Compiled(compiled), seconds
 
     def batch_at(start, batch):
         idx = np.arange(start, start + batch) % G.size
@@ -145,42 +158,37 @@ def case_tvboptim_sweep(dtype: str, n_vmaps: list[int], sweep_grid: int) -> dict
     return {"sweep": sweep, "best": max(sweep, key=lambda r: r["sims_per_s"])["n_vmap"]}
 
 
-def case_paired(dtype: str, n_grid: int, batch: int, n_vmap: int, rounds: int,
-                unroll: int | None = None) -> dict:
-    """Whole-grid passes of both libraries in one 2-device process, alternated."""
+def _bnmfit_serve(dtype: str, n_grid: int, batch: int, unroll: int | None = None):
+    """bnmfit's whole-grid pass, served for alternated runs: (call, facts); one pass run here
+    (its losses in the facts)."""
     import numpy as np
 
-    subject = common.load_subject()
-    compile_for, _, bn_pass, _, bn_node_steps, spec = _bnmfit_grid(subject, dtype, n_grid,
-                                                                  unroll)
-    compiled, bn_compile = compile_for(batch)
-    bn_pass(compiled, batch)  # warm-up pass
-    executor, tv_pass, tv_node_steps = _tvboptim_grid(subject, dtype)
+    compile_for, _, run_pass, _, node_steps, spec = _bnmfit_grid(common.load_subject(), dtype,
+                                                                n_grid, unroll)
+    compiled, compile_s = compile_for(batch)
+    losses = run_pass(compiled, batch)
+    G, W = _grid(n_grid, dtype)
+    facts = {"compile_s": compile_s, "batch": batch, "unroll": spec.unroll,
+             "n_points": int(G.size), "node_steps": node_steps,
+             "finite_losses": int(np.isfinite(losses).sum()), "best_point": _best(losses, G, W)}
+    return (lambda i: run_pass(compiled, batch)), facts
+
+
+def _tvboptim_serve(dtype: str, n_grid: int, n_vmap: int):
+    """tvboptim's whole-grid ParallelExecution pass, served: (call, facts); the first pass
+    (which compiles) run here."""
+    import numpy as np
+
+    executor, run_pass, node_steps = _tvboptim_grid(common.load_subject(), dtype)
     ex = executor(n_grid, n_vmap)
     t = time.perf_counter()
-    tv_pass(ex)  # compiles inside ParallelExecution.run
-    tv_first = time.perf_counter() - t
-    losses = {}
-
-    def bn(i):
-        losses["bnmfit"] = bn_pass(compiled, batch)
-
-    def tv(i):
-        losses["tvboptim"] = tv_pass(ex)
-
-    res = common.paired_runs({"tvboptim": tv, "bnmfit": bn}, rounds, warmup=0)
+    losses = run_pass(ex)
+    first = time.perf_counter() - t
     G, W = _grid(n_grid, dtype)
-    for name, node_steps in (("bnmfit", bn_node_steps), ("tvboptim", tv_node_steps)):
-        r = res[name]
-        rate = G.size / r["median_s"]
-        r.update(n_points=int(G.size), sims_per_s=rate, node_steps_per_s=rate * node_steps,
-                 fraction_of_limit=rate * node_steps / common.LIMIT_NODE_STEPS,
-                 finite_losses=int(np.isfinite(losses[name]).sum()),
-                 best_point=_best(losses[name], G, W))
-    res["bnmfit"].update(compile_s=bn_compile, batch=batch, unroll=spec.unroll)
-    res["tvboptim"].update(compile_s=max(tv_first - res["tvboptim"]["median_s"], 0.0),
-                           first_run_s=tv_first, n_vmap=n_vmap)
-    return res
+    facts = {"first_run_s": first, "n_vmap": n_vmap, "n_points": int(G.size),
+             "node_steps": node_steps, "finite_losses": int(np.isfinite(losses).sum()),
+             "best_point": _best(losses.ravel()[: G.size], G, W)}
+    return (lambda i: run_pass(ex)), facts
 
 
 def case_bnmfit_only(dtype: str, n_grid: int, batch: int, passes: int,
@@ -201,6 +209,7 @@ def case_bnmfit_only(dtype: str, n_grid: int, batch: int, passes: int,
     G, W = _grid(n_grid, dtype)
     rate = G.size / s["median_s"]
     return {**s, "compile_s": compile_s, "batch": batch, "unroll": spec.unroll,
+            "n_points": int(G.size), "node_steps": node_steps,
             "sims_per_s": rate, "node_steps_per_s": rate * node_steps,
             "fraction_of_limit": rate * node_steps / common.LIMIT_NODE_STEPS,
             "finite_losses": int(np.isfinite(losses).sum()), "best_point": _best(losses, G, W)}
@@ -229,7 +238,7 @@ def run(args) -> dict:
                                  {"dtype": dtype, "n_grid": n_grid,
                                   "batch_sizes": [32, 64, 128, 256, 1024],
                                   "unroll": args.unroll, "one_device_batch": 256},
-                                 x64=True, devices=DEVICES, timeout_s=900)
+                                 x64=x64, devices=DEVICES, timeout_s=900)
             cases[f"bnmfit-sweep/{dtype}"] = sw
             batch = sw.get("best", batch)
             sweep_rss["bnmfit"] = sw.get("peak_rss_mb")
@@ -241,44 +250,49 @@ def run(args) -> dict:
                 n_vmap = sw.get("best", n_vmap)
                 sweep_rss["tvboptim"] = sw.get("peak_rss_mb")
         if peers:
-            res = common.run_case(MODULE, "case_paired",
-                                  {"dtype": dtype, "n_grid": n_grid, "batch": batch,
-                                   "n_vmap": n_vmap, "rounds": 2 if quick else 3,
-                                   "unroll": args.unroll},
-                                  x64=x64, devices=DEVICES, timeout_s=1500)
-            cases[f"paired/{dtype}"] = res
-            ours = res.get("bnmfit", res)
-            peer = res.get("tvboptim", res)
+            res = cases[f"settings/{dtype}"] = common.settings_runs(
+                MODULE, dtype, 2 if quick else 3,
+                peer=("_tvboptim_serve", {"dtype": dtype, "n_grid": n_grid, "n_vmap": n_vmap}),
+                ours=("_bnmfit_serve", {"dtype": dtype, "n_grid": n_grid, "batch": batch,
+                                        "unroll": args.unroll}),
+                devices=DEVICES, warmup=0, timeout_s=3600)
+            for name in ("tvboptim/xla", "tvboptim/bnmfit", "bnmfit/bnmfit", "bnmfit/xla"):
+                if name in res:  # the sweeps' peak RSS (over all sizes) where there was one
+                    res[name]["peak_rss_mb"] = sweep_rss.get(name.split("/")[0]) or res[
+                        name].get("peak_rss_mb")
+            unroll = res.get("bnmfit/bnmfit", {}).get("unroll", "?")
+            rows += common.settings_rows(
+                "W4", dtype, res, f"ParallelExecution n_pmap=2, n_vmap={n_vmap}",
+                f"vmap, batch {batch} over 2 devices, unroll={unroll}", _figure)
         else:
             res = common.run_case(MODULE, "case_bnmfit_only",
                                   {"dtype": dtype, "n_grid": n_grid, "batch": batch,
                                    "passes": 2 if quick else 3, "unroll": args.unroll},
-                                  x64=True, devices=DEVICES, timeout_s=1500)
+                                  x64=x64, devices=DEVICES, timeout_s=1500)
             cases[f"bnmfit/{dtype}"] = res
-            ours, peer = res, None
-        ours = {**ours, "peak_rss_mb": sweep_rss.get("bnmfit")}
-        rows.append(common.row(
-            "W4", "bnmfit", dtype,
-            f"vmap, batch {ours.get('batch', batch)} over 2 devices, "
-            f"unroll={ours.get('unroll', '?')}",
-            ours, _figure(ours), common.ratio_texts(paired=res) if peer else ""))
-        if peer is not None:
-            peer = {**peer, "peak_rss_mb": sweep_rss.get("tvboptim")}
-            rows.append(common.row("W4", "tvboptim 0.4.0", dtype,
-                                   f"ParallelExecution n_pmap=2, n_vmap={n_vmap}", peer,
-                                   _figure(peer)))
+            res = {**res, "peak_rss_mb": sweep_rss.get("bnmfit") or res.get("peak_rss_mb")}
+            rows.append(common.row(
+                "W4", "bnmfit", dtype, f"vmap, batch {res.get('batch', batch)} over 2 devices, "
+                f"unroll={res.get('unroll', '?')}; bnmfit's XLA flags", res, _figure(res)))
     notes = [
         f"One run = the whole {n_grid} × {n_grid} grid ({n_grid**2} simulations, one loss each, "
-        "one noise key for all points as tvboptim's ParallelExecution uses). Both libraries run "
-        "in one 2-device process with their passes alternated (vs tvboptim = per-round ratio of "
-        "pass times, median and range); the batch size / n_vmap were chosen first in separate "
-        "processes, whose peak RSS (over all sizes tried) is the one shown.",
+        "one noise key for all points as tvboptim's ParallelExecution uses). Four 2-device "
+        "processes (each library on bnmfit's XLA flags and on XLA's defaults), whole-grid "
+        "passes alternated (the first pass, which compiles, run before); vs tvboptim = "
+        "tvboptim median / bnmfit median pass time, the two medians printed with it. The batch "
+        "size / n_vmap were chosen first in separate processes, whose peak RSS (over all sizes "
+        "tried) is the one shown.",
+        "Compiled as each library's own grid tool does: bnmfit jits (problem, points, key) "
+        "with the problem an argument, as bnmfit.explore; tvboptim's ParallelExecution pmaps "
+        "over the grid axes only and closes over the rest of the config (SC, fixed "
+        "parameters) as constants.",
         "Figure = grid points / median pass time; % of limit = node-steps/s ÷ 3.57e8 (the "
         "420-FLOP node-step of BENCHMARKS.md counts two coupling mat-vecs per step; both "
         "libraries do one here (coupling per step), ≈ 2·N + 100 = 260 FLOP, which would put "
         "the limit at ≈ 5.8e8 node-steps/s = 480 W1 simulations/s; exp/log/RNG count as one "
         "FLOP there, so either limit is optimistic). "
-        "Compile: bnmfit AOT compile of the chosen batch; tvboptim first run − median run.",
+        "Compile: bnmfit AOT compile of the chosen batch; tvboptim: first_run_s in the "
+        "JSON (compile + one pass).",
     ]
     if quick:
         notes.append("Quick: no batch-size sweep (bnmfit batch 32, tvboptim n_vmap 16), "
@@ -298,8 +312,10 @@ def run(args) -> dict:
 def _figure(res: dict) -> str:
     if res.get("error"):
         return ""
-    return (f"{res['sims_per_s']:.1f} sims/s = {common.fmt_rate(res['node_steps_per_s'])} "
-            f"node-steps/s ({100 * res['fraction_of_limit']:.1f}% of limit)")
+    rate = res["n_points"] / res["median_s"]
+    node_rate = rate * res["node_steps"]
+    return (f"{rate:.1f} sims/s = {common.fmt_rate(node_rate)} node-steps/s "
+            f"({100 * node_rate / common.LIMIT_NODE_STEPS:.1f}% of limit)")
 
 
 def main(argv=None) -> dict:
