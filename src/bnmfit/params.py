@@ -22,6 +22,7 @@ values form a plain ``dict`` pytree, so they vmap, differentiate and checkpoint 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Literal
@@ -206,6 +207,11 @@ def current_value(problem: Problem, name: str):
     return getattr(problem.model, name)
 
 
+@functools.partial(
+    jax.tree_util.register_dataclass,
+    data_fields=["edge_index"],
+    meta_fields=["free", "n_regions"],
+)
 @dataclasses.dataclass(frozen=True, eq=False)
 class ParameterSet:
     """The free parameters of one fitting stage.
@@ -223,6 +229,7 @@ class ParameterSet:
 
     free: tuple[FreeParameter, ...]
     n_regions: int | None = None
+    #: (rows, cols, forward exists, backward exists) of the SC's edges (:func:`_edge_index`)
     edge_index: tuple[np.ndarray, ...] | None = dataclasses.field(default=None, repr=False)
 
     def __post_init__(self):
@@ -308,7 +315,7 @@ class ParameterSet:
                     x = np.full(len(bound.edge_index[0]), float(x.reshape(())))
                 elif x.shape == (n, n):
                     x = x[bound.edge_index[0], bound.edge_index[1]]
-                    if bound.edge_index[4] is not None:  # symmetric: mean of both directions
+                    if bound._symmetric:  # symmetric: mean of both directions
                         xt = np.asarray(raw, dtype=np.float64)[
                             bound.edge_index[1], bound.edge_index[0]
                         ]
@@ -346,7 +353,7 @@ class ParameterSet:
         out = dict(values)
         if self.has_edges:
             bound = self._bound(problem)
-            rows, cols, fwd, bwd, _ = bound.edge_index
+            rows, cols, fwd, bwd = bound.edge_index
             v = jnp.asarray(values["weights"])
             n = bound.n_regions
             w = jnp.zeros((n, n), v.dtype).at[rows, cols].set(jnp.where(fwd, v, 0.0))
@@ -364,7 +371,7 @@ class ParameterSet:
 
 
 def _edge_index(w: np.ndarray, symmetric: bool) -> tuple:
-    """(rows, cols, forward exists, backward exists, symmetric flag) of the existing edges.
+    """(rows, cols, forward exists, backward exists) of the existing edges.
 
     Not symmetric: every (i, j) with w_ij ≠ 0. Symmetric: every pair i < j connected in at
     least one direction; its value is used for each direction that exists (no new edges).
@@ -374,21 +381,7 @@ def _edge_index(w: np.ndarray, symmetric: bool) -> tuple:
     if not symmetric:
         rows, cols = np.nonzero(exists)
         ones = np.ones(rows.size, bool)
-        return rows, cols, ones, ones, None
+        return rows, cols, ones, ones
     rows, cols = np.nonzero(np.triu(exists | exists.T, 1))
-    return rows, cols, exists[rows, cols], exists[cols, rows], True
+    return rows, cols, exists[rows, cols], exists[cols, rows]
 
-
-def _flatten(pset: ParameterSet):
-    index = pset.edge_index
-    arrays, flag = (None, None) if index is None else (index[:4], index[4])
-    return (arrays,), (pset.free, pset.n_regions, flag)
-
-
-def _unflatten(static: tuple, children) -> ParameterSet:
-    free, n_regions, flag = static
-    (arrays,) = children
-    return ParameterSet(free, n_regions, None if arrays is None else (*arrays, flag))
-
-
-jax.tree_util.register_pytree_node(ParameterSet, _flatten, _unflatten)

@@ -18,6 +18,7 @@ problem bakes its arrays into the program as constants and compiles again for ea
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping
 
 import jax
@@ -67,6 +68,11 @@ class Observation:
         return losses.Observed(observables.fc(x), fcd)
 
 
+@functools.partial(
+    jax.tree_util.register_dataclass,
+    data_fields=["model", "weights", "empirical", "G", "sigma", "delays"],
+    meta_fields=["spec", "observation", "loss_weights", "ks_smooth"],
+)
 @dataclasses.dataclass(frozen=True)
 class Problem:
     """A subject's fit: everything but the free parameters and the noise key.
@@ -141,30 +147,3 @@ class Problem:
     def loss(self, params: Mapping[str, Array], key: Array) -> Array:
         """The loss of one simulation; non-finite when the simulation diverges."""
         return self.loss_of(self.observe(params, key))
-
-
-_LEAVES = ("model", "weights", "empirical", "G", "sigma", "delays")
-_STATIC = ("spec", "observation", "loss_weights", "ks_smooth")
-
-
-def _flatten_with_keys(problem: Problem):
-    leaves = tuple((jax.tree_util.GetAttrKey(f), getattr(problem, f)) for f in _LEAVES)
-    return leaves, tuple(getattr(problem, f) for f in _STATIC)
-
-
-def _unflatten(static: tuple, leaves) -> Problem:
-    # no __init__: the values were validated when the problem was built, and JAX rebuilds
-    # problems with tracers or placeholders as leaves
-    problem = object.__new__(Problem)
-    for name, value in (*zip(_STATIC, static, strict=True), *zip(_LEAVES, leaves, strict=True)):
-        object.__setattr__(problem, name, value)
-    return problem
-
-
-jax.tree_util.register_pytree_with_keys(
-    Problem,
-    _flatten_with_keys,
-    _unflatten,
-    lambda problem: (tuple(getattr(problem, f) for f in _LEAVES),
-                     tuple(getattr(problem, f) for f in _STATIC)),
-)
