@@ -147,6 +147,7 @@ def test_top_k_never_takes_diverged_points():
 # ------------------------------------------------------------------------- evaluate
 
 
+@pytest.mark.slow
 def test_evaluate_shapes_and_chunk_independence():
     problem = small_problem()
     space = Space((Axis("G", 0.1, 0.5, 3), Axis("w", 0.2, 0.6, 2)))
@@ -169,6 +170,7 @@ def test_evaluate_shapes_and_chunk_independence():
     assert not np.allclose(full.loss[:, 0], full.loss[:, 1])
 
 
+@pytest.mark.slow
 def test_a_diverging_point_is_flagged_and_not_fatal():
     """tau_s = 0 makes dS/dt = -S/0: that point's simulation turns NaN. It gets loss inf and
     the diverged flag; the other points of the same batch are unaffected."""

@@ -63,6 +63,7 @@ def test_fic_needs_the_ei_model():
         fic.hook("newton")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("method", "n_iter"), [("iterative", 60), ("gradient", 40)])
 def test_fic_per_grid_point(method, n_iter):
     """FIC inside the exploration (either method): J_i tuned for every point's G before its

@@ -118,6 +118,7 @@ def test_noise_keys_fresh_fixed_and_held_out():
 # ------------------------------------------------------------------------- refine
 
 
+@pytest.mark.slow
 def test_multistart_keeps_the_best_and_rejects_diverging_steps(reference):
     res = reference
     a, b = res.stages
@@ -145,6 +146,7 @@ def test_multistart_keeps_the_best_and_rejects_diverging_steps(reference):
     assert np.isnan(a.history["heldout_loss"][0::2]).all()  # only at segment ends
 
 
+@pytest.mark.slow
 def test_heldout_report_uses_the_heldout_seeds(reference):
     """The reported held-out loss is the problem's loss at the final parameters on exactly
     the held-out seeds (recomputed independently with explore.evaluate)."""
@@ -157,6 +159,7 @@ def test_heldout_report_uses_the_heldout_seeds(reference):
     assert np.isfinite(b.heldout["start_loss"])
 
 
+@pytest.mark.slow
 def test_checkpoint_resume_equals_uninterrupted(reference, tmp_path):
     """Kill the refinement (an exception from the progress callback, right after a
     checkpoint) in the middle of stage a, then again in stage b; each re-run resumes from
@@ -189,6 +192,7 @@ def test_checkpoint_resume_equals_uninterrupted(reference, tmp_path):
     assert not list(tmp_path.glob(".*tmp*"))  # atomic writes leave no temporary files
 
 
+@pytest.mark.slow
 def test_early_stopping_on_plateau():
     stages = [dataclasses.replace(STAGES[0], steps=8, patience=1, min_delta=10.0)]
     res = refine(small_problem(), stages, STARTS, seed=3, heldout_seeds=HELDOUT,
@@ -199,6 +203,7 @@ def test_early_stopping_on_plateau():
     assert np.isfinite(s.history["loss"][:2, :2]).all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optimizer", ["scipy-lbfgsb", "nelder-mead", "powell"])
 def test_scipy_optimisers_stay_in_bounds(optimizer):
     stage = Stage("s", (FreeParameter("G", 0.05, 0.6), FreeParameter("w", 0.05, 1.0)),
@@ -221,6 +226,7 @@ def problem():
     return small_problem()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optimizer", ["scipy-lbfgsb", "nelder-mead"])
 def test_scipy_stages_minimise_the_fixed_noise_objective(problem, optimizer):
     """SciPy sees the stage's objective on fixed noise realisations, in constrained units
@@ -251,6 +257,7 @@ def test_scipy_stages_minimise_the_fixed_noise_objective(problem, optimizer):
     assert np.isfinite(gnorm).all() if optimizer == "scipy-lbfgsb" else np.isnan(gnorm).all()
 
 
+@pytest.mark.slow
 def test_lbfgs_stage_descends_on_fixed_noise(problem):
     """optax L-BFGS (zoom line search) as a refinement stage: on fixed noise, a deterministic
     objective as a line search needs, its steps lower the loss and stay in bounds."""
@@ -266,6 +273,7 @@ def test_lbfgs_stage_descends_on_fixed_noise(problem):
         assert p.lo < float(res.params[name]) < p.hi
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("symmetric", [False, True])
 def test_sc_stage_fits_existing_edges_only(problem, symmetric):
     """An ``sc`` stage frees the SC weights on the subject's existing edges: the fitted
@@ -287,6 +295,7 @@ def test_sc_stage_fits_existing_edges_only(problem, symmetric):
         assert not np.allclose(w, w.T, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_l2_regularisation_pulls_regional_values_to_the_start(problem):
     """l2_regional adds l2 · mean(((w − w_start) / (hi − lo))²) to the loss at every step
     (checked against the recorded trajectory), and a strong penalty keeps the regional
@@ -309,6 +318,7 @@ def test_l2_regularisation_pulls_regional_values_to_the_start(problem):
     assert spread[200.0] < 0.5 * spread[0.0]
 
 
+@pytest.mark.slow
 def test_early_stopping_on_a_real_plateau(problem):
     """Fixed noise and steps too small to change the loss: the smoothed loss stops
     improving after the first step, and the start stops after ``patience`` more steps (the
@@ -322,6 +332,7 @@ def test_early_stopping_on_a_real_plateau(problem):
     assert np.ptp(s.history["loss"][:6, 0]) < 1e-6
 
 
+@pytest.mark.slow
 def test_a_stage_that_ends_worse_returns_its_start(problem):
     """Steps far too large (SGD, no clipping) throw the parameters to a bound: from the
     synthetic truth that is worse on the selection seeds, and the stage hands on its start
@@ -389,6 +400,7 @@ def connectome(n: int):
     return sc / sc.max(), rng
 
 
+@pytest.mark.slow
 def test_exploration_and_refinement_with_conduction_delays():
     """Batched simulations (exploration) and batched gradients (refinement) through delayed
     coupling, with some edges without delay: every loss finite, every start's loss falls."""
@@ -406,6 +418,7 @@ def test_exploration_and_refinement_with_conduction_delays():
     assert np.all(np.isfinite(loss)) and np.all(loss[-1] < loss[0])
 
 
+@pytest.mark.slow
 def test_recovers_the_global_coupling():
     """Explore a grid that misses the truth (nearest point 11 % off), refine the top-2
     starts with fresh noise, recover G within 10 %. (w is fixed at its true value: from FC

@@ -156,6 +156,7 @@ def _bold(weights, x0, spec):
     return simulate(ReducedWongWang(), weights, KEY, spec, G=0.5, sigma=0.0, x0=x0).bold
 
 
+@pytest.mark.slow
 def test_float32_runs_and_is_close_to_float64_without_noise():
     spec = SimSpec(dt=1.0, tr=500.0, n_tr=12, checkpoint=False, unroll=1)
     x0 = np.random.default_rng(3).uniform(0, 1, (1, N))

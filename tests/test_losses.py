@@ -69,6 +69,7 @@ def test_fc_corr_equals_one_minus_pearson_of_upper_triangles():
     assert float(fc_corr(jnp.asarray(a), jnp.asarray(b))) == pytest.approx(1 - r, rel=1e-12)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_a_numerically_constant_fc_has_no_correlation(dtype):
     """A saturated network: every region's BOLD the same up to rounding. Its FC is 1 up to

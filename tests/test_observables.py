@@ -184,6 +184,7 @@ def test_preprocess_composes_the_steps():
     np.testing.assert_array_equal(raw, x)
 
 
+@pytest.mark.slow
 def test_fc_of_simulated_bold_equals_fc_computed_afterwards():
     """The observation computed on the simulated BOLD (JAX, as in the loss) equals the same
     processing done afterwards in numpy/scipy on the BOLD array."""

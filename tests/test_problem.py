@@ -63,6 +63,7 @@ def test_arrays_are_leaves_and_settings_are_static():
     assert jax.tree.structure(other) != treedef
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("delays", [False, True], ids=["no-delays", "delays"])
 def test_second_subject_reuses_the_compiled_loss(delays):
     """jax.jit(Problem.loss) compiles once for two subjects of the same shapes, and each gets
@@ -80,6 +81,7 @@ def test_second_subject_reuses_the_compiled_loss(delays):
     assert loss._cache_size() == compiled + 1
 
 
+@pytest.mark.slow
 def test_exploring_a_second_subject_does_not_compile_again():
     names = ("G", "w")
     points = np.array([[0.3, 0.5], [0.7, 0.6], [0.9, 0.4]])
@@ -100,6 +102,7 @@ def test_exploring_a_second_subject_does_not_compile_again():
     assert not np.allclose(ra.loss, rb.loss)
 
 
+@pytest.mark.slow
 def test_refining_a_second_subject_does_not_compile_again():
     """fit.refine compiles its segments, evaluator and SciPy objective once for two subjects
     with the same stages and shapes (dense SCs: the same number of edges too), and each

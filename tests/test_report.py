@@ -223,6 +223,7 @@ def _imgs(page: str) -> int:
 # ----------------------------------------------------------------------------- subject
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sid", ["01", "02"])
 def test_subject_report_has_every_figure_and_the_numbers(cohort, sid):
     root, subs, pages = cohort

@@ -739,6 +739,7 @@ def reference_fit(prepared):
     return d
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
 def test_refine_killed_midway_resumes_to_the_same_result(prepared, reference_fit, tmp_path,
                                                          sig):
@@ -780,6 +781,7 @@ def test_refine_killed_midway_resumes_to_the_same_result(prepared, reference_fit
 # =========================================================================== divergence
 
 
+@pytest.mark.slow
 def test_a_diverging_region_is_recorded_and_skipped_in_explore(prepared, tmp_path):
     """G up to 1e8 on a log axis: the huge-G points' BOLD is non-finite. They are flagged with
     loss inf, FC r NaN, the run succeeds, and they are never refinement starts."""
@@ -829,6 +831,7 @@ def diverging_refine(prepared, tmp_path_factory):
     return {"params": json.loads(pj.read_text()), "fit": read_h5(fh)[0], "log": r.output}
 
 
+@pytest.mark.slow
 def test_a_diverging_start_is_recorded_and_skipped_in_refine(diverging_refine):
     g = diverging_refine["fit"]["stage-0-global"]
     assert g["rejected"][:, 0].all()  # every step of the NaN start rejected, and recorded
@@ -837,6 +840,7 @@ def test_a_diverging_start_is_recorded_and_skipped_in_refine(diverging_refine):
     assert diverging_refine["params"]["best_start"] != 0
 
 
+@pytest.mark.slow
 def test_a_fit_with_non_finite_heldout_metrics_carries_a_warning(diverging_refine):
     p = diverging_refine["params"]
     bad = not all(np.isfinite(p["metrics"][k]) for k in ("fc_r", "fc_rmse", "loss"))
@@ -849,6 +853,7 @@ def test_a_fit_with_non_finite_heldout_metrics_carries_a_warning(diverging_refin
 # =========================================================================== reproducibility
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("k", [1, 4])
 def test_chunking_gives_the_same_landscape_bitwise(prepared, tmp_path, k):
     cfg = copy.deepcopy(prepared["cfg"])
@@ -869,6 +874,7 @@ def test_chunking_gives_the_same_landscape_bitwise(prepared, tmp_path, k):
     _assert_identical(a, b)
 
 
+@pytest.mark.slow
 def test_same_config_and_seeds_give_bitwise_identical_chunks(prepared, tmp_path):
     o = prepared["out"]
     again = tmp_path / "chunk-1.h5"
@@ -883,6 +889,7 @@ def test_same_config_and_seeds_give_bitwise_identical_chunks(prepared, tmp_path)
     _assert_identical(aa, ba)
 
 
+@pytest.mark.slow
 def test_a_stale_chunk_of_another_configuration_is_refused(prepared, tmp_path):
     d, a = read_h5(prepared["chunks"][1])
     a["config_hash"] = "0" * 16
@@ -896,6 +903,7 @@ def test_a_stale_chunk_of_another_configuration_is_refused(prepared, tmp_path):
     assert "config hash" in error_line(r) and not out.exists()
 
 
+@pytest.mark.slow
 def test_every_result_file_records_its_provenance(prepared, reference_fit):
     from bnmfit.results import sha256
 
@@ -937,6 +945,7 @@ def test_every_result_file_records_its_provenance(prepared, reference_fit):
 # =========================================================================== snakemake
 
 
+@pytest.mark.slow
 def test_jobs_never_share_an_output(tmp_path):
     """The dry run of two subjects: every declared output belongs to exactly one job, and
     every subject's outputs are under its own folder."""
@@ -953,6 +962,7 @@ def test_jobs_never_share_an_output(tmp_path):
                              "results/config.yaml")), p
 
 
+@pytest.mark.slow
 def test_a_cohort_with_missing_files_fails_once_listing_all(tmp_path):
     wd = _workdir(tmp_path)
     sheet = (wd / "subjects.tsv").read_text().replace("sub-02_desc-weights", "sub-02_desc-w8s")
@@ -965,6 +975,7 @@ def test_a_cohort_with_missing_files_fails_once_listing_all(tmp_path):
             "resources/sub-02/sub-02_desc-w8s_relmat.tsv") in text, text[-3000:]
 
 
+@pytest.mark.slow
 def test_a_second_snakemake_in_the_same_directory_is_refused_by_the_lock(tmp_path):
     """While one snakemake runs, another one in the same directory stops with a LockException
     and writes nothing; after the first is killed (SIGKILL: its lock stays), `--unlock`

@@ -166,6 +166,7 @@ W4 = np.array(
     ("integrator", "heun_coupling", "order"),
     [("euler", "per_stage", 1.0), ("heun", "per_stage", 2.0), ("heun", "per_step", 1.0)],
 )
+@pytest.mark.slow
 def test_convergence_order(integrator, heun_coupling, order):
     """Error at T = 8 ms against expm((-k·I + G·W)·T)·x0 + drive term, for three step sizes;
     the slope of log(error) against log(dt) is the order (Euler 1, Heun 2; Heun with the
@@ -415,6 +416,7 @@ def test_delay_shifts_the_response_in_time(two_node):
     np.testing.assert_allclose(delayed[D:], instant[:-D], rtol=1e-14, atol=0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("heun_coupling", ["per_stage", "per_step"])
 def test_zero_delays_equal_the_fast_path(heun_coupling):
     """With every delay zero, the ring-buffer path equals the path without delays (noise on)."""
@@ -450,6 +452,7 @@ def rww_network():
 BASE = SimSpec(dt=0.5, tr=20.0, n_tr=6, record_every=1, checkpoint=False, unroll=1)
 
 
+@pytest.mark.slow
 def test_record_every_and_unroll(rww_network):
     """States are recorded at the end of every record_every steps; unrolling the step loop
     changes nothing."""

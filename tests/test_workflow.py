@@ -69,6 +69,7 @@ def test_lint_is_clean():
     assert "Congratulations, your workflow is in a good condition!" in r.stdout + r.stderr
 
 
+@pytest.mark.slow
 def test_dry_run_of_the_default_config_lists_every_job(tmp_path):
     (tmp_path / "resources").symlink_to(ROOT / "resources")
     (tmp_path / "config").symlink_to(ROOT / "config")

@@ -78,6 +78,7 @@ def _child(**env) -> dict:
     return json.loads(out.splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_import_changes_nothing_and_a_script_applies_the_settings_before_jax_starts():
     user = "--xla_force_host_platform_device_count=1"
     on = _child(XLA_FLAGS=user)
