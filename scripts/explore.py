@@ -60,6 +60,8 @@ def main(subject, connectome, empirical, k, config_file, config_json, gpus, outp
     cli.configure_jax(cfg, gpu=gpus)
     t0 = time.time()
     problem = recipe.problem_from_files(cfg, connectome, empirical)
+    for w in recipe.subject_warnings(problem, empirical):  # e.g. shorter than the data
+        cli.log(f"warning: sub-{subject}: {w}")
     space = recipe.build_space(cfg)
     points = space.points()
     index = explore.chunk(len(points), k, n_chunks)

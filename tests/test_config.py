@@ -189,7 +189,8 @@ def test_every_key_of_the_default_config_is_commented():
          r"unknown key 'w' in model.parameters; allowed keys: a, omega"),
         ({"simulation": {"integrater": "heun"}},
          r"unknown key 'integrater' \(did you mean 'integrator'\?\) in simulation"),
-        ({"simulation": {"dt": "4"}}, r"simulation.dt: expected number, got '4' \(str\)"),
+        ({"simulation": {"dt": "4"}},
+         r"simulation.dt: expected number or null, got '4' \(str\)"),
         ({"exploration": {"chunks": 0}}, r"exploration.chunks = 0; expected a value >= 1"),
         ({"coupling": {"speed": 0}}, r"coupling.speed = 0; expected a value > 0"),
         ({"simulation": {"integrator": "rk4"}},
@@ -221,7 +222,7 @@ def _stage(**kw):
     [
         ({"simulation": {"dt": 12.0}},
          r"simulation.dt = 12 ms exceeds the largest stable step of reduced_wong_wang \(10 ms\)"),
-        ({"model": {"name": "hopf"}},  # default dt 4 ms > Hopf's 0.5 ms
+        ({"model": {"name": "hopf"}, "simulation": {"dt": 4.0}},  # > Hopf's 0.5 ms
          r"exceeds the largest stable step of hopf"),
         ({"exploration": {"parameters": [{"name": "W", "lo": 0, "hi": 1}]}},
          r"exploration.parameters\[0\]: unknown parameter 'W' of reduced_wong_wang "
@@ -367,3 +368,33 @@ def test_the_workflow_test_config_is_valid():
     cfg = load_config(DATA / "config.yaml")
     assert cfg["subjects"] == "tests/data/subjects.tsv"
     assert [r["subject"] for r in load_subjects(ROOT / cfg["subjects"])] == ["01", "02"]
+
+
+def _differing_keys(recipe: dict, defaults: dict, prefix: str = "") -> set[str]:
+    out = set()
+    for key, value in recipe.items():
+        dotted = prefix + key
+        if isinstance(value, dict) and isinstance(defaults.get(key), dict) \
+                and dotted != "model.parameters":
+            out |= _differing_keys(value, defaults[key], dotted + ".")
+        elif defaults.get(key) != value:
+            out.add(dotted)
+    return out
+
+
+def test_config_readme_lists_every_key_where_the_recipe_differs_from_the_schema():
+    """One set of defaults: config/config.yaml is the base recipe; every key in which it
+    departs from the schema's defaults is listed in config/README.md (and nothing else)."""
+    root = Path(__file__).resolve().parents[1]
+    recipe = load_config(root / "config" / "config.yaml")
+    defaults = validate_config({"subjects": "(required)"})
+    differ = _differing_keys(recipe, defaults)
+    text = (root / "config" / "README.md").read_text(encoding="utf-8")
+    table = text.split("<!-- recipe-vs-schema -->")[1].split("<!-- /recipe-vs-schema -->")[0]
+    listed = {key for line in table.splitlines()[2:]
+              for key in re.findall(r"`([a-z_.]+)`", line.split("|")[1])}
+    assert differ == listed
+    # and every key config/config.yaml writes is a documented schema key
+    for key in _differing_keys(yaml.safe_load((root / "config/config.yaml").read_text()), {}):
+        if key != "model.parameters":
+            assert bconfig._config_key(key).get("description"), key

@@ -145,3 +145,132 @@ def test_tvbo_style_free_parameters_n_epochs_and_loss_expression():
     assert dict(loss_spec(cfg).terms) == {"fcd_ks": 0.5, "fc_rmse": 1.0}
     space = recipe.build_space(cfg)
     assert space.sampler == "sobol" and space.points().shape == (16, 2)
+
+
+# =========================================================================== any TR
+
+
+@pytest.mark.parametrize(
+    ("tr_ms", "cap", "dt"),
+    [
+        (720.0, 10.0, 10.0),   # 72 steps per TR
+        (720.0, 7.2, 7.2),     # the recipe's cap: the bundled cohort's step
+        (1000.0, 10.0, 10.0),
+        (2000.0, 10.0, 10.0),
+        (800.0, 10.0, 10.0),
+        (2000.0, 7.2, 6.25),   # 320 steps per TR
+        (735.0, 10.0, 9.8),
+        (720.0, 0.5, 0.5),     # Hopf
+        (2000.0, 1.0, 1.0),    # Wong-Wang E-I, Wilson-Cowan
+    ],
+)
+def test_choose_dt_is_the_largest_step_under_the_cap_that_divides_the_tr(tr_ms, cap, dt):
+    got = recipe.choose_dt(tr_ms, cap)
+    assert got == dt
+    assert (tr_ms / got) == round(tr_ms / got)
+
+
+def test_choose_dt_without_a_divisor_names_simulation_dt():
+    with pytest.raises(ConfigError, match=r"divides the TR \(1000\.003 ms\) exactly; set "
+                                          r"simulation.dt"):
+        recipe.choose_dt(1000.003, 10.0)  # 1000003 µs is prime
+    with pytest.raises(ConfigError, match="set simulation.dt"):
+        recipe.choose_dt(720.0004, 10.0)  # not a whole number of µs
+
+
+@pytest.mark.parametrize(
+    ("model", "params", "tr", "dt"),
+    [
+        ("reduced_wong_wang", {}, 0.72, 10.0),
+        ("reduced_wong_wang", {}, 1.0, 10.0),
+        ("reduced_wong_wang", {}, 2.0, 10.0),
+        ("reduced_wong_wang", {}, 0.8, 10.0),
+        ("hopf", {}, 0.72, 0.5),
+        ("wong_wang_ei", {}, 2.0, 1.0),
+    ],
+)
+def test_a_null_dt_is_chosen_per_tr_within_the_models_limit(model, params, tr, dt):
+    w, ln, fc = _synthetic()
+    cfg = validate_config({"model": {"name": model}, "exploration": {"parameters": [
+        {"name": "G", "lo": 0.1, "hi": 1.0, "n": 2}]}, "refinement": {"stages": []},
+        "observation": {"fcd_window": 0}, "simulation": {"n_tr": 20, "transient_tr": 1},
+        "coupling": {"speed": 5.0}})
+    assert cfg["simulation"]["dt"] is None
+    p = recipe.build_problem(cfg, weights=w, lengths=ln, fc=fc, tr=tr, n_tr=100)
+    assert p.spec.dt == dt and p.spec.tr == pytest.approx(tr * 1000)
+    assert p.spec.max_delay == int(np.rint(ln.max() / 5.0 / dt))  # delays in chosen steps
+
+
+def test_an_explicit_dt_that_does_not_divide_the_tr_is_an_error():
+    w, ln, fc = _synthetic()
+    cfg = validate_config({"simulation": {"dt": 7.2, "n_tr": 20},
+                           "observation": {"fcd_window": 0}})
+    with pytest.raises(ConfigError, match=r"simulation.dt = 7.2 ms does not divide the TR "
+                                          r"\(2000 ms\)"):
+        recipe.build_problem(cfg, weights=w, lengths=ln, fc=fc, tr=2.0, n_tr=100)
+
+
+def test_dt_max_above_the_models_limit_is_an_error():
+    with pytest.raises(ConfigError, match=r"simulation.dt_max = 12 ms exceeds the largest "
+                                          r"stable step of reduced_wong_wang \(10 ms\)"):
+        validate_config({"simulation": {"dt_max": 12.0}})
+
+
+def test_the_bundled_recipe_simulates_what_it_did_before_at_tr_072():
+    """config/config.yaml (dt null, dt_max 7.2, 300 TRs, 30 transient TRs) gives the SimSpec
+    of the former recipe (dt 7.2 ms, duration 216000 ms, transient 21600 ms)."""
+    root = Path(__file__).resolve().parents[1]
+    new = load_config(root / "config" / "config.yaml")
+    old = validate_config({**new, "simulation": {
+        **{k: v for k, v in new["simulation"].items()
+           if k not in ("dt_max", "n_tr", "transient_tr")},
+        "dt": 7.2, "duration": 216000.0, "transient": 21600.0, "n_tr": None}})
+    spec = recipe.build_spec(new, 0.72, 1200)
+    assert (spec.dt, spec.tr, spec.n_tr, spec.n_transient) == (7.2, 720.0, 300, 30)
+    assert spec == recipe.build_spec(old, 0.72, 1200)
+    # a TR-2 s subject gets its step and as many volumes as the recipe says
+    spec2 = recipe.build_spec(new, 2.0, 355)
+    assert (spec2.dt, spec2.n_tr, spec2.n_transient) == (6.25, 300, 30)
+
+
+@pytest.mark.parametrize(
+    ("simulation", "n_tr", "n_transient"),
+    [
+        ({}, 100, 10),                                       # all, 20000 ms
+        ({"n_tr": "all", "transient_tr": 5}, 100, 5),
+        ({"n_tr": 40}, 40, 10),
+        ({"duration": 36000.0, "transient": 7200.0}, 18, 3),  # ms, whole TRs
+        ({"n_tr": None, "duration": 36000.0, "transient_tr": 4}, 18, 4),
+    ],
+)
+def test_lengths_in_trs_all_or_ms(simulation, n_tr, n_transient):
+    w, ln, fc = _synthetic()
+    cfg = validate_config({"simulation": simulation, "observation": {"fcd_window": 0}})
+    p = recipe.build_problem(cfg, weights=w, lengths=ln, fc=fc, tr=2.0, n_tr=100)
+    assert (p.spec.n_tr, p.spec.n_transient) == (n_tr, n_transient)
+
+
+@pytest.mark.parametrize("pair", [("n_tr", "duration"), ("transient_tr", "transient")])
+def test_a_length_in_trs_and_in_ms_together_is_an_error(pair):
+    in_tr, in_ms = pair
+    with pytest.raises(ConfigError, match=rf"simulation.{in_tr} = 30 and simulation.{in_ms} "
+                                          rf"= 1000.0 ms both set the same length; give one"):
+        validate_config({"simulation": {in_tr: 30, in_ms: 1000.0}})
+    cfg = validate_config({"simulation": {in_tr: 30, in_ms: None}})
+    assert cfg["simulation"][in_tr] == 30
+
+
+def test_a_simulation_shorter_than_the_data_is_warned():
+    w, ln, fc = _synthetic()
+    cfg = validate_config({"simulation": {"n_tr": 300, "transient_tr": 30},
+                           "observation": {"fcd_window": 0}})
+    p = recipe.build_problem(cfg, weights=w, lengths=ln, fc=fc, tr=2.0, n_tr=355)
+    (msg,) = recipe.length_warnings(p.spec, 2.0, 355)
+    assert msg.startswith("the simulated BOLD (300 TRs, 600 s) is shorter than the empirical "
+                          "one (355 TRs, 710 s)")
+    assert "simulation.n_tr: all" in msg
+    assert recipe.length_warnings(p.spec, 2.0, 300) == []
+    assert recipe.length_warnings(p.spec, 2.0, None) == []  # FC only: nothing to compare
+    cfg = validate_config({"observation": {"fcd_window": 0}})  # n_tr: all
+    p = recipe.build_problem(cfg, weights=w, lengths=ln, fc=fc, tr=2.0, n_tr=355)
+    assert p.spec.n_tr == 355 and recipe.length_warnings(p.spec, 2.0, 355) == []

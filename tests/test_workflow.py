@@ -210,3 +210,112 @@ def test_resources_never_rerun_anything(run_dir):
     assert r.returncode == 0, r.stderr[-3000:]
     # only the cohort page, which records the whole configuration, is refreshed
     assert job_counts(r.stdout) == {"cohort_report": 1, "all": 1}
+
+
+# =========================================================================== your own directory
+
+
+def _config_json(output: str, rule: str) -> dict:
+    """The --config-json of the first job of ``rule`` printed by a dry run with -p."""
+    blocks = output.split("rule ")
+    for b in blocks:
+        if b.startswith(rule + ":"):
+            m = re.search(r"--config-json '(\{.*?\})'", b, re.S)
+            if m:
+                return json.loads(m.group(1))
+    raise AssertionError(f"no {rule} job with --config-json in:\n{output[-3000:]}")
+
+
+@pytest.mark.slow
+def test_the_documented_recipe_runs_from_any_directory(tmp_path):
+    """From a directory outside the checkout, with a one-key --configfile, the checkout's
+    config/config.yaml is the base: every key of the resolved config but `subjects` is the
+    recipe's (its step cap, TR-based lengths, loss, stages, compilation cache), not the
+    schema's defaults."""
+    from bnmfit.config import load_config, validate_config
+
+    (tmp_path / "resources").symlink_to(ROOT / "resources")
+    shutil.copy(DATA / "subjects.tsv", tmp_path / "my_subjects.tsv")
+    (tmp_path / "my.yaml").write_text("subjects: my_subjects.tsv\n")
+    assert not (tmp_path / "config").exists()
+    r = snakemake("-n", "-p", "--snakefile", ROOT / "Snakefile", "--configfile", "my.yaml",
+                  cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    recipe = load_config(ROOT / "config" / "config.yaml")
+    assert recipe != validate_config({"subjects": "my_subjects.tsv"})  # a real difference
+    expected = {**recipe, "subjects": "my_subjects.tsv"}
+    for rule in ("explore", "refine"):
+        got = _config_json(r.stdout, rule)
+        for section, value in got.items():
+            assert value == expected[section], (rule, section)
+    sim = _config_json(r.stdout, "explore")["simulation"]
+    assert (sim["dt"], sim["dt_max"], sim["n_tr"], sim["transient_tr"]) == (None, 7.2, 300, 30)
+    refine = _config_json(r.stdout, "refine")
+    assert [s["steps"] for s in refine["refinement"]["stages"]] == [10, 100]
+    assert refine["compute"]["compilation_cache"] == ".snakemake/jax-cache"
+    # an override of one nested key keeps the rest of its section
+    (tmp_path / "my.yaml").write_text("subjects: my_subjects.tsv\nsimulation: {n_tr: all}\n")
+    r = snakemake("-n", "-p", "--snakefile", ROOT / "Snakefile", "--configfile", "my.yaml",
+                  cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    sim = _config_json(r.stdout, "explore")["simulation"]
+    assert (sim["dt_max"], sim["n_tr"], sim["transient_tr"]) == (7.2, "all", 30)
+
+
+# =========================================================================== any TR
+
+
+def _synthetic_subject(d: Path, sub: str, tr: float, n_regions: int = 8, n_vol: int = 100,
+                       seed: int = 0) -> dict[str, str]:
+    rng = np.random.default_rng(seed)
+    w = rng.integers(0, 50, (n_regions, n_regions)).astype(float)
+    w = np.triu(w, 1) + np.triu(w, 1).T
+    ln = 20 + 80 * rng.random((n_regions, n_regions))
+    ln = (ln + ln.T) / 2
+    np.fill_diagonal(ln, 0)
+    labels = [f"R{i}" for i in range(n_regions)]
+    mix = rng.standard_normal((n_regions, n_regions)) * 0.5 + np.eye(n_regions)
+    bold = rng.standard_normal((n_vol, n_regions)) @ mix
+    d.mkdir(parents=True, exist_ok=True)
+    np.savetxt(d / f"sub-{sub}_weights.tsv", w, delimiter="\t")
+    np.savetxt(d / f"sub-{sub}_lengths.tsv", ln, delimiter="\t")
+    np.savetxt(d / f"sub-{sub}_bold.tsv", bold, delimiter="\t", header="\t".join(labels),
+               comments="", fmt="%.6f")
+    return {"subject": sub, "sc_weights": f"data/sub-{sub}_weights.tsv",
+            "sc_lengths": f"data/sub-{sub}_lengths.tsv", "bold": f"data/sub-{sub}_bold.tsv",
+            "tr": str(tr)}
+
+
+@pytest.mark.slow
+def test_a_cohort_of_tr_2_and_1_s_runs_with_no_dt_in_the_config(tmp_path, jax_cache):
+    """Subjects with TRs of 2.0 and 1.0 s (8 regions, 100 volumes) run end to end on the
+    recipe with no dt anywhere: each gets a step that divides its TR, and the logs warn that
+    the simulation (60 TRs) is shorter than the data."""
+    rows = [_synthetic_subject(tmp_path / "data", "01", 2.0, seed=1),
+            _synthetic_subject(tmp_path / "data", "02", 1.0, seed=2)]
+    cols = list(rows[0])
+    (tmp_path / "subjects.tsv").write_text(
+        "\n".join(["\t".join(cols)] + ["\t".join(r[c] for c in cols) for r in rows]) + "\n")
+    cfg = yaml.safe_load((DATA / "config.yaml").read_text())
+    cfg["subjects"] = "subjects.tsv"
+    del cfg["simulation"]["dt"]
+    cfg["compute"] = {"compilation_cache": str(jax_cache)}
+    (tmp_path / "my.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    assert "dt" not in cfg["simulation"]
+    r = snakemake("--cores", 2, "--snakefile", ROOT / "Snakefile", "--configfile", "my.yaml",
+                  cwd=tmp_path)
+    logs = {str(p): p.read_text() for p in (tmp_path / "logs").rglob("*.log")} \
+        if (tmp_path / "logs").is_dir() else {}
+    assert r.returncode == 0, r.stderr[-4000:] + "".join(
+        f"\n== {k}\n{v[-1500:]}" for k, v in logs.items())
+    resolved = yaml.safe_load((tmp_path / "results/config.yaml").read_text())
+    assert resolved["simulation"]["dt"] is None
+    for sub, tr in (("01", 2.0), ("02", 1.0)):
+        params = json.loads(
+            (tmp_path / f"results/sub-{sub}/sub-{sub}_desc-fitted_params.json").read_text())
+        assert params
+        assert (tmp_path / f"results/sub-{sub}/sub-{sub}_report.html").is_file()
+        text = "".join(p.read_text() for p in (tmp_path / "logs" / f"sub-{sub}").rglob("*.log"))
+        assert "60 TRs at dt 6.25 ms" in text, text[-3000:]
+        assert (f"warning: sub-{sub}: the simulated BOLD (60 TRs, {60 * tr:g} s) is shorter "
+                f"than the empirical one (100 TRs, {100 * tr:g} s)") in text, text[-3000:]

@@ -283,7 +283,9 @@ def validate_config(config: Mapping[str, Any] | None, *, where: str = "config") 
     sch = schema("config")
     cfg = copy.deepcopy(dict(config))
     _check(cfg, sch, where)
+    given = dict(cfg.get("simulation") or {})
     _fill_defaults(cfg, sch, sch)
+    _length_pairs(given, cfg["simulation"], where)
     _check(cfg, sch, where)
     _semantic_checks(cfg, where)
     return cfg
@@ -343,17 +345,38 @@ def stage_steps(stage: Mapping[str, Any], where: str = "stage") -> int:
     return int(steps if steps is not None else epochs)
 
 
+#: (in TRs, in ms): the two ways of giving the simulated length and the transient
+LENGTH_PAIRS = (("n_tr", "duration"), ("transient_tr", "transient"))
+
+
+def _length_pairs(given: Mapping, sim: dict, where: str) -> None:
+    """Each simulated length is given in TRs or in ms, not both; the one given replaces the
+    other's schema default (a duration given without n_tr, a transient_tr without transient)."""
+    for in_tr, in_ms in LENGTH_PAIRS:
+        if given.get(in_tr) is not None and given.get(in_ms) is not None:
+            raise ConfigError(
+                f"{where}: simulation.{in_tr} = {given[in_tr]!r} and simulation.{in_ms} = "
+                f"{given[in_ms]!r} ms both set the same length; give one of them and set the "
+                f"other to null (config/config.yaml, the base recipe, sets {in_tr})"
+            )
+        if given.get(in_ms) is not None:
+            sim[in_tr] = None
+        elif given.get(in_tr) is not None:
+            sim[in_ms] = None
+
+
 def _semantic_checks(cfg: dict, where: str) -> None:
     from bnmfit.models import MODELS
 
     model = cfg["model"]["name"]
     max_dt = MODELS[model].max_dt
-    dt = cfg["simulation"]["dt"]
-    if dt > max_dt:
-        raise ConfigError(
-            f"{where}: simulation.dt = {dt:g} ms exceeds the largest stable step of {model} "
-            f"({max_dt:g} ms); lower dt (it must also divide the TR)"
-        )
+    for key in ("dt", "dt_max"):
+        dt = cfg["simulation"][key]
+        if dt is not None and dt > max_dt:
+            raise ConfigError(
+                f"{where}: simulation.{key} = {dt:g} ms exceeds the largest stable step of "
+                f"{model} ({max_dt:g} ms); lower {key} (a dt must also divide the TR)"
+            )
     bp = cfg["bold"]["bandpass"]
     if bp is not None and not bp[0] < bp[1]:
         raise ConfigError(f"{where}: bold.bandpass = {bp}; expected [low, high] with low < high")
@@ -435,6 +458,11 @@ def _check_duration(cfg: Mapping, where: str) -> None:
     (Without observation.tr the TR comes from each subject's data and build_problem checks it.)
     """
     s, obs = cfg["simulation"], cfg["observation"]
+    if isinstance(s["n_tr"], int) and obs["tr"]:
+        why = _too_short(s["n_tr"], obs)
+        if why:
+            raise ConfigError(f"{where}: simulation.n_tr = {s['n_tr']} gives {why}; raise "
+                              "simulation.n_tr or shorten observation.fcd_window")
     if s["duration"] is None or not obs["tr"]:
         return
     tr_ms = float(obs["tr"]) * 1000.0
@@ -443,9 +471,15 @@ def _check_duration(cfg: Mapping, where: str) -> None:
     if why:
         raise ConfigError(
             f"{where}: simulation.duration = {s['duration']:g} ms gives {why}; note that the "
-            f"duration is the BOLD kept after the transient ({s['transient']:g} ms), so "
+            f"duration is the BOLD kept after the transient ({_transient_text(s)}), so "
             "lengthen simulation.duration or shorten observation.fcd_window"
         )
+
+
+def _transient_text(s: Mapping) -> str:
+    if s["transient_tr"] is not None:
+        return f"{s['transient_tr']} TRs"
+    return f"{s['transient'] or 0:g} ms"
 
 
 def _n_points(ex: Mapping) -> int:

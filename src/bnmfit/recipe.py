@@ -18,6 +18,7 @@ The loss of a configuration is :func:`bnmfit.losses.loss_spec`.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -32,8 +33,14 @@ __all__ = [
     "build_space",
     "build_spec",
     "build_stages",
+    "choose_dt",
+    "length_warnings",
     "noise_seeds",
     "problem_from_files",
+    "simulated_tr_count",
+    "simulation_dt",
+    "subject_warnings",
+    "transient_tr_count",
 ]
 
 
@@ -70,39 +77,112 @@ def build_observation(config: Mapping[str, Any], tr: float):
     )
 
 
-def build_spec(config: Mapping[str, Any], tr: float, n_tr: int | None, max_delay: int = 0):
-    """The :class:`~bnmfit.simulate.SimSpec`: ``n_tr`` TRs of ``tr`` s (the empirical length
-    after discard) unless ``simulation.duration`` sets another length."""
-    from bnmfit.simulate import SimSpec
+def choose_dt(tr_ms: float, max_dt: float, *, model: str = "the model") -> float:
+    """The largest integration step (ms) not above ``max_dt`` that divides the TR ``tr_ms``
+    exactly, in whole µs (TR / k for the smallest such whole k): 7.2 ms for 720 ms under a
+    cap of 7.2 ms, 10 ms for 720, 1000 or 2000 ms under 10 ms.
 
-    s, n = config["simulation"], config["noise"]
+    Raises:
+        ConfigError: no step between ``max_dt / 4`` and ``max_dt`` divides the TR (a TR
+            that is no whole number of µs, or one with no divisor in that range).
+    """
+    tr_us = round(float(tr_ms) * 1000.0)
+    cap_us = float(max_dt) * 1000.0
+    if tr_us > 0 and abs(float(tr_ms) * 1000.0 - tr_us) < 1e-3:
+        k_min = max(1, math.ceil(tr_us / cap_us - 1e-9))
+        for k in range(k_min, math.floor(4 * tr_us / cap_us) + 1):
+            if tr_us % k == 0:
+                return (tr_us // k) / 1000.0
+    raise ConfigError(
+        f"no integration step between {max_dt / 4:g} and {max_dt:g} ms (the largest stable "
+        f"step of {model}, or simulation.dt_max) divides the TR ({tr_ms:.10g} ms) exactly; set "
+        "simulation.dt to a step that divides the TR, or observation.tr to a simulated TR"
+    )
+
+
+def simulation_dt(config: Mapping[str, Any], tr: float) -> float:
+    """``simulation.dt``, or (null) the step :func:`choose_dt` picks for a TR of ``tr`` s
+    under ``simulation.dt_max`` or the model's max_dt."""
+    from bnmfit.models import MODELS
+
+    s = config["simulation"]
+    if s["dt"] is not None:
+        return float(s["dt"])
+    name = config["model"]["name"]
+    cap = s["dt_max"] if s["dt_max"] is not None else MODELS[name].max_dt
+    return choose_dt(float(tr) * 1000.0, float(cap), model=name)
+
+
+def simulated_tr_count(config: Mapping[str, Any], tr: float, n_tr: int | None) -> int:
+    """The simulated BOLD's length in TRs of ``tr`` s: ``simulation.n_tr``, or
+    ``simulation.duration`` in whole TRs, or (``all``) ``n_tr``, the empirical length."""
+    s = config["simulation"]
     tr_ms = float(tr) * 1000.0
+    if isinstance(s["n_tr"], int):
+        return int(s["n_tr"])
     if s["duration"] is not None:
-        n_tr = int(s["duration"] // tr_ms)
-        if n_tr < 1:
+        n = int(s["duration"] // tr_ms)
+        if n < 1:
             raise ConfigError(
                 f"simulation.duration = {s['duration']:g} ms is shorter than one TR "
                 f"({tr_ms:g} ms)"
             )
-    elif n_tr is None:
+        return n
+    if n_tr is None:
         raise ConfigError(
-            "the subject has no BOLD time series (only an FC), so the simulated length is "
-            "unknown: set simulation.duration (ms)"
+            "the subject has no BOLD time series (only an FC), so simulation.n_tr: all has no "
+            "length: set simulation.n_tr (TRs), or set simulation.duration (ms)"
         )
-    dt = float(s["dt"])
+    return int(n_tr)
+
+
+def transient_tr_count(config: Mapping[str, Any], tr: float) -> int:
+    """TRs simulated before the BOLD is kept: ``simulation.transient_tr``, or
+    ``simulation.transient`` (ms) in whole TRs of ``tr`` s."""
+    s = config["simulation"]
+    if s["transient_tr"] is not None:
+        return int(s["transient_tr"])
+    return int((s["transient"] or 0.0) // (float(tr) * 1000.0))
+
+
+def length_warnings(spec, tr: float | None, n_tr: int | None) -> list[str]:
+    """A warning when the simulated BOLD (``spec``) is shorter than the empirical one
+    (``n_tr`` TRs of ``tr`` s after discard; nothing when only an FC was given)."""
+    if not tr or n_tr is None:
+        return []
+    sim_s, emp_s = spec.n_tr * spec.tr / 1000.0, float(n_tr) * float(tr)
+    if sim_s >= emp_s * (1 - 1e-9):
+        return []
+    return [
+        f"the simulated BOLD ({spec.n_tr} TRs, {sim_s:g} s) is shorter than the empirical one "
+        f"({n_tr} TRs, {emp_s:g} s): the fitted FC comes from {sim_s / emp_s:.0%} of the "
+        "recording's length; simulation.n_tr: all simulates all of it"
+    ]
+
+
+def build_spec(config: Mapping[str, Any], tr: float, n_tr: int | None, max_delay: int = 0):
+    """The :class:`~bnmfit.simulate.SimSpec`: ``simulation.n_tr`` TRs of ``tr`` s (``all``:
+    ``n_tr``, the empirical length after discard), or ``simulation.duration`` ms, after the
+    transient; the step ``simulation.dt`` or, when null, chosen for the TR."""
+    from bnmfit.simulate import SimSpec
+
+    s, n = config["simulation"], config["noise"]
+    tr_ms = float(tr) * 1000.0
+    n_tr = simulated_tr_count(config, tr, n_tr)
+    dt = simulation_dt(config, tr)
     ratio = tr_ms / dt
     if abs(ratio - round(ratio)) > 1e-6 * ratio or round(ratio) < 1:
         ok = [d for d in range(1, int(dt) + 1) if abs(tr_ms / d - round(tr_ms / d)) < 1e-9]
         hint = f" (e.g. {', '.join(str(d) for d in ok[-3:])} ms)" if ok else ""
         raise ConfigError(
             f"simulation.dt = {dt:g} ms does not divide the TR ({tr_ms:g} ms): choose a dt "
-            f"that divides it{hint}"
+            f"that divides it{hint}, or null to let the workflow choose one"
         )
     return SimSpec(
         dt=dt,
         tr=tr_ms,
         n_tr=int(n_tr),
-        n_transient=int(s["transient"] // tr_ms),
+        n_transient=transient_tr_count(config, tr),
         integrator=s["integrator"],
         noise=n["kind"],
         noise_tau=float(n["tau"]),
@@ -152,8 +232,8 @@ def build_problem(
         weights, lengths: (N, N) from ``sub-X_connectome.h5``.
         fc, fcd: the empirical FC (and FCD) from ``sub-X_desc-empirical_fc.h5``.
         tr: the subject's TR in s (``observation.tr`` overrides it for the simulation).
-        n_tr: the empirical TRs after discard (the simulated length unless
-            ``simulation.duration`` is set); None when only an FC was given.
+        n_tr: the empirical TRs after discard (the simulated length when
+            ``simulation.n_tr`` is ``all``); None when only an FC was given.
     """
     import jax.numpy as jnp
     import numpy as np
@@ -173,12 +253,13 @@ def build_problem(
     delays, max_delay = None, 0
     if speed is not None and lengths is not None and np.any(np.asarray(lengths) > 0):
         steps = delay_steps(np.asarray(lengths, dtype=np.float64) / float(speed),
-                            config["simulation"]["dt"])
+                            simulation_dt(config, sim_tr))
         max_delay = int(steps.max())
         if max_delay > 0:
             delays = jnp.asarray(steps)
+    sim = config["simulation"]
     if config["observation"]["tr"] and tr and n_tr is not None \
-            and config["simulation"]["duration"] is None:
+            and not isinstance(sim["n_tr"], int) and sim["duration"] is None:
         n_tr = int(n_tr * float(tr) // sim_tr)  # the same duration at another TR
     spec = build_spec(config, sim_tr, n_tr, max_delay)
     observation = build_observation(config, sim_tr)
@@ -189,7 +270,7 @@ def build_problem(
             raise ConfigError(
                 f"the simulation returns {spec.n_tr} TRs, too few for two FCD windows of "
                 f"{observation.fcd_window} TRs (step {observation.fcd_step}); lengthen "
-                "simulation.duration (the BOLD kept after the transient) or shorten "
+                "simulation.n_tr (the BOLD kept after the transient) or shorten "
                 "observation.fcd_window"
             )
     spec_loss = losses.loss_spec(config)
@@ -226,6 +307,14 @@ def problem_from_files(config: Mapping[str, Any], connectome_h5, empirical_h5):
     emp = EmpiricalFile.read(empirical_h5)
     return build_problem(config, weights=conn.weights, lengths=conn.lengths, fc=emp.fc,
                          fcd=emp.fcd, tr=emp.tr, n_tr=emp.n_tr)
+
+
+def subject_warnings(problem, empirical_h5) -> list[str]:
+    """:func:`length_warnings` of a problem built from ``sub-X_desc-empirical_fc.h5``."""
+    from bnmfit.results import EmpiricalFile
+
+    emp = EmpiricalFile.read(empirical_h5)
+    return length_warnings(problem.spec, emp.tr, emp.n_tr)
 
 
 def build_space(config: Mapping[str, Any]):

@@ -26,7 +26,11 @@ from bnmfit.io import sidecar_path  # noqa: E402
 from bnmfit.report import COHORT_FIGURES, SUBJECT_FIGURES  # noqa: E402
 
 
-configfile: "config/config.yaml"
+# The documented recipe of this checkout is the base wherever the working directory is; a
+# --configfile (or --config) given to snakemake overrides only the keys it names (a deep
+# merge: nested sections key by key, lists replaced whole). Paths in any config are relative
+# to the working directory.
+configfile: Path(workflow.basedir) / "config" / "config.yaml"
 
 
 report: "../report/workflow.rst"
