@@ -12,6 +12,7 @@ import gzip
 import json
 import os
 import stat
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -146,7 +147,7 @@ def test_read_matrix_gzip_and_fmt_override(tmp_path):
     with fails("unrecognised file name", name=q):
         read_matrix(q)
     np.testing.assert_array_equal(read_matrix(q, fmt="tsv")[0], m)
-    with fails("expected fmt to be one of", exc=ConfigError, name=q):
+    with fails("expected the sheet column sc_format to be one of", exc=ConfigError, name=q):
         read_matrix(q, fmt="xlsx")
 
 
@@ -159,7 +160,7 @@ def test_read_matrix_missing_values(tmp_path):
     np.testing.assert_array_equal(got, [[0, 0, 2], [1, 0, 0], [0, 3, 0]])
     kept, _ = read_matrix(p, missing="keep")
     assert np.isnan(kept[0, 1]) and kept[1, 2] == -1
-    with fails("expected missing to be one of", exc=ConfigError):
+    with fails("expected connectome.missing to be one of", exc=ConfigError):
         read_matrix(p, missing="drop")
 
 
@@ -213,7 +214,8 @@ def test_read_matrix_npy_npz(tmp_path):
     np.testing.assert_array_equal(got, m)
     assert labels is None
     np.savez(tmp_path / "c.npz", sc=m, len=2 * m, labels=np.array(LABELS))
-    with fails("several 2-D variables len, sc; pass key=", name=tmp_path / "c.npz"):
+    with fails("several 2-D variables len, sc; set the sheet column sc_key",
+               name=tmp_path / "c.npz"):
         read_matrix(tmp_path / "c.npz")
     got, labels = read_matrix(tmp_path / "c.npz", key="len")
     np.testing.assert_array_equal(got, 2 * m)
@@ -231,7 +233,7 @@ def test_read_matrix_mat_plain(tmp_path):
     with fails("several 2-D variables len, sc", name=tmp_path / "both.mat"):
         read_matrix(tmp_path / "both.mat")
     np.testing.assert_array_equal(read_matrix(tmp_path / "both.mat", key="len")[0], 3 * m)
-    with fails(r"expected a variable 'SC', got variables len, sc; pass key="):
+    with fails(r"expected a variable 'SC', got variables len, sc; set the sheet column sc_key"):
         read_matrix(tmp_path / "both.mat", key="SC")
     # read_connectome picks sc / len by role from the same file
     w, ln, labels = read_connectome(tmp_path / "both.mat", tmp_path / "both.mat")
@@ -280,12 +282,13 @@ def test_read_matrix_qsirecon(tmp_path):
     m = sym()
     p = tmp_path / "sub-1_connectivity.mat"
     _qsirecon_mat(p, m)
-    with fails(r"several \(4S156Parcels, AAL116\); pass atlas=", name=p):
+    with fails(r"several \(4S156Parcels, AAL116\); set the sheet column atlas", name=p):
         read_matrix(p)
     with fails(r"expected atlas 'Schaefer', got atlases 4S156Parcels, AAL116", name=p):
         read_matrix(p, atlas="Schaefer")
     with fails(
-        r"got 2 \(radius2_meanlength, sift_invnodevol_radius2_count\); pass measure=", name=p
+        r"got 2 \(radius2_meanlength, sift_invnodevol_radius2_count\); set the sheet column "
+        "measure", name=p
     ):
         read_matrix(p, atlas="4S156Parcels")
     got, labels = read_matrix(p, atlas="4S156Parcels", measure="radius2_meanlength")
@@ -467,35 +470,184 @@ def test_read_connectome_errors(tmp_path):
 # ---------------------------------------------------------------- read_fc
 
 
+def _fc(n: int = 4, seed: int = 3, shared: float = 0.0) -> np.ndarray:
+    """A correlation matrix; ``shared`` > 0 adds a common signal (stronger correlations)."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((50, n)) + shared * rng.standard_normal((50, 1))
+    return np.corrcoef(x.T)
+
+
 def test_read_fc(tmp_path):
-    rng = np.random.default_rng(3)
-    x = rng.standard_normal((50, 4))
-    fc = np.corrcoef(x.T)
+    fc = _fc()
     p = write(tmp_path / "fc.tsv", _rows(fc, header=LABELS, node="Node", labels=LABELS))
-    got, labels = read_fc(p)
+    got, labels, notes = read_fc(p)
     np.testing.assert_allclose(got, fc, atol=1e-15)
-    assert labels == LABELS
+    assert labels == LABELS and notes == []
     bad = fc.copy()
     bad[0, 1] += 0.1
     with fails("expected a symmetric FC matrix", name=tmp_path / "a.npy"):
         np.save(tmp_path / "a.npy", bad)
         read_fc(tmp_path / "a.npy")
     d = fc.copy()
-    np.fill_diagonal(d, 0)
+    np.fill_diagonal(d, 0.5)
     np.save(tmp_path / "d.npy", d)
-    with fails("expected 1 on the FC diagonal, got 0 at region 1; set the diagonal to 1"):
+    with fails(r"expected 1 \(or 0 or n/a\) on the FC diagonal, got 0.5 at region 1; give a "
+               "correlation matrix", name=tmp_path / "d.npy"):
         read_fc(tmp_path / "d.npy")
-    z = np.arctanh(np.clip(fc, -0.999, 0.999)) * 3
-    np.fill_diagonal(z, 1.0)
-    np.save(tmp_path / "z.npy", z)
-    if np.abs(z).max() > 1:
-        with fails("expected Pearson correlations in \\[-1, 1\\].*Fisher z"):
-            read_fc(tmp_path / "z.npy")
     n = fc.copy()
     n[1, 2] = n[2, 1] = np.nan
     np.save(tmp_path / "n.npy", n)
-    with fails(r"expected a complete FC matrix, got 2 n/a/NaN/inf entries \(first at row 2"):
+    with fails(r"expected a complete FC matrix, got 2 n/a/NaN/inf off-diagonal entries "
+               r"\(first at row 2"):
         read_fc(tmp_path / "n.npy")
+
+
+@pytest.mark.parametrize("diag, said", [(0.0, "0"), (np.nan, "n/a")])
+def test_read_fc_accepts_a_zero_or_nan_diagonal_and_says_so(tmp_path, diag, said):
+    fc = _fc()
+    d = fc.copy()
+    np.fill_diagonal(d, diag)
+    p = write(tmp_path / "fc.tsv", _rows(d, header=LABELS, node="Node", labels=LABELS))
+    got, labels, notes = read_fc(p)
+    np.testing.assert_allclose(got, fc, atol=1e-15)  # off-diagonal as given, diagonal 1
+    assert labels == LABELS
+    assert len(notes) == 1 and "\n" not in notes[0], notes
+    assert str(p) in notes[0]
+    assert f"the FC diagonal is {said} at 4 of 4 regions" in notes[0]
+    assert "only off-diagonal entries are used, the diagonal was set to 1" in notes[0]
+    np.save(tmp_path / "d.npy", d)  # the same from a binary file
+    np.testing.assert_allclose(read_fc(tmp_path / "d.npy")[0], fc, atol=1e-15)
+
+
+@pytest.mark.parametrize("diag", [np.inf, 0.0, np.nan, 18.7])
+def test_read_fc_recognises_fisher_z_and_converts_it_when_asked(tmp_path, diag):
+    fc = _fc(6, shared=3.0)
+    z = np.arctanh(np.clip(fc, -0.999, 0.999))  # |z| up to a few units
+    assert 1.5 < np.abs(z[~np.eye(6, dtype=bool)]).max() < 10
+    np.fill_diagonal(z, diag)
+    p = tmp_path / "fcz.npy"
+    np.save(p, z)
+    with fails(r"expected Pearson correlations in \[-1, 1\], got \d+ off-diagonal entries "
+               r"outside .*this looks like Fisher z-transformed FC \(arctanh r\); give tanh\(z\)"
+               r" as the sheet column fc's file", name=p):
+        read_fc(p)
+    got, _, notes = read_fc(p, transform="fisher_z")
+    want = np.tanh(z)
+    np.fill_diagonal(want, 1.0)
+    np.testing.assert_allclose(got, want, atol=1e-15)
+    assert notes == [f"{p}: read as Fisher z and converted to correlations by tanh"]
+    with fails("expected the FC transform to be None or one of fisher_z", exc=ConfigError,
+               name=p):
+        read_fc(p, transform="atanh")
+
+
+def test_an_fc_given_subject_keeps_what_read_fc_changed_in_its_qc(tmp_path):
+    from bnmfit.empirical import empirical_record
+    from bnmfit.results import ConnectomeFile, EmpiricalFile, QualityFile
+
+    w = sym()
+    conn = ConnectomeFile(subject="01", weights=w, lengths=None, weights_raw=w,
+                          labels=list(LABELS), normalisation="none", symmetric=True,
+                          isolated=[], provenance={})
+    fc = _fc(shared=3.0)
+    d = fc.copy()
+    np.fill_diagonal(d, 0.0)
+    p = write(tmp_path / "fc.tsv", _rows(d[::-1, ::-1], header=LABELS[::-1], node="Node",
+                                         labels=LABELS[::-1]))
+    rec = empirical_record("01", conn, fc=str(p))
+    np.testing.assert_allclose(rec.fc, fc, atol=1e-15)  # in the connectome's order
+    assert len(rec.qc["notes"]) == 1 and "the FC diagonal is 0" in rec.qc["notes"][0]
+    rec.write(tmp_path / "e.h5")
+    assert EmpiricalFile.read(tmp_path / "e.h5").qc["notes"] == rec.qc["notes"]
+    QualityFile.of(rec).write(tmp_path / "qc.json")
+    assert read_json(tmp_path / "qc.json")["notes"] == rec.qc["notes"]
+    z = np.arctanh(np.clip(fc, -0.999, 0.999))
+    np.fill_diagonal(z, np.inf)
+    np.save(tmp_path / "z.npy", z)
+    with fails("looks like Fisher z-transformed FC", name=tmp_path / "z.npy"):
+        empirical_record("01", conn, fc=str(tmp_path / "z.npy"))
+    rec = empirical_record("01", conn, fc=str(tmp_path / "z.npy"),
+                           read_options={"fc_transform": "fisher_z", "fmt": None})
+    np.testing.assert_allclose(rec.fc[~np.eye(4, dtype=bool)],
+                               np.tanh(z)[~np.eye(4, dtype=bool)], atol=1e-15)
+    assert rec.qc["notes"] == [f"{tmp_path / 'z.npy'}: read as Fisher z and converted to "
+                               "correlations by tanh"]
+
+
+def test_read_fc_checks_the_range_before_the_diagonal(tmp_path):
+    fc = _fc(shared=2.0)
+    scaled = 2.0 * fc  # diagonal 2 and entries above 1: a range problem, not a z file
+    p = tmp_path / "s.npy"
+    np.save(p, scaled)
+    assert np.abs(scaled - np.eye(4) * 2).max() > 1
+    with fails(r"expected Pearson correlations in \[-1, 1\], got \d+ off-diagonal entries "
+               r"outside .*; give a correlation matrix \(not covariances or scaled values\)",
+               name=p) as ei:
+        read_fc(p)
+    assert "on the FC diagonal" not in str(ei.value) and "Fisher" not in str(ei.value)
+    cov = 100.0 * fc  # a covariance-like scale: not taken for Fisher z either
+    np.save(p, cov)
+    with fails("not covariances or scaled values", name=p):
+        read_fc(p)
+
+
+def test_a_gz_name_on_plain_text_warns_and_gzip_under_a_plain_name_is_read(tmp_path):
+    m = sym()
+    text = _rows(m, header=LABELS, node="Node", labels=LABELS)
+    plain = write(tmp_path / "w.tsv.gz", text)
+    with pytest.warns(UserWarning) as rec:
+        got, labels = read_matrix(plain)
+    np.testing.assert_array_equal(got, m)
+    msg = str(rec[0].message)
+    assert "\n" not in msg and msg.startswith(f"{plain}: expected gzip-compressed data")
+    assert "got uncompressed content; read as it is: compress it (gzip) or drop .gz" in msg
+    bold = write(tmp_path / "bold.tsv.gz", "A\tB\n" + "".join(f"{i}\t{i % 3}\n" for i in range(9)))
+    with pytest.warns(UserWarning, match="expected gzip-compressed data"):
+        read_bold(bold, tr=1.0)
+    packed = tmp_path / "w.tsv"  # compressed content under a plain name: read, no warning
+    packed.write_bytes(gzip.compress(text.encode()))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_array_equal(read_matrix(packed)[0], m)
+    broken = tmp_path / "b.tsv.gz"  # a truncated gzip stays an error
+    broken.write_bytes(gzip.compress(text.encode())[:20])
+    with fails("expected a complete gzip stream, got a truncated or corrupt one", name=broken):
+        read_matrix(broken)
+
+
+def test_messages_name_the_sheet_column_or_config_key(tmp_path):
+    """Users write sheet columns and config keys, not the readers' argument names."""
+    m = sym()
+    np.savez(tmp_path / "c.npz", sc=m, len=2 * m, fc=np.eye(4), x=np.eye(4))
+    for call, column in [
+        (lambda: read_connectome(tmp_path / "c.npz", key="W"), "sc_key"),
+        (lambda: read_connectome(tmp_path / "c.npz", tmp_path / "c.npz", lengths_key="L"),
+         "lengths_key"),
+        (lambda: read_fc(tmp_path / "c.npz", key="FC"), "bold_key"),
+        (lambda: read_bold(tmp_path / "c.npz", key="tc", tr=1.0), "bold_key"),
+    ]:
+        with fails(f"expected a variable '.*', got variables .*; set the sheet column {column} "
+                   "to one of them", name=tmp_path / "c.npz"):
+            call()
+    odd = write(tmp_path / "w.conn", _rows(m))
+    with fails("rename the file or set the sheet column sc_format", name=odd):
+        read_connectome(odd)
+    with fails("rename the file or set the sheet column bold_format", name=odd):
+        read_bold(odd, tr=1.0)
+    with fails("rename the file or set the sheet column bold_format", name=odd):
+        read_fc(odd)  # an FC file's format comes from the bold_format column
+    with fails("expected the sheet column sc_format to be one of", exc=ConfigError, name=odd):
+        read_connectome(odd, fmt="xlsx")
+    gap = write(tmp_path / "g.tsv", "0\tn/a\nn/a\t0\n")
+    with fails("set connectome.missing: zero in the config", name=gap):
+        read_connectome(gap)
+    import re as _re
+
+    from bnmfit.io import _arrays, _bold, _files, _matrix
+
+    for mod in (_arrays, _bold, _files, _matrix):
+        src = Path(mod.__file__).read_text()
+        assert not _re.search(r"pass (key|fmt|missing|atlas|measure|orientation)=", src), mod
 
 
 # ---------------------------------------------------------------- BOLD
@@ -542,7 +694,7 @@ def test_read_bold_xcpd_tsv_and_sidecar(tmp_path):
     sidecar_path(p).unlink()
     with fails("expected the TR in seconds, got 2000, almost certainly milliseconds"):
         read_bold(p, tr=2000)
-    with fails("expected the TR .tr=. > 0, got -1", name=p):
+    with fails("expected the TR .sheet column tr. > 0, got -1", name=p):
         read_bold(p, tr=-1)
 
 
@@ -590,7 +742,7 @@ def test_read_bold_arrays_orientation(tmp_path):
     ):
         read_bold(tmp_path / "rt.npy", tr=0.72, labels=list("abcd"))
     np.save(tmp_path / "short.npy", x[:5])  # 5 × 5: ambiguous
-    with fails("square 5 × 5 array; pass orientation=", exc=ConfigError):
+    with fails("square 5 × 5 array; set the sheet column orientation", exc=ConfigError):
         read_bold(tmp_path / "short.npy", tr=1.0)
     b = read_bold(tmp_path / "short.npy", tr=1.0, orientation="region-by-time")
     np.testing.assert_array_equal(b.data, x[:5].T)
@@ -619,7 +771,8 @@ def test_read_bold_ptseries(tmp_path):
     assert b.labels == LABELS
     np.testing.assert_allclose(b.data, x, rtol=1e-6)
     assert read_bold(p, tr=3.0).tr == pytest.approx(0.8)  # header before the argument
-    with fails("expected dseg=/dseg_tsv= only with a 4-D NIfTI BOLD", exc=ConfigError, name=p):
+    with fails("expected the sheet columns dseg/dseg_tsv only with a 4-D NIfTI BOLD",
+               exc=ConfigError, name=p):
         read_bold(p, dseg=p)
 
 

@@ -278,7 +278,8 @@ def empirical_record(
 
     ``labels`` name the columns of a BOLD file without labels; ``read_options`` go to
     :func:`bnmfit.io.read_bold` (``fmt``, ``key``, ``dseg``, ``dseg_tsv``, ``orientation``) or
-    :func:`bnmfit.io.read_fc` (``fmt``, ``key``; the others are ignored); ``tr`` (s) is used
+    :func:`bnmfit.io.read_fc` (``fmt``, ``key``, ``fc_transform`` as its ``transform``; the
+    others are ignored; what read_fc changed goes to ``qc["notes"]``); ``tr`` (s) is used
     when neither sidecar nor header gives one. The rest is :func:`empirical_fc`'s.
     """
     from bnmfit.io import align, read_bold, read_fc
@@ -287,6 +288,7 @@ def empirical_record(
     if (bold is None) == (fc is None):
         raise ConfigError("give exactly one of a BOLD file and an FC file")
     opts = dict(read_options or {})
+    fc_transform = opts.pop("fc_transform", None)
     sc_labels = list(connectome.labels)
     n = len(sc_labels)
     if bold is not None:
@@ -300,7 +302,8 @@ def empirical_record(
         data = {"bold": emp.bold, "fc": emp.fc, "fcd": emp.fcd, "n_tr": emp.bold.shape[0]}
         tr_s, tr_source, qc = float(b.tr), b.tr_source, dict(emp.qc)
     else:
-        matrix, fl = read_fc(fc, fmt=opts.get("fmt"), key=opts.get("key"))  # no BOLD options
+        matrix, fl, notes = read_fc(fc, fmt=opts.get("fmt"), key=opts.get("key"),
+                                    transform=fc_transform)  # no BOLD options
         idx = align(sc_labels, fl if fl is not None else matrix.shape[0], n_sc=n)
         matrix = matrix[np.ix_(idx, idx)]
         if not np.all(np.isfinite(matrix)):
@@ -308,7 +311,7 @@ def empirical_record(
         tr_s, tr_source = (float(tr), "argument") if tr else (None, "")
         data = {"bold": None, "fc": matrix, "fcd": None, "n_tr": None}
         qc = {"n_tr_used": None, "n_regions": n, "tr": tr_s,
-              "mean_fc": float(matrix[np.triu_indices(n, 1)].mean())}
+              "mean_fc": float(matrix[np.triu_indices(n, 1)].mean()), "notes": notes}
     qc.update({"subject": subject, "tr_source": tr_source})
     return EmpiricalFile(subject=subject, labels=sc_labels, tr=tr_s, qc=qc, discard=discard,
                          fcd_window=fcd_window, fcd_step=fcd_step,

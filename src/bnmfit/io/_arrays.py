@@ -22,6 +22,16 @@ ROLE_KEYS: dict[str, tuple[str, ...]] = {
     "fc": ("fc", "FC", "corr", "correlation"),
     "bold": ("tc", "TC", "bold", "BOLD", "ts", "timeseries", "time_series", "data"),
 }
+#: The subjects-sheet columns that choose a variable (key) and a QSIRecon measure, by role.
+KEY_COLUMNS = {"weights": "sc_key", "lengths": "lengths_key", "fc": "bold_key", "bold": "bold_key"}
+MEASURE_COLUMNS = {"lengths": "lengths_measure"}
+
+
+def key_column(role: str | None) -> str:
+    """The sheet column that names the variable of a ``role`` (``sc_key`` by default)."""
+    return KEY_COLUMNS.get(role or "", "sc_key")
+
+
 #: Variable names that may hold region labels next to a plain matrix.
 LABEL_KEYS = ("labels", "region_labels", "names", "region_names", "ROI_names", "roi_names")
 
@@ -39,7 +49,7 @@ def load_npy(path: PathLike) -> np.ndarray:
         arr.close()
         raise DataError(
             f"{describe(path)}: expected a single .npy array, got an .npz archive; "
-            "rename it to .npz and pass key="
+            "rename it to .npz and set the sheet column sc_key (or bold_key)"
         )
     return arr
 
@@ -150,13 +160,14 @@ def select_array(
         if key not in d:
             raise DataError(
                 f"{name}: expected a variable {key!r}, got variables {short_list(names)}; "
-                "pass key= one of them"
+                f"set the sheet column {key_column(role)} to one of them"
             )
         arr = d[key]
         if not _numeric(arr):
             raise DataError(
                 f"{name}: expected variable {key!r} to be a 2-D numeric array, got shape "
-                f"{np.shape(arr)} of {type(arr).__name__}; pass key= a 2-D numeric variable"
+                f"{np.shape(arr)} of {type(arr).__name__}; set the sheet column {key_column(role)} "
+                "to a 2-D numeric variable"
             )
         arr = np.asarray(arr, dtype=np.float64)
         labels = _qsi_labels_for_key(d, key)
@@ -169,7 +180,7 @@ def select_array(
         raise DataError(
             f"{name}: expected QSIRecon variables atlas_<atlas>_region_labels and "
             f"atlas_<atlas>_<measure>_connectivity, got variables {short_list(names)}; "
-            "drop atlas=/measure= or pass key="
+            f"empty the sheet columns atlas/measure or set {key_column(role)}"
         )
 
     cands = [k for k in names if _numeric(d[k])]
@@ -185,7 +196,7 @@ def select_array(
         if not pref:
             raise DataError(
                 f"{name}: expected one matrix, got several 2-D variables {short_list(cands)}; "
-                "pass key= the one to read"
+                f"set the sheet column {key_column(role)} to the one to read"
             )
         chosen = pref[0]
     arr = np.asarray(d[chosen], dtype=np.float64)
@@ -230,13 +241,13 @@ def _select_qsirecon(d, name, atlases, *, atlas, measure, role):
         if len(atlases) > 1:
             raise DataError(
                 f"{name}: expected one atlas, got several ({short_list(atlases, 20)}); "
-                "pass atlas= one of them"
+                "set the sheet column atlas to one of them"
             )
         atlas = atlases[0]
     elif atlas not in atlases:
         raise DataError(
             f"{name}: expected atlas {atlas!r}, got atlases {short_list(atlases, 20)}; "
-            "pass atlas= one of them"
+            "set the sheet column atlas to one of them"
         )
     measures = qsirecon_measures(d, atlas, atlases)
     if not measures:
@@ -253,13 +264,15 @@ def _select_qsirecon(d, name, atlases, *, atlas, measure, role):
         if len(pool) != 1:
             raise DataError(
                 f"{name}: expected one connectivity measure for atlas {atlas}, got "
-                f"{len(measures)} ({short_list(measures, 20)}); pass measure= one of them"
+                f"{len(measures)} ({short_list(measures, 20)}); set the sheet column "
+                f"{MEASURE_COLUMNS.get(role or '', 'measure')} to one of them"
             )
         measure = pool[0]
     elif measure not in measures:
         raise DataError(
             f"{name}: expected measure {measure!r} for atlas {atlas}, got measures "
-            f"{short_list(measures, 20)}; pass measure= one of them"
+            f"{short_list(measures, 20)}; set the sheet column "
+            f"{MEASURE_COLUMNS.get(role or '', 'measure')} to one of them"
         )
     var = f"atlas_{atlas}_{measure}_connectivity"
     arr = d[var]

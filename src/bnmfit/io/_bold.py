@@ -308,7 +308,8 @@ def resolve_tr(path: PathLike, header_tr: float | None, tr: float | None) -> tup
     elif header_tr is not None and header_tr > 0:
         value, src = float(header_tr), f"{describe(path)} (header)"
     elif tr is not None:
-        value, src = as_positive_float(tr, "the TR (tr=)", describe(path)), "tr argument"
+        value = as_positive_float(tr, "the TR (sheet column tr)", describe(path))
+        src = "tr argument"
     else:
         raise DataError(
             f"{describe(path)}: expected a repetition time, got none (no RepetitionTime in "
@@ -335,7 +336,7 @@ def _orient(
         if fixed is not None and orientation != fixed:
             raise ConfigError(
                 f"{name}: expected orientation {fixed} (fixed by the file's labels), got "
-                f"{orientation!r}; drop orientation="
+                f"{orientation!r}; empty the sheet column orientation"
             )
         o = orientation
     elif fixed is not None:
@@ -350,7 +351,8 @@ def _orient(
             elif r == c == n_labels:
                 raise ConfigError(
                     f"{name}: expected a layout that the {n_labels} labels decide, got a "
-                    f"square {r} × {c} array; pass orientation= ({' or '.join(ORIENTATIONS)})"
+                    f"square {r} × {c} array; set the sheet column orientation "
+                    f"({' or '.join(ORIENTATIONS)})"
                 )
             else:
                 raise DataError(
@@ -364,7 +366,7 @@ def _orient(
         else:
             raise ConfigError(
                 f"{name}: expected more volumes than regions to tell the axes apart, got a "
-                f"square {r} × {c} array; pass orientation= or labels="
+                f"square {r} × {c} array; set the sheet column orientation or labels"
             )
     return data if o == "time-by-region" else data.T
 
@@ -408,15 +410,15 @@ def read_bold(
             no TR or a TR in ms.
         ConfigError: a NIfTI without ``dseg``, an unknown ``fmt`` or ``orientation``.
     """
-    kind = detect_format(path, fmt, BOLD_FORMATS, "BOLD time series")
+    kind = detect_format(path, fmt, BOLD_FORMATS, "BOLD time series", column="bold_format")
     name = describe(path)
     header_tr: float | None = None
     fixed: str | None = None
     file_labels: list[str] | None = None
     if kind != "nifti" and (dseg is not None or dseg_tsv is not None):
         raise ConfigError(
-            f"{name}: expected dseg=/dseg_tsv= only with a 4-D NIfTI BOLD, got a {kind} file "
-            "that is already regional; drop dseg/dseg_tsv"
+            f"{name}: expected the sheet columns dseg/dseg_tsv only with a 4-D NIfTI BOLD, "
+            f"got a {kind} file that is already regional; empty dseg/dseg_tsv"
         )
     if kind in TEXT_FORMATS:
         data, file_labels, fixed = _bold_from_rows(split_rows(read_text(path), name), name)
@@ -448,7 +450,7 @@ def read_bold(
     n_t, n = data.shape
     if use_labels is not None:
         if len(use_labels) != n:
-            src = "the file" if file_labels is not None else "labels="
+            src = "the file" if file_labels is not None else "the sheet column labels"
             raise DataError(
                 f"{name}: expected one label per region ({n}), got {len(use_labels)} from "
                 f"{src}; give labels of this parcellation"
@@ -457,7 +459,7 @@ def read_bold(
     if n_t < 2 or n < 1:
         raise DataError(
             f"{name}: expected at least 2 volumes and 1 region, got {n_t} × {n} (time × "
-            "regions); check the file and orientation="
+            "regions); check the file and the sheet column orientation"
         )
     if np.isinf(data).any():
         i, j = np.argwhere(np.isinf(data))[0]

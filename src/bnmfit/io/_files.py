@@ -13,6 +13,7 @@ import json
 import math
 import os
 import re
+import warnings
 import zlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -71,7 +72,13 @@ def describe(path: PathLike) -> str:
     return os.fspath(path)
 
 
-def detect_format(path: PathLike, fmt: str | None, allowed: Sequence[str], what: str) -> str:
+def detect_format(
+    path: PathLike,
+    fmt: str | None,
+    allowed: Sequence[str],
+    what: str,
+    column: str = "sc_format or bold_format",
+) -> str:
     """The format of ``path``: ``fmt`` when given, else from the file name.
 
     Args:
@@ -79,12 +86,13 @@ def detect_format(path: PathLike, fmt: str | None, allowed: Sequence[str], what:
         fmt: an explicit format (one of :data:`FORMATS`) or ``None``.
         allowed: the formats the calling reader understands.
         what: what the reader reads, for messages ("a matrix", "BOLD time series").
+        column: the subjects-sheet column that sets ``fmt``, for messages.
     """
     if fmt is not None:
         if fmt not in FORMATS:
             raise ConfigError(
-                f"{describe(path)}: expected fmt to be one of {', '.join(FORMATS)}, got {fmt!r}; "
-                "leave fmt unset to choose by file name"
+                f"{describe(path)}: expected the sheet column {column} to be one of "
+                f"{', '.join(FORMATS)}, got {fmt!r}; leave it empty to choose by file name"
             )
         kind = fmt
     else:
@@ -94,7 +102,7 @@ def detect_format(path: PathLike, fmt: str | None, allowed: Sequence[str], what:
             raise DataError(
                 f"{describe(path)}: expected {what} file ending in "
                 f"{_suffix_list(allowed)}, got an unrecognised file name; "
-                "rename the file or pass fmt= explicitly"
+                f"rename the file or set the sheet column {column}"
             )
         if kind.startswith("!"):
             raise DataError(
@@ -138,9 +146,17 @@ def check_file(path: PathLike) -> Path:
 
 
 def read_bytes(path: PathLike) -> bytes:
-    """The file's bytes, gunzipped when they start with the gzip magic number."""
+    """The file's bytes, gunzipped when they start with the gzip magic number (whatever the
+    name). A ``.gz`` name on uncompressed bytes is read as it is, with a ``UserWarning``."""
     p = check_file(path)
     raw = p.read_bytes()
+    if p.name.lower().endswith(".gz") and raw[:2] != b"\x1f\x8b":
+        warnings.warn(
+            f"{describe(path)}: expected gzip-compressed data (the name ends in .gz), got "
+            "uncompressed content; read as it is: compress it (gzip) or drop .gz from its name",
+            UserWarning,
+            stacklevel=2,
+        )
     return maybe_gunzip(raw, describe(path))
 
 
@@ -165,7 +181,7 @@ def decode_text(raw: bytes, name: str) -> str:
     except UnicodeDecodeError:
         raise DataError(
             f"{name}: expected UTF-8 text, got binary data; check the file type "
-            "or pass the right fmt="
+            "or set the sheet column sc_format/bold_format"
         ) from None
     if not text.strip():
         raise DataError(
@@ -277,7 +293,8 @@ def _delimiter_hint(token: str) -> str | None:
         parts = [x.strip() for x in token.split(sep)]
         if len(parts) > 1 and all(x and is_number(x) for x in parts):
             return (f"the values seem to be separated by {what}, not by the file's "
-                    "delimiter: use tabs in .tsv and commas in .csv (or pass the format)")
+                    "delimiter: use tabs in .tsv and commas in .csv (or set the sheet column "
+                    "sc_format/bold_format)")
     return None
 
 

@@ -106,7 +106,7 @@ def read_raw_matrix(
         labels = z["labels"]
     else:  # pragma: no cover - guarded by detect_format
         raise ConfigError(
-            f"{name}: expected a matrix format, got {kind}; pass fmt= a matrix format"
+            f"{name}: expected a matrix format, got {kind}; set the sheet column sc_format"
         )
     if m.ndim != 2 or m.shape[0] != m.shape[1]:
         raise DataError(
@@ -140,8 +140,9 @@ def apply_missing(
     """Missing entries (NaN, from ``n/a``, or -1) → DataError, 0, or kept as they are."""
     if missing not in MISSING_MODES:
         raise ConfigError(
-            f"{describe(path)}: expected missing to be one of {', '.join(MISSING_MODES)}, "
-            f"got {missing!r}; use 'error' or 'zero'"
+            f"{describe(path)}: expected connectome.missing to be one of "
+            f"{', '.join(MISSING_MODES)}, got {missing!r}; set connectome.missing in the "
+            "config to error or zero"
         )
     if missing == "keep":
         return m
@@ -152,8 +153,8 @@ def apply_missing(
         i, j = np.argwhere(mask)[0]
         raise DataError(
             f"{describe(path)}: expected a complete matrix, got {int(mask.sum())} missing "
-            f"entries (n/a, NaN or -1; first at {_where(labels, i, j)}); fill them in, or pass "
-            "missing='zero' to read them as absent connections"
+            f"entries (n/a, NaN or -1; first at {_where(labels, i, j)}); fill them in, or set "
+            "connectome.missing: zero in the config to read them as absent connections"
         )
     m = m.copy()
     m[mask] = 0.0
@@ -183,7 +184,7 @@ def read_matrix(
     Returns:
         ``(matrix, labels)``; ``labels`` is ``None`` when the file carries none.
     """
-    kind = detect_format(path, fmt, MATRIX_FORMATS, "a matrix")
+    kind = detect_format(path, fmt, MATRIX_FORMATS, "a matrix", column="sc_format")
     m, labels = read_raw_matrix(path, kind, key=key, atlas=atlas, measure=measure)
     return apply_missing(m, path, missing, labels), labels
 
@@ -192,11 +193,11 @@ def _kind_for(path: PathLike, fmt: str | None, what: str) -> str:
     """The format of a second file: by its name, falling back to ``fmt`` when the name is not
     recognised."""
     try:
-        return detect_format(path, None, MATRIX_FORMATS, what)
+        return detect_format(path, None, MATRIX_FORMATS, what, column="sc_format")
     except DataError:
         if fmt is None:
             raise
-        return detect_format(path, fmt, MATRIX_FORMATS, what)
+        return detect_format(path, fmt, MATRIX_FORMATS, what, column="sc_format")
 
 
 def check_structural(
@@ -252,7 +253,7 @@ def read_connectome(
     Raises:
         DataError: non-square or unequal shapes, NaN/inf, negative entries, disagreeing labels.
     """
-    kind = detect_format(weights_path, fmt, MATRIX_FORMATS, "a connectome")
+    kind = detect_format(weights_path, fmt, MATRIX_FORMATS, "a connectome", column="sc_format")
     if kind == "tvb":
         z = read_tvb_zip(weights_path)
         w, wl = z["weights"], z["labels"]
@@ -305,56 +306,115 @@ def read_connectome(
     return w, ln, labels
 
 
+FC_TRANSFORMS = ("fisher_z",)
+
+
+def _fisher_z_like(off: np.ndarray, diag: np.ndarray) -> bool:
+    """Whether off-diagonal values outside [-1, 1] look like Fisher z (arctanh r): within a few
+    units (|z| ≤ 10, r < 1 - 4e-9) and a diagonal of inf, 0, n/a or large values (z of
+    r ≈ 1, ≥ 3.8); a matrix merely scaled above 1 has a diagonal at its scale."""
+    big = np.abs(off).max() if off.size else 0.0
+    d_ok = np.all(~np.isfinite(diag) | (diag == 0) | (np.abs(diag) >= max(big, 3.8)))
+    return bool(1.0 < big <= 10.0 and d_ok)
+
+
 def read_fc(
     path: PathLike,
     *,
     fmt: str | None = None,
     key: str | None = None,
+    transform: str | None = None,
     atol: float = 1e-5,
-) -> tuple[np.ndarray, list[str] | None]:
+) -> tuple[np.ndarray, list[str] | None, list[str]]:
     """Read an empirical FC matrix given directly (Pearson r), e.g. an XCP-D relmat.
 
-    Checks: no missing values, symmetric, unit diagonal, values in [-1, 1] (each to within
-    ``atol``; the result is symmetrised and clipped exactly).
+    Only the off-diagonal entries are used. Checks, in this order: no missing off-diagonal
+    values; symmetric; values in [-1, 1] (Fisher z values, |z| > 1, are recognised and
+    refused unless ``transform="fisher_z"``, which converts them by tanh); a diagonal of 1,
+    0 or n/a (0 and n/a are common conventions: the diagonal is then set to 1). Each to within
+    ``atol``; the result is symmetrised and clipped exactly, with a unit diagonal.
+
+    Args:
+        transform: ``None`` (the file holds correlations) or ``"fisher_z"`` (the file holds
+            arctanh(r); converted by tanh, whatever its diagonal).
 
     Returns:
-        ``(fc, labels)``; ``labels`` is ``None`` when the file carries none.
+        ``(fc, labels, notes)``; ``labels`` is ``None`` when the file carries none; ``notes``
+        are one-line sentences on what was changed (the diagonal set to 1, z converted), for
+        the caller to log or keep with the QC numbers.
     """
+    name = describe(path)
+    if transform not in (None, *FC_TRANSFORMS):
+        raise ConfigError(
+            f"{name}: expected the FC transform to be None or one of "
+            f"{', '.join(FC_TRANSFORMS)}, got {transform!r}; use 'fisher_z' for arctanh(r) files"
+        )
     kind = detect_format(
-        path, fmt, ("tsv", "csv", "txt", "npy", "npz", "mat", "pconn"), "an FC matrix"
+        path, fmt, ("tsv", "csv", "txt", "npy", "npz", "mat", "pconn"), "an FC matrix",
+        column="bold_format",
     )
     m, labels = read_raw_matrix(path, kind, key=key, role="fc")
-    name = describe(path)
-    bad = ~np.isfinite(m)
+    notes: list[str] = []
+    n = m.shape[0]
+    off_mask = ~np.eye(n, dtype=bool)
+    bad = ~np.isfinite(m) & off_mask
     if bad.any():
         i, j = np.argwhere(bad)[0]
         raise DataError(
-            f"{name}: expected a complete FC matrix, got {int(bad.sum())} n/a/NaN/inf entries "
-            f"(first at {_where(labels, i, j)}); drop the regions without signal from both "
-            "FC and SC, or give the BOLD time series instead"
+            f"{name}: expected a complete FC matrix, got {int(bad.sum())} n/a/NaN/inf "
+            f"off-diagonal entries (first at {_where(labels, i, j)}); drop the regions without "
+            "signal from both FC and SC, or give the BOLD time series instead"
         )
+    diag = np.diag(m).copy()
+    m = np.where(off_mask, m, 0.0)
     asym = np.abs(m - m.T)
-    if asym.max() > atol:
+    if n > 1 and asym.max() > atol:
         i, j = np.unravel_index(np.argmax(asym), m.shape)
         raise DataError(
             f"{name}: expected a symmetric FC matrix, got |FC - FCᵀ| up to {asym.max():.3g} "
             f"(at {_where(labels, i, j)}); give a correlation matrix"
         )
-    d = np.abs(np.diag(m) - 1.0)
-    if d.max() > atol:
-        i = int(np.argmax(d))
-        raise DataError(
-            f"{name}: expected 1 on the FC diagonal, got {m[i, i]:g} at region {i + 1}"
-            f"{'' if labels is None else ' (' + labels[i] + ')'}; set the diagonal to 1"
-        )
-    out = np.abs(m) > 1.0 + atol
-    if out.any():
-        i, j = np.argwhere(out)[0]
-        raise DataError(
-            f"{name}: expected Pearson correlations in [-1, 1], got {int(out.sum())} entries "
-            f"outside (first {m[i, j]:g} at {_where(labels, i, j)}); if the file is "
-            "Fisher z-transformed, give tanh(z)"
-        )
+    off = m[off_mask]
+    if transform == "fisher_z":
+        m = np.tanh(m)
+        notes.append(f"{name}: read as Fisher z and converted to correlations by tanh")
+    else:
+        out = (np.abs(m) > 1.0 + atol) & off_mask
+        if out.any():
+            i, j = np.argwhere(out)[0]
+            if _fisher_z_like(off, diag):
+                raise DataError(
+                    f"{name}: expected Pearson correlations in [-1, 1], got {int(out.sum())} "
+                    f"off-diagonal entries outside (first {m[i, j]:g} at "
+                    f"{_where(labels, i, j)}, up to {np.abs(off).max():.3g}): this looks like "
+                    "Fisher z-transformed FC (arctanh r); give tanh(z) as the sheet column fc's "
+                    "file (in Python: read_fc(..., transform='fisher_z'))"
+                )
+            raise DataError(
+                f"{name}: expected Pearson correlations in [-1, 1], got {int(out.sum())} "
+                f"off-diagonal entries outside (first {m[i, j]:g} at {_where(labels, i, j)}, "
+                f"up to {np.abs(off).max():.3g}); give a correlation matrix (not covariances "
+                "or scaled values)"
+            )
+        d = np.abs(diag - 1.0)
+        conv = np.isnan(diag) | (diag == 0)
+        wrong = ~conv & ~(d <= atol)
+        if wrong.any():
+            i = int(np.argmax(wrong))
+            raise DataError(
+                f"{name}: expected 1 (or 0 or n/a) on the FC diagonal, got {diag[i]:g} at "
+                f"region {i + 1}{'' if labels is None else ' (' + labels[i] + ')'}; give a "
+                "correlation matrix, with 1, 0 or n/a on its diagonal"
+            )
+        if conv.any():
+            what = " or ".join(
+                w for w, c in (("0", (diag == 0).any()), ("n/a", np.isnan(diag).any())) if c
+            )
+            notes.append(
+                f"{name}: the FC diagonal is {what} at {int(conv.sum())} of {n} regions "
+                "(a common convention); only off-diagonal entries are used, the diagonal was "
+                "set to 1"
+            )
     m = np.clip(0.5 * (m + m.T), -1.0, 1.0)
     np.fill_diagonal(m, 1.0)
-    return m, labels
+    return m, labels, notes
