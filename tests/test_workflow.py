@@ -181,6 +181,13 @@ def test_a_second_run_does_nothing(run_dir):
 
 
 @pytest.mark.slow
+def test_snakemake_report_zip_builds(run_dir):  # needs pygments, a bnmfit dependency
+    r = snakemake("--report", run_dir / "report.zip", *_base(run_dir), cwd=run_dir, timeout=600)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    assert (run_dir / "report.zip").stat().st_size > 0
+
+
+@pytest.mark.slow
 def test_a_refinement_change_reruns_only_refine_and_the_reports(run_dir):
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
     cfg["refinement"]["stages"][0]["learning_rate"] = 0.1
