@@ -88,6 +88,8 @@ def main(subject, connectome, bold, fc_path, labels, dseg, dseg_tsv, fmt, key,
         max_nan_run=max_nan_run, fcd_window=fcd_window, fcd_step=fcd_step, provenance=prov)
     if fc_path and fcd_window:  # a warning, not an error: the loss may not need an FCD
         cli.log("no BOLD, so no FCD: the fcd_ks loss is unavailable for this subject")
+    for note in out.qc.get("notes") or []:  # what the FC reader changed, e.g. its diagonal
+        cli.log(f"sub-{subject}: note: {note}")
     results.write_together([(out, output)]
                            + ([(results.QualityFile.of(out), qc_path)] if qc_path else []))
     sc_fc = out.qc.get("sc_fc_r")

@@ -539,6 +539,14 @@ def test_read_fc_recognises_fisher_z_and_converts_it_when_asked(tmp_path, diag):
     with fails("expected the FC transform to be None or one of fisher_z", exc=ConfigError,
                name=p):
         read_fc(p, transform="atanh")
+    weak = np.arctanh(0.5 * _fc(6))  # |z| < 1: the inf diagonal tells
+    np.fill_diagonal(weak, np.inf)
+    np.save(p, weak)
+    with fails(r"got inf at region 1: this looks like Fisher z-transformed FC \(arctanh r\); "
+               "give tanh", name=p):
+        read_fc(p)
+    np.testing.assert_allclose(read_fc(p, transform="fisher_z")[0][0, 1], 0.5 * _fc(6)[0, 1],
+                               atol=1e-15)
 
 
 def test_an_fc_given_subject_keeps_what_read_fc_changed_in_its_qc(tmp_path):

@@ -401,6 +401,13 @@ def read_fc(
         wrong = ~conv & ~(d <= atol)
         if wrong.any():
             i = int(np.argmax(wrong))
+            if np.isinf(diag[i]):  # arctanh(1): a Fisher z file of weak correlations
+                raise DataError(
+                    f"{name}: expected 1 (or 0 or n/a) on the FC diagonal, got {diag[i]:g} at "
+                    f"region {i + 1}: this looks like Fisher z-transformed FC (arctanh r); "
+                    "give tanh(z) as the sheet column fc's file (in Python: read_fc(..., "
+                    "transform='fisher_z'))"
+                )
             raise DataError(
                 f"{name}: expected 1 (or 0 or n/a) on the FC diagonal, got {diag[i]:g} at "
                 f"region {i + 1}{'' if labels is None else ' (' + labels[i] + ')'}; give a "
