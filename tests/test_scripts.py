@@ -190,6 +190,7 @@ def test_every_script_succeeds(pipeline):
     out = pipeline["out"]
     for key in ("connectome", "empirical", "qc", "chunk0", "chunk1", "explore", "params",
                 "fit", "report", "cohort", "table", "description", "resolved"):
+@pytest.mark.slow
         assert out[key].is_file(), key
     # no temporary files are left next to the outputs
     assert not [p for p in pipeline["tmp"].rglob(".*.tmp*")]
@@ -201,6 +202,7 @@ def test_ingest_output(pipeline):
     assert d["labels"] == [f"R{i}" for i in range(N)]  # from --labels
     assert a["normalisation"] == "max" and a["symmetric"] is False
     assert set(a["inputs"]) == {str(pipeline["src"][k]) for k in ("weights", "lengths",
+@pytest.mark.slow
                                                                    "labels")}
     assert all(len(v) == 64 for v in a["inputs"].values())
     assert "jax" in a["versions"] and len(a["config_hash"]) == 16
@@ -212,6 +214,7 @@ def test_empirical_output(pipeline):
     assert d["fcd"].shape == (((T - 5) - 10) // 5 + 1,) * 2
     assert a["tr"] == pytest.approx(TR) and a["n_tr"] == T - 5
     qc = json.loads(pipeline["out"]["qc"].read_text())
+@pytest.mark.slow
     assert qc["n_tr_used"] == T - 5 and qc["subject"] == "01"
     assert qc["sc_fc_r"] is not None
 
@@ -222,6 +225,7 @@ def test_empirical_from_a_precomputed_fc(pipeline, tmp_path):
     np.savetxt(path, fc["fc"], delimiter="\t")
     out = tmp_path / "e.h5"
     r = run("empirical_fc", ["--subject", "01", "--connectome", pipeline["out"]["connectome"],
+@pytest.mark.slow
                              "--fc", path, "--fcd-window", 10, "--output", out])
     assert r.exit_code == 0, r.output
     assert "no BOLD, so no FCD" in r.output
@@ -248,6 +252,7 @@ def test_explore_and_gather_outputs(pipeline):
     assert c0["names"] == ["G", "w"] and list(c0["index"]) == [0, 1]
     assert list(c1["index"]) == [2, 3]
     assert c0["loss"].shape == (2, 1) and a0["seeds"] == [0]
+@pytest.mark.slow
     assert a0["loss_offset"] == 0.5 and a0["chunk"] == 0 and a0["n_chunks"] == 2
     g, ga = read_h5(pipeline["out"]["explore"])
     assert g["points"].shape == (4, 2) and g["loss"].shape == (4, 1)
@@ -265,6 +270,7 @@ def test_refine_outputs(pipeline):
     for k in ("fc_r", "fc_rmse", "fcd_ks"):
         assert np.isfinite(p["metrics"][k]), k
     assert set(p["metrics"]["stages"]) == {"global"}
+@pytest.mark.slow
     assert set(p["wall_time"]) == {"global"}
     prov = p["provenance"]
     assert prov["seeds"]["heldout"] == [1000] and len(prov["config_hash"]) == 16
@@ -299,6 +305,7 @@ def test_report_and_cohort_outputs(pipeline):
     assert len(list(pipeline["out"]["figures"].glob("*.png"))) >= 1
     import pandas as pd
 
+@pytest.mark.slow
     table = pd.read_csv(pipeline["out"]["table"], sep="\t", dtype={"subject": str})
     assert list(table["subject"]) == ["01"]
     assert {"G", "w", "fc_r", "fc_rmse", "fcd_ks", "wall_time_s"} <= set(table.columns)
@@ -342,6 +349,7 @@ def test_empirical_errors(pipeline, tmp_path):
                              tmp_path / "e.h5"])
     assert r.exit_code == 2 and "give exactly one of --bold and --fc" in r.output
     r = run("empirical_fc", ["--subject", "01", "--connectome", conn, "--bold",
+@pytest.mark.slow
                              pipeline["src"]["bold"], "--tr", TR, "--fcd-window", 500,
                              "--output", tmp_path / "e.h5"])
     assert r.exit_code == 1
@@ -360,6 +368,7 @@ def test_explore_errors(pipeline, tmp_path):
     r = run("explore", base + ["--chunk", 5, "--config-json", json.dumps(CONFIG)])
     assert r.exit_code == 2
     assert error_line(r) == ("Error: --chunk 5 is out of range: exploration.chunks is 2, so "
+@pytest.mark.slow
                              "use 0 ≤ chunk < 2")
     r = run("explore", base + ["--config-json", json.dumps({"explortion": {}})])
     assert r.exit_code == 2
@@ -386,6 +395,7 @@ def test_gather_errors(pipeline, tmp_path):
                                "--output", tmp_path / "g.h5", out["chunk0"]])
     assert r.exit_code == 1
     assert error_line(r) == ("Error: the chunks cover 2 of 4 points (missing [2, 3]); give "
+@pytest.mark.slow
                              "every chunk file")
     r = run("gather_explore", ["--subject", "01", "--config", pipeline["cfg"],
                                "--output", tmp_path / "g.h5", out["chunk0"], out["chunk0"],
@@ -400,6 +410,7 @@ def test_refine_and_report_errors(pipeline, tmp_path):
 
     d, a = read_h5(out["explore"])
     d["top"] = np.zeros(0, dtype=np.int64)
+@pytest.mark.slow
     empty = tmp_path / "explore.h5"
     write_h5(empty, d, a)
     r = run("refine", ["--subject", "01", "--connectome", out["connectome"], "--empirical",
@@ -422,6 +433,7 @@ def test_cohort_errors(pipeline, tmp_path):
                               out["params"], "--config", pipeline["cfg"],
                               "--output", tmp_path / "c.html", "--table", tmp_path / "t.tsv"])
     assert r.exit_code == 2
+@pytest.mark.slow
     assert "give one --params-json (and --fit-h5) per --subject: got 2 subjects" in r.output
 
 
