@@ -184,48 +184,48 @@ def pipeline(tmp_path_factory):
     return {"tmp": tmp, "src": src, "out": out, "results": results, "cfg": cfg_path}
 
 
+@pytest.mark.slow
 def test_every_script_succeeds(pipeline):
     for name, r in pipeline["results"].items():
         assert r.exit_code == 0, f"{name}: {r.output}"
     out = pipeline["out"]
     for key in ("connectome", "empirical", "qc", "chunk0", "chunk1", "explore", "params",
                 "fit", "report", "cohort", "table", "description", "resolved"):
-@pytest.mark.slow
         assert out[key].is_file(), key
     # no temporary files are left next to the outputs
     assert not [p for p in pipeline["tmp"].rglob(".*.tmp*")]
 
 
+@pytest.mark.slow
 def test_ingest_output(pipeline):
     d, a = read_h5(pipeline["out"]["connectome"])
     assert d["weights"].shape == (N, N) and d["weights"].max() == pytest.approx(1.0)
     assert d["labels"] == [f"R{i}" for i in range(N)]  # from --labels
     assert a["normalisation"] == "max" and a["symmetric"] is False
     assert set(a["inputs"]) == {str(pipeline["src"][k]) for k in ("weights", "lengths",
-@pytest.mark.slow
                                                                    "labels")}
     assert all(len(v) == 64 for v in a["inputs"].values())
     assert "jax" in a["versions"] and len(a["config_hash"]) == 16
 
 
+@pytest.mark.slow
 def test_empirical_output(pipeline):
     d, a = read_h5(pipeline["out"]["empirical"])
     assert d["bold"].shape == (T - 5, N) and d["fc"].shape == (N, N)
     assert d["fcd"].shape == (((T - 5) - 10) // 5 + 1,) * 2
     assert a["tr"] == pytest.approx(TR) and a["n_tr"] == T - 5
     qc = json.loads(pipeline["out"]["qc"].read_text())
-@pytest.mark.slow
     assert qc["n_tr_used"] == T - 5 and qc["subject"] == "01"
     assert qc["sc_fc_r"] is not None
 
 
+@pytest.mark.slow
 def test_empirical_from_a_precomputed_fc(pipeline, tmp_path):
     fc, _ = read_h5(pipeline["out"]["empirical"])
     path = tmp_path / "fc.tsv"
     np.savetxt(path, fc["fc"], delimiter="\t")
     out = tmp_path / "e.h5"
     r = run("empirical_fc", ["--subject", "01", "--connectome", pipeline["out"]["connectome"],
-@pytest.mark.slow
                              "--fc", path, "--fcd-window", 10, "--output", out])
     assert r.exit_code == 0, r.output
     assert "no BOLD, so no FCD" in r.output
@@ -246,13 +246,13 @@ def test_empirical_from_a_precomputed_fc(pipeline, tmp_path):
     assert problem_from_files(cfg, pipeline["out"]["connectome"], out).spec.n_tr == 10
 
 
+@pytest.mark.slow
 def test_explore_and_gather_outputs(pipeline):
     c0, a0 = read_h5(pipeline["out"]["chunk0"])
     c1, _ = read_h5(pipeline["out"]["chunk1"])
     assert c0["names"] == ["G", "w"] and list(c0["index"]) == [0, 1]
     assert list(c1["index"]) == [2, 3]
     assert c0["loss"].shape == (2, 1) and a0["seeds"] == [0]
-@pytest.mark.slow
     assert a0["loss_offset"] == 0.5 and a0["chunk"] == 0 and a0["n_chunks"] == 2
     g, ga = read_h5(pipeline["out"]["explore"])
     assert g["points"].shape == (4, 2) and g["loss"].shape == (4, 1)
@@ -264,13 +264,13 @@ def test_explore_and_gather_outputs(pipeline):
     assert np.all(g["mean_loss"][np.isfinite(g["mean_loss"])] >= 0.5)  # offset added
 
 
+@pytest.mark.slow
 def test_refine_outputs(pipeline):
     p = json.loads(pipeline["out"]["params"].read_text())
     assert p["subject"] == "01" and set(p["params"]) >= {"G", "w"}
     for k in ("fc_r", "fc_rmse", "fcd_ks"):
         assert np.isfinite(p["metrics"][k]), k
     assert set(p["metrics"]["stages"]) == {"global"}
-@pytest.mark.slow
     assert set(p["wall_time"]) == {"global"}
     prov = p["provenance"]
     assert prov["seeds"]["heldout"] == [1000] and len(prov["config_hash"]) == 16
@@ -299,13 +299,13 @@ def test_refine_outputs(pipeline):
     assert fitted.params == p["params"] and fitted.loss["offset"] == 0.5
 
 
+@pytest.mark.slow
 def test_report_and_cohort_outputs(pipeline):
     html = pipeline["out"]["report"].read_text()
     assert html.lstrip().lower().startswith("<!doctype html") and "sub-01" in html
     assert len(list(pipeline["out"]["figures"].glob("*.png"))) >= 1
     import pandas as pd
 
-@pytest.mark.slow
     table = pd.read_csv(pipeline["out"]["table"], sep="\t", dtype={"subject": str})
     assert list(table["subject"]) == ["01"]
     assert {"G", "w", "fc_r", "fc_rmse", "fcd_ks", "wall_time_s"} <= set(table.columns)
@@ -343,13 +343,13 @@ def test_ingest_errors(tmp_path):
     assert r.exit_code == 2 and "'sum' is not one of" in r.output
 
 
+@pytest.mark.slow
 def test_empirical_errors(pipeline, tmp_path):
     conn = pipeline["out"]["connectome"]
     r = run("empirical_fc", ["--subject", "01", "--connectome", conn, "--output",
                              tmp_path / "e.h5"])
     assert r.exit_code == 2 and "give exactly one of --bold and --fc" in r.output
     r = run("empirical_fc", ["--subject", "01", "--connectome", conn, "--bold",
-@pytest.mark.slow
                              pipeline["src"]["bold"], "--tr", TR, "--fcd-window", 500,
                              "--output", tmp_path / "e.h5"])
     assert r.exit_code == 1
@@ -362,13 +362,13 @@ def test_empirical_errors(pipeline, tmp_path):
     assert r.exit_code == 1 and error_line(r).startswith("Error: ")
 
 
+@pytest.mark.slow
 def test_explore_errors(pipeline, tmp_path):
     base = ["--subject", "01", "--connectome", pipeline["out"]["connectome"],
             "--empirical", pipeline["out"]["empirical"], "--output", tmp_path / "c.h5"]
     r = run("explore", base + ["--chunk", 5, "--config-json", json.dumps(CONFIG)])
     assert r.exit_code == 2
     assert error_line(r) == ("Error: --chunk 5 is out of range: exploration.chunks is 2, so "
-@pytest.mark.slow
                              "use 0 ≤ chunk < 2")
     r = run("explore", base + ["--config-json", json.dumps({"explortion": {}})])
     assert r.exit_code == 2
@@ -389,13 +389,13 @@ def test_explore_errors(pipeline, tmp_path):
     assert not (tmp_path / "c.h5").exists()
 
 
+@pytest.mark.slow
 def test_gather_errors(pipeline, tmp_path):
     out = pipeline["out"]
     r = run("gather_explore", ["--subject", "01", "--config", pipeline["cfg"],
                                "--output", tmp_path / "g.h5", out["chunk0"]])
     assert r.exit_code == 1
     assert error_line(r) == ("Error: the chunks cover 2 of 4 points (missing [2, 3]); give "
-@pytest.mark.slow
                              "every chunk file")
     r = run("gather_explore", ["--subject", "01", "--config", pipeline["cfg"],
                                "--output", tmp_path / "g.h5", out["chunk0"], out["chunk0"],
@@ -404,13 +404,13 @@ def test_gather_errors(pipeline, tmp_path):
     assert not (tmp_path / "g.h5").exists()
 
 
+@pytest.mark.slow
 def test_refine_and_report_errors(pipeline, tmp_path):
     out = pipeline["out"]
     from bnmfit.results import write_h5
 
     d, a = read_h5(out["explore"])
     d["top"] = np.zeros(0, dtype=np.int64)
-@pytest.mark.slow
     empty = tmp_path / "explore.h5"
     write_h5(empty, d, a)
     r = run("refine", ["--subject", "01", "--connectome", out["connectome"], "--empirical",
@@ -427,13 +427,13 @@ def test_refine_and_report_errors(pipeline, tmp_path):
     assert not (tmp_path / "r.html").exists()
 
 
+@pytest.mark.slow
 def test_cohort_errors(pipeline, tmp_path):
     out = pipeline["out"]
     r = run("cohort_report", ["--subject", "01", "--subject", "02", "--params-json",
                               out["params"], "--config", pipeline["cfg"],
                               "--output", tmp_path / "c.html", "--table", tmp_path / "t.tsv"])
     assert r.exit_code == 2
-@pytest.mark.slow
     assert "give one --params-json (and --fit-h5) per --subject: got 2 subjects" in r.output
 
 
