@@ -34,6 +34,8 @@ FILE = click.Path(exists=True, dir_okay=False)
               help="sub-X_desc-fitted_params.json, one per --subject.")
 @click.option("--fit-h5", "fit_h5s", multiple=True, type=FILE,
               help="sub-X_fit.h5, one per --subject (optional).")
+@click.option("--benchmark", "benchmarks", multiple=True, type=click.Path(dir_okay=False),
+              help="The refine step's Snakemake benchmark TSV, one per --subject (wall time).")
 @cli.config_options
 @click.option("--figures", type=click.Path(file_okay=False),
               help="Also write the cohort figures as PNG files into this folder.")
@@ -45,8 +47,8 @@ FILE = click.Path(exists=True, dir_okay=False)
               help="Also write a BIDS dataset_description.json here.")
 @click.option("--resolved-config", type=click.Path(dir_okay=False),
               help="Also write the resolved configuration (YAML, defaults filled) here.")
-def main(subjects, params_jsons, fit_h5s, config_file, config_json, figures, output, table,
-         description, resolved_config):
+def main(subjects, params_jsons, fit_h5s, benchmarks, config_file, config_json, figures, output,
+         table, description, resolved_config):
     """Summarise the cohort: one HTML page (sortable table of every subject's fitted
     parameters and held-out FC r, FC RMSE, FCD KS and wall time, their distributions,
     links to the subject pages) and the same table as TSV. With --description and
@@ -62,7 +64,7 @@ def main(subjects, params_jsons, fit_h5s, config_file, config_json, figures, out
         )
     cfg = cli.read_config(config_file, config_json)
     kw = dict(params_jsons=list(params_jsons), fit_h5s=list(fit_h5s) or None, config=cfg)
-    html, df = report.cohort_report(list(subjects), **kw)
+    html, df = report.cohort_report(list(subjects), benchmarks=list(benchmarks) or None, **kw)
     results.write_bytes(output, html)
     results.write_bytes(table, df.to_csv(sep="\t", index=False, na_rep="n/a"))
     if figures:

@@ -78,15 +78,14 @@ def main(subject, connectome, empirical, k, config_file, config_json, gpus, outp
         )
     prov = results.provenance(cfg, [connectome, empirical], seeds)
     out = results.ExploreChunk.of(res, subject=subject, space=space, index=index, chunk=k,
-                                  n_chunks=n_chunks, spec=spec, wall_time=time.time() - t0,
-                                  provenance=prov)
+                                  n_chunks=n_chunks, spec=spec, provenance=prov)
     out.write(output)
     msg = f"{int(out.diverged.sum())} diverged"
     if np.isfinite(out.mean_loss).any():
         best = int(np.nanargmin(np.where(np.isfinite(out.mean_loss), out.mean_loss, np.nan)))
         msg += f"; best loss {out.mean_loss[best]:.4f} at " + cli.describe(
             dict(zip(out.names, out.points[best], strict=True)))
-    cli.log(f"{label}: done in {out.wall_time:.1f} s, {msg} → {output}")
+    cli.log(f"{label}: done in {time.time() - t0:.1f} s, {msg} → {output}")
 
 if __name__ == "__main__":
     main()

@@ -83,8 +83,7 @@ def main(subject, connectome, empirical, explore_h5, config_file, config_json, g
     prov = results.provenance(cfg, [connectome, empirical, explore_h5],
                           {"fit": seed, "heldout": heldout_seeds, "explore": landscape.seeds})
     fit_file = results.FitFile.of(result, heldout, subject=subject, stages=stages,
-                                  landscape=landscape, spec=spec,
-                                  wall_time=time.time() - t_start, provenance=prov)
+                                  landscape=landscape, spec=spec, provenance=prov)
     fitted = results.FittedParams.of(
         fit_file, heldout, params=params, model=cfg["model"]["name"], starts=starts,
         fixed={"G": problem.G, "sigma": problem.sigma, **(cfg["model"]["parameters"] or {})},
@@ -93,7 +92,8 @@ def main(subject, connectome, empirical, explore_h5, config_file, config_json, g
     if ckpt is not None and Path(checkpoint_dir).is_dir():
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
     cli.log(f"{label}: {cli.describe(params)}; held-out {cli.describe(heldout.metrics)}; "
-            f"{fit_file.wall_time:.1f} s → {output_params}, {output_fit}")
+            f"{time.time() - t_start:.1f} s ({cli.describe(result.wall_time if result else {})}"
+            f" per stage) → {output_params}, {output_fit}")
 
 
 if __name__ == "__main__":

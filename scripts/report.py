@@ -33,13 +33,15 @@ FILE = click.Path(exists=True, dir_okay=False)
 @click.option("--explore", "explore_h5", type=FILE, help="sub-X_explore.h5.")
 @click.option("--fit", "fit_h5", type=FILE, help="sub-X_fit.h5.")
 @click.option("--params", "params_json", type=FILE, help="sub-X_desc-fitted_params.json.")
+@click.option("--benchmark", "benchmarks", multiple=True, type=(str, click.Path(dir_okay=False)),
+              help="STEP FILE: a Snakemake benchmark TSV of step explore or refine (wall times).")
 @cli.config_options
 @click.option("--figures", type=click.Path(file_okay=False),
               help="Also write the main figures as PNG files into this folder.")
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False),
               help="The HTML page to write.")
-def main(subject, connectome, empirical, explore_h5, fit_h5, params_json, config_file,
-         config_json, figures, output):
+def main(subject, connectome, empirical, explore_h5, fit_h5, params_json, benchmarks,
+         config_file, config_json, figures, output):
     """Write one subject's report: a single HTML file with every figure embedded
     (connectome, empirical vs simulated FC and FCD, exploration landscape with the
     refinement paths, loss histories, regional parameters, provenance). Pieces left out
@@ -51,7 +53,8 @@ def main(subject, connectome, empirical, explore_h5, fit_h5, params_json, config
     cfg = cli.read_config(config_file, config_json)
     kw = dict(connectome_h5=connectome, empirical_h5=empirical, explore_h5=explore_h5,
               fit_h5=fit_h5, params_json=params_json, config=cfg)
-    html = report.subject_report(subject, **kw)
+    bench = {step: [p for k, p in benchmarks if k == step] for step, _ in benchmarks}
+    html = report.subject_report(subject, benchmarks=bench, **kw)
     write_bytes(output, html)
     if figures:
         paths = report.write_subject_figures(subject, outdir=figures, **kw)

@@ -49,7 +49,7 @@ def _chunk(space, index, k, n_chunks=2, seeds=(7, 8)):
         mean_loss=loss.mean(1), std_loss=loss.std(1), fc_r=1 - loss.mean(1),
         diverged=np.zeros(len(index), bool))
     return results.ExploreChunk.of(res, subject="01", space=space, index=index, chunk=k,
-                                   n_chunks=n_chunks, spec=SPEC, wall_time=1.5, provenance=PROV)
+                                   n_chunks=n_chunks, spec=SPEC, provenance=PROV)
 
 
 def test_connectome_and_empirical_round_trip(tmp_path):
@@ -82,7 +82,7 @@ def test_chunks_gather_into_the_whole_space_with_the_loss_constant(tmp_path):
     np.testing.assert_array_equal(land.points, space.points())
     raw = np.concatenate([np.random.default_rng(k).uniform(0.2, 0.9, (3, 2)) for k in (0, 1)])
     np.testing.assert_allclose(land.loss, raw + 0.5)  # the expression's constant, once
-    assert land.loss_spec.offset == 0.5 and land.n_chunks == 2 and land.wall_time == 3.0
+    assert land.loss_spec.offset == 0.5 and land.n_chunks == 2
     assert land.top[0] == int(np.argmin(land.mean_loss))
     assert land.provenance["chunk_config_hash"] == PROV["config_hash"]
     assert set(land.provenance["inputs"]) == {str(p) for p in paths}

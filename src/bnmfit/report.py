@@ -281,6 +281,22 @@ def _duration(s: Any) -> str:
     return f"{v / 3600:.2f} h ({v:.0f} s)"
 
 
+def benchmark_seconds(paths: Sequence[PathLike] | PathLike | None) -> float | None:
+    """The summed wall time (column ``s``) of Snakemake benchmark TSVs, or None when none
+    is given or readable. Timings live there and in the logs, never in the result files
+    (which stay byte-identical for the same inputs and config)."""
+    if paths is None:
+        return None
+    total, found = 0.0, False
+    for p in [paths] if isinstance(paths, (str, os.PathLike)) else paths:
+        try:
+            col = pd.read_csv(p, sep="\t")["s"]
+        except (OSError, KeyError, ValueError, pd.errors.EmptyDataError):
+            continue
+        total, found = total + float(col.sum()), True
+    return total if found else None
+
+
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], cls: str = "",
            raw: bool = False) -> str:
     """An HTML table; cells are escaped unless ``raw`` (then they are HTML already)."""
@@ -620,6 +636,8 @@ def _fc_stats(s: dict[str, Any], fm: dict[str, Any]) -> str:
 
 def _summary_section(s: dict[str, Any], fm: dict[str, Any], stage_rows) -> str:
     walls = [r["wall_time"] for r in stage_rows if r["wall_time"] is not None]
+    if "refine" in s.get("timings", {}):
+        walls = [s["timings"]["refine"]]
     cards = [_card("FC r (held-out)", _r(fm["fc_r"])),
              _card("FC RMSE", _r(fm["fc_rmse"])),
              _card("FCD KS", _r(fm["fcd_ks"]))]
@@ -638,12 +656,13 @@ def _summary_section(s: dict[str, Any], fm: dict[str, Any], stage_rows) -> str:
     else:
         parts.append(_absent("no fitted parameters in the fitted-parameters JSON"))
     if stage_rows:
+        wall = any(r["wall_time"] is not None for r in stage_rows)  # older files only
         parts.append("<h3>Fit metrics per stage (held-out noise seed)</h3>" + _table(
             ["stage", "FC r", "loss", "best start", "starts", "steps", "rejected steps",
-             "wall time"],
+             "wall time"][:None if wall else -1],
             [(r["stage"], _r(r["fc_r"]), _num(r["loss"]), _num(r["best_start"]),
               _num(r["starts"]), _num(r["steps"]), _num(r["rejected"]),
-              _duration(r["wall_time"])) for r in stage_rows]))
+              _duration(r["wall_time"]))[:None if wall else -1] for r in stage_rows]))
     else:
         parts.append(_absent("no refinement stages (no fit file, or it has no "
                              "<code>stage-*</code> groups)"))
@@ -720,17 +739,27 @@ def _provenance_section(s: dict[str, Any], config: Mapping[str, Any], stage_rows
             [(_esc(p), f'<span class="mono">{_esc(h)}</span>') for p, h in sums], raw=True))
     else:
         parts.append(_absent("no input checksums recorded"))
-    wrows = [(r["stage"], _duration(r["wall_time"])) for r in stage_rows]
-    ex_wall = (s["explore"] or {}).get("@attrs", {}).get("wall_time")
-    if ex_wall is not None:
-        wrows.insert(0, ("explore", _duration(ex_wall)))
-    tot = [v for v in [_float(ex_wall)] + [r["wall_time"] for r in stage_rows] if v is not None]
-    if tot:
+    timings = s.get("timings") or {}
+    if timings:  # Snakemake's benchmark files (per-stage times: the refine log)
+        wrows = [(k, _duration(v)) for k, v in timings.items()]
+        tot = list(timings.values())
+    else:  # result files written before timings moved out of them
+        wrows = [(r["stage"], _duration(r["wall_time"])) for r in stage_rows
+                 if r["wall_time"] is not None]
+        ex_wall = (s["explore"] or {}).get("@attrs", {}).get("wall_time")
+        if ex_wall is not None:
+            wrows.insert(0, ("explore", _duration(ex_wall)))
+        tot = [v for v in [_float(ex_wall)] + [r["wall_time"] for r in stage_rows]
+               if v is not None]
+    if len(wrows) > 1:
         wrows.append(("total", _duration(sum(tot))))
     if wrows:
-        parts.append("<h3>Wall times</h3>" + _table(["step", "wall time"], wrows))
+        parts.append("<h3>Wall times</h3>" + _table(["step", "wall time"], wrows)
+                     + _note("From Snakemake's benchmark files (logs/benchmarks/); the "
+                             "refine log has the time per stage."))
     else:
-        parts.append(_absent("no wall times recorded"))
+        parts.append(_absent("no wall times recorded (they are in logs/benchmarks/ and the "
+                             "logs, not in the result files)"))
     qc = s["emp_attrs"].get("qc")
     if isinstance(qc, Mapping) and qc:
         parts.append("<h3>Empirical data QC</h3>"
@@ -750,6 +779,7 @@ def subject_report(
     fit_h5: PathLike | None,
     params_json: PathLike | None,
     config: Mapping[str, Any],
+    benchmarks: Mapping[str, Sequence[PathLike]] | None = None,
 ) -> str:
     """One subject's fit as a self-contained HTML page (returned as text).
 
@@ -762,11 +792,15 @@ def subject_report(
         params_json: ``sub-X_desc-fitted_params.json``.
         config: the workflow config; ``config["report"]["bold_traces"]`` (default 4) sets the
             number of BOLD traces shown, ``config["report"]["dpi"]`` the figure resolution.
+        benchmarks: step (``explore``, ``refine``) → its Snakemake benchmark TSVs: the wall
+            times shown (result files hold none).
 
     Any path may be ``None`` for an absent piece; a path that does not exist is a DataError.
     Figures are PNG in ``data:`` URIs; the page loads nothing from the network.
     """
     s = _load_subject(subject, connectome_h5, empirical_h5, explore_h5, fit_h5, params_json)
+    s["timings"] = {k: v for k, v in ((k, benchmark_seconds(p))
+                                      for k, p in (benchmarks or {}).items()) if v is not None}
     dpi = _report_options(config).get("dpi")
     pre = subject_prefix(subject)
     fm = _final_metrics(s)
@@ -861,8 +895,9 @@ def write_subject_figures(
 # =========================================================================== cohort
 
 
-def _cohort_data(subjects, params_jsons, fit_h5s):
+def _cohort_data(subjects, params_jsons, fit_h5s, benchmarks=None):
     subjects = [str(x) for x in subjects]
+    benchmarks = list(benchmarks) if benchmarks else [None] * len(subjects)
     params_jsons = list(params_jsons)
     fit_h5s = list(fit_h5s) if fit_h5s is not None else [None] * len(subjects)
     if len(params_jsons) != len(subjects) or len(fit_h5s) != len(subjects):
@@ -870,7 +905,8 @@ def _cohort_data(subjects, params_jsons, fit_h5s):
                           f"subject ({len(subjects)}), got {len(params_jsons)} and "
                           f"{len(fit_h5s)}; pass the lists in the order of the subjects")
     rows, stage_rows, global_names, regional_names = [], [], [], []
-    for subj, pj_path, fit_path in zip(subjects, params_jsons, fit_h5s, strict=True):
+    for subj, pj_path, fit_path, bench in zip(subjects, params_jsons, fit_h5s, benchmarks,
+                                              strict=True):
         pj = _read_json(_check_file(pj_path, f"fitted parameters JSON of {subject_prefix(subj)}"))
         fit = _read_h5(_check_file(fit_path, f"refinement HDF5 of {subject_prefix(subj)}"))
         stages = _stages(fit)
@@ -893,6 +929,8 @@ def _cohort_data(subjects, params_jsons, fit_h5s):
         wall_vals = [_float(v) for v in walls.values() if _float(v) is not None] if walls \
             else [st["wall_time"] for st in stages if st["wall_time"] is not None]
         row["wall_time_s"] = float(sum(wall_vals)) if wall_vals else None
+        if benchmark_seconds(bench) is not None:  # the refine job's benchmark file
+            row["wall_time_s"] = benchmark_seconds(bench)
         chash = (pj.get("provenance") or {}).get("config_hash")
         row["config_hash"] = str(chash) if chash else None
         rows.append(row)
@@ -940,17 +978,19 @@ def cohort_report(
     params_jsons: Sequence[PathLike],
     fit_h5s: Sequence[PathLike | None] | None,
     config: Mapping[str, Any],
+    benchmarks: Sequence[PathLike | None] | None = None,
 ) -> tuple[str, pd.DataFrame]:
     """The cohort's summary page and table.
 
     Returns ``(html, table)``: the self-contained HTML page (meant to be written as
     ``results/cohort_report.html``; it links to ``sub-X/sub-X_report.html``) and one row per
     subject with the fitted global parameters, ``<regional>_mean`` / ``<regional>_std``,
-    ``fc_r``, ``fc_rmse``, ``fcd_ks`` (held-out noise), ``wall_time_s`` (sum over stages) and
+    ``fc_r``, ``fc_rmse``, ``fcd_ks`` (held-out noise), ``wall_time_s`` (the refine job's, from
+    its Snakemake benchmark TSV in ``benchmarks``, one per subject; result files hold none) and
     the ``config_hash`` the subject was fitted with, to be written as ``cohort_params.tsv``.
     """
     subjects = [str(x) for x in subjects]
-    table, stage_df, gnames, rnames = _cohort_data(subjects, params_jsons, fit_h5s)
+    table, stage_df, gnames, rnames = _cohort_data(subjects, params_jsons, fit_h5s, benchmarks)
     dpi = _report_options(config).get("dpi")
     figs = _cohort_figs(table, stage_df, gnames, rnames, subjects)
 
@@ -980,8 +1020,8 @@ def cohort_report(
            f'<tbody>{"".join(body_rows)}</tbody></table>'
            '<p class="muted">Click a column header to sort. fc_r, fc_rmse, fcd_ks: best fit on '
            "a held-out noise seed; regional parameters as mean and std over regions; "
-           "wall time summed over the refinement stages; config hash: the config the subject was "
-           "fitted with.</p>")
+           "wall time: the refine job's (Snakemake benchmark); config hash: the config the "
+           "subject was fitted with.</p>")
 
     parts = [_section("table", "Fitted parameters and fit metrics", tbl)]
     parts.append(_section("parameters", "Fitted parameters across subjects", _figure(

@@ -70,6 +70,7 @@ __all__ = [
     "read_h5",
     "read_json",
     "sha256",
+    "unreadable",
     "versions",
     "write_bytes",
     "write_h5",
@@ -394,12 +395,13 @@ def _write_group(group, datasets: Mapping[str, Any]) -> None:
         elif isinstance(value, Mapping):
             _write_group(group.create_group(key), value)
         elif value is None:
-            group.create_dataset(key, data=h5py.Empty("f8"))
+            group.create_dataset(key, data=h5py.Empty("f8"), track_times=False)
         elif isinstance(value, str):
-            group.create_dataset(key, data=value, dtype=str_dt)
+            group.create_dataset(key, data=value, dtype=str_dt, track_times=False)
         elif _is_str_seq(value):
             arr = np.asarray(value, dtype=object)
-            group.create_dataset(key, data=arr.astype(str).astype(object), dtype=str_dt)
+            group.create_dataset(key, data=arr.astype(str).astype(object), dtype=str_dt,
+                                 track_times=False)
         else:
             arr = np.asarray(value)
             if arr.dtype.kind not in "biufc":
@@ -407,7 +409,8 @@ def _write_group(group, datasets: Mapping[str, Any]) -> None:
             kw = {}
             if arr.size >= _COMPRESS_MIN:
                 kw = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
-            group.create_dataset(key, data=arr, **kw)
+            # no object timestamps (h5py's default too): the same numbers give the same bytes
+            group.create_dataset(key, data=arr, track_times=False, **kw)
 
 
 def write_h5(path: PathLike, datasets: Mapping[str, Any],
@@ -486,6 +489,29 @@ def read_h5(path: PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
             f"{path}: expected an HDF5 file, got an unreadable file ({e}); "
             "delete it and re-run the step that writes it"
         ) from None
+
+
+def unreadable(paths: Iterable[PathLike]) -> list[tuple[str, str]]:
+    """``(path, why)`` for each existing ``.h5``/``.json`` result file of ``paths`` that cannot
+    be opened (truncated, emptied, overwritten by something else): the workflow removes them
+    before it plans, so that the plain command rebuilds them. Cheap: HDF5 files are only
+    opened (HDF5 checks their length), JSON files parsed."""
+    import h5py
+
+    bad = []
+    for path in paths:
+        p = Path(path)
+        if not p.is_file():
+            continue
+        try:
+            if p.suffix == ".h5":
+                with h5py.File(p, "r"):
+                    pass
+            elif p.suffix == ".json":
+                json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            bad.append((os.fspath(path), str(e).splitlines()[0][:200]))
+    return bad
 
 
 # =========================================================================== records
@@ -673,7 +699,9 @@ class ExploreChunk:
             mean_loss, std_loss, fc_r, diverged: (P_k) per point.
         axes: the axes (name, lo, hi, n, scale); sampler, n_samples: how the space was
             sampled; seeds: the R noise seeds.
-        wall_time: seconds this chunk took.
+
+    No wall time: timings live in the logs and Snakemake's benchmark files, so that the
+    same inputs and config give a byte-identical file.
     """
 
     subject: str
@@ -693,12 +721,11 @@ class ExploreChunk:
     n_chunks: int
     n_points: int
     loss_spec: LossRecord
-    wall_time: float
     provenance: dict[str, Any]
 
     @classmethod
     def of(cls, result, *, subject: str, space, index, chunk: int, n_chunks: int,
-           spec, wall_time: float, provenance: Mapping[str, Any]) -> ExploreChunk:
+           spec, provenance: Mapping[str, Any]) -> ExploreChunk:
         """From a :class:`bnmfit.explore.ExploreResult` of ``space``'s points ``index`` and the
         :class:`bnmfit.losses.LossSpec` it was computed with (its constant added here)."""
         return cls(
@@ -711,7 +738,7 @@ class ExploreChunk:
             sampler=space.sampler, n_samples=int(space.n_samples),
             seeds=[int(s) for s in result.seeds], chunk=int(chunk), n_chunks=int(n_chunks),
             n_points=len(space.points()), loss_spec=LossRecord.of(spec),
-            wall_time=float(wall_time), provenance=dict(provenance),
+            provenance=dict(provenance),
         )
 
     def write(self, path: PathLike) -> None:
@@ -722,7 +749,7 @@ class ExploreChunk:
             {"subject": self.subject, "axes": self.axes, "sampler": self.sampler,
              "n_samples": self.n_samples, "seeds": self.seeds, "chunk": self.chunk,
              "n_chunks": self.n_chunks, "n_points": self.n_points, **self.loss_spec.attrs(),
-             "wall_time": self.wall_time, **self.provenance},
+             **self.provenance},
         )
 
     @classmethod
@@ -737,7 +764,7 @@ class ExploreChunk:
             sampler=str(a["sampler"]), n_samples=int(a.get("n_samples", 0)),
             seeds=list(a["seeds"]), chunk=int(a["chunk"]), n_chunks=int(a["n_chunks"]),
             n_points=int(a["n_points"]), loss_spec=LossRecord.from_attrs(a),
-            wall_time=float(a.get("wall_time", 0.0)), provenance=_provenance(a),
+            provenance=_provenance(a),
         )
 
     def space(self):
@@ -765,7 +792,7 @@ class Landscape:
         top: indices into ``points`` of the refinement starts, best first.
         axes, sampler, n_samples, seeds, n_points, loss_spec: the exploration's.
         n_chunks: how many chunk files were joined; starts, min_separation: how ``top`` was
-            chosen; wall_time: the chunks' summed seconds.
+            chosen (no wall time: see :class:`ExploreChunk`).
         chunk_inputs: chunk file → SHA-256; provenance: of the chunks (config hash of this
             step, versions, seeds), with ``chunk_config_hash``.
     """
@@ -788,7 +815,6 @@ class Landscape:
     n_chunks: int
     starts: int
     min_separation: float
-    wall_time: float
     provenance: dict[str, Any]
 
     @classmethod
@@ -843,7 +869,7 @@ class Landscape:
             axes=first.axes, sampler=first.sampler, n_samples=first.n_samples,
             seeds=first.seeds, n_points=first.n_points, loss_spec=first.loss_spec,
             n_chunks=len(chunks), starts=int(starts), min_separation=float(min_separation),
-            wall_time=float(sum(c.wall_time for c in chunks)), provenance=prov,
+            provenance=prov,
         )
 
     def write(self, path: PathLike) -> None:
@@ -854,8 +880,7 @@ class Landscape:
             {"subject": self.subject, "axes": self.axes, "sampler": self.sampler,
              "n_samples": self.n_samples, "seeds": self.seeds, "n_points": self.n_points,
              **self.loss_spec.attrs(), "n_chunks": self.n_chunks, "starts": self.starts,
-             "min_separation": self.min_separation, "wall_time": self.wall_time,
-             **self.provenance},
+             "min_separation": self.min_separation, **self.provenance},
         )
 
     @classmethod
@@ -875,7 +900,7 @@ class Landscape:
             n_points=int(a.get("n_points", len(d["points"]))),
             loss_spec=LossRecord.from_attrs(a), n_chunks=int(a.get("n_chunks", 1)),
             starts=int(a.get("starts", 0)), min_separation=float(a.get("min_separation", 0)),
-            wall_time=float(a.get("wall_time", 0.0)), provenance=prov,
+            provenance=prov,
         )
 
     def start_points(self) -> list[dict[str, float]]:
@@ -900,8 +925,8 @@ class StageFile:
             ``grad_norm``, ``rejected``, ``lr_scale``: (steps, n_starts) arrays (those the
             optimiser records); selection_loss: (n_starts,) what chose the best start.
         traj: global parameters → (steps, n_starts); traj_regional: → (steps, n_starts, N).
-        best_start, wall_time, steps_run, n_rejected, kept_start: see
-            :class:`bnmfit.fit.StageRecord`.
+        best_start, steps_run, n_rejected, kept_start: see
+            :class:`bnmfit.fit.StageRecord` (its wall time goes to the log, not the file).
         heldout_fc_r, heldout_loss: the stage's result on the held-out seeds.
         free: the names of the stage's free parameters.
     """
@@ -914,7 +939,6 @@ class StageFile:
     traj: dict[str, np.ndarray]
     traj_regional: dict[str, np.ndarray]
     best_start: int
-    wall_time: float
     steps_run: int
     n_rejected: int
     kept_start: bool
@@ -928,7 +952,7 @@ class StageFile:
         if self.traj_regional:
             out["traj_regional"] = dict(self.traj_regional)
         out[_GROUP_ATTRS] = {
-            "best_start": self.best_start, "wall_time": self.wall_time,
+            "best_start": self.best_start,
             "steps_run": self.steps_run, "n_rejected": self.n_rejected,
             "kept_start": bool(self.kept_start), "optimizer": self.optimizer,
             "heldout_fc_r": self.heldout_fc_r, "heldout_loss": self.heldout_loss,
@@ -945,7 +969,7 @@ class StageFile:
             selection_loss=np.asarray(g.get("selection_loss", [])),
             traj={k: np.asarray(v) for k, v in (g.get("traj") or {}).items()},
             traj_regional={k: np.asarray(v) for k, v in (g.get("traj_regional") or {}).items()},
-            best_start=int(a.get("best_start", 0)), wall_time=float(a.get("wall_time", 0.0)),
+            best_start=int(a.get("best_start", 0)),
             steps_run=int(a.get("steps_run", 0)), n_rejected=int(a.get("n_rejected", 0)),
             kept_start=bool(a.get("kept_start", False)),
             heldout_fc_r=float(a.get("heldout_fc_r", float("nan"))),
@@ -969,7 +993,7 @@ class FitFile:
         best_start: which start the fit descends from.
         heldout: the fit's metrics averaged over the held-out seeds: ``fc_r``, ``fc_rmse``,
             ``fcd_ks``, ``loss`` (NaN where unavailable); heldout_seed: the first seed.
-        loss_spec: the configured loss; wall_time: seconds of the whole refinement.
+        loss_spec: the configured loss. No wall time (see :class:`ExploreChunk`).
     """
 
     subject: str
@@ -984,12 +1008,11 @@ class FitFile:
     heldout: dict[str, float]
     heldout_seed: int
     loss_spec: LossRecord
-    wall_time: float
     provenance: dict[str, Any]
 
     @classmethod
     def of(cls, result, heldout, *, subject: str, stages, landscape: Landscape, spec,
-           wall_time: float, provenance: Mapping[str, Any]) -> FitFile:
+           provenance: Mapping[str, Any]) -> FitFile:
         """From a :class:`bnmfit.fit.FitResult` (None when no stage ran) of ``stages``
         started from ``landscape``'s top points, and its :class:`bnmfit.scoring.Heldout`;
         the loss constant of ``spec`` is added to every loss value here."""
@@ -1005,7 +1028,7 @@ class FitFile:
                 selection_loss=np.asarray(rec.selection_loss) + spec.offset,
                 traj={k: v for k, v in params.items() if v.ndim == 2},
                 traj_regional={k: v for k, v in params.items() if v.ndim == 3},
-                best_start=int(rec.best_start), wall_time=float(rec.wall_time),
+                best_start=int(rec.best_start),
                 steps_run=int(rec.steps_run), n_rejected=int(rec.n_rejected),
                 kept_start=bool(rec.kept_start), heldout_fc_r=h["fc_r"],
                 heldout_loss=h["loss"],
@@ -1016,8 +1039,7 @@ class FitFile:
             start_names=list(landscape.names), start_points=landscape.points[landscape.top],
             best_start=result.best_start if result is not None else 0,
             heldout=dict(heldout.metrics), heldout_seed=int(heldout.seeds[0]),
-            loss_spec=LossRecord.of(spec), wall_time=float(wall_time),
-            provenance=dict(provenance),
+            loss_spec=LossRecord.of(spec), provenance=dict(provenance),
         )
 
     def write(self, path: PathLike) -> None:
@@ -1031,7 +1053,6 @@ class FitFile:
         nan = float("nan")
         write_h5(path, tree, {
             "subject": self.subject, "best_start": self.best_start,
-            "wall_time": self.wall_time,
             **{f"heldout_{k}": self.heldout.get(k, nan)
                for k in ("fc_rmse", "fcd_ks", "fc_r", "loss")},
             "heldout_seed": self.heldout_seed, **self.loss_spec.attrs(), **self.provenance,
@@ -1056,7 +1077,7 @@ class FitFile:
             heldout={k: float(a.get(f"heldout_{k}", float("nan")))
                      for k in ("fc_r", "fc_rmse", "fcd_ks", "loss")},
             heldout_seed=int(a.get("heldout_seed", 0)), loss_spec=LossRecord.from_attrs(a),
-            wall_time=float(a.get("wall_time", 0.0)), provenance=_provenance(a),
+            provenance=_provenance(a),
         )
 
 
@@ -1077,7 +1098,6 @@ class FittedParams:
         metrics: held-out ``fc_r``, ``fc_rmse``, ``fcd_ks``, ``loss`` of the fit, and
             ``stages``: per stage ``fc_r``, ``loss``, ``start_fc_r``, ``start_loss``
             (the last stage also the fit's metrics).
-        wall_time: seconds per stage (``total`` when no stage ran).
         best_start, starts: the start the fit descends from, and every start.
         loss: the configured loss (terms, offset, expression).
         warnings: what the user must know about this fit (e.g. a degenerate simulation).
@@ -1088,7 +1108,6 @@ class FittedParams:
     fixed: dict[str, Any]
     model: str
     metrics: dict[str, Any]
-    wall_time: dict[str, float]
     best_start: int
     starts: list[dict[str, float]]
     loss: dict[str, Any]
@@ -1099,11 +1118,10 @@ class FittedParams:
     def of(cls, fit: FitFile, heldout, *, params: Mapping[str, Any],
            fixed: Mapping[str, Any], model: str, starts, warnings: Sequence[str]):
         """The JSON record of a fit (see :meth:`FitFile.of`)."""
-        stage_wall = {s.name: s.wall_time for s in fit.stages} or {"total": fit.wall_time}
         return cls(
             subject=fit.subject, params={k: _plain(v) for k, v in params.items()},
             fixed={k: _plain(v) for k, v in fixed.items()}, model=model,
-            metrics={**heldout.metrics, "stages": heldout.stages}, wall_time=stage_wall,
+            metrics={**heldout.metrics, "stages": heldout.stages},
             best_start=fit.best_start, starts=list(starts),
             loss=dataclasses.asdict(fit.loss_spec), warnings=list(warnings),
             provenance=fit.provenance,
@@ -1122,5 +1140,5 @@ class FittedParams:
 
 
 _EMPTY: dict[str, Any] = {"subject": "", "fixed": {}, "model": "", "metrics": {},
-                          "wall_time": {}, "best_start": 0, "starts": [],
+                          "best_start": 0, "starts": [],
                           "loss": {}, "warnings": [], "provenance": {}}
