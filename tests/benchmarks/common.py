@@ -606,7 +606,11 @@ def settings_rows(workload: str, precision: str, res: dict, peer_variant: str,
                   ) -> list[dict]:
     """Four rows of a :func:`settings_runs` result: tvboptim on XLA's defaults and on bnmfit's
     flags, then bnmfit on its flags and on XLA's defaults; each bnmfit row carries the ratios
-    against tvboptim that involve it, with the two medians they come from."""
+    against tvboptim that involve it, with the two medians they come from. bnmfit's variant
+    gets the loop unroll its process reported."""
+    unroll = res.get("bnmfit/bnmfit", {}).get("unroll")
+    if unroll is not None:
+        our_variant += f", unroll={unroll}"
     if res.get("error"):
         return [row(workload, "both", precision, f"{our_variant}; settings runs", res)]
     ratios = res["ratios"]

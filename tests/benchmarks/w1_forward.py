@@ -90,10 +90,8 @@ def run(args) -> dict:
                     MODULE, dtype, rounds,
                     peer=("_tvboptim_call", {"dtype": dtype, "recompute_coupling": ps}),
                     ours=ours)
-                unroll = res.get("bnmfit/bnmfit", {}).get("unroll", "?")
                 rows += common.settings_rows("W1", dtype, res, f"Heun, coupling {peer_scheme}",
-                                             f"Heun, coupling {scheme}, unroll={unroll}",
-                                             _figure)
+                                             f"Heun, coupling {scheme}", _figure)
             else:
                 res = cases[f"bnmfit/{label}"] = common.run_case(
                     MODULE, "case_bnmfit", {"dtype": dtype, "repeats": repeats,

@@ -97,10 +97,8 @@ def run(args) -> dict:
                 MODULE, dtype, rounds,
                 peer=("_tvboptim_serve", {"dtype": dtype, "buffer_strategy": strategy}),
                 ours=ours)
-            unroll = res.get("bnmfit/bnmfit", {}).get("unroll", "?")
             rows += common.settings_rows("W2", dtype, res, f"buffer_strategy={strategy}",
-                                         f"ring buffer, coupling per step, unroll={unroll}",
-                                         _figure)
+                                         "ring buffer, coupling per step", _figure)
     notes = [
         "Delays = lengths / 3 mm/ms, rounded to whole 1-ms steps (bnmfit: "
         "connectome.delay_steps; tvboptim: rint of (delay/dt − ½), its Heun stage-centroid "

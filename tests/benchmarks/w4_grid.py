@@ -260,10 +260,9 @@ def run(args) -> dict:
                 if name in res:  # the sweeps' peak RSS (over all sizes) where there was one
                     res[name]["peak_rss_mb"] = sweep_rss.get(name.split("/")[0]) or res[
                         name].get("peak_rss_mb")
-            unroll = res.get("bnmfit/bnmfit", {}).get("unroll", "?")
             rows += common.settings_rows(
                 "W4", dtype, res, f"ParallelExecution n_pmap=2, n_vmap={n_vmap}",
-                f"vmap, batch {batch} over 2 devices, unroll={unroll}", _figure)
+                f"vmap, batch {batch} over 2 devices", _figure)
         else:
             res = common.run_case(MODULE, "case_bnmfit_only",
                                   {"dtype": dtype, "n_grid": n_grid, "batch": batch,
