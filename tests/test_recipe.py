@@ -274,3 +274,16 @@ def test_a_simulation_shorter_than_the_data_is_warned():
     cfg = validate_config({"observation": {"fcd_window": 0}})  # n_tr: all
     p = recipe.build_problem(cfg, weights=w, lengths=ln, fc=fc, tr=2.0, n_tr=355)
     assert p.spec.n_tr == 355 and recipe.length_warnings(p.spec, 2.0, 355) == []
+
+
+@pytest.mark.parametrize(
+    ("value", "pattern"),
+    [
+        ("al", r"simulation.n_tr = 'al' does not match the pattern '\^all\$'"),
+        (0, r"simulation.n_tr = 0; expected a value >= 1"),
+        (3.5, r"simulation.n_tr: expected integer or string or null, got 3.5"),
+    ],
+)
+def test_a_bad_n_tr_names_the_key(value, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        validate_config({"simulation": {"n_tr": value}})

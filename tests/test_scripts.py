@@ -391,7 +391,8 @@ def test_explore_errors(pipeline, tmp_path):
     r = run("explore", base + ["--config-json", json.dumps(bad)])
     assert r.exit_code == 2
     assert error_line(r) == ("Error: simulation.dt = 7 ms does not divide the TR (720 ms): "
-                             "choose a dt that divides it (e.g. 4, 5, 6 ms)")
+                             "choose a dt that divides it (e.g. 4, 5, 6 ms), or null to let "
+                             "the workflow choose one")
     assert not (tmp_path / "c.h5").exists()
 
 
