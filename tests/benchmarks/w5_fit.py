@@ -141,7 +141,7 @@ def case_bnmfit(grid: int, steps: int, unroll: int | None = None,
     problem = subject_problem(cfg)
     # held-out r on EVAL_TR TRs whatever the fit simulates per noise seed
     ev_cfg = copy.deepcopy(cfg)
-    ev_cfg["simulation"]["duration"] = EVAL_TR * s["tr"] * 1000.0
+    ev_cfg["simulation"].update(n_tr=EVAL_TR, duration=None)  # (n_tr has precedence)
     evaluation = subject_problem(ev_cfg)
     scores = jax.jit(lambda p, k: _fc_scores(evaluation.observe(p, k).fc,
                                              evaluation.empirical.fc))
