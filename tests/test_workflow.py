@@ -326,3 +326,61 @@ def test_a_cohort_of_tr_2_and_1_s_runs_with_no_dt_in_the_config(tmp_path, jax_ca
         assert "60 TRs at dt 6.25 ms" in text, text[-3000:]
         assert (f"warning: sub-{sub}: the simulated BOLD (60 TRs, {60 * tr:g} s) is shorter "
                 f"than the empirical one (100 TRs, {100 * tr:g} s)") in text, text[-3000:]
+
+
+def _result_digests(run_dir: Path) -> dict[str, str]:
+    """SHA-256 of every result file (HDF5, JSON): what must come back byte-identical."""
+    import hashlib
+
+    res = run_dir / "results"
+    return {str(p.relative_to(res)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(res.rglob("*")) if p.is_file() and p.suffix in (".h5", ".json")}
+
+
+@pytest.mark.slow
+def test_lost_or_broken_results_are_rebuilt_byte_identical_and_no_page_outlives_them(run_dir):
+    """As a user meets it: a broken landscape makes refine fail — the subject's page and the
+    cohort page are gone at once, not left as if valid. Deleting the file as advised, and
+    deleting or truncating other results of both subjects, the plain command rebuilds every
+    one of them (unreadable files count as out of date) and all after them, byte-identical."""
+    from bnmfit.results import write_h5
+
+    before = _result_digests(run_dir)
+    res = run_dir / "results"
+    s1, s2 = res / "sub-01", res / "sub-02"
+    explore = s1 / "sub-01_explore.h5"
+    write_h5(explore, {"x": np.zeros(2)}, {})  # a valid HDF5 file, but not a landscape
+    r = snakemake("--cores", 2, *_base(run_dir), cwd=run_dir)
+    text = r.stdout + r.stderr
+    assert r.returncode != 0 and "Error in rule refine" in text, text[-3000:]
+    assert "bnmfit: a job failed" in text
+    assert "sub-01_explore.h5" in (run_dir / "logs/sub-01/refine.log").read_text()
+    assert not (s1 / "sub-01_report.html").exists()  # no page outlives what it shows
+    assert not (res / "cohort_report.html").exists() and not (res / "cohort_params.tsv").exists()
+    assert not (s1 / "sub-01_desc-fitted_params.json").exists()
+    # the user deletes it as advised; other results are lost or truncated meanwhile
+    explore.unlink()
+    for p in (s1 / "explore" / "chunk-1.h5", s2 / "sub-02_fit.h5"):
+        p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+    (s2 / "sub-02_report.html").unlink()
+    # a dry run names unreadable files (any result: connectome, QC JSON) and changes nothing
+    for p in (s2 / "sub-02_connectome.h5", s2 / "sub-02_desc-empirical_qc.json"):
+        backup, stamp = p.read_bytes(), p.stat()
+        p.write_bytes(backup[:50])
+        r = snakemake("-n", *_base(run_dir), cwd=run_dir, timeout=300)
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert f"{p.name} is unreadable" in r.stderr and "a run removes and rebuilds it" \
+            in r.stderr and p.stat().st_size == 50
+        p.write_bytes(backup)
+        os.utime(p, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    r = snakemake("--cores", 2, *_base(run_dir), cwd=run_dir)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    assert "sub-02_fit.h5 was unreadable" in r.stderr and "chunk-1.h5 was unreadable" in r.stderr
+    counts = job_counts(r.stdout + r.stderr)
+    assert counts == {"explore": 1, "gather_explore": 1, "refine": 2, "report": 2,
+                      "cohort_report": 1, "all": 1}, counts
+    assert _result_digests(run_dir) == before
+    for p in (s1 / "sub-01_report.html", s2 / "sub-02_report.html", res / "cohort_report.html"):
+        assert p.is_file()
+    r = snakemake("-n", *_base(run_dir), cwd=run_dir, timeout=300)
+    assert "Nothing to be done" in r.stdout + r.stderr

@@ -67,12 +67,83 @@ def script_path(name):
 
 
 def final_outputs():
-    return [
-        "results/cohort_report.html",
-        "results/cohort_params.tsv",
-        "results/dataset_description.json",
-        "results/config.yaml",
-    ] + expand(f"{SUB}_report.html", subject=SUBJECT_IDS)
+    """Every result, the per-subject intermediates too: a deleted or invalid one is rebuilt
+    by the plain command (and everything after it, being older), not skipped as a mere
+    intermediate of a report that still exists."""
+    per_subject = [
+        f"{SUB}_connectome.h5",
+        f"{SUB}_desc-empirical_fc.h5",
+        f"{SUB}_desc-empirical_qc.json",
+        f"{SUB}_explore.h5",
+        f"{SUB}_desc-fitted_params.json",
+        f"{SUB}_fit.h5",
+        f"{SUB}_report.html",
+    ]
+    chunks = "results/sub-{subject}/explore/chunk-{chunk}.h5"
+    return (
+        [
+            "results/cohort_report.html",
+            "results/cohort_params.tsv",
+            "results/dataset_description.json",
+            "results/config.yaml",
+        ]
+        + expand(per_subject, subject=SUBJECT_IDS)
+        + expand(chunks, subject=SUBJECT_IDS, chunk=range(N_CHUNKS))
+    )
+
+
+_LOOK_ONLY = re.compile(
+    r"^(-[a-zA-Z]*[ntSD][a-zA-Z]*|--(dry-?run|touch|lint|list.*|l[cipt]|summary|"
+    r"detailed-summary|report.*|unlock|dag|d3dag|rulegraph|filegraph|cleanup-metadata|"
+    r"delete-.*|containerize|archive|export-.*|generate-unit-tests|print-compilation))$"
+)
+
+
+def remove_unreadable_results():
+    """Result files that cannot be opened (truncated, emptied) are removed before Snakemake
+    plans, so that the plain command rebuilds them, and everything after them, like missing
+    ones (Snakemake itself only looks at times and the checksums of small inputs). A dry
+    run, --touch, --lint and the like only name them; jobs on other hosts skip the check."""
+    from bnmfit.results import unreadable
+
+    if not workflow.is_main_process:
+        return
+    look_only = any(_LOOK_ONLY.match(a) for a in sys.argv[1:])
+    paths = [p for p in final_outputs() if p.startswith("results/sub-")]
+    for path, why in unreadable(paths):
+        if look_only:
+            print(f"bnmfit: {path} is unreadable ({why}); a run removes and rebuilds it",
+                  file=sys.stderr)
+        else:
+            os.remove(path)
+            print(f"bnmfit: {path} was unreadable ({why}): removed, to be rebuilt",
+                  file=sys.stderr)
+
+
+remove_unreadable_results()
+
+
+def stale_pages(wildcards):
+    """The pages that show a subject's results (its report and figures, the cohort page,
+    table and figures), quoted for a shell: every step that (re)writes one of the subject's
+    results removes them first, so that no page outlives, or hides the failure of, what it
+    shows; the report rules write them anew."""
+    sub = f"results/sub-{wildcards.subject}"
+    pages = [f"{sub}/sub-{wildcards.subject}_report.html", "results/cohort_report.html",
+             "results/cohort_params.tsv"]
+    pages += [f"{sub}/figures/sub-{wildcards.subject}_desc-{n}_figure.png"
+              for n in SUBJECT_FIGURES]
+    pages += [f"results/figures/cohort_desc-{n}_figure.png" for n in COHORT_FIGURES]
+    return " ".join(shlex.quote(p) for p in pages)
+
+
+def benchmark_options(wildcards):
+    """The report's wall times: the explore and refine jobs' Snakemake benchmark files
+    (read if present; result files hold no timings, so that they are byte-reproducible)."""
+    bench = f"logs/benchmarks/sub-{wildcards.subject}"
+    files = [("explore", f"{bench}/explore_chunk-{k}.tsv") for k in range(N_CHUNKS)]
+    files.append(("refine", f"{bench}/refine.tsv"))
+    return " ".join(f"--benchmark {step} {shlex.quote(p)}" for step, p in files)
 
 
 def explore_chunks(wildcards):
@@ -234,4 +305,34 @@ def cohort_options(wildcards, input):
     opts = []
     for subject, params, fit in zip(SUBJECT_IDS, input.params, input.fits):
         opts += [_opt("--subject", subject), _opt("--params-json", params), _opt("--fit-h5", fit)]
+        opts.append(_opt("--benchmark", f"logs/benchmarks/sub-{subject}/refine.tsv"))
     return " ".join(opts)
+
+
+# ---------------------------------------------------------------- how a run ended
+
+
+def explain_stop(logfile):
+    """After an unsuccessful run: say whether a job failed or snakemake was stopped (SIGTERM:
+    it finishes the running jobs, then reports "At least one job did not complete
+    successfully" although none failed), and how to go on."""
+    text = ""
+    for path in [logfile] if isinstance(logfile, (str, os.PathLike)) else logfile or []:
+        try:  # Snakemake passes the list of its log files
+            text += Path(path).read_text(errors="replace")
+        except OSError:
+            pass
+    if "Will exit after finishing currently running jobs" in text and "Error in rule" not in text:
+        print("bnmfit: snakemake was stopped (SIGTERM) and finished the jobs it was running; "
+              "no job failed. 'At least one job did not complete successfully' only means "
+              "that the run is incomplete: run the same command again to resume.",
+              file=sys.stderr)
+    else:
+        print("bnmfit: a job failed (its message and log are above; finished results are "
+              "kept). Fix what it names, then run the same command again: it rebuilds what "
+              "is missing, out of date or unreadable, and the pages that show it.",
+              file=sys.stderr)
+
+
+onerror:
+    explain_stop(log)

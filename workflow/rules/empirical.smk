@@ -11,6 +11,7 @@ rule empirical_fc:
         "logs/sub-{subject}/empirical_fc.log",
     params:
         script=script_path("empirical_fc.py"),
+        stale=stale_pages,  # no page outlives what it shows
         options=empirical_options,
     threads: 1
     resources:
@@ -19,6 +20,6 @@ rule empirical_fc:
     conda:
         "../envs/bnmfit.yaml"
     shell:
-        "python {params.script:q} --subject {wildcards.subject:q}"
+        "rm -f {params.stale} && python {params.script:q} --subject {wildcards.subject:q}"
         " --connectome {input.connectome:q} {params.options}"
         " --output {output.h5:q} --qc {output.qc:q} > {log:q} 2>&1"

@@ -14,6 +14,7 @@ rule explore:
         "logs/benchmarks/sub-{subject}/explore_chunk-{chunk}.tsv"
     params:
         script=script_path("explore.py"),
+        stale=stale_pages,  # no page outlives what it shows
         cfg=config_json("explore"),
     threads: rule_threads("explore")
     resources:
@@ -24,7 +25,7 @@ rule explore:
     conda:
         "../envs/bnmfit.yaml"
     shell:
-        "python {params.script:q} --subject {wildcards.subject:q}"
+        "rm -f {params.stale} && python {params.script:q} --subject {wildcards.subject:q}"
         " --connectome {input.connectome:q} --empirical {input.empirical:q}"
         " --chunk {wildcards.chunk} --config-json {params.cfg:q} --gpus {resources.gpu}"
         " --output {output.h5:q} > {log:q} 2>&1"
@@ -39,6 +40,7 @@ rule gather_explore:
         "logs/sub-{subject}/gather_explore.log",
     params:
         script=script_path("gather_explore.py"),
+        stale=stale_pages,  # no page outlives what it shows
         cfg=config_json("gather_explore"),
     localrule: True
     threads: 1
@@ -47,5 +49,5 @@ rule gather_explore:
     conda:
         "../envs/bnmfit.yaml"
     shell:
-        "python {params.script:q} --subject {wildcards.subject:q} --config-json {params.cfg:q}"
-        " --output {output.h5:q} {input.chunks:q} > {log:q} 2>&1"
+        "rm -f {params.stale} && python {params.script:q} --subject {wildcards.subject:q}"
+        " --config-json {params.cfg:q} --output {output.h5:q} {input.chunks:q} > {log:q} 2>&1"

@@ -10,6 +10,7 @@ rule ingest_connectome:
         "logs/sub-{subject}/ingest_connectome.log",
     params:
         script=script_path("ingest_connectome.py"),
+        stale=stale_pages,  # no page outlives what it shows
         options=connectome_options,
     threads: 1
     resources:
@@ -18,5 +19,6 @@ rule ingest_connectome:
     conda:
         "../envs/bnmfit.yaml"
     shell:
-        "python {params.script:q} --subject {wildcards.subject:q} --weights {input.weights:q}"
+        "rm -f {params.stale} && python {params.script:q} --subject {wildcards.subject:q}"
+        " --weights {input.weights:q}"
         " {params.options} --output {output.h5:q} > {log:q} 2>&1"

@@ -15,6 +15,7 @@ rule refine:
         "logs/benchmarks/sub-{subject}/refine.tsv"
     params:
         script=script_path("refine.py"),
+        stale=stale_pages,  # no page outlives what it shows
         cfg=config_json("refine"),
         checkpoints=lambda wildcards: f"results/sub-{wildcards.subject}/.checkpoints",
     threads: rule_threads("refine")
@@ -25,7 +26,7 @@ rule refine:
     conda:
         "../envs/bnmfit.yaml"
     shell:
-        "python {params.script:q} --subject {wildcards.subject:q}"
+        "rm -f {params.stale} && python {params.script:q} --subject {wildcards.subject:q}"
         " --connectome {input.connectome:q} --empirical {input.empirical:q}"
         " --explore {input.explore:q} --config-json {params.cfg:q} --gpus {resources.gpu}"
         " --checkpoint-dir {params.checkpoints:q}"

@@ -23,6 +23,7 @@ rule report:
     params:
         script=script_path("report.py"),
         cfg=config_json("report"),
+        benchmarks=benchmark_options,
         figures=lambda wildcards, output: os.path.join(os.path.dirname(output.html), "figures"),
     localrule: True
     threads: 1
@@ -34,7 +35,7 @@ rule report:
         "python {params.script:q} --subject {wildcards.subject:q}"
         " --connectome {input.connectome:q} --empirical {input.empirical:q}"
         " --explore {input.explore:q} --fit {input.fit:q} --params {input.params:q}"
-        " --config-json {params.cfg:q} --figures {params.figures:q}"
+        " --config-json {params.cfg:q} --figures {params.figures:q} {params.benchmarks}"
         " --output {output.html:q} > {log:q} 2>&1"
 
 
