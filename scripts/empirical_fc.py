@@ -13,6 +13,7 @@ import click  # noqa: E402
 
 from bnmfit import cli  # noqa: E402
 from bnmfit.config import schema_default  # noqa: E402
+from bnmfit.io import FC_TRANSFORMS, ORIENTATIONS  # noqa: E402
 
 EXAMPLE = """\b
 Example:
@@ -37,30 +38,28 @@ FILE = click.Path(exists=True, dir_okay=False)
 @click.option("--dseg-tsv", type=FILE, help="BIDS index/name table of the label image.")
 @click.option("--format", "fmt", help="BOLD format when the file name does not tell it.")
 @click.option("--key", help="Variable of the BOLD in a .mat/.npz file.")
-@click.option("--orientation", type=click.Choice(["time-by-region", "region-by-time"]),
-              help="Layout of a BOLD array.")
+@click.option("--fc-transform", type=click.Choice(FC_TRANSFORMS),
+              help="How the --fc file stores its values (fisher_z: arctanh r).")
+@click.option("--orientation", type=click.Choice(ORIENTATIONS), help="Layout of a BOLD array.")
 @click.option("--tr", type=click.FloatRange(min=0, min_open=True),
               help="TR in s when neither sidecar nor header gives it.")
 @click.option("--discard", type=click.IntRange(min=0), default=schema_default("bold.discard"),
               show_default=True, help="Initial volumes dropped.")
 @click.option("--detrend/--no-detrend", default=schema_default("bold.detrend"), show_default=True,
               help="Remove each region's linear trend.")
-@click.option("--bandpass", type=(float, float), default=None, metavar="LOW HIGH",
-              help="Band-pass edges in Hz.")
+@click.option("--bandpass", type=(float, float), metavar="LOW HIGH", help="Band-pass in Hz.")
 @click.option("--max-nan-run", type=click.IntRange(min=0),
               default=schema_default("bold.max_nan_run"), show_default=True,
               help="Longest run of missing volumes that is interpolated.")
-@click.option("--fcd-window", type=click.IntRange(min=0),
-              default=schema_default("observation.fcd_window"), show_default=True,
-              help="FCD window in TRs (0: no FCD).")
-@click.option("--fcd-step", type=click.IntRange(min=1),
-              default=schema_default("observation.fcd_step"), show_default=True,
-              help="FCD window step in TRs.")
+@click.option("--fcd-window", type=click.IntRange(min=0), show_default=True,
+              default=schema_default("observation.fcd_window"), help="FCD window in TRs (0: none).")
+@click.option("--fcd-step", type=click.IntRange(min=1), show_default=True,
+              default=schema_default("observation.fcd_step"), help="FCD window step in TRs.")
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False),
               help="The empirical-FC HDF5 to write.")
 @click.option("--qc", "qc_path", type=click.Path(dir_okay=False),
               help="Also write the quality numbers as JSON here.")
-def main(subject, connectome, bold, fc_path, labels, dseg, dseg_tsv, fmt, key,
+def main(subject, connectome, bold, fc_path, labels, dseg, dseg_tsv, fmt, key, fc_transform,
          orientation, tr, discard, detrend, bandpass, max_nan_run, fcd_window, fcd_step,
          output, qc_path):
     """Compute a subject's empirical FC (and FCD) from its regional BOLD, in the region
@@ -75,19 +74,18 @@ def main(subject, connectome, bold, fc_path, labels, dseg, dseg_tsv, fmt, key,
         raise click.UsageError("give exactly one of --bold and --fc")
     sidecar = next((str(p) for p in [bold and sidecar_path(bold)] if p and p.is_file()), None)
     inputs = [p for p in (bold, fc_path, sidecar, labels, dseg, dseg_tsv, connectome) if p]
-    prov = results.provenance({"bold": {"discard": discard, "detrend": detrend, "max_nan_run":
-                                        max_nan_run, "bandpass": bandpass and list(bandpass)},
-                               "observation": {"fcd_window": fcd_window, "fcd_step": fcd_step}},
-                              inputs)
+    prep = {"discard": discard, "detrend": detrend, "max_nan_run": max_nan_run,
+            "bandpass": tuple(bandpass) if bandpass else None}
+    obs = {"fcd_window": fcd_window, "fcd_step": fcd_step}
+    prov = results.provenance({"bold": prep, "observation": obs}, inputs)
     cli.log(f"sub-{subject}: reading {bold or fc_path}")
-    opts = {"fmt": fmt, "key": key, "dseg": dseg, "dseg_tsv": dseg_tsv, "orientation": orientation}
-    out = empirical_record(
-        subject, results.ConnectomeFile.read(connectome), bold=bold, fc=fc_path,
-        labels=cli.read_labels(labels) if labels else None, read_options=opts, tr=tr,
-        discard=discard, detrend=detrend, bandpass=tuple(bandpass) if bandpass else None,
-        max_nan_run=max_nan_run, fcd_window=fcd_window, fcd_step=fcd_step, provenance=prov)
-    if fc_path and fcd_window:  # a warning, not an error: the loss may not need an FCD
-        cli.log("no BOLD, so no FCD: the fcd_ks loss is unavailable for this subject")
+    opts = {"fmt": fmt, "key": key, "dseg": dseg, "dseg_tsv": dseg_tsv,
+            "orientation": orientation, "fc_transform": fc_transform}
+    out = empirical_record(subject, results.ConnectomeFile.read(connectome), bold=bold,
+                           fc=fc_path, labels=cli.read_labels(labels) if labels else None,
+                           read_options=opts, tr=tr, provenance=prov, **prep, **obs)
+    if fc_path and fcd_window:  # not an error: the loss may not need an FCD
+        cli.log(f"sub-{subject}: no BOLD, so no FCD: the fcd_ks loss is unavailable")
     for note in out.qc.get("notes") or []:  # what the FC reader changed, e.g. its diagonal
         cli.log(f"sub-{subject}: note: {note}")
     results.write_together([(out, output)]

@@ -528,8 +528,8 @@ def test_read_fc_recognises_fisher_z_and_converts_it_when_asked(tmp_path, diag):
     p = tmp_path / "fcz.npy"
     np.save(p, z)
     with fails(r"expected Pearson correlations in \[-1, 1\], got \d+ off-diagonal entries "
-               r"outside .*this looks like Fisher z-transformed FC \(arctanh r\); give tanh\(z\)"
-               r" as the sheet column fc's file", name=p):
+               r"outside .*this looks like Fisher z-transformed FC \(arctanh r\); set the sheet "
+               r"column fc_transform to fisher_z", name=p):
         read_fc(p)
     got, _, notes = read_fc(p, transform="fisher_z")
     want = np.tanh(z)
@@ -543,7 +543,7 @@ def test_read_fc_recognises_fisher_z_and_converts_it_when_asked(tmp_path, diag):
     np.fill_diagonal(weak, np.inf)
     np.save(p, weak)
     with fails(r"got inf at region 1: this looks like Fisher z-transformed FC \(arctanh r\); "
-               "give tanh", name=p):
+               "set the sheet column fc_transform to fisher_z", name=p):
         read_fc(p)
     np.testing.assert_allclose(read_fc(p, transform="fisher_z")[0][0, 1], 0.5 * _fc(6)[0, 1],
                                atol=1e-15)

@@ -250,6 +250,20 @@ def test_empirical_from_a_precomputed_fc(pipeline, tmp_path):
     cfg = validate_config({"observation": {"fcd_window": 0, "tr": 0.72},
                            "simulation": {"duration": 7200.0}})
     assert problem_from_files(cfg, pipeline["out"]["connectome"], out).spec.n_tr == 10
+    # the same FC stored as Fisher z with an inf diagonal: refused, or converted when the
+    # sheet says so (fc_transform: fisher_z → --fc-transform fisher_z)
+    z = np.arctanh(np.clip(fc["fc"], -0.999999, 0.999999))
+    np.fill_diagonal(z, np.inf)
+    np.savetxt(path, z, delimiter="\t")
+    r = run("empirical_fc", ["--subject", "01", "--connectome", pipeline["out"]["connectome"],
+                             "--fc", path, "--fcd-window", 0, "--output", out])
+    assert r.exit_code == 1 and "set the sheet column fc_transform to fisher_z" in r.output
+    r = run("empirical_fc", ["--subject", "01", "--connectome", pipeline["out"]["connectome"],
+                             "--fc", path, "--fc-transform", "fisher_z", "--fcd-window", 0,
+                             "--output", out])
+    assert r.exit_code == 0, r.output
+    assert "converted to correlations by tanh" in r.output
+    np.testing.assert_allclose(read_h5(out)[0]["fc"], fc["fc"], atol=1e-5)
 
 
 @pytest.mark.slow

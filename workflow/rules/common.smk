@@ -285,6 +285,7 @@ def empirical_options(wildcards, input):
         ("bold_format", "--format"),
         ("bold_key", "--key"),
         ("orientation", "--orientation"),
+        ("fc_transform", "--fc-transform"),
     ):
         if col in row:
             opts.append(_opt(flag, row[col]))

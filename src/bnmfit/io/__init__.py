@@ -20,10 +20,11 @@ expected, what came and how to fix it.
 from bnmfit.io._align import align
 from bnmfit.io._bold import ORIENTATIONS, Bold, read_bold, resolve_tr
 from bnmfit.io._files import FORMATS, default_labels, sidecar_path
-from bnmfit.io._matrix import read_connectome, read_fc, read_matrix
+from bnmfit.io._matrix import FC_TRANSFORMS, read_connectome, read_fc, read_matrix
 from bnmfit.io._tvb import read_tvb_zip
 
 __all__ = [
+    "FC_TRANSFORMS",
     "FORMATS",
     "ORIENTATIONS",
     "Bold",

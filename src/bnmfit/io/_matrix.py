@@ -387,8 +387,9 @@ def read_fc(
                     f"{name}: expected Pearson correlations in [-1, 1], got {int(out.sum())} "
                     f"off-diagonal entries outside (first {m[i, j]:g} at "
                     f"{_where(labels, i, j)}, up to {np.abs(off).max():.3g}): this looks like "
-                    "Fisher z-transformed FC (arctanh r); give tanh(z) as the sheet column fc's "
-                    "file (in Python: read_fc(..., transform='fisher_z'))"
+                    "Fisher z-transformed FC (arctanh r); set the sheet column fc_transform to "
+                    "fisher_z to convert it by tanh (in Python: read_fc(..., "
+                    "transform='fisher_z'))"
                 )
             raise DataError(
                 f"{name}: expected Pearson correlations in [-1, 1], got {int(out.sum())} "
@@ -405,8 +406,8 @@ def read_fc(
                 raise DataError(
                     f"{name}: expected 1 (or 0 or n/a) on the FC diagonal, got {diag[i]:g} at "
                     f"region {i + 1}: this looks like Fisher z-transformed FC (arctanh r); "
-                    "give tanh(z) as the sheet column fc's file (in Python: read_fc(..., "
-                    "transform='fisher_z'))"
+                    "set the sheet column fc_transform to fisher_z to convert it by tanh (in "
+                    "Python: read_fc(..., transform='fisher_z'))"
                 )
             raise DataError(
                 f"{name}: expected 1 (or 0 or n/a) on the FC diagonal, got {diag[i]:g} at "
