@@ -54,8 +54,9 @@ def test_rest_is_a_fixed_point_with_zero_signal():
 def test_zero_input_gives_zero_bold_through_the_loop():
     """A network resting at the Hopf origin (noise off) produces exactly flat, zero BOLD."""
     spec = SimSpec(dt=0.5, tr=500.0, n_tr=10, checkpoint=False, unroll=1)
-    out = simulate(Hopf(), jnp.ones((3, 3)), jax.random.key(0), spec, G=0.5, sigma=0.0,
-                   x0=jnp.zeros((2, 3)))
+    out = simulate(
+        Hopf(), jnp.ones((3, 3)), jax.random.key(0), spec, G=0.5, sigma=0.0, x0=jnp.zeros((2, 3))
+    )
     assert out.bold.shape == (10, 3)
     assert np.abs(np.asarray(out.bold)).max() < 1e-14
 
@@ -69,11 +70,18 @@ def test_signal_formula():
 
 def test_dfun_matches_reference():
     rng = np.random.default_rng(0)
-    h = np.stack([rng.normal(0, 0.5, 50), rng.uniform(0.5, 2, 50), rng.uniform(0.5, 2, 50),
-                  rng.uniform(0.5, 2, 50)])
+    h = np.stack(
+        [
+            rng.normal(0, 0.5, 50),
+            rng.uniform(0.5, 2, 50),
+            rng.uniform(0.5, 2, 50),
+            rng.uniform(0.5, 2, 50),
+        ]
+    )
     z = rng.uniform(-1, 1, 50)
-    np.testing.assert_allclose(BW.dfun(jnp.asarray(h), jnp.asarray(z)), ref_dfun(h, z),
-                               rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(
+        BW.dfun(jnp.asarray(h), jnp.asarray(z)), ref_dfun(h, z), rtol=1e-12, atol=1e-14
+    )
 
 
 @pytest.mark.parametrize("z", [0.0, 0.1, 0.5, 2.0])
@@ -101,8 +109,7 @@ def _reference_response(box_end: float | None, amplitude: float, t_eval):
         return ref_signal(sol.y)
     on = t_eval[t_eval <= box_end]
     s1 = solve_ivp(rhs(amplitude), (0, box_end), rest, t_eval=on, dense_output=True, **kw)
-    s2 = solve_ivp(rhs(0.0), (box_end, t_eval[-1]), s1.sol(box_end), t_eval=t_eval[len(on):],
-                   **kw)
+    s2 = solve_ivp(rhs(0.0), (box_end, t_eval[-1]), s1.sol(box_end), t_eval=t_eval[len(on) :], **kw)
     return ref_signal(np.concatenate([s1.y, s2.y], axis=1))
 
 
@@ -138,11 +145,13 @@ def test_loop_samples_bold_at_the_end_of_each_tr(bold_dt, unroll):
     rng = np.random.default_rng(4)
     w = rng.uniform(0, 1, (n, n))
     np.fill_diagonal(w, 0.0)
-    spec = SimSpec(dt=1.0, tr=200.0, n_tr=15, record_every=1, checkpoint=False,
-                   unroll=unroll, bold_dt=bold_dt)
+    spec = SimSpec(
+        dt=1.0, tr=200.0, n_tr=15, record_every=1, checkpoint=False, unroll=unroll, bold_dt=bold_dt
+    )
     bw = BalloonWindkessel(kappa=0.7, tau=1.1)
-    out = simulate(ReducedWongWang(), jnp.asarray(w), jax.random.key(1), spec, G=0.5,
-                   sigma=0.02, bold=bw)
+    out = simulate(
+        ReducedWongWang(), jnp.asarray(w), jax.random.key(1), spec, G=0.5, sigma=0.02, bold=bw
+    )
     s = np.asarray(out.states)[:, 0]  # (steps, N): the state after each step
     every = spec.bold_every
     h = np.array([[0.0] * n, [1.0] * n, [1.0] * n, [1.0] * n])
@@ -168,9 +177,16 @@ def test_a_coarser_bold_step_changes_bold_far_less_than_the_noise():
     np.fill_diagonal(w, 0.0)
     spec = SimSpec(dt=0.1, tr=500.0, n_tr=40, checkpoint=False, unroll=1)
     runs = [
-        np.asarray(simulate(WongWangEI(), jnp.asarray(w), jax.random.key(2),
-                            SimSpec(**{**spec.__dict__, "bold_dt": bold_dt}), G=0.6,
-                            sigma=0.01).bold)
+        np.asarray(
+            simulate(
+                WongWangEI(),
+                jnp.asarray(w),
+                jax.random.key(2),
+                SimSpec(**{**spec.__dict__, "bold_dt": bold_dt}),
+                G=0.6,
+                sigma=0.01,
+            ).bold
+        )
         for bold_dt in (None, 1.0)
     ]
     fine, coarse = runs

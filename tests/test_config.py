@@ -36,8 +36,11 @@ def test_the_schemas_are_package_data_read_through_importlib_resources(tmp_path,
     # read from wherever the package is, never from a path of the source tree
     (tmp_path / "schemas").mkdir()
     (tmp_path / "schemas/config.schema.yaml").write_text("title: installed elsewhere\n")
-    monkeypatch.setattr(bconfig.resources, "files",
-                        lambda pkg: tmp_path if pkg == "bnmfit" else resources.files(pkg))
+    monkeypatch.setattr(
+        bconfig.resources,
+        "files",
+        lambda pkg: tmp_path if pkg == "bnmfit" else resources.files(pkg),
+    )
     monkeypatch.setattr(bconfig, "_SCHEMAS", {})
     assert bconfig.schema("config") == {"title": "installed elsewhere"}
 
@@ -101,8 +104,9 @@ def test_model_parameter_names_in_the_schema_are_the_models():
     assert SCHEMA["properties"]["model"]["properties"]["name"]["enum"] == list(MODELS)
     branches = SCHEMA["properties"]["model"]["allOf"]
     by_model = {
-        b["if"]["properties"]["name"]["const"]:
-            list(b["then"]["properties"]["parameters"]["properties"])
+        b["if"]["properties"]["name"]["const"]: list(
+            b["then"]["properties"]["parameters"]["properties"]
+        )
         for b in branches
     }
     assert by_model == {name: list(cls.parameter_names()) for name, cls in MODELS.items()}
@@ -176,33 +180,65 @@ def test_every_key_of_the_default_config_is_commented():
 @pytest.mark.parametrize(
     ("config", "pattern"),
     [
-        ({"refinment": {}},
-         r"unknown key 'refinment' \(did you mean 'refinement'\?\) at the top level; "
-         r"allowed keys: subjects, connectome, .*refinement"),
-        ({"model": {"name": "rww"}},
-         r"model.name = 'rww' is not allowed; allowed values: reduced_wong_wang, "
-         r"wong_wang_ei, hopf, wilson_cowan"),
-        ({"model": {"parameters": {"ww": 0.5}}},
-         r"unknown key 'ww' \(did you mean 'w'\?\) in model.parameters; allowed keys: a, b, "
-         r"d, gamma, tau_s, w, J_N, I_o"),
-        ({"model": {"name": "hopf", "parameters": {"w": 0.5}}, "simulation": {"dt": 0.1}},
-         r"unknown key 'w' in model.parameters; allowed keys: a, omega"),
-        ({"simulation": {"integrater": "heun"}},
-         r"unknown key 'integrater' \(did you mean 'integrator'\?\) in simulation"),
-        ({"simulation": {"dt": "4"}},
-         r"simulation.dt: expected number or null, got '4' \(str\)"),
+        (
+            {"refinment": {}},
+            r"unknown key 'refinment' \(did you mean 'refinement'\?\) at the top level; "
+            r"allowed keys: subjects, connectome, .*refinement",
+        ),
+        (
+            {"model": {"name": "rww"}},
+            r"model.name = 'rww' is not allowed; allowed values: reduced_wong_wang, "
+            r"wong_wang_ei, hopf, wilson_cowan",
+        ),
+        (
+            {"model": {"parameters": {"ww": 0.5}}},
+            r"unknown key 'ww' \(did you mean 'w'\?\) in model.parameters; allowed keys: a, b, "
+            r"d, gamma, tau_s, w, J_N, I_o",
+        ),
+        (
+            {"model": {"name": "hopf", "parameters": {"w": 0.5}}, "simulation": {"dt": 0.1}},
+            r"unknown key 'w' in model.parameters; allowed keys: a, omega",
+        ),
+        (
+            {"simulation": {"integrater": "heun"}},
+            r"unknown key 'integrater' \(did you mean 'integrator'\?\) in simulation",
+        ),
+        ({"simulation": {"dt": "4"}}, r"simulation.dt: expected number or null, got '4' \(str\)"),
         ({"exploration": {"chunks": 0}}, r"exploration.chunks = 0; expected a value >= 1"),
         ({"coupling": {"speed": 0}}, r"coupling.speed = 0; expected a value > 0"),
-        ({"simulation": {"integrator": "rk4"}},
-         r"simulation.integrator = 'rk4' is not allowed; allowed values: heun, euler"),
-        ({"refinement": {"stages": [{"name": "a", "free_parameters": [
-            {"name": "w", "domian": {"lo": 0, "hi": 1}}]}]}},
-         r"unknown key 'domian' \(did you mean 'domain'\?\) in "
-         r"refinement.stages\[0\].free_parameters\[0\]"),
-        ({"refinement": {"stages": [{"name": "a", "optimizer": "adamm", "free_parameters": [
-            {"name": "w", "domain": {"lo": 0, "hi": 1}}]}]}},
-         r"refinement.stages\[0\].optimizer = 'adamm' is not allowed \(did you mean "
-         r"'adam'\?\); allowed values: adam, adamw"),
+        (
+            {"simulation": {"integrator": "rk4"}},
+            r"simulation.integrator = 'rk4' is not allowed; allowed values: heun, euler",
+        ),
+        (
+            {
+                "refinement": {
+                    "stages": [
+                        {
+                            "name": "a",
+                            "free_parameters": [{"name": "w", "domian": {"lo": 0, "hi": 1}}],
+                        }
+                    ]
+                }
+            },
+            r"unknown key 'domian' \(did you mean 'domain'\?\) in "
+            r"refinement.stages\[0\].free_parameters\[0\]",
+        ),
+        (
+            {
+                "refinement": {
+                    "stages": [
+                        {
+                            "name": "a",
+                            "optimizer": "adamm",
+                            "free_parameters": [{"name": "w", "domain": {"lo": 0, "hi": 1}}],
+                        }
+                    ]
+                }
+            },
+            r"refinement.stages\[0\].optimizer = 'adamm' is not allowed \(did you mean "
+            r"'adam'\?\); allowed values: adam, adamw",
+        ),
     ],
 )
 def test_schema_errors_name_the_key_and_the_allowed_values(config, pattern):
@@ -220,42 +256,81 @@ def _stage(**kw):
 @pytest.mark.parametrize(
     ("config", "pattern"),
     [
-        ({"simulation": {"dt": 12.0}},
-         r"simulation.dt = 12 ms exceeds the largest stable step of reduced_wong_wang \(10 ms\)"),
-        ({"model": {"name": "hopf"}, "simulation": {"dt": 4.0}},  # > Hopf's 0.5 ms
-         r"exceeds the largest stable step of hopf"),
-        ({"exploration": {"parameters": [{"name": "W", "lo": 0, "hi": 1}]}},
-         r"exploration.parameters\[0\]: unknown parameter 'W' of reduced_wong_wang "
-         r"\(did you mean 'w'\?\): use one of G, sigma, weights, a, b"),
-        ({"exploration": {"parameters": [{"name": "G", "lo": 1, "hi": 0.5}]}},
-         r"expected lo < hi, got lo=1, hi=0.5"),
-        ({"exploration": {"parameters": [{"name": "G", "lo": 0, "hi": 1, "scale": "log"}]}},
-         r"a log axis needs lo > 0"),
+        (
+            {"simulation": {"dt": 12.0}},
+            r"simulation.dt = 12 ms exceeds the largest stable step of reduced_wong_wang \(10 ms\)",
+        ),
+        (
+            {"model": {"name": "hopf"}, "simulation": {"dt": 4.0}},  # > Hopf's 0.5 ms
+            r"exceeds the largest stable step of hopf",
+        ),
+        (
+            {"exploration": {"parameters": [{"name": "W", "lo": 0, "hi": 1}]}},
+            r"exploration.parameters\[0\]: unknown parameter 'W' of reduced_wong_wang "
+            r"\(did you mean 'w'\?\): use one of G, sigma, weights, a, b",
+        ),
+        (
+            {"exploration": {"parameters": [{"name": "G", "lo": 1, "hi": 0.5}]}},
+            r"expected lo < hi, got lo=1, hi=0.5",
+        ),
+        (
+            {"exploration": {"parameters": [{"name": "G", "lo": 0, "hi": 1, "scale": "log"}]}},
+            r"a log axis needs lo > 0",
+        ),
         ({"exploration": {"parameters": [{"name": "G"}]}}, r"missing bounds"),
-        ({"exploration": {"parameters": [{"name": "G", "lo": 0, "hi": 1,
-                                           "domain": {"lo": 0, "hi": 1}}]}},
-         r"either lo/hi or domain"),
+        (
+            {
+                "exploration": {
+                    "parameters": [{"name": "G", "lo": 0, "hi": 1, "domain": {"lo": 0, "hi": 1}}]
+                }
+            },
+            r"either lo/hi or domain",
+        ),
         ({"exploration": {"sampler": "sobol"}}, r"needs exploration.n_samples >= 1"),
         ({"exploration": {"chunks": 100}}, r"exploration.chunks = 100 but the space has only 64"),
-        ({"exploration": {"sampler": "zip", "parameters": [
-            {"name": "G", "lo": 0, "hi": 1, "n": 3}, {"name": "w", "lo": 0, "hi": 1, "n": 4}]}},
-         r"every axis needs the same n"),
+        (
+            {
+                "exploration": {
+                    "sampler": "zip",
+                    "parameters": [
+                        {"name": "G", "lo": 0, "hi": 1, "n": 3},
+                        {"name": "w", "lo": 0, "hi": 1, "n": 4},
+                    ],
+                }
+            },
+            r"every axis needs the same n",
+        ),
         (_stage(steps=10, n_epochs=20), r"steps \(10\) and n_epochs \(20\) disagree"),
-        (_stage(free_parameters=[{"name": "G", "scope": "regional",
-                                  "domain": {"lo": 0, "hi": 1}}]),
-         r"G is a single network value; use scope: global"),
-        (_stage(free_parameters=[{"name": "weights", "domain": {"lo": 0, "hi": 1}}]),
-         r"the SC weights are fitted with scope: edges"),
-        (_stage(free_parameters=[{"name": "w", "init": 2.0, "domain": {"lo": 0, "hi": 1}}]),
-         r"init 2 is outside \[0, 1\]"),
-        ({"refinement": {"stages": [_stage()["refinement"]["stages"][0]] * 2}},
-         r"stage name 's' is used twice"),
-        ({"loss": {"expression": "rmse(fc, empirical_fc)", "terms": {"fc_corr": 1}}},
-         r"loss has both expression and terms"),
-        ({"loss": {"terms": {"fcd_ks": 1.0}}, "observation": {"fcd_window": 0}},
-         r"the loss uses fcd_ks but observation.fcd_window is 0"),
-        ({"loss": {"expression": "corelation(fc, empirical_fc)"}},
-         r"unknown function 'corelation' at column 1 \(did you mean 'correlation'\?\)"),
+        (
+            _stage(
+                free_parameters=[{"name": "G", "scope": "regional", "domain": {"lo": 0, "hi": 1}}]
+            ),
+            r"G is a single network value; use scope: global",
+        ),
+        (
+            _stage(free_parameters=[{"name": "weights", "domain": {"lo": 0, "hi": 1}}]),
+            r"the SC weights are fitted with scope: edges",
+        ),
+        (
+            _stage(free_parameters=[{"name": "w", "init": 2.0, "domain": {"lo": 0, "hi": 1}}]),
+            r"init 2 is outside \[0, 1\]",
+        ),
+        (
+            {"refinement": {"stages": [_stage()["refinement"]["stages"][0]] * 2}},
+            r"stage name 's' is used twice",
+        ),
+        (
+            {"loss": {"expression": "rmse(fc, empirical_fc)", "terms": {"fc_corr": 1}}},
+            r"loss has both expression and terms",
+        ),
+        (
+            {"loss": {"terms": {"fcd_ks": 1.0}}, "observation": {"fcd_window": 0}},
+            r"the loss uses fcd_ks but observation.fcd_window is 0",
+        ),
+        (
+            {"loss": {"expression": "corelation(fc, empirical_fc)"}},
+            r"unknown function 'corelation' at column 1 \(did you mean 'correlation'\?\)",
+        ),
         ({"bold": {"bandpass": [0.1, 0.01]}}, r"expected \[low, high\] with low < high"),
     ],
 )
@@ -296,22 +371,34 @@ def _sheet(tmp_path, text):
 @pytest.mark.parametrize(
     ("text", "pattern"),
     [
-        ("subject\tsc_weights\tbold\n01\tw.tsv\tb.tsv\n01\tw.tsv\tb.tsv\n",
-         r"subject '01' is listed twice \(rows 1 and 2\)"),
+        (
+            "subject\tsc_weights\tbold\n01\tw.tsv\tb.tsv\n01\tw.tsv\tb.tsv\n",
+            r"subject '01' is listed twice \(rows 1 and 2\)",
+        ),
         ("sc_weights\tbold\nw.tsv\tb.tsv\n", r"needs a 'subject' column"),
-        ("subject\tsc_weights\tbold\n0_1\tw.tsv\tb.tsv\n",
-         r"row 1 \(subject 0_1\): subject = '0_1' does not match the pattern"),
-        ("subject\tsc_weights\tbold\tsc_weigths\n01\tw.tsv\tb.tsv\tx\n",
-         r"unknown key 'sc_weigths' \(did you mean 'sc_weights'\?\)"),
-        ("subject\tsc_weights\tbold\ttr\n01\tw.tsv\tb.tsv\tfast\n",
-         r"tr = 'fast'; expected a number of seconds"),
-        ("subject\tsc_weights\tbold\ttr\n01\tw.tsv\tb.tsv\t720\n",
-         r"tr = 720.0; expected a value <= 100"),
+        (
+            "subject\tsc_weights\tbold\n0_1\tw.tsv\tb.tsv\n",
+            r"row 1 \(subject 0_1\): subject = '0_1' does not match the pattern",
+        ),
+        (
+            "subject\tsc_weights\tbold\tsc_weigths\n01\tw.tsv\tb.tsv\tx\n",
+            r"unknown key 'sc_weigths' \(did you mean 'sc_weights'\?\)",
+        ),
+        (
+            "subject\tsc_weights\tbold\ttr\n01\tw.tsv\tb.tsv\tfast\n",
+            r"tr = 'fast'; expected a number of seconds",
+        ),
+        (
+            "subject\tsc_weights\tbold\ttr\n01\tw.tsv\tb.tsv\t720\n",
+            r"tr = 720.0; expected a value <= 100",
+        ),
         ("subject\tsc_weights\n01\tw.tsv\n", r"expected one of the keys bold / fc"),
         ("subject\tsc_weights\tbold\n", r"no subjects"),
         ("", r"the subjects sheet is empty"),
-        ("subject\tsc_weights\tbold\tsc_format\n01\tw\tb\txlsx\n",
-         r"sc_format = 'xlsx' is not allowed; allowed values: tsv, csv"),
+        (
+            "subject\tsc_weights\tbold\tsc_format\n01\tw\tb\txlsx\n",
+            r"sc_format = 'xlsx' is not allowed; allowed values: tsv, csv",
+        ),
     ],
 )
 def test_subjects_sheet_errors(tmp_path, text, pattern):
@@ -320,13 +407,15 @@ def test_subjects_sheet_errors(tmp_path, text, pattern):
 
 
 def test_subjects_sheet_optional_columns(tmp_path):
-    rows = load_subjects(_sheet(
-        tmp_path,
-        "subject\tsc_weights\tsc_lengths\tbold\ttr\n"
-        "sub-01\tw.tsv\t\tb.npy\t2.0\n"
-        "# a comment line\n"
-        "A2\tw.tsv\tl.tsv\tb.npy\t\n",
-    ))
+    rows = load_subjects(
+        _sheet(
+            tmp_path,
+            "subject\tsc_weights\tsc_lengths\tbold\ttr\n"
+            "sub-01\tw.tsv\t\tb.npy\t2.0\n"
+            "# a comment line\n"
+            "A2\tw.tsv\tl.tsv\tb.npy\t\n",
+        )
+    )
     assert rows[0] == {"subject": "01", "sc_weights": "w.tsv", "bold": "b.npy", "tr": 2.0}
     assert rows[1]["subject"] == "A2" and "tr" not in rows[1]
 
@@ -342,15 +431,23 @@ def test_rule_config_selects_what_a_rule_depends_on():
     ref = rule_config(cfg, "refine")
     assert "exploration" not in ref and ref["refinement"] == cfg["refinement"]
     g = rule_config(cfg, "gather_explore")
-    assert g["refinement"] == {"starts": cfg["refinement"]["starts"],
-                               "min_separation": cfg["refinement"]["min_separation"]}
+    assert g["refinement"] == {
+        "starts": cfg["refinement"]["starts"],
+        "min_separation": cfg["refinement"]["min_separation"],
+    }
     assert rule_config(cfg, "cohort_report") == cfg
     assert set(rule_config(cfg, "report")) == set(cfg) - {"resources", "compute"}
     # a sub-config validates again (scripts re-validate what the workflow passes)
     assert validate_config(ex)["exploration"] == cfg["exploration"]
     # a refinement change leaves the upstream rules' config alone
-    cfg2 = validate_config({"refinement": {"starts": 2, "stages": [
-        {**cfg["refinement"]["stages"][0], "learning_rate": 0.5}]}})
+    cfg2 = validate_config(
+        {
+            "refinement": {
+                "starts": 2,
+                "stages": [{**cfg["refinement"]["stages"][0], "learning_rate": 0.5}],
+            }
+        }
+    )
     for rule in ("ingest_connectome", "empirical_fc", "explore", "gather_explore"):
         assert rule_config(cfg2, rule) == rule_config(cfg, rule), rule
     assert rule_config(cfg2, "refine") != rule_config(cfg, "refine")
@@ -374,8 +471,11 @@ def _differing_keys(recipe: dict, defaults: dict, prefix: str = "") -> set[str]:
     out = set()
     for key, value in recipe.items():
         dotted = prefix + key
-        if isinstance(value, dict) and isinstance(defaults.get(key), dict) \
-                and dotted != "model.parameters":
+        if (
+            isinstance(value, dict)
+            and isinstance(defaults.get(key), dict)
+            and dotted != "model.parameters"
+        ):
             out |= _differing_keys(value, defaults[key], dotted + ".")
         elif defaults.get(key) != value:
             out.add(dotted)
@@ -391,8 +491,11 @@ def test_config_readme_lists_every_key_where_the_recipe_differs_from_the_schema(
     differ = _differing_keys(recipe, defaults)
     text = (root / "config" / "README.md").read_text(encoding="utf-8")
     table = text.split("<!-- recipe-vs-schema -->")[1].split("<!-- /recipe-vs-schema -->")[0]
-    listed = {key for line in table.splitlines()[2:]
-              for key in re.findall(r"`([a-z_.]+)`", line.split("|")[1])}
+    listed = {
+        key
+        for line in table.splitlines()[2:]
+        for key in re.findall(r"`([a-z_.]+)`", line.split("|")[1])
+    }
     assert differ == listed
     # and every key config/config.yaml writes is a documented schema key
     for key in _differing_keys(yaml.safe_load((root / "config/config.yaml").read_text()), {}):

@@ -42,22 +42,36 @@ def _with(value, at=(1, 2), n=4):
     [
         ({"weights": np.ones((3, 4))}, r"weights must be a square matrix .* got shape \(3, 4\)"),
         ({"weights": np.ones(4)}, r"weights must be a square matrix .* got shape \(4,\)"),
-        ({"weights": np.ones((4, 4)), "lengths": np.ones((3, 3))},
-         "lengths has 3 regions but the weights have 4: give both matrices for the same"),
-        ({"weights": np.ones((4, 4)), "lengths": np.ones((4, 5))},
-         r"lengths must be a square matrix .* got shape \(4, 5\)"),
-        ({"weights": _with(np.nan)},
-         r"weights has 1 non-finite entries \(first at row 1, column 2\): replace NaN/inf by 0"),
-        ({"weights": _with(np.inf, at=(3, 0))},
-         r"weights has 1 non-finite entries \(first at row 3, column 0\)"),
+        (
+            {"weights": np.ones((4, 4)), "lengths": np.ones((3, 3))},
+            "lengths has 3 regions but the weights have 4: give both matrices for the same",
+        ),
+        (
+            {"weights": np.ones((4, 4)), "lengths": np.ones((4, 5))},
+            r"lengths must be a square matrix .* got shape \(4, 5\)",
+        ),
+        (
+            {"weights": _with(np.nan)},
+            r"weights has 1 non-finite entries \(first at row 1, column 2\): replace NaN/inf by 0",
+        ),
+        (
+            {"weights": _with(np.inf, at=(3, 0))},
+            r"weights has 1 non-finite entries \(first at row 3, column 0\)",
+        ),
         ({"weights": np.ones((4, 4)), "lengths": _with(np.nan)}, "lengths has 1 non-finite"),
-        ({"weights": _with(-2.5)},
-         r"weights has 1 negative entries \(first -2.5 at row 1, column 2\): structural weights"),
+        (
+            {"weights": _with(-2.5)},
+            r"weights has 1 negative entries \(first -2.5 at row 1, column 2\): structural weights",
+        ),
         ({"weights": np.ones((4, 4)), "lengths": _with(-1.0)}, "lengths has 1 negative entries"),
-        ({"weights": np.ones((3, 3)), "labels": ["a", "b", "a"]},
-         "region labels must be unique, duplicated: a"),
-        ({"weights": np.ones((3, 3)), "labels": ["a", "b"]},
-         "2 labels given for 3 regions: give one label per region"),
+        (
+            {"weights": np.ones((3, 3)), "labels": ["a", "b", "a"]},
+            "region labels must be unique, duplicated: a",
+        ),
+        (
+            {"weights": np.ones((3, 3)), "labels": ["a", "b"]},
+            "2 labels given for 3 regions: give one label per region",
+        ),
         ({"weights": np.eye(3)}, "the weights are all zero off the diagonal"),
     ],
 )
@@ -174,8 +188,7 @@ def test_scale_invariant_normalisations(seed, scale, normalise):
 
 
 @settings(max_examples=50, deadline=None)
-@given(st.integers(0, 2**32 - 1), st.permutations(range(6)),
-       st.sampled_from(list(NORMALISATIONS)))
+@given(st.integers(0, 2**32 - 1), st.permutations(range(6)), st.sampled_from(list(NORMALISATIONS)))
 def test_normalisation_commutes_with_relabelling(seed, perm, normalise):
     w, ln = raw(6, seed), lengths(6, seed)
     p = np.array(perm)

@@ -16,13 +16,19 @@ def test_close_match_prefers_a_case_difference_then_a_near_spelling():
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("sampler", "grdi", ("grid", "zip")),
-         "unknown sampler 'grdi' (did you mean 'grid'?): use one of grid, zip"),
-        (("integrator", "rk4", ("heun", "euler")),
-         "unknown integrator 'rk4': use one of heun, euler"),
-        (("function", "corelation", ("correlation", "rmse"), " at column 5"),
-         "unknown function 'corelation' at column 5 (did you mean 'correlation'?): use one of "
-         "correlation, rmse"),
+        (
+            ("sampler", "grdi", ("grid", "zip")),
+            "unknown sampler 'grdi' (did you mean 'grid'?): use one of grid, zip",
+        ),
+        (
+            ("integrator", "rk4", ("heun", "euler")),
+            "unknown integrator 'rk4': use one of heun, euler",
+        ),
+        (
+            ("function", "corelation", ("correlation", "rmse"), " at column 5"),
+            "unknown function 'corelation' at column 5 (did you mean 'correlation'?): use one of "
+            "correlation, rmse",
+        ),
     ],
 )
 def test_unknown_choice(args, message):

@@ -29,11 +29,25 @@ def small_problem(n: int = 6, n_tr: int = 30, truth: tuple = (("G", 0.3), ("w", 
     np.fill_diagonal(w, 0.0)
     w /= w.max()
     spec = SimSpec(dt=10.0, tr=800.0, n_tr=n_tr, n_transient=5)
-    base = Problem(ReducedWongWang(I_o=0.32), jnp.asarray(w), spec, Observation(tr=0.8),
-                   Observed(jnp.eye(n)), G=0.3, sigma=0.01)
+    base = Problem(
+        ReducedWongWang(I_o=0.32),
+        jnp.asarray(w),
+        spec,
+        Observation(tr=0.8),
+        Observed(jnp.eye(n)),
+        G=0.3,
+        sigma=0.01,
+    )
     empirical = base.observe(dict(truth), jax.random.PRNGKey(12345))
-    return Problem(ReducedWongWang(I_o=0.32), jnp.asarray(w), spec, Observation(tr=0.8),
-                   empirical, G=0.3, sigma=0.01)
+    return Problem(
+        ReducedWongWang(I_o=0.32),
+        jnp.asarray(w),
+        spec,
+        Observation(tr=0.8),
+        empirical,
+        G=0.3,
+        sigma=0.01,
+    )
 
 
 # ------------------------------------------------------------------------- spaces
@@ -153,8 +167,14 @@ def test_evaluate_shapes_and_chunk_independence():
     space = Space((Axis("G", 0.1, 0.5, 3), Axis("w", 0.2, 0.6, 2)))
     pts = space.points()
     seen = []
-    full = evaluate(problem, space.names, pts, [0, 1], batch_size=6,
-                    progress=lambda done, total: seen.append((done, total)))
+    full = evaluate(
+        problem,
+        space.names,
+        pts,
+        [0, 1],
+        batch_size=6,
+        progress=lambda done, total: seen.append((done, total)),
+    )
     assert full.loss.shape == (6, 2) and full.mean_loss.shape == (6,)
     assert seen[-1] == (6, 6) and len(seen) == 2  # 3 points per batch
     assert np.all(np.isfinite(full.loss)) and not full.diverged.any()
@@ -162,8 +182,9 @@ def test_evaluate_shapes_and_chunk_independence():
     np.testing.assert_allclose(full.std_loss, full.loss.std(1))
     assert np.all((full.fc_r > -1) & (full.fc_r < 1))
     # the same points as chunks: identical results, whatever the batch they fell in
-    parts = [evaluate(problem, space.names, pts[chunk(6, k, 2)], [0, 1], batch_size=6)
-             for k in range(2)]
+    parts = [
+        evaluate(problem, space.names, pts[chunk(6, k, 2)], [0, 1], batch_size=6) for k in range(2)
+    ]
     joined = np.concatenate([p.loss for p in parts])
     np.testing.assert_allclose(joined, full.loss, rtol=1e-12)
     # a seed is a noise realisation: two seeds differ
@@ -224,8 +245,14 @@ def test_evaluation_is_sharded_over_devices_with_the_same_result(tmp_path):
     import sys
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    out = subprocess.run([sys.executable, "-c", SHARDED], capture_output=True, text=True,
-                         cwd=root, check=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", SHARDED],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        check=True,
+        timeout=300,
+    )
     sharded = np.array(json.loads(out.stdout))
     assert explore._sharding() is None  # this process: one device
     pts = np.array([[0.1, 0.3], [0.2, 0.4], [0.3, 0.5]])

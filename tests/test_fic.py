@@ -69,8 +69,14 @@ def test_fic_per_grid_point(method, n_iter):
     """FIC inside the exploration (either method): J_i tuned for every point's G before its
     simulation, the achieved rates reported per point."""
     spec = SimSpec(dt=1.0, tr=800.0, n_tr=8)
-    problem = Problem(WongWangEI(), weights(), spec, Observation(tr=0.8, detrend=False),
-                      Observed(jnp.asarray(weights() + np.eye(N))), sigma=0.001)
+    problem = Problem(
+        WongWangEI(),
+        weights(),
+        spec,
+        Observation(tr=0.8, detrend=False),
+        Observed(jnp.asarray(weights() + np.eye(N))),
+        sigma=0.001,
+    )
     hook = fic.hook(method, n_iter=n_iter, **FAST)
     res = evaluate(problem, ("G",), np.array([[0.1], [0.4]]), [0], hook=hook)
     assert not res.diverged.any()

@@ -35,8 +35,9 @@ HELDOUT = (1000, 1001)
 
 @pytest.fixture(scope="module")
 def reference():
-    return refine(small_problem(), STAGES, STARTS, seed=3, heldout_seeds=HELDOUT,
-                  checkpoint_every=2)
+    return refine(
+        small_problem(), STAGES, STARTS, seed=3, heldout_seeds=HELDOUT, checkpoint_every=2
+    )
 
 
 def assert_same_fit(a: FitResult, b: FitResult):
@@ -57,8 +58,11 @@ def assert_same_fit(a: FitResult, b: FitResult):
 
 
 def test_stage_validation():
-    with pytest.raises(ConfigError, match="unknown optimizer 'rmsprop'.*adam, adamw, sgd, lbfgs, "
-                                          "scipy-lbfgsb, nelder-mead, powell"):
+    with pytest.raises(
+        ConfigError,
+        match="unknown optimizer 'rmsprop'.*adam, adamw, sgd, lbfgs, "
+        "scipy-lbfgsb, nelder-mead, powell",
+    ):
         Stage("s", FREE, optimizer="rmsprop")
     with pytest.raises(ConfigError, match="n_noise must be a whole number ≥ 1"):
         Stage("s", FREE, n_noise=0)
@@ -79,8 +83,9 @@ def test_stage_validation():
 def test_optax_chains_minimise_a_quadratic(name, schedule):
     if name == "lbfgs" and schedule:
         pytest.skip("lbfgs uses a line search, not a schedule")
-    stage = Stage("s", FREE, optimizer=name, learning_rate=0.1, steps=200, schedule=schedule,
-                  clip_norm=1.0)
+    stage = Stage(
+        "s", FREE, optimizer=name, learning_rate=0.1, steps=200, schedule=schedule, clip_norm=1.0
+    )
     tx = fit.make_optimizer(stage)
     target = jnp.array([1.0, -2.0, 0.5])
     f = lambda x: jnp.sum((x - target) ** 2)  # noqa: E731
@@ -103,13 +108,19 @@ def test_noise_keys_fresh_fixed_and_held_out():
     root = fit._root_key(0)
     k0, k1 = fit._step_keys(root, 0, 0, 2, True), fit._step_keys(root, 0, 1, 2, True)
     assert not np.array_equal(k0, k1)  # fresh: new realisations every step
-    np.testing.assert_array_equal(fit._step_keys(root, 0, 0, 2, False),
-                                  fit._step_keys(root, 0, 7, 2, False))
-    assert not np.array_equal(fit._step_keys(root, 0, 0, 2, True),
-                              fit._step_keys(root, 1, 0, 2, True))  # per stage
+    np.testing.assert_array_equal(
+        fit._step_keys(root, 0, 0, 2, False), fit._step_keys(root, 0, 7, 2, False)
+    )
+    assert not np.array_equal(
+        fit._step_keys(root, 0, 0, 2, True), fit._step_keys(root, 1, 0, 2, True)
+    )  # per stage
     # the held-out keys never occur among the keys used for fitting or selection
-    used = {tuple(np.asarray(k)) for s in range(3) for t in range(300)
-            for k in fit._step_keys(root, s, t, 4, True)}
+    used = {
+        tuple(np.asarray(k))
+        for s in range(3)
+        for t in range(300)
+        for k in fit._step_keys(root, s, t, 4, True)
+    }
     used |= {tuple(np.asarray(k)) for s in range(3) for k in fit._select_keys(root, s, 8)}
     held = {tuple(np.asarray(k)) for k in fit._heldout_keys(range(1000, 1010))}
     assert not used & held
@@ -172,6 +183,7 @@ def test_checkpoint_resume_equals_uninterrupted(reference, tmp_path):
         def progress(name, t, steps, loss):
             if (name, t) == (stage, step):
                 raise Killed
+
         return progress
 
     calls = []
@@ -180,8 +192,7 @@ def test_checkpoint_resume_equals_uninterrupted(reference, tmp_path):
         refine(small_problem(), STAGES, STARTS, progress=kill_at("a", 4), **kw)
     with pytest.raises(Killed):
         refine(small_problem(), STAGES, STARTS, progress=kill_at("b", 2), **kw)
-    res = refine(small_problem(), STAGES, STARTS,
-                 progress=lambda *a: calls.append(a[:2]), **kw)
+    res = refine(small_problem(), STAGES, STARTS, progress=lambda *a: calls.append(a[:2]), **kw)
     assert calls == [("b", 4)]  # resumed after step 2 of stage b: one segment left
     assert_same_fit(res, reference)
     # a finished refinement re-run from its checkpoint directory returns the same result
@@ -195,8 +206,7 @@ def test_checkpoint_resume_equals_uninterrupted(reference, tmp_path):
 @pytest.mark.slow
 def test_early_stopping_on_plateau():
     stages = [dataclasses.replace(STAGES[0], steps=8, patience=1, min_delta=10.0)]
-    res = refine(small_problem(), stages, STARTS, seed=3, heldout_seeds=HELDOUT,
-                 checkpoint_every=2)
+    res = refine(small_problem(), stages, STARTS, seed=3, heldout_seeds=HELDOUT, checkpoint_every=2)
     s = res.stages[0]
     assert s.steps_run == 2  # no improvement of 10 after the first step
     assert np.isnan(s.history["loss"][2:]).all()
@@ -206,8 +216,13 @@ def test_early_stopping_on_plateau():
 @pytest.mark.slow
 @pytest.mark.parametrize("optimizer", ["scipy-lbfgsb", "nelder-mead", "powell"])
 def test_scipy_optimisers_stay_in_bounds(optimizer):
-    stage = Stage("s", (FreeParameter("G", 0.05, 0.6), FreeParameter("w", 0.05, 1.0)),
-                  optimizer=optimizer, steps=3, n_noise=2)
+    stage = Stage(
+        "s",
+        (FreeParameter("G", 0.05, 0.6), FreeParameter("w", 0.05, 1.0)),
+        optimizer=optimizer,
+        steps=3,
+        n_noise=2,
+    )
     res = refine(small_problem(), [stage], [GOOD], seed=1, heldout_seeds=HELDOUT)
     s = res.stages[0]
     assert 1 <= s.steps_run <= 3
@@ -252,7 +267,8 @@ def test_scipy_stages_minimise_the_fixed_noise_objective(problem, optimizer):
     assert s.selection_loss[0] < float(start) - 1e-4
     final = {k: jnp.asarray(float(res.params[k])) for k in x0}
     assert float(value_fn(problem, pset, final, fixed, {}, keys, l2)[0]) == pytest.approx(
-        s.selection_loss[0], rel=1e-9)
+        s.selection_loss[0], rel=1e-9
+    )
     gnorm = s.history["grad_norm"][: s.steps_run, 0]
     assert np.isfinite(gnorm).all() if optimizer == "scipy-lbfgsb" else np.isnan(gnorm).all()
 
@@ -261,8 +277,9 @@ def test_scipy_stages_minimise_the_fixed_noise_objective(problem, optimizer):
 def test_lbfgs_stage_descends_on_fixed_noise(problem):
     """optax L-BFGS (zoom line search) as a refinement stage: on fixed noise, a deterministic
     objective as a line search needs, its steps lower the loss and stay in bounds."""
-    stage = Stage("lbfgs", FREE, optimizer="lbfgs", steps=4, n_noise=2, fresh_noise=False,
-                  patience=0)
+    stage = Stage(
+        "lbfgs", FREE, optimizer="lbfgs", steps=4, n_noise=2, fresh_noise=False, patience=0
+    )
     res = refine(problem, [stage], [GOOD], seed=2, heldout_seeds=HELDOUT, checkpoint_every=4)
     s = res.stages[0]
     loss = s.history["loss"][:, 0]
@@ -280,8 +297,11 @@ def test_sc_stage_fits_existing_edges_only(problem, symmetric):
     matrix keeps the zero pattern, stays non-negative, is symmetric when asked (one value
     per pair), and the edges moved (the gradient reaches every edge)."""
     w0 = np.asarray(problem.weights)
-    free = (FreeParameter("weights", 0.0, math.inf, scope="edges", transform="softplus",
-                          symmetric=symmetric),)
+    free = (
+        FreeParameter(
+            "weights", 0.0, math.inf, scope="edges", transform="softplus", symmetric=symmetric
+        ),
+    )
     stage = Stage("sc", free, learning_rate=0.05, steps=3, n_noise=1, patience=0)
     res = refine(problem, [stage], [GOOD], seed=0, heldout_seeds=HELDOUT, checkpoint_every=3)
     w = np.asarray(res.params["weights"])
@@ -304,15 +324,16 @@ def test_l2_regularisation_pulls_regional_values_to_the_start(problem):
     free = (FreeParameter("w", lo, hi, scope="regional"),)
     out = {}
     for l2 in (0.0, 200.0):
-        stage = Stage("r", free, learning_rate=0.1, steps=8, n_noise=1, patience=0,
-                      l2_regional=l2)
-        out[l2] = refine(problem, [stage], [GOOD], seed=5, heldout_seeds=HELDOUT,
-                         checkpoint_every=8).stages[0]
+        stage = Stage("r", free, learning_rate=0.1, steps=8, n_noise=1, patience=0, l2_regional=l2)
+        out[l2] = refine(
+            problem, [stage], [GOOD], seed=5, heldout_seeds=HELDOUT, checkpoint_every=8
+        ).stages[0]
         h = out[l2].history
         w = h["params"]["w"][:, 0]
         penalty = np.mean(((w - GOOD["w"]) / (hi - lo)) ** 2, axis=1)
-        np.testing.assert_allclose(h["objective"][:, 0] - h["loss"][:, 0], l2 * penalty,
-                                   rtol=1e-6, atol=1e-12)
+        np.testing.assert_allclose(
+            h["objective"][:, 0] - h["loss"][:, 0], l2 * penalty, rtol=1e-6, atol=1e-12
+        )
     spread = {l2: float(np.abs(r.params["w"] - GOOD["w"]).mean()) for l2, r in out.items()}
     assert spread[0.0] > 0.05
     assert spread[200.0] < 0.5 * spread[0.0]
@@ -323,8 +344,17 @@ def test_early_stopping_on_a_real_plateau(problem):
     """Fixed noise and steps too small to change the loss: the smoothed loss stops
     improving after the first step, and the start stops after ``patience`` more steps (the
     rest of its history NaN), long before ``steps``."""
-    stage = Stage("p", FREE, optimizer="sgd", learning_rate=1e-9, steps=40, n_noise=1,
-                  fresh_noise=False, patience=5, min_delta=1e-6)
+    stage = Stage(
+        "p",
+        FREE,
+        optimizer="sgd",
+        learning_rate=1e-9,
+        steps=40,
+        n_noise=1,
+        fresh_noise=False,
+        patience=5,
+        min_delta=1e-6,
+    )
     res = refine(problem, [stage], [GOOD], seed=3, heldout_seeds=HELDOUT, checkpoint_every=2)
     s = res.stages[0]
     assert s.steps_run == 6  # steps 0..5 ran (segments of 2), then the stage ended
@@ -338,8 +368,16 @@ def test_a_stage_that_ends_worse_returns_its_start(problem):
     synthetic truth that is worse on the selection seeds, and the stage hands on its start
     values instead (kept_start) and reports those on the held-out seeds; from a poorer start
     the same stage improves and keeps its result."""
-    bad = Stage("bad", FREE, optimizer="sgd", learning_rate=50.0, clip_norm=None, steps=2,
-                n_noise=1, patience=0)
+    bad = Stage(
+        "bad",
+        FREE,
+        optimizer="sgd",
+        learning_rate=50.0,
+        clip_norm=None,
+        steps=2,
+        n_noise=1,
+        patience=0,
+    )
     truth = {"G": 0.3, "w": 0.4, "tau_s": 100.0}  # small_problem's empirical FC comes from it
     res = refine(problem, [bad], [truth], seed=4, heldout_seeds=HELDOUT, checkpoint_every=2)
     s = res.stages[0]
@@ -407,8 +445,11 @@ def test_exploration_and_refinement_with_conduction_delays():
     base = small_problem()
     n = base.weights.shape[0]
     delays = np.random.default_rng(0).integers(0, 4, (n, n))
-    problem = dataclasses.replace(base, spec=dataclasses.replace(base.spec, max_delay=3),
-                                  delays=jnp.asarray(delays, jnp.int32))
+    problem = dataclasses.replace(
+        base,
+        spec=dataclasses.replace(base.spec, max_delay=3),
+        delays=jnp.asarray(delays, jnp.int32),
+    )
     points = np.array([[0.2, 0.3], [0.8, 0.8], [0.4, 0.5]])
     landscape = evaluate(problem, ("G", "w"), points, (0, 1), batch_size=6)
     assert np.all(np.isfinite(landscape.loss)) and not landscape.diverged.any()
@@ -431,8 +472,14 @@ def test_recovers_the_global_coupling():
     landscape = evaluate(problem, space.names, space.points(), (0, 1), batch_size=16)
     starts = landscape.starts(2, space=space)
     assert min(abs(s["G"] / G0 - 1) for s in starts) > 0.1  # the grid alone is not enough
-    stage = Stage("global", (FreeParameter("G", 0.05, 0.5),), learning_rate=0.05, steps=12,
-                  n_noise=4, patience=0)
+    stage = Stage(
+        "global",
+        (FreeParameter("G", 0.05, 0.5),),
+        learning_rate=0.05,
+        steps=12,
+        n_noise=4,
+        patience=0,
+    )
     res = refine(problem, [stage], starts, seed=0, checkpoint_every=6)
     assert abs(float(res.params["G"]) / G0 - 1) < 0.1
     assert res.stages[0].heldout["loss"] < res.stages[0].heldout["start_loss"] + 0.01
@@ -459,9 +506,16 @@ def test_recovers_a_regional_w_pattern():
     _, rng = connectome(8)
     truth = w0 + amp * np.linspace(-1, 1, 8)[rng.permutation(8)]
     problem = synthetic_subject({"w": jnp.asarray(truth)}, G=0.23, w=w0, runs=32)
-    stage = Stage("regional", (FreeParameter("w", 0.05, 0.6, scope="regional"),),
-                  learning_rate=0.15, schedule="cosine", steps=80, n_noise=8, patience=0,
-                  noise_average="fc")
+    stage = Stage(
+        "regional",
+        (FreeParameter("w", 0.05, 0.6, scope="regional"),),
+        learning_rate=0.15,
+        schedule="cosine",
+        steps=80,
+        n_noise=8,
+        patience=0,
+        noise_average="fc",
+    )
     res = refine(problem, [stage], [{"w": w0}], seed=1)
     w = res.params["w"]
     assert w.shape == (8,)

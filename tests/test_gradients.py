@@ -38,8 +38,9 @@ def _empirical_fc(dtype=jnp.float64):
 
 def make_problem(checkpoint=True, dtype=jnp.float64, bold_dt=None, spec_kw=(), **kw) -> Problem:
     # 3000 steps of 2 ms; S stays well inside its bounds
-    spec = SimSpec(dt=2.0, tr=200.0, n_tr=30, checkpoint=checkpoint, unroll=1, bold_dt=bold_dt,
-                   **dict(spec_kw))
+    spec = SimSpec(
+        dt=2.0, tr=200.0, n_tr=30, checkpoint=checkpoint, unroll=1, bold_dt=bold_dt, **dict(spec_kw)
+    )
     return Problem(
         model=ReducedWongWang(),
         weights=jnp.asarray(_weights(), dtype),
@@ -110,8 +111,10 @@ def test_gradient_through_conduction_delays_matches_finite_differences(heun_coup
     carried from step to step and the edges coupled to the predictor all differentiate."""
     delays = np.random.default_rng(3).integers(0, 6, (N, N))
     delays[0, 1] = delays[2, 3] = 0
-    problem = make_problem(delays=jnp.asarray(delays, jnp.int32),
-                           spec_kw={"max_delay": 5, "heun_coupling": heun_coupling})
+    problem = make_problem(
+        delays=jnp.asarray(delays, jnp.int32),
+        spec_kw={"max_delay": 5, "heun_coupling": heun_coupling},
+    )
     f = jax.jit(lambda params: problem.loss(params, KEY))
     check_grads(f, (REGIONAL,), order=1, modes=["rev"], eps=1e-4)
     _, g = _grad(f, REGIONAL)
@@ -138,8 +141,11 @@ def test_gradient_through_a_coarser_bold_step():
 
 
 def test_unknown_free_parameter_is_a_config_error(problem):
-    with pytest.raises(ConfigError, match="unknown free parameter 'J_i' of ReducedWongWang.*: "
-                                          "use one of G, sigma, weights, a, b"):
+    with pytest.raises(
+        ConfigError,
+        match="unknown free parameter 'J_i' of ReducedWongWang.*: "
+        "use one of G, sigma, weights, a, b",
+    ):
         problem.loss({"J_i": 1.0}, KEY)
 
 
@@ -160,8 +166,10 @@ def _bold(weights, x0, spec):
 def test_float32_runs_and_is_close_to_float64_without_noise():
     spec = SimSpec(dt=1.0, tr=500.0, n_tr=12, checkpoint=False, unroll=1)
     x0 = np.random.default_rng(3).uniform(0, 1, (1, N))
-    out = {dtype: _bold(jnp.asarray(_weights(), dtype), jnp.asarray(x0, dtype), spec)
-           for dtype in (jnp.float32, jnp.float64)}
+    out = {
+        dtype: _bold(jnp.asarray(_weights(), dtype), jnp.asarray(x0, dtype), spec)
+        for dtype in (jnp.float32, jnp.float64)
+    }
     b32, b64 = np.asarray(out[jnp.float32]), np.asarray(out[jnp.float64])
     assert b32.dtype == np.float32 and b64.dtype == np.float64
     assert np.all(np.isfinite(b32))
@@ -175,8 +183,10 @@ def test_float32_runs_and_is_close_to_float64_without_noise():
 
 def test_float32_and_float64_with_one_key_see_the_same_noise():
     """ξ is drawn in float32 in both precisions: the noisy BOLD differs by rounding only."""
-    b32, b64 = (np.asarray(make_problem(dtype=dtype).simulate({}, KEY).bold)
-                for dtype in (jnp.float32, jnp.float64))
+    b32, b64 = (
+        np.asarray(make_problem(dtype=dtype).simulate({}, KEY).bold)
+        for dtype in (jnp.float32, jnp.float64)
+    )
     assert b32.dtype == np.float32 and b64.dtype == np.float64
     spread = b64.std(axis=0).min()  # the noise-driven fluctuation of the quietest region
     assert spread > 1e-5

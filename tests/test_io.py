@@ -214,8 +214,9 @@ def test_read_matrix_npy_npz(tmp_path):
     np.testing.assert_array_equal(got, m)
     assert labels is None
     np.savez(tmp_path / "c.npz", sc=m, len=2 * m, labels=np.array(LABELS))
-    with fails("several 2-D variables len, sc; set the sheet column sc_key",
-               name=tmp_path / "c.npz"):
+    with fails(
+        "several 2-D variables len, sc; set the sheet column sc_key", name=tmp_path / "c.npz"
+    ):
         read_matrix(tmp_path / "c.npz")
     got, labels = read_matrix(tmp_path / "c.npz", key="len")
     np.testing.assert_array_equal(got, 2 * m)
@@ -288,7 +289,8 @@ def test_read_matrix_qsirecon(tmp_path):
         read_matrix(p, atlas="Schaefer")
     with fails(
         r"got 2 \(radius2_meanlength, sift_invnodevol_radius2_count\); set the sheet column "
-        "measure", name=p
+        "measure",
+        name=p,
     ):
         read_matrix(p, atlas="4S156Parcels")
     got, labels = read_matrix(p, atlas="4S156Parcels", measure="radius2_meanlength")
@@ -491,14 +493,19 @@ def test_read_fc(tmp_path):
     d = fc.copy()
     np.fill_diagonal(d, 0.5)
     np.save(tmp_path / "d.npy", d)
-    with fails(r"expected 1 \(or 0 or n/a\) on the FC diagonal, got 0.5 at region 1; give a "
-               "correlation matrix", name=tmp_path / "d.npy"):
+    with fails(
+        r"expected 1 \(or 0 or n/a\) on the FC diagonal, got 0.5 at region 1; give a "
+        "correlation matrix",
+        name=tmp_path / "d.npy",
+    ):
         read_fc(tmp_path / "d.npy")
     n = fc.copy()
     n[1, 2] = n[2, 1] = np.nan
     np.save(tmp_path / "n.npy", n)
-    with fails(r"expected a complete FC matrix, got 2 n/a/NaN/inf off-diagonal entries "
-               r"\(first at row 2"):
+    with fails(
+        r"expected a complete FC matrix, got 2 n/a/NaN/inf off-diagonal entries "
+        r"\(first at row 2"
+    ):
         read_fc(tmp_path / "n.npy")
 
 
@@ -527,26 +534,32 @@ def test_read_fc_recognises_fisher_z_and_converts_it_when_asked(tmp_path, diag):
     np.fill_diagonal(z, diag)
     p = tmp_path / "fcz.npy"
     np.save(p, z)
-    with fails(r"expected Pearson correlations in \[-1, 1\], got \d+ off-diagonal entries "
-               r"outside .*this looks like Fisher z-transformed FC \(arctanh r\); set the sheet "
-               r"column fc_transform to fisher_z", name=p):
+    with fails(
+        r"expected Pearson correlations in \[-1, 1\], got \d+ off-diagonal entries "
+        r"outside .*this looks like Fisher z-transformed FC \(arctanh r\); set the sheet "
+        r"column fc_transform to fisher_z",
+        name=p,
+    ):
         read_fc(p)
     got, _, notes = read_fc(p, transform="fisher_z")
     want = np.tanh(z)
     np.fill_diagonal(want, 1.0)
     np.testing.assert_allclose(got, want, atol=1e-15)
     assert notes == [f"{p}: read as Fisher z and converted to correlations by tanh"]
-    with fails("expected the FC transform to be None or one of fisher_z", exc=ConfigError,
-               name=p):
+    with fails("expected the FC transform to be None or one of fisher_z", exc=ConfigError, name=p):
         read_fc(p, transform="atanh")
     weak = np.arctanh(0.5 * _fc(6))  # |z| < 1: the inf diagonal tells
     np.fill_diagonal(weak, np.inf)
     np.save(p, weak)
-    with fails(r"got inf at region 1: this looks like Fisher z-transformed FC \(arctanh r\); "
-               "set the sheet column fc_transform to fisher_z", name=p):
+    with fails(
+        r"got inf at region 1: this looks like Fisher z-transformed FC \(arctanh r\); "
+        "set the sheet column fc_transform to fisher_z",
+        name=p,
+    ):
         read_fc(p)
-    np.testing.assert_allclose(read_fc(p, transform="fisher_z")[0][0, 1], 0.5 * _fc(6)[0, 1],
-                               atol=1e-15)
+    np.testing.assert_allclose(
+        read_fc(p, transform="fisher_z")[0][0, 1], 0.5 * _fc(6)[0, 1], atol=1e-15
+    )
 
 
 def test_an_fc_given_subject_keeps_what_read_fc_changed_in_its_qc(tmp_path):
@@ -554,14 +567,24 @@ def test_an_fc_given_subject_keeps_what_read_fc_changed_in_its_qc(tmp_path):
     from bnmfit.results import ConnectomeFile, EmpiricalFile, QualityFile
 
     w = sym()
-    conn = ConnectomeFile(subject="01", weights=w, lengths=None, weights_raw=w,
-                          labels=list(LABELS), normalisation="none", symmetric=True,
-                          isolated=[], provenance={})
+    conn = ConnectomeFile(
+        subject="01",
+        weights=w,
+        lengths=None,
+        weights_raw=w,
+        labels=list(LABELS),
+        normalisation="none",
+        symmetric=True,
+        isolated=[],
+        provenance={},
+    )
     fc = _fc(shared=3.0)
     d = fc.copy()
     np.fill_diagonal(d, 0.0)
-    p = write(tmp_path / "fc.tsv", _rows(d[::-1, ::-1], header=LABELS[::-1], node="Node",
-                                         labels=LABELS[::-1]))
+    p = write(
+        tmp_path / "fc.tsv",
+        _rows(d[::-1, ::-1], header=LABELS[::-1], node="Node", labels=LABELS[::-1]),
+    )
     rec = empirical_record("01", conn, fc=str(p))
     np.testing.assert_allclose(rec.fc, fc, atol=1e-15)  # in the connectome's order
     assert len(rec.qc["notes"]) == 1 and "the FC diagonal is 0" in rec.qc["notes"][0]
@@ -574,12 +597,18 @@ def test_an_fc_given_subject_keeps_what_read_fc_changed_in_its_qc(tmp_path):
     np.save(tmp_path / "z.npy", z)
     with fails("looks like Fisher z-transformed FC", name=tmp_path / "z.npy"):
         empirical_record("01", conn, fc=str(tmp_path / "z.npy"))
-    rec = empirical_record("01", conn, fc=str(tmp_path / "z.npy"),
-                           read_options={"fc_transform": "fisher_z", "fmt": None})
-    np.testing.assert_allclose(rec.fc[~np.eye(4, dtype=bool)],
-                               np.tanh(z)[~np.eye(4, dtype=bool)], atol=1e-15)
-    assert rec.qc["notes"] == [f"{tmp_path / 'z.npy'}: read as Fisher z and converted to "
-                               "correlations by tanh"]
+    rec = empirical_record(
+        "01",
+        conn,
+        fc=str(tmp_path / "z.npy"),
+        read_options={"fc_transform": "fisher_z", "fmt": None},
+    )
+    np.testing.assert_allclose(
+        rec.fc[~np.eye(4, dtype=bool)], np.tanh(z)[~np.eye(4, dtype=bool)], atol=1e-15
+    )
+    assert rec.qc["notes"] == [
+        f"{tmp_path / 'z.npy'}: read as Fisher z and converted to correlations by tanh"
+    ]
 
 
 def test_read_fc_checks_the_range_before_the_diagonal(tmp_path):
@@ -588,9 +617,11 @@ def test_read_fc_checks_the_range_before_the_diagonal(tmp_path):
     p = tmp_path / "s.npy"
     np.save(p, scaled)
     assert np.abs(scaled - np.eye(4) * 2).max() > 1
-    with fails(r"expected Pearson correlations in \[-1, 1\], got \d+ off-diagonal entries "
-               r"outside .*; give a correlation matrix \(not covariances or scaled values\)",
-               name=p) as ei:
+    with fails(
+        r"expected Pearson correlations in \[-1, 1\], got \d+ off-diagonal entries "
+        r"outside .*; give a correlation matrix \(not covariances or scaled values\)",
+        name=p,
+    ) as ei:
         read_fc(p)
     assert "on the FC diagonal" not in str(ei.value) and "Fisher" not in str(ei.value)
     cov = 100.0 * fc  # a covariance-like scale: not taken for Fisher z either
@@ -629,13 +660,18 @@ def test_messages_name_the_sheet_column_or_config_key(tmp_path):
     np.savez(tmp_path / "c.npz", sc=m, len=2 * m, fc=np.eye(4), x=np.eye(4))
     for call, column in [
         (lambda: read_connectome(tmp_path / "c.npz", key="W"), "sc_key"),
-        (lambda: read_connectome(tmp_path / "c.npz", tmp_path / "c.npz", lengths_key="L"),
-         "lengths_key"),
+        (
+            lambda: read_connectome(tmp_path / "c.npz", tmp_path / "c.npz", lengths_key="L"),
+            "lengths_key",
+        ),
         (lambda: read_fc(tmp_path / "c.npz", key="FC"), "bold_key"),
         (lambda: read_bold(tmp_path / "c.npz", key="tc", tr=1.0), "bold_key"),
     ]:
-        with fails(f"expected a variable '.*', got variables .*; set the sheet column {column} "
-                   "to one of them", name=tmp_path / "c.npz"):
+        with fails(
+            f"expected a variable '.*', got variables .*; set the sheet column {column} "
+            "to one of them",
+            name=tmp_path / "c.npz",
+        ):
             call()
     odd = write(tmp_path / "w.conn", _rows(m))
     with fails("rename the file or set the sheet column sc_format", name=odd):
@@ -779,8 +815,11 @@ def test_read_bold_ptseries(tmp_path):
     assert b.labels == LABELS
     np.testing.assert_allclose(b.data, x, rtol=1e-6)
     assert read_bold(p, tr=3.0).tr == pytest.approx(0.8)  # header before the argument
-    with fails("expected the sheet columns dseg/dseg_tsv only with a 4-D NIfTI BOLD",
-               exc=ConfigError, name=p):
+    with fails(
+        "expected the sheet columns dseg/dseg_tsv only with a 4-D NIfTI BOLD",
+        exc=ConfigError,
+        name=p,
+    ):
         read_bold(p, dseg=p)
 
 

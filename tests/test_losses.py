@@ -108,8 +108,10 @@ def test_fc_rmse():
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("na", "nb", "shift", "seed"),
-                         [(20, 15, 0.5, 0), (100, 100, 0.0, 1), (7, 300, -1.0, 2), (1, 1, 1.0, 3)])
+@pytest.mark.parametrize(
+    ("na", "nb", "shift", "seed"),
+    [(20, 15, 0.5, 0), (100, 100, 0.0, 1), (7, 300, -1.0, 2), (1, 1, 1.0, 3)],
+)
 def test_ks_distance_equals_scipy(na, nb, shift, seed):
     rng = np.random.default_rng(seed)
     a, b = rng.normal(size=na), rng.normal(shift, size=nb)
@@ -129,9 +131,11 @@ def test_ks_distance_equals_scipy_with_ties(a, b):
 
 def test_smooth_ks_tends_to_the_exact_distance():
     rng = np.random.default_rng(0)
-    for a, b in [(np.array([0.0]), np.array([1.0])),
-                 (rng.normal(size=20), rng.normal(0.5, size=15)),
-                 (np.round(rng.normal(size=40), 1), np.round(rng.normal(0.3, size=25), 1))]:
+    for a, b in [
+        (np.array([0.0]), np.array([1.0])),
+        (rng.normal(size=20), rng.normal(0.5, size=15)),
+        (np.round(rng.normal(size=40), 1), np.round(rng.normal(0.3, size=25), 1)),
+    ]:
         a, b = jnp.asarray(a), jnp.asarray(b)
         exact = float(ks_exact(a, b))
         gaps = [abs(float(ks_smooth(a, b, s)) - exact) for s in (1e-1, 1e-2, 1e-3, 1e-5, 1e-7)]
@@ -140,8 +144,7 @@ def test_smooth_ks_tends_to_the_exact_distance():
         # and the smooth version is never above the exact one
         assert float(ks_smooth(a, b, 1e-2)) <= exact + 1e-12
     # the eager (unjitted) call gives the same
-    assert float(ks_distance(a, b, 1e-3)) == pytest.approx(float(ks_smooth(a, b, 1e-3)),
-                                                            rel=1e-14)
+    assert float(ks_distance(a, b, 1e-3)) == pytest.approx(float(ks_smooth(a, b, 1e-3)), rel=1e-14)
 
 
 def test_smooth_ks_has_gradients():
@@ -168,11 +171,15 @@ def test_combined_weighs_the_named_terms():
     sim = Observed(jnp.asarray(random_fc(seed=7)), jnp.asarray(random_fc(10, seed=8)))
     emp = Observed(jnp.asarray(random_fc(seed=9)), jnp.asarray(random_fc(10, seed=10)))
     got = combined({"fc_corr": 2.0, "fc_rmse": 0.5, "fcd_ks": 3.0}, sim, emp)
-    want = (2.0 * fc_corr(sim.fc, emp.fc) + 0.5 * fc_rmse(sim.fc, emp.fc)
-            + 3.0 * fcd_ks(sim.fcd, emp.fcd))
+    want = (
+        2.0 * fc_corr(sim.fc, emp.fc)
+        + 0.5 * fc_rmse(sim.fc, emp.fc)
+        + 3.0 * fcd_ks(sim.fcd, emp.fcd)
+    )
     assert float(got) == pytest.approx(float(want), rel=1e-14)
-    assert float(combined({"fc_corr": 1.0}, sim, emp)) == pytest.approx(float(
-        fc_corr(sim.fc, emp.fc)), rel=1e-15)
+    assert float(combined({"fc_corr": 1.0}, sim, emp)) == pytest.approx(
+        float(fc_corr(sim.fc, emp.fc)), rel=1e-15
+    )
     smooth = combined({"fcd_ks": 1.0}, sim, emp, smooth=0.01)
     assert float(smooth) == pytest.approx(float(fcd_ks(sim.fcd, emp.fcd, 0.01)), rel=1e-14)
     assert set(losses.LOSSES) == {"fc_corr", "fc_rmse", "fcd_ks"}
@@ -180,13 +187,20 @@ def test_combined_weighs_the_named_terms():
 
 def test_unknown_loss_name_is_a_config_error():
     o = Observed(jnp.eye(3))
-    with pytest.raises(ConfigError, match=r"unknown loss 'fc_corrr' \(did you mean 'fc_corr'\?\): "
-                                          "use one of fc_corr, fc_rmse, fcd_ks"):
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown loss 'fc_corrr' \(did you mean 'fc_corr'\?\): "
+        "use one of fc_corr, fc_rmse, fcd_ks",
+    ):
         combined({"fc_corrr": 1.0, "fc_corr": 1.0}, o, o)
     # a Problem checks its loss terms when it is made, before anything runs
-    kw = {"model": ReducedWongWang(), "weights": jnp.ones((3, 3)),
-          "spec": SimSpec(dt=1.0, tr=100.0, n_tr=10), "observation": Observation(tr=0.1),
-          "empirical": o}
+    kw = {
+        "model": ReducedWongWang(),
+        "weights": jnp.ones((3, 3)),
+        "spec": SimSpec(dt=1.0, tr=100.0, n_tr=10),
+        "observation": Observation(tr=0.1),
+        "empirical": o,
+    }
     with pytest.raises(ConfigError, match="unknown loss 'fcd'.*: use one of fc_corr, fc_rmse"):
         Problem(**kw, loss_weights=(("fcd", 1.0),))
     with pytest.raises(ConfigError, match="the loss uses fcd_ks but no FCD is available"):
@@ -205,14 +219,23 @@ def test_unknown_loss_name_is_a_config_error():
         ("1 - corr(empirical_fc, fc)", {"fc_corr": 1.0}, 0.0),
         ("fc_corr(fc, empirical_fc)", {"fc_corr": 1.0}, 0.0),
         ("rmse(fc, empirical_fc)", {"fc_rmse": 1.0}, 0.0),
-        ("0.5 * fcd_ks(fcd, empirical_fcd) + rmse(fc, empirical_fc)",
-         {"fcd_ks": 0.5, "fc_rmse": 1.0}, 0.0),
+        (
+            "0.5 * fcd_ks(fcd, empirical_fcd) + rmse(fc, empirical_fc)",
+            {"fcd_ks": 0.5, "fc_rmse": 1.0},
+            0.0,
+        ),
         ("2 * (1 - correlation(fc, empirical_fc)) / 4 + 0.1", {"fc_corr": 0.5}, 0.1),
         ("-(-rmse(fc, empirical_fc)) * 3e-1", {"fc_rmse": 0.3}, 0.0),
-        ("rmse(fc,empirical_fc) + rmse(fc, empirical_fc) - 0*ks(fcd, empirical_fcd)",
-         {"fc_rmse": 2.0}, 0.0),
-        ("2 - correlation(fc, empirical_fc) - correlation(fc, empirical_fc)",
-         {"fc_corr": 2.0}, 0.0),
+        (
+            "rmse(fc,empirical_fc) + rmse(fc, empirical_fc) - 0*ks(fcd, empirical_fcd)",
+            {"fc_rmse": 2.0},
+            0.0,
+        ),
+        (
+            "2 - correlation(fc, empirical_fc) - correlation(fc, empirical_fc)",
+            {"fc_corr": 2.0},
+            0.0,
+        ),
         ("1 - correlation(fc, empirical_fc) + 1", {"fc_corr": 1.0}, 1.0),
     ],
 )
@@ -228,14 +251,18 @@ def test_loss_expressions(expression, terms, offset):
     ("expression", "pattern"),
     [
         ("", r"the loss expression is empty"),
-        ("correlation(fc, empirical_fc)",
-         r"gives the term fc_corr the weight -1; a loss is minimised.*"
-         r"write 1 - correlation\(fc, empirical_fc\)"),
+        (
+            "correlation(fc, empirical_fc)",
+            r"gives the term fc_corr the weight -1; a loss is minimised.*"
+            r"write 1 - correlation\(fc, empirical_fc\)",
+        ),
         ("rmse(fc, empirical_fc) * rmse(fc, empirical_fc)", r"product of two loss terms"),
         ("1 / rmse(fc, empirical_fc)", r"division by a loss term"),
         ("rmse(fc, empirical_fc) / 0", r"division by zero"),
-        ("rmse(fc, empirical_fcd)",
-         r"rmse\(\) at column 1 compares fc and empirical_fc, got fc, empirical_fcd"),
+        (
+            "rmse(fc, empirical_fcd)",
+            r"rmse\(\) at column 1 compares fc and empirical_fc, got fc, empirical_fcd",
+        ),
         ("rmse(fc)", r"compares fc and empirical_fc, got fc"),
         ("fcd_ks(fc, empirical_fc)", r"compares fcd and empirical_fcd"),
         ("fc", r"the observable 'fc' at column 1 must be an argument of a function"),
@@ -276,8 +303,10 @@ series = st.tuples(st.integers(0, 2**32 - 1), st.sampled_from([3, 6]), st.intege
 def _fc_pair(seed, n, t):
     rng = np.random.default_rng(seed)
     base = rng.normal(size=(t, n))
-    return (np.corrcoef((base + rng.normal(size=(t, n))).T),
-            np.corrcoef((base + 2 * rng.normal(size=(t, n))).T))
+    return (
+        np.corrcoef((base + rng.normal(size=(t, n))).T),
+        np.corrcoef((base + 2 * rng.normal(size=(t, n))).T),
+    )
 
 
 @settings(max_examples=30, deadline=None)
@@ -289,7 +318,8 @@ def test_losses_invariant_to_region_permutation(params, rnd):
     ps, pe = sim[np.ix_(p, p)], emp[np.ix_(p, p)]
     for loss in (fc_corr, fc_rmse, fcd_ks):
         assert float(loss(jnp.asarray(ps), jnp.asarray(pe))) == pytest.approx(
-            float(loss(jnp.asarray(sim), jnp.asarray(emp))), abs=1e-12)
+            float(loss(jnp.asarray(sim), jnp.asarray(emp))), abs=1e-12
+        )
 
 
 @settings(max_examples=30, deadline=None)

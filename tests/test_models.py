@@ -105,24 +105,59 @@ class Case:
 
 CASES = [
     Case(
-        "reduced_wong_wang", ReducedWongWang(), "ReducedWongWang", {}, ref_rww,
-        ((0.0, 1.0),), (0.0, 1.0), G=0.5, x0_scale=1.0, dt=0.05, n_steps=1000,
+        "reduced_wong_wang",
+        ReducedWongWang(),
+        "ReducedWongWang",
+        {},
+        ref_rww,
+        ((0.0, 1.0),),
+        (0.0, 1.0),
+        G=0.5,
+        x0_scale=1.0,
+        dt=0.05,
+        n_steps=1000,
         perturb={"w": (0.4, 1.0), "I_o": (0.2, 0.4), "J_N": (0.2, 0.3)},
     ),
     Case(
-        "wong_wang_ei", WongWangEI(J_i=1.2, lamda=0.3), "ReducedWongWangExcInh",
-        {"G": np.array([1.0])}, ref_wwei,
-        ((0.0, 1.0), (0.0, 1.0)), (0.0, 1.0), G=0.7, x0_scale=1.0, dt=0.01, n_steps=2000,
+        "wong_wang_ei",
+        WongWangEI(J_i=1.2, lamda=0.3),
+        "ReducedWongWangExcInh",
+        {"G": np.array([1.0])},
+        ref_wwei,
+        ((0.0, 1.0), (0.0, 1.0)),
+        (0.0, 1.0),
+        G=0.7,
+        x0_scale=1.0,
+        dt=0.01,
+        n_steps=2000,
         perturb={"J_i": (0.5, 2.0), "lamda": (0.0, 1.0), "I_ext": (0.0, 0.1), "w_p": (1.2, 1.6)},
     ),
     Case(
-        "hopf", Hopf(a=0.2, omega=0.3), "SupHopf", {}, ref_hopf,
-        ((-2.0, 2.0), (-2.0, 2.0)), (-1.0, 1.0), G=0.2, x0_scale=0.2, dt=0.0025, n_steps=4000,
+        "hopf",
+        Hopf(a=0.2, omega=0.3),
+        "SupHopf",
+        {},
+        ref_hopf,
+        ((-2.0, 2.0), (-2.0, 2.0)),
+        (-1.0, 1.0),
+        G=0.2,
+        x0_scale=0.2,
+        dt=0.0025,
+        n_steps=4000,
         perturb={"a": (-1.0, 1.0), "omega": (0.1, 1.0)},
     ),
     Case(
-        "wilson_cowan", WilsonCowan(P=1.25), "WilsonCowan", {}, ref_wc,
-        ((0.0, 1.0), (0.0, 1.0)), (0.0, 2.0), G=0.5, x0_scale=1.0, dt=0.01, n_steps=2000,
+        "wilson_cowan",
+        WilsonCowan(P=1.25),
+        "WilsonCowan",
+        {},
+        ref_wc,
+        ((0.0, 1.0), (0.0, 1.0)),
+        (0.0, 2.0),
+        G=0.5,
+        x0_scale=1.0,
+        dt=0.01,
+        n_steps=2000,
         perturb={"P": (0.0, 2.0), "Q": (0.0, 1.0), "c_ee": (10.0, 14.0), "theta_i": (0.0, 1.0)},
     ),
 ]
@@ -149,8 +184,13 @@ def _run(model, weights, x0, G, spec):
 def trajectory(model, weights, x0, G, *, dt, n_steps, integrator="heun", coupling="linear"):
     """Neural states after every step, shape (n_steps, n_state, N); noise off."""
     spec = SimSpec(
-        dt=dt, tr=dt * n_steps, n_tr=1, integrator=integrator, coupling=coupling,
-        record_every=1, checkpoint=False,
+        dt=dt,
+        tr=dt * n_steps,
+        n_tr=1,
+        integrator=integrator,
+        coupling=coupling,
+        record_every=1,
+        checkpoint=False,
     )
     out = _run(model, jnp.asarray(weights), jnp.asarray(x0), G, spec)
     return np.asarray(out.states)
@@ -354,16 +394,19 @@ def test_wilson_cowan_origin_is_a_stable_fixed_point_without_input():
     zero = jnp.zeros((2, 3))
     np.testing.assert_array_equal(m.dfun(zero, jnp.zeros((1, 3))), 0.0)
     J = jax.jacfwd(lambda v: m.dfun(v.reshape(2, 1), jnp.zeros((1, 1))).ravel())(jnp.zeros(2))
+
     # analytic Jacobian at 0: S'(0) = c a σ(−ab)(1 − σ(−ab))
     def slope(a, b, c):
         s = 1.0 / (1.0 + np.exp(a * b))
         return c * a * s * (1.0 - s)
 
     se, si = slope(m.a_e, m.b_e, m.c_e), slope(m.a_i, m.b_i, m.c_i)
-    J_exact = np.array([
-        [(-1.0 + m.k_e * se * m.c_ee) / m.tau_e, -m.k_e * se * m.c_ei / m.tau_e],
-        [m.k_i * si * m.c_ie / m.tau_i, (-1.0 - m.k_i * si * m.c_ii) / m.tau_i],
-    ])
+    J_exact = np.array(
+        [
+            [(-1.0 + m.k_e * se * m.c_ee) / m.tau_e, -m.k_e * se * m.c_ei / m.tau_e],
+            [m.k_i * si * m.c_ie / m.tau_i, (-1.0 - m.k_i * si * m.c_ii) / m.tau_i],
+        ]
+    )
     np.testing.assert_allclose(J, J_exact, rtol=1e-12)
     assert np.all(np.linalg.eigvals(J_exact).real < 0)
     # a coupled network started at the origin stays there exactly; perturbed, it returns
@@ -394,7 +437,12 @@ def test_network_trajectory_matches_solve_ivp(case):
 
     t_eval = case.dt * np.arange(1, case.n_steps + 1)
     sol = solve_ivp(
-        rhs, (0.0, t_eval[-1]), x0.ravel(), method="DOP853", t_eval=t_eval, rtol=1e-10,
+        rhs,
+        (0.0, t_eval[-1]),
+        x0.ravel(),
+        method="DOP853",
+        t_eval=t_eval,
+        rtol=1e-10,
         atol=1e-12,
     )
     assert sol.success
@@ -414,8 +462,11 @@ def _tvb_trajectory(case: Case, w, x0, G, dt, n_steps, coupling_kind="Linear"):
         from tvb.simulator import coupling, integrators, monitors, simulator
 
         conn = Connectivity(
-            weights=w.copy(), tract_lengths=np.zeros((n, n)), centres=np.zeros((n, 3)),
-            region_labels=np.array([f"r{i}" for i in range(n)]), speed=np.array([np.inf]),
+            weights=w.copy(),
+            tract_lengths=np.zeros((n, n)),
+            centres=np.zeros((n, 3)),
+            region_labels=np.array([f"r{i}" for i in range(n)]),
+            speed=np.array([np.inf]),
         )
         conn.configure()
         sim = simulator.Simulator(
@@ -429,7 +480,7 @@ def _tvb_trajectory(case: Case, w, x0, G, dt, n_steps, coupling_kind="Linear"):
             simulation_length=n_steps * dt,
         )
         sim.configure()
-        (t, y), = sim.run()
+        ((t, y),) = sim.run()
     # Raw records after every step: sample k is the state at t = (k + 1)·dt
     np.testing.assert_allclose(t, dt * np.arange(1, n_steps + 1))
     return y[..., 0]
@@ -449,7 +500,13 @@ def test_network_trajectory_matches_tvb_simulator(case, coupling_kind):
     dt, n_steps = 0.1, 500
     want = _tvb_trajectory(case, w, x0, case.G, dt, n_steps, coupling_kind)
     got = trajectory(
-        case.model, w, x0, case.G, dt=dt, n_steps=n_steps, integrator="euler",
+        case.model,
+        w,
+        x0,
+        case.G,
+        dt=dt,
+        n_steps=n_steps,
+        integrator="euler",
         coupling=coupling_kind.lower(),
     )
     assert np.abs(want[-1] - want[0]).max() > 1e-2 * np.abs(want).max()

@@ -19,8 +19,9 @@ from bnmfit.simulate import SimSpec, simulate
 
 
 def rng_data(t=300, n=6, seed=0):
-    return np.random.default_rng(seed).normal(size=(t, n)).cumsum(axis=0) * 0.1 + \
-        np.random.default_rng(seed + 1).normal(size=(t, n))
+    return np.random.default_rng(seed).normal(size=(t, n)).cumsum(
+        axis=0
+    ) * 0.1 + np.random.default_rng(seed + 1).normal(size=(t, n))
 
 
 # --------------------------------------------------------------------------------------------
@@ -38,8 +39,9 @@ def test_fc_equals_numpy_corrcoef():
 def test_fc_recovers_a_known_correlation():
     """Samples of a multivariate normal with correlation R give FC ≈ R within sampling error
     (standard error of r: (1 − r²)/√T)."""
-    R = np.array([[1.0, 0.8, -0.3, 0.0], [0.8, 1.0, -0.1, 0.2], [-0.3, -0.1, 1.0, 0.5],
-                  [0.0, 0.2, 0.5, 1.0]])
+    R = np.array(
+        [[1.0, 0.8, -0.3, 0.0], [0.8, 1.0, -0.1, 0.2], [-0.3, -0.1, 1.0, 0.5], [0.0, 0.2, 0.5, 1.0]]
+    )
     sd = np.array([1.0, 3.0, 0.5, 10.0])  # FC does not depend on the scale of a region
     T = 20_000
     x = np.random.default_rng(5).multivariate_normal(np.ones(4), R * np.outer(sd, sd), size=T)
@@ -51,8 +53,11 @@ def test_fc_recovers_a_known_correlation():
 @settings(max_examples=40, deadline=None)
 @given(
     # few distinct shapes: every new shape costs a compilation
-    hnp.arrays(np.float64, st.tuples(st.sampled_from([3, 25]), st.sampled_from([2, 7])),
-               elements=st.floats(-1e3, 1e3, allow_nan=False, width=64)),
+    hnp.arrays(
+        np.float64,
+        st.tuples(st.sampled_from([3, 25]), st.sampled_from([2, 7])),
+        elements=st.floats(-1e3, 1e3, allow_nan=False, width=64),
+    ),
 )
 def test_fc_properties(x):
     centred = x - x.mean(axis=0)
@@ -75,8 +80,10 @@ def test_upper_triangle():
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("t", "window", "step", "w"), [(100, 30, 5, 15), (100, 30, 7, 11),
-                                                        (30, 30, 1, 1), (29, 30, 1, 0)])
+@pytest.mark.parametrize(
+    ("t", "window", "step", "w"),
+    [(100, 30, 5, 15), (100, 30, 7, 11), (30, 30, 1, 1), (29, 30, 1, 0)],
+)
 def test_n_windows(t, window, step, w):
     assert obs.n_windows(t, window, step) == w
 
@@ -88,8 +95,9 @@ def test_fcd_matches_sliding_window_definition():
     w = obs.n_windows(200, window, step)
     assert got.shape == (w, w) == (21, 21)
     iu = np.triu_indices(5, 1)
-    vecs = np.array([np.corrcoef(x[s : s + window].T)[iu] for s in range(0, 200 - window + 1,
-                                                                         step)])
+    vecs = np.array(
+        [np.corrcoef(x[s : s + window].T)[iu] for s in range(0, 200 - window + 1, step)]
+    )
     np.testing.assert_allclose(got, np.corrcoef(vecs), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(got, got.T, atol=1e-14)
     np.testing.assert_allclose(np.diag(got), 1.0, atol=1e-14)
@@ -111,10 +119,14 @@ def test_detrend_removes_lines_exactly():
     lines = 3.0 + np.array([[0.5, -2.0, 0.0]]) * t
     noise = rng_data(500, 3, seed=7)
     np.testing.assert_allclose(obs.detrend(jnp.asarray(lines)), 0.0, atol=1e-10)
-    np.testing.assert_allclose(obs.detrend(jnp.asarray(lines + noise)),
-                               obs.detrend(jnp.asarray(noise)), atol=1e-10)
-    np.testing.assert_allclose(obs.detrend(jnp.asarray(noise)),
-                               scipy.signal.detrend(noise, axis=0, type="linear"), atol=1e-12)
+    np.testing.assert_allclose(
+        obs.detrend(jnp.asarray(lines + noise)), obs.detrend(jnp.asarray(noise)), atol=1e-10
+    )
+    np.testing.assert_allclose(
+        obs.detrend(jnp.asarray(noise)),
+        scipy.signal.detrend(noise, axis=0, type="linear"),
+        atol=1e-12,
+    )
 
 
 def test_zscore():
@@ -135,8 +147,9 @@ def _gain(tr, low, high, f, order=2):
     return np.abs(scipy.signal.sosfreqz(sos, worN=[f], fs=1 / tr)[1][0]) ** 2
 
 
-@pytest.mark.parametrize(("f", "passes"), [(0.05, True), (0.03, True), (0.004, False),
-                                           (0.25, False), (0.4, False)])
+@pytest.mark.parametrize(
+    ("f", "passes"), [(0.05, True), (0.03, True), (0.004, False), (0.25, False), (0.4, False)]
+)
 def test_bandpass_keeps_in_band_and_removes_out_of_band_sinusoids(f, passes):
     tr, low, high = 1.0, 0.01, 0.1
     t = tr * np.arange(1200.0)
@@ -169,8 +182,11 @@ def test_bandpass_approximates_filtfilt_in_the_interior():
 
 @pytest.mark.parametrize(("low", "high"), [(0.0, 0.1), (0.1, 0.05), (0.01, 0.5), (-1, 0.1)])
 def test_bandpass_rejects_bad_edges(low, high):
-    with pytest.raises(ConfigError, match="band-pass edges must satisfy 0 < low < high < "
-                                          r"Nyquist \(0.5 Hz"):
+    with pytest.raises(
+        ConfigError,
+        match="band-pass edges must satisfy 0 < low < high < "
+        r"Nyquist \(0.5 Hz",
+    ):
         obs.bandpass(jnp.ones((50, 2)), 1.0, low, high)
 
 
@@ -193,10 +209,10 @@ def test_fc_of_simulated_bold_equals_fc_computed_afterwards():
     w = rng.uniform(0, 1, (n, n))
     np.fill_diagonal(w, 0.0)
     spec = SimSpec(dt=2.0, tr=500.0, n_tr=60, checkpoint=False, unroll=1)
-    bold = jax.jit(lambda w: simulate(ReducedWongWang(), w, jax.random.key(2), spec, G=0.5,
-                                      sigma=0.02).bold)(jnp.asarray(w))
-    observation = Observation(tr=0.5, discard=5, bandpass=(0.01, 0.2), fcd_window=20,
-                              fcd_step=5)
+    bold = jax.jit(
+        lambda w: simulate(ReducedWongWang(), w, jax.random.key(2), spec, G=0.5, sigma=0.02).bold
+    )(jnp.asarray(w))
+    observation = Observation(tr=0.5, discard=5, bandpass=(0.01, 0.2), fcd_window=20, fcd_step=5)
     seen = observation.observe(bold)
     b = np.asarray(bold)[5:]
     b = scipy.signal.detrend(b, axis=0)

@@ -26,8 +26,13 @@ def problem():
     np.fill_diagonal(w, 0.0)
     w[0, 1], w[1, 0], w[2, 3], w[3, 2] = 0.5, 0.0, 0.0, 0.0  # one one-way edge, one absent pair
     return Problem(
-        ReducedWongWang(), jnp.asarray(w), SimSpec(dt=10.0, tr=100.0, n_tr=5),
-        Observation(tr=0.1), Observed(jnp.eye(N)), G=0.4, sigma=0.01,
+        ReducedWongWang(),
+        jnp.asarray(w),
+        SimSpec(dt=10.0, tr=100.0, n_tr=5),
+        Observation(tr=0.1),
+        Observed(jnp.eye(N)),
+        G=0.4,
+        sigma=0.01,
     )
 
 
@@ -101,11 +106,13 @@ def test_duplicate_and_unknown_names(problem):
 
 
 def test_init_scopes_and_defaults(problem):
-    ps = ParameterSet((
-        FreeParameter("G", 0.0, 1.0),
-        FreeParameter("w", 0.0, 1.0, scope="regional"),
-        FreeParameter("sigma", 0.0, 1.0, init=0.02),
-    ))
+    ps = ParameterSet(
+        (
+            FreeParameter("G", 0.0, 1.0),
+            FreeParameter("w", 0.0, 1.0, scope="regional"),
+            FreeParameter("sigma", 0.0, 1.0, init=0.02),
+        )
+    )
     u = ps.init(problem, {"w": 0.3})
     assert u["G"].shape == () and u["w"].shape == (N,) and u["sigma"].shape == ()
     v = ps.constrain(u)
@@ -122,8 +129,11 @@ def test_init_scopes_and_defaults(problem):
 def test_edges_only_existing_and_non_negative(problem, symmetric):
     w0 = np.asarray(problem.weights)
     ps = ParameterSet(
-        (FreeParameter("weights", 0.0, math.inf, scope="edges", transform="softplus",
-                       symmetric=symmetric),)
+        (
+            FreeParameter(
+                "weights", 0.0, math.inf, scope="edges", transform="softplus", symmetric=symmetric
+            ),
+        )
     ).bind(problem)
     u = ps.init(problem, {})
     n_pairs = np.count_nonzero(np.triu((w0 > 0) | (w0.T > 0), 1))
@@ -140,8 +150,7 @@ def test_edges_only_existing_and_non_negative(problem, symmetric):
     expected = w0.copy()
     if symmetric:
         expected = np.where(both, (w0 + w0.T) / 2, np.where(w0 > 0, w0 + w0.T, 0.0))
-    np.testing.assert_allclose(ps.constrain(ps.init(problem, {}))["weights"], expected,
-                               rtol=1e-6)
+    np.testing.assert_allclose(ps.constrain(ps.init(problem, {}))["weights"], expected, rtol=1e-6)
 
 
 def test_edges_need_a_bound_set(problem):

@@ -34,8 +34,13 @@ def subject(seed: int, *, n: int = N, delays: bool = False, spec: SimSpec | None
     d = rng.integers(1, 4, (n, n)) if delays else None
     spec = spec or SimSpec(dt=1.0, tr=100.0, n_tr=12, max_delay=3 if delays else 0)
     return Problem(
-        ReducedWongWang(I_o=0.32), jnp.asarray(w), spec, Observation(tr=0.1),
-        Observed(jnp.asarray(np.corrcoef(x.T))), G=0.4 + 0.1 * seed, sigma=0.01,
+        ReducedWongWang(I_o=0.32),
+        jnp.asarray(w),
+        spec,
+        Observation(tr=0.1),
+        Observed(jnp.asarray(np.corrcoef(x.T))),
+        G=0.4 + 0.1 * seed,
+        sigma=0.01,
         delays=None if d is None else jnp.asarray(d, jnp.int32),
     )
 
@@ -51,8 +56,7 @@ def test_arrays_are_leaves_and_settings_are_static():
     for f in dataclasses.fields(Problem):  # every field survives the round trip
         got, want = getattr(back, f.name), getattr(p, f.name)
         assert jax.tree.structure(got) == jax.tree.structure(want)
-        assert all(x is y for x, y in zip(jax.tree.leaves(got), jax.tree.leaves(want),
-                                          strict=True))
+        assert all(x is y for x, y in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True))
     doubled = jax.tree.map(lambda a: 2 * a, p)
     assert doubled.spec is p.spec and doubled.loss_weights == p.loss_weights
     np.testing.assert_array_equal(doubled.weights, 2 * p.weights)
@@ -94,8 +98,10 @@ def test_exploring_a_second_subject_does_not_compile_again():
     assert fn._cache_size() == 1
     for problem, res in ((a, ra), (b, rb)):
         want = [
-            [problem.loss({"G": jnp.asarray(g), "w": jnp.asarray(w)}, jax.random.PRNGKey(s))
-             for s in (0, 1)]
+            [
+                problem.loss({"G": jnp.asarray(g), "w": jnp.asarray(w)}, jax.random.PRNGKey(s))
+                for s in (0, 1)
+            ]
             for g, w in points
         ]
         np.testing.assert_allclose(res.loss, np.asarray(want), rtol=1e-10)
@@ -109,24 +115,41 @@ def test_refining_a_second_subject_does_not_compile_again():
     subject gets its own fit: its first step's loss and its held-out start loss are those of
     its own problem, and refining the first subject again gives bitwise the same result."""
     stages = [
-        Stage("global", (FreeParameter("G", 0.05, 1.0), FreeParameter("w", 0.05, 1.0)),
-              steps=2, n_noise=2, patience=0),
-        Stage("sc", (FreeParameter("weights", 0.0, 2.0, scope="edges", symmetric=True),),
-              steps=2, patience=0),
+        Stage(
+            "global",
+            (FreeParameter("G", 0.05, 1.0), FreeParameter("w", 0.05, 1.0)),
+            steps=2,
+            n_noise=2,
+            patience=0,
+        ),
+        Stage(
+            "sc",
+            (FreeParameter("weights", 0.0, 2.0, scope="edges", symmetric=True),),
+            steps=2,
+            patience=0,
+        ),
         Stage("scipy", (FreeParameter("G", 0.05, 1.0),), optimizer="scipy-lbfgsb", steps=1),
     ]
     heldout = (10, 11)
 
     def run(problem):
-        return fit.refine(problem, stages, [{"G": 0.6, "w": 0.55}], seed=1,
-                          heldout_seeds=heldout, checkpoint_every=2)
+        return fit.refine(
+            problem,
+            stages,
+            [{"G": 0.6, "w": 0.55}],
+            seed=1,
+            heldout_seeds=heldout,
+            checkpoint_every=2,
+        )
 
     def compiled():
         """Programs compiled by refine's jitted functions, and its cached jitted functions."""
         segments = [fit._segment_fn(fit._structural(s), 2)[0] for s in stages if s.uses_optax]
         jitted = (fit._evaluate, *segments, fit._scipy_fns("loss")[1])
-        return [f._cache_size() for f in jitted], (fit._segment_fn.cache_info().currsize,
-                                                   fit._scipy_fns.cache_info().currsize)
+        return [f._cache_size() for f in jitted], (
+            fit._segment_fn.cache_info().currsize,
+            fit._scipy_fns.cache_info().currsize,
+        )
 
     a, b = subject(6), subject(7)
     unused, _ = compiled()
@@ -141,10 +164,14 @@ def test_refining_a_second_subject_does_not_compile_again():
         first = res.stages[0]
         start = {"G": jnp.asarray(0.6), "w": jnp.asarray(0.55)}
         np.testing.assert_allclose(
-            first.history["loss"][0, 0], np.mean([loss(problem, start, k) for k in step_keys]),
-            rtol=1e-10)
+            first.history["loss"][0, 0],
+            np.mean([loss(problem, start, k) for k in step_keys]),
+            rtol=1e-10,
+        )
         np.testing.assert_allclose(
             first.heldout["start_loss"],
-            np.mean([loss(problem, start, jax.random.PRNGKey(s)) for s in heldout]), rtol=1e-10)
+            np.mean([loss(problem, start, jax.random.PRNGKey(s)) for s in heldout]),
+            rtol=1e-10,
+        )
     assert abs(ra.stages[0].history["loss"][0, 0] - rb.stages[0].history["loss"][0, 0]) > 1e-6
     assert_same_fit(run(a), ra)

@@ -28,8 +28,9 @@ def _synthetic(n=5, t=100, seed=0):
 
 def test_build_problem_defaults_to_the_subjects_length_and_tr():
     w, ln, fc = _synthetic()
-    cfg = validate_config({"simulation": {"dt": 10.0, "transient": 1440.0},
-                           "observation": {"fcd_window": 0}})
+    cfg = validate_config(
+        {"simulation": {"dt": 10.0, "transient": 1440.0}, "observation": {"fcd_window": 0}}
+    )
     p = recipe.build_problem(cfg, weights=w, lengths=ln, fc=fc, tr=0.72, n_tr=90)
     assert p.spec.tr == pytest.approx(720.0) and p.spec.dt == 10.0
     assert p.spec.n_tr == 90 and p.spec.n_transient == 2
@@ -45,14 +46,20 @@ def test_build_problem_defaults_to_the_subjects_length_and_tr():
 
 def test_build_problem_duration_tr_delays_and_model_parameters():
     w, ln, fc = _synthetic()
-    cfg = validate_config({
-        "model": {"parameters": {"w": [0.1, 0.2, 0.3, 0.4, 0.5], "I_o": 0.3}},
-        "coupling": {"speed": 5.0, "G": 0.7},
-        "simulation": {"dt": 4.0, "duration": 36000.0, "heun_coupling": "per_step",
-                       "bold_dt": 8.0},
-        "observation": {"tr": 2.0, "fcd_window": 0},
-        "loss": {"expression": "rmse(fc, empirical_fc) + 1 - correlation(fc, empirical_fc)"},
-    })
+    cfg = validate_config(
+        {
+            "model": {"parameters": {"w": [0.1, 0.2, 0.3, 0.4, 0.5], "I_o": 0.3}},
+            "coupling": {"speed": 5.0, "G": 0.7},
+            "simulation": {
+                "dt": 4.0,
+                "duration": 36000.0,
+                "heun_coupling": "per_step",
+                "bold_dt": 8.0,
+            },
+            "observation": {"tr": 2.0, "fcd_window": 0},
+            "loss": {"expression": "rmse(fc, empirical_fc) + 1 - correlation(fc, empirical_fc)"},
+        }
+    )
     p = recipe.build_problem(cfg, weights=w, lengths=ln, fc=fc, tr=0.72, n_tr=1000)
     assert p.spec.tr == 2000.0 and p.spec.n_tr == 18  # 36 s at TR 2 s
     assert p.spec.heun_coupling == "per_step" and p.spec.bold_every == 2
@@ -67,16 +74,36 @@ def test_build_problem_duration_tr_delays_and_model_parameters():
 @pytest.mark.parametrize(
     ("overrides", "kw", "error", "pattern"),
     [
-        ({"model": {"parameters": {"w": [0.1, 0.2]}}}, {}, ConfigError,
-         r"model.parameters.w has 2 values but the connectome has 5 regions"),
-        ({"observation": {"fcd_window": 50}}, {"n_tr": 52}, ConfigError,
-         r"too few for two FCD windows of 50 TRs"),
-        ({"simulation": {"dt": 7.0}}, {}, ConfigError,
-         r"simulation.dt = 7 ms does not divide the TR \(720 ms\)"),
-        ({"observation": {"fcd_window": 0}}, {"n_tr": None}, ConfigError,
-         r"set simulation.duration"),
-        ({"loss": {"terms": {"fcd_ks": 1.0}}}, {"fcd": None}, DataError,
-         r"the loss uses fcd_ks but the subject has no empirical FCD"),
+        (
+            {"model": {"parameters": {"w": [0.1, 0.2]}}},
+            {},
+            ConfigError,
+            r"model.parameters.w has 2 values but the connectome has 5 regions",
+        ),
+        (
+            {"observation": {"fcd_window": 50}},
+            {"n_tr": 52},
+            ConfigError,
+            r"too few for two FCD windows of 50 TRs",
+        ),
+        (
+            {"simulation": {"dt": 7.0}},
+            {},
+            ConfigError,
+            r"simulation.dt = 7 ms does not divide the TR \(720 ms\)",
+        ),
+        (
+            {"observation": {"fcd_window": 0}},
+            {"n_tr": None},
+            ConfigError,
+            r"set simulation.duration",
+        ),
+        (
+            {"loss": {"terms": {"fcd_ks": 1.0}}},
+            {"fcd": None},
+            DataError,
+            r"the loss uses fcd_ks but the subject has no empirical FCD",
+        ),
     ],
 )
 def test_build_problem_errors(overrides, kw, error, pattern):
@@ -89,19 +116,43 @@ def test_build_problem_errors(overrides, kw, error, pattern):
 
 
 def test_build_space_and_stages():
-    cfg = validate_config({
-        "noise": {"seed": 7},
-        "exploration": {"seeds": 3, "parameters": [
-            {"name": "G", "lo": 0.1, "hi": 1.0, "n": 3},
-            {"name": "w", "domain": {"lo": 0.2, "hi": 0.8}, "n": 2, "scale": "log"}]},
-        "refinement": {"stages": [
-            {"name": "g", "free_parameters": [{"name": "G", "domain": {"lo": 0, "hi": 2}}],
-             "n_epochs": 7, "optimizer": "sgd", "schedule": "cosine"},
-            {"name": "r", "free_parameters": [
-                {"name": "w", "scope": "regional", "transform": "softplus",
-                 "domain": {"lo": 0, "hi": 1}}], "l2_regional": 0.1,
-             "n_noise": 4, "noise_average": "fc"}]},
-    })
+    cfg = validate_config(
+        {
+            "noise": {"seed": 7},
+            "exploration": {
+                "seeds": 3,
+                "parameters": [
+                    {"name": "G", "lo": 0.1, "hi": 1.0, "n": 3},
+                    {"name": "w", "domain": {"lo": 0.2, "hi": 0.8}, "n": 2, "scale": "log"},
+                ],
+            },
+            "refinement": {
+                "stages": [
+                    {
+                        "name": "g",
+                        "free_parameters": [{"name": "G", "domain": {"lo": 0, "hi": 2}}],
+                        "n_epochs": 7,
+                        "optimizer": "sgd",
+                        "schedule": "cosine",
+                    },
+                    {
+                        "name": "r",
+                        "free_parameters": [
+                            {
+                                "name": "w",
+                                "scope": "regional",
+                                "transform": "softplus",
+                                "domain": {"lo": 0, "hi": 1},
+                            }
+                        ],
+                        "l2_regional": 0.1,
+                        "n_noise": 4,
+                        "noise_average": "fc",
+                    },
+                ]
+            },
+        }
+    )
     space = recipe.build_space(cfg)
     assert space.names == ("G", "w") and space.points().shape == (6, 2)
     assert space.axes[1].scale == "log" and space.axes[1].lo == 0.2
@@ -111,8 +162,13 @@ def test_build_space_and_stages():
     assert stages[0].steps == 7 and stages[0].optimizer == "sgd"
     assert stages[0].schedule == "cosine" and stages[1].steps == 100
     fp = stages[1].free[0]
-    assert (fp.name, fp.scope, fp.transform, fp.lo, fp.hi) == ("w", "regional", "softplus",
-                                                                0.0, 1.0)
+    assert (fp.name, fp.scope, fp.transform, fp.lo, fp.hi) == (
+        "w",
+        "regional",
+        "softplus",
+        0.0,
+        1.0,
+    )
     assert stages[1].l2_regional == 0.1
     assert (stages[0].noise_average, stages[1].noise_average) == ("loss", "fc")
     assert stages[1].n_noise == 4
@@ -141,7 +197,9 @@ def test_tvbo_style_free_parameters_n_epochs_and_loss_expression():
     (st,) = recipe.build_stages(cfg)
     assert st.steps == 50 and st.learning_rate == 0.01
     assert [(p.name, p.lo, p.hi, p.transform) for p in st.free] == [
-        ("G", 0.1, 1.0, "sigmoid"), ("sigma", 0.001, 0.01, "log")]
+        ("G", 0.1, 1.0, "sigmoid"),
+        ("sigma", 0.001, 0.01, "log"),
+    ]
     assert dict(loss_spec(cfg).terms) == {"fcd_ks": 0.5, "fc_rmse": 1.0}
     space = recipe.build_space(cfg)
     assert space.sampler == "sobol" and space.points().shape == (16, 2)
@@ -153,15 +211,15 @@ def test_tvbo_style_free_parameters_n_epochs_and_loss_expression():
 @pytest.mark.parametrize(
     ("tr_ms", "cap", "dt"),
     [
-        (720.0, 10.0, 10.0),   # 72 steps per TR
-        (720.0, 7.2, 7.2),     # the recipe's cap: the bundled cohort's step
+        (720.0, 10.0, 10.0),  # 72 steps per TR
+        (720.0, 7.2, 7.2),  # the recipe's cap: the bundled cohort's step
         (1000.0, 10.0, 10.0),
         (2000.0, 10.0, 10.0),
         (800.0, 10.0, 10.0),
-        (2000.0, 7.2, 6.25),   # 320 steps per TR
+        (2000.0, 7.2, 6.25),  # 320 steps per TR
         (735.0, 10.0, 9.8),
-        (720.0, 0.5, 0.5),     # Hopf
-        (2000.0, 1.0, 1.0),    # Wong-Wang E-I, Wilson-Cowan
+        (720.0, 0.5, 0.5),  # Hopf
+        (2000.0, 1.0, 1.0),  # Wong-Wang E-I, Wilson-Cowan
     ],
 )
 def test_choose_dt_is_the_largest_step_under_the_cap_that_divides_the_tr(tr_ms, cap, dt):
@@ -171,8 +229,11 @@ def test_choose_dt_is_the_largest_step_under_the_cap_that_divides_the_tr(tr_ms, 
 
 
 def test_choose_dt_without_a_divisor_names_simulation_dt():
-    with pytest.raises(ConfigError, match=r"divides the TR \(1000\.003 ms\) exactly; set "
-                                          r"simulation.dt"):
+    with pytest.raises(
+        ConfigError,
+        match=r"divides the TR \(1000\.003 ms\) exactly; set "
+        r"simulation.dt",
+    ):
         recipe.choose_dt(1000.003, 10.0)  # 1000003 µs is prime
     with pytest.raises(ConfigError, match="set simulation.dt"):
         recipe.choose_dt(720.0004, 10.0)  # not a whole number of µs
@@ -191,10 +252,16 @@ def test_choose_dt_without_a_divisor_names_simulation_dt():
 )
 def test_a_null_dt_is_chosen_per_tr_within_the_models_limit(model, params, tr, dt):
     w, ln, fc = _synthetic()
-    cfg = validate_config({"model": {"name": model}, "exploration": {"parameters": [
-        {"name": "G", "lo": 0.1, "hi": 1.0, "n": 2}]}, "refinement": {"stages": []},
-        "observation": {"fcd_window": 0}, "simulation": {"n_tr": 20, "transient_tr": 1},
-        "coupling": {"speed": 5.0}})
+    cfg = validate_config(
+        {
+            "model": {"name": model},
+            "exploration": {"parameters": [{"name": "G", "lo": 0.1, "hi": 1.0, "n": 2}]},
+            "refinement": {"stages": []},
+            "observation": {"fcd_window": 0},
+            "simulation": {"n_tr": 20, "transient_tr": 1},
+            "coupling": {"speed": 5.0},
+        }
+    )
     assert cfg["simulation"]["dt"] is None
     p = recipe.build_problem(cfg, weights=w, lengths=ln, fc=fc, tr=tr, n_tr=100)
     assert p.spec.dt == dt and p.spec.tr == pytest.approx(tr * 1000)
@@ -203,16 +270,21 @@ def test_a_null_dt_is_chosen_per_tr_within_the_models_limit(model, params, tr, d
 
 def test_an_explicit_dt_that_does_not_divide_the_tr_is_an_error():
     w, ln, fc = _synthetic()
-    cfg = validate_config({"simulation": {"dt": 7.2, "n_tr": 20},
-                           "observation": {"fcd_window": 0}})
-    with pytest.raises(ConfigError, match=r"simulation.dt = 7.2 ms does not divide the TR "
-                                          r"\(2000 ms\)"):
+    cfg = validate_config({"simulation": {"dt": 7.2, "n_tr": 20}, "observation": {"fcd_window": 0}})
+    with pytest.raises(
+        ConfigError,
+        match=r"simulation.dt = 7.2 ms does not divide the TR "
+        r"\(2000 ms\)",
+    ):
         recipe.build_problem(cfg, weights=w, lengths=ln, fc=fc, tr=2.0, n_tr=100)
 
 
 def test_dt_max_above_the_models_limit_is_an_error():
-    with pytest.raises(ConfigError, match=r"simulation.dt_max = 12 ms exceeds the largest "
-                                          r"stable step of reduced_wong_wang \(10 ms\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"simulation.dt_max = 12 ms exceeds the largest "
+        r"stable step of reduced_wong_wang \(10 ms\)",
+    ):
         validate_config({"simulation": {"dt_max": 12.0}})
 
 
@@ -221,10 +293,22 @@ def test_the_bundled_recipe_simulates_what_it_did_before_at_tr_072():
     of the former recipe (dt 7.2 ms, duration 216000 ms, transient 21600 ms)."""
     root = Path(__file__).resolve().parents[1]
     new = load_config(root / "config" / "config.yaml")
-    old = validate_config({**new, "simulation": {
-        **{k: v for k, v in new["simulation"].items()
-           if k not in ("dt_max", "n_tr", "transient_tr")},
-        "dt": 7.2, "duration": 216000.0, "transient": 21600.0, "n_tr": None}})
+    old = validate_config(
+        {
+            **new,
+            "simulation": {
+                **{
+                    k: v
+                    for k, v in new["simulation"].items()
+                    if k not in ("dt_max", "n_tr", "transient_tr")
+                },
+                "dt": 7.2,
+                "duration": 216000.0,
+                "transient": 21600.0,
+                "n_tr": None,
+            },
+        }
+    )
     spec = recipe.build_spec(new, 0.72, 1200)
     assert (spec.dt, spec.tr, spec.n_tr, spec.n_transient) == (7.2, 720.0, 300, 30)
     assert spec == recipe.build_spec(old, 0.72, 1200)
@@ -236,7 +320,7 @@ def test_the_bundled_recipe_simulates_what_it_did_before_at_tr_072():
 @pytest.mark.parametrize(
     ("simulation", "n_tr", "n_transient"),
     [
-        ({}, 100, 10),                                       # all, 20000 ms
+        ({}, 100, 10),  # all, 20000 ms
         ({"n_tr": "all", "transient_tr": 5}, 100, 5),
         ({"n_tr": 40}, 40, 10),
         ({"duration": 36000.0, "transient": 7200.0}, 18, 3),  # ms, whole TRs
@@ -253,8 +337,11 @@ def test_lengths_in_trs_all_or_ms(simulation, n_tr, n_transient):
 @pytest.mark.parametrize("pair", [("n_tr", "duration"), ("transient_tr", "transient")])
 def test_a_length_in_trs_and_in_ms_together_is_an_error(pair):
     in_tr, in_ms = pair
-    with pytest.raises(ConfigError, match=rf"simulation.{in_tr} = 30 and simulation.{in_ms} "
-                                          rf"= 1000.0 ms both set the same length; give one"):
+    with pytest.raises(
+        ConfigError,
+        match=rf"simulation.{in_tr} = 30 and simulation.{in_ms} "
+        rf"= 1000.0 ms both set the same length; give one",
+    ):
         validate_config({"simulation": {in_tr: 30, in_ms: 1000.0}})
     cfg = validate_config({"simulation": {in_tr: 30, in_ms: None}})
     assert cfg["simulation"][in_tr] == 30
@@ -262,12 +349,14 @@ def test_a_length_in_trs_and_in_ms_together_is_an_error(pair):
 
 def test_a_simulation_shorter_than_the_data_is_warned():
     w, ln, fc = _synthetic()
-    cfg = validate_config({"simulation": {"n_tr": 300, "transient_tr": 30},
-                           "observation": {"fcd_window": 0}})
+    cfg = validate_config(
+        {"simulation": {"n_tr": 300, "transient_tr": 30}, "observation": {"fcd_window": 0}}
+    )
     p = recipe.build_problem(cfg, weights=w, lengths=ln, fc=fc, tr=2.0, n_tr=355)
     (msg,) = recipe.length_warnings(p.spec, 2.0, 355)
-    assert msg.startswith("the simulated BOLD (300 TRs, 600 s) is shorter than the empirical "
-                          "one (355 TRs, 710 s)")
+    assert msg.startswith(
+        "the simulated BOLD (300 TRs, 600 s) is shorter than the empirical one (355 TRs, 710 s)"
+    )
     assert "simulation.n_tr: all" in msg
     assert recipe.length_warnings(p.spec, 2.0, 300) == []
     assert recipe.length_warnings(p.spec, 2.0, None) == []  # FC only: nothing to compare

@@ -20,28 +20,37 @@ from bnmfit import report
 from bnmfit.errors import ConfigError, DataError
 
 N = 10
-LABELS = [f"{h}-{r}" for h in ("lh", "rh") for r in ("front", "pariet", "tempor", "occip",
-                                                      "cingul")]
+LABELS = [
+    f"{h}-{r}" for h in ("lh", "rh") for r in ("front", "pariet", "tempor", "occip", "cingul")
+]
 CONFIG = {"model": {"name": "hopf"}, "report": {"bold_traces": 3}}
 
 # ----------------------------------------------------------------------------- fixtures
 
 
 def _str_ds(group, name, values):
-    group.create_dataset(name, data=np.asarray(values, dtype=object),
-                         dtype=h5py.string_dtype("utf-8"))
+    group.create_dataset(
+        name, data=np.asarray(values, dtype=object), dtype=h5py.string_dtype("utf-8")
+    )
 
 
 def _sliding_fcd(bold, win=30, step=5):
     fcs = []
     iu = np.triu_indices(bold.shape[1], 1)
     for s in range(0, bold.shape[0] - win + 1, step):
-        fcs.append(np.corrcoef(bold[s:s + win].T)[iu])
+        fcs.append(np.corrcoef(bold[s : s + win].T)[iu])
     return np.corrcoef(np.asarray(fcs))
 
 
-def make_subject(root: Path, subject: str, *, dims: int = 2, fcd: bool = True,
-                 regional: bool = True, seed: int = 0) -> dict:
+def make_subject(
+    root: Path,
+    subject: str,
+    *,
+    dims: int = 2,
+    fcd: bool = True,
+    regional: bool = True,
+    seed: int = 0,
+) -> dict:
     """Write the five result files of one subject; return their paths and the truth."""
     rng = np.random.default_rng(seed)
     d = root / f"sub-{subject}"
@@ -56,10 +65,13 @@ def make_subject(root: Path, subject: str, *, dims: int = 2, fcd: bool = True,
     ln = rng.uniform(20, 150, (N, N))
     ln = np.triu(ln, 1) + np.triu(ln, 1).T
     inputs = {"resources/sub-01_weights.tsv": "ab" * 32, "resources/sub-01_lengths.tsv": "cd" * 32}
-    paths = {"connectome_h5": d / f"{pre}_connectome.h5",
-             "empirical_h5": d / f"{pre}_desc-empirical_fc.h5",
-             "explore_h5": d / f"{pre}_explore.h5", "fit_h5": d / f"{pre}_fit.h5",
-             "params_json": d / f"{pre}_desc-fitted_params.json"}
+    paths = {
+        "connectome_h5": d / f"{pre}_connectome.h5",
+        "empirical_h5": d / f"{pre}_desc-empirical_fc.h5",
+        "explore_h5": d / f"{pre}_explore.h5",
+        "fit_h5": d / f"{pre}_fit.h5",
+        "params_json": d / f"{pre}_desc-fitted_params.json",
+    }
     with h5py.File(paths["connectome_h5"], "w") as f:
         f["weights"], f["lengths"] = w, ln
         _str_ds(f, "labels", LABELS)
@@ -77,18 +89,25 @@ def make_subject(root: Path, subject: str, *, dims: int = 2, fcd: bool = True,
             f["fcd"] = _sliding_fcd(bold)
         _str_ds(f, "labels", LABELS)
         f.attrs["tr"] = 2.0
-        f.attrs["qc"] = json.dumps({"n_volumes": 180, "frac_zero_variance": 0.0,
-                                    "n_interpolated": 3})
+        f.attrs["qc"] = json.dumps(
+            {"n_volumes": 180, "frac_zero_variance": 0.0, "n_interpolated": 3}
+        )
     # exploration landscape
-    axes = [{"name": "G", "lo": 0.5, "hi": 3.0, "n": 9, "scale": "linear"},
-            {"name": "sigma", "lo": 1e-3, "hi": 1e-1, "n": 7, "scale": "log"},
-            {"name": "velocity", "lo": 1.0, "hi": 10.0, "n": 4, "scale": "linear"}][:dims]
+    axes = [
+        {"name": "G", "lo": 0.5, "hi": 3.0, "n": 9, "scale": "linear"},
+        {"name": "sigma", "lo": 1e-3, "hi": 1e-1, "n": 7, "scale": "log"},
+        {"name": "velocity", "lo": 1.0, "hi": 10.0, "n": 4, "scale": "linear"},
+    ][:dims]
     if dims == 1:
         axes[0]["n"] = 26
     elif dims == 3:
         axes[0]["n"], axes[1]["n"] = 6, 5
-    grids = [np.geomspace(a["lo"], a["hi"], a["n"]) if a["scale"] == "log"
-             else np.linspace(a["lo"], a["hi"], a["n"]) for a in axes]
+    grids = [
+        np.geomspace(a["lo"], a["hi"], a["n"])
+        if a["scale"] == "log"
+        else np.linspace(a["lo"], a["hi"], a["n"])
+        for a in axes
+    ]
     pts = np.stack([g.ravel() for g in np.meshgrid(*grids, indexing="ij")], axis=1)
     names = [a["name"] for a in axes]
     opt = {"G": 1.8, "sigma": 0.01, "velocity": 4.0}
@@ -111,9 +130,15 @@ def make_subject(root: Path, subject: str, *, dims: int = 2, fcd: bool = True,
     mean_loss, std_loss = loss.mean(1), loss.std(1)  # NaN where diverged
     fc_r = np.clip(0.75 - 0.4 * mean_loss, -1, 1)
     # the refinement starts: the best grid point and two far from it (long trajectories)
-    unit = np.stack([(np.log10(pts[:, i]) - np.log10(a["lo"])) / np.log10(a["hi"] / a["lo"])
-                     if a["scale"] == "log" else (pts[:, i] - a["lo"]) / (a["hi"] - a["lo"])
-                     for i, a in enumerate(axes)], axis=1)
+    unit = np.stack(
+        [
+            (np.log10(pts[:, i]) - np.log10(a["lo"])) / np.log10(a["hi"] / a["lo"])
+            if a["scale"] == "log"
+            else (pts[:, i] - a["lo"]) / (a["hi"] - a["lo"])
+            for i, a in enumerate(axes)
+        ],
+        axis=1,
+    )
     top = [int(np.nanargmin(mean_loss))]
     for corner in (0.15, 0.8):
         dist = np.linalg.norm(unit - corner, axis=1)
@@ -157,8 +182,12 @@ def make_subject(root: Path, subject: str, *, dims: int = 2, fcd: bool = True,
         g["rejected"] = rejected
         for i, n in enumerate(names):
             g[f"traj/{n}"] = traj[..., i]
-        g.attrs.update(best_start=best_start, wall_time=21.5, heldout_fc_r=0.52,
-                       heldout_loss=float(np.nanmin(held)))
+        g.attrs.update(
+            best_start=best_start,
+            wall_time=21.5,
+            heldout_fc_r=0.52,
+            heldout_loss=float(np.nanmin(held)),
+        )
         if regional:
             s2 = 15
             g = f.create_group("stage-1-regional")
@@ -170,8 +199,9 @@ def make_subject(root: Path, subject: str, *, dims: int = 2, fcd: bool = True,
             g["grad_norm"] = np.exp(-np.arange(s2) / 6.0)[:, None] * np.ones(2)
             g["rejected"] = np.zeros((s2, 2), bool)
             g["traj/G"] = np.full((s2, 2), best["G"])
-            g["traj/a"] = np.linspace(0, 1, s2)[:, None, None] * a_reg[None, None, :] \
-                * np.ones((1, 2, 1))
+            g["traj/a"] = (
+                np.linspace(0, 1, s2)[:, None, None] * a_reg[None, None, :] * np.ones((1, 2, 1))
+            )
             g.attrs.update(best_start=0, wall_time=64.0, heldout_fc_r=0.58, heldout_loss=0.29)
             stages["stage-1-regional"] = 64.0
         f["sim_fc"] = sim_fc
@@ -186,30 +216,48 @@ def make_subject(root: Path, subject: str, *, dims: int = 2, fcd: bool = True,
     st_metrics = {"stage-0-global": {"fc_r": 0.52 - 0.03 * seed, "loss": float(np.nanmin(held))}}
     if regional:
         st_metrics["stage-1-regional"] = {"fc_r": 0.58 - 0.02 * seed, "loss": 0.29 + 0.01 * seed}
-    pj = {"subject": subject, "params": params,
-          "metrics": {"fc_r": r_true, "fc_rmse": rmse, "fcd_ks": 0.21 if fcd else None,
-                      "stages": st_metrics},
-          "wall_time": stages,
-          "provenance": {"config_hash": f"cfg{seed:04d}abcdef",
-                         "versions": {"bnmfit": "0.1.0", "jax": "0.4.35", "numpy": "1.26.4"},
-                         "seeds": {"explore": [11, 12, 13], "refine": 5, "heldout": 99},
-                         "inputs": inputs,
-                         "xla_flags": "--xla_backend_extra_options=x_threshold=7"}}
+    pj = {
+        "subject": subject,
+        "params": params,
+        "metrics": {
+            "fc_r": r_true,
+            "fc_rmse": rmse,
+            "fcd_ks": 0.21 if fcd else None,
+            "stages": st_metrics,
+        },
+        "wall_time": stages,
+        "provenance": {
+            "config_hash": f"cfg{seed:04d}abcdef",
+            "versions": {"bnmfit": "0.1.0", "jax": "0.4.35", "numpy": "1.26.4"},
+            "seeds": {"explore": [11, 12, 13], "refine": 5, "heldout": 99},
+            "inputs": inputs,
+            "xla_flags": "--xla_backend_extra_options=x_threshold=7",
+        },
+    }
     paths["params_json"].write_text(json.dumps(pj, indent=2))
-    return {"paths": paths, "json": pj, "fc_r": r_true, "fc_rmse": rmse, "best": best,
-            "regional": a_reg if regional else None}
+    return {
+        "paths": paths,
+        "json": pj,
+        "fc_r": r_true,
+        "fc_rmse": rmse,
+        "best": best,
+        "regional": a_reg if regional else None,
+    }
 
 
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory):
     root = tmp_path_factory.mktemp("results")
-    subs = {"01": make_subject(root, "01", dims=2, seed=1),
-            "02": make_subject(root, "02", dims=3, seed=2),
-            "03": make_subject(root, "03", dims=1, fcd=False, regional=False, seed=3)}
+    subs = {
+        "01": make_subject(root, "01", dims=2, seed=1),
+        "02": make_subject(root, "02", dims=3, seed=2),
+        "03": make_subject(root, "03", dims=1, fcd=False, regional=False, seed=3),
+    }
     pages = {}
     for sid, s in subs.items():
-        page = report.subject_report(sid, **{k: str(v) for k, v in s["paths"].items()},
-                                     config=CONFIG)
+        page = report.subject_report(
+            sid, **{k: str(v) for k, v in s["paths"].items()}, config=CONFIG
+        )
         out = root / f"sub-{sid}" / f"sub-{sid}_report.html"
         out.write_text(page, encoding="utf-8")
         pages[sid] = out
@@ -238,8 +286,7 @@ def test_subject_report_has_every_figure_and_the_numbers(cohort, sid):
         assert f"{v:.4g}" in page
     a = s["regional"]
     assert f"{np.mean(a):.4g}" in page  # regional mean ± std
-    for sec in ("connectome", "fc", "landscape", "loss", "regional", "fcd", "bold",
-                "provenance"):
+    for sec in ("connectome", "fc", "landscape", "loss", "regional", "fcd", "bold", "provenance"):
         assert f'id="{sec}"' in page and f'href="#{sec}"' in page
     assert "Absent:" not in page
     # provenance: config hash, versions, seeds, checksums, wall times
@@ -253,7 +300,7 @@ def test_subject_report_has_every_figure_and_the_numbers(cohort, sid):
         assert f"<td>{m['fc_r']:.3f}</td>" in page
     # self-contained: nothing fetched from anywhere
     assert "http://" not in page and "https://" not in page
-    assert not re.search(r'<(link|script)[^>]+(src|href)=', page)
+    assert not re.search(r"<(link|script)[^>]+(src|href)=", page)
 
 
 def test_subject_report_says_what_is_absent(cohort):
@@ -264,15 +311,21 @@ def test_subject_report_says_what_is_absent(cohort):
     assert "Absent:</b> no regional stage" in page
     assert "Absent:</b> no FCD" in page
     assert f"{subs['03']['best']['G']:.4g}" in page
-    assert "FCD KS</div><div class=\"v\">—" in page
+    assert 'FCD KS</div><div class="v">—' in page
 
 
 def test_subject_report_with_optional_files_missing(cohort):
     _, subs, _ = cohort
     p = subs["01"]["paths"]
-    page = report.subject_report("01", connectome_h5=p["connectome_h5"],
-                                 empirical_h5=p["empirical_h5"], explore_h5=None, fit_h5=None,
-                                 params_json=p["params_json"], config={})
+    page = report.subject_report(
+        "01",
+        connectome_h5=p["connectome_h5"],
+        empirical_h5=p["empirical_h5"],
+        explore_h5=None,
+        fit_h5=None,
+        params_json=p["params_json"],
+        config={},
+    )
     # connectome, empirical FC, regional (from the JSON), empirical FCD, empirical BOLD
     assert _imgs(page) == 5
     assert "no exploration landscape" in page
@@ -283,20 +336,31 @@ def test_reads_files_written_by_bnmfit_io(cohort, tmp_path):
     """The workflow writes results with bnmfit.results.write_h5 (JSON attributes listed in
     ``__json__``, fit-stage scalars possibly as datasets): the report reads those too."""
     from bnmfit import results as h5
+
     _, subs, _ = cohort
     p = dict(subs["02"]["paths"])
     with h5py.File(p["explore_h5"], "r") as f:
         data = {k: f[k][()] for k in f if k != "names"}
         names = [x.decode() if isinstance(x, bytes) else x for x in f["names"][()]]
         axes = json.loads(f.attrs["axes"])
-    h5.write_h5(tmp_path / "explore.h5", {"names": names, **data},
-                {"axes": axes, "sampler": "grid", "seeds": [11, 12, 13]})
+    h5.write_h5(
+        tmp_path / "explore.h5",
+        {"names": names, **data},
+        {"axes": axes, "sampler": "grid", "seeds": [11, 12, 13]},
+    )
     with h5py.File(p["fit_h5"], "r") as f:
         stage = f["stage-0-global"]
-        fit = {"stage-0-global": {"loss": stage["loss"][()], "grad_norm": stage["grad_norm"][()],
-                                  "traj": {k: v[()] for k, v in stage["traj"].items()},
-                                  "best_start": 1, "wall_time": 12.25, "heldout_fc_r": 0.4321},
-               "sim_fc": f["sim_fc"][()]}
+        fit = {
+            "stage-0-global": {
+                "loss": stage["loss"][()],
+                "grad_norm": stage["grad_norm"][()],
+                "traj": {k: v[()] for k, v in stage["traj"].items()},
+                "best_start": 1,
+                "wall_time": 12.25,
+                "heldout_fc_r": 0.4321,
+            },
+            "sim_fc": f["sim_fc"][()],
+        }
     h5.write_h5(tmp_path / "fit.h5", fit, {"tr": 2.0})
     p["explore_h5"], p["fit_h5"] = tmp_path / "explore.h5", tmp_path / "fit.h5"
     page = report.subject_report("02", **p, config={})
@@ -319,11 +383,13 @@ def test_missing_file_is_a_data_error(cohort, tmp_path):
 def test_write_subject_figures_fixed_set(cohort, tmp_path):
     _, subs, _ = cohort
     for sid in ("01", "03"):
-        out = report.write_subject_figures(sid, **subs[sid]["paths"], config=CONFIG,
-                                           outdir=tmp_path / sid)
+        out = report.write_subject_figures(
+            sid, **subs[sid]["paths"], config=CONFIG, outdir=tmp_path / sid
+        )
         assert out == list(report.subject_figure_paths(sid, tmp_path / sid).values())
-        assert [q.name for q in out] == [f"sub-{sid}_desc-{n}_figure.png"
-                                         for n in report.SUBJECT_FIGURES]
+        assert [q.name for q in out] == [
+            f"sub-{sid}_desc-{n}_figure.png" for n in report.SUBJECT_FIGURES
+        ]
         for q in out:
             assert q.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(tmp_path.rglob(".*.tmp*"))
@@ -335,17 +401,31 @@ def test_write_subject_figures_fixed_set(cohort, tmp_path):
 def _cohort(cohort_fixture, config=CONFIG):
     root, subs, _ = cohort_fixture
     ids = list(subs)
-    return report.cohort_report(ids, params_jsons=[subs[s]["paths"]["params_json"] for s in ids],
-                                fit_h5s=[subs[s]["paths"]["fit_h5"] for s in ids],
-                                config=config)
+    return report.cohort_report(
+        ids,
+        params_jsons=[subs[s]["paths"]["params_json"] for s in ids],
+        fit_h5s=[subs[s]["paths"]["fit_h5"] for s in ids],
+        config=config,
+    )
 
 
 def test_cohort_table_and_page(cohort):
     root, subs, _ = cohort
     page, table = _cohort(cohort)
     assert list(table["subject"]) == ["01", "02", "03"]
-    assert list(table.columns) == ["subject", "G", "sigma", "velocity", "a_mean", "a_std",
-                                   "fc_r", "fc_rmse", "fcd_ks", "wall_time_s", "config_hash"]
+    assert list(table.columns) == [
+        "subject",
+        "G",
+        "sigma",
+        "velocity",
+        "a_mean",
+        "a_std",
+        "fc_r",
+        "fc_rmse",
+        "fcd_ks",
+        "wall_time_s",
+        "config_hash",
+    ]
     for i, sid in enumerate(subs):
         s = subs[sid]
         assert table.loc[i, "G"] == pytest.approx(s["best"]["G"])
@@ -377,18 +457,25 @@ def test_cohort_table_and_page(cohort):
 def test_cohort_length_mismatch_is_a_config_error(cohort):
     _, subs, _ = cohort
     with pytest.raises(ConfigError, match="one params JSON"):
-        report.cohort_report(["01", "02"], params_jsons=[subs["01"]["paths"]["params_json"]],
-                             fit_h5s=None, config={})
+        report.cohort_report(
+            ["01", "02"], params_jsons=[subs["01"]["paths"]["params_json"]], fit_h5s=None, config={}
+        )
 
 
 def test_write_cohort_figures(cohort, tmp_path):
     _, subs, _ = cohort
     ids = list(subs)
-    out = report.write_cohort_figures(ids, params_jsons=[subs[s]["paths"]["params_json"]
-                                                         for s in ids],
-                                      fit_h5s=[None] * 3, config={}, outdir=tmp_path)
-    assert [q.name for q in out] == ["cohort_desc-params_figure.png",
-                                     "cohort_desc-metrics_figure.png"]
+    out = report.write_cohort_figures(
+        ids,
+        params_jsons=[subs[s]["paths"]["params_json"] for s in ids],
+        fit_h5s=[None] * 3,
+        config={},
+        outdir=tmp_path,
+    )
+    assert [q.name for q in out] == [
+        "cohort_desc-params_figure.png",
+        "cohort_desc-metrics_figure.png",
+    ]
     assert all(q.read_bytes()[:4] == b"\x89PNG" for q in out)
 
 
@@ -396,8 +483,10 @@ def test_write_cohort_figures(cohort, tmp_path):
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(
-    CHROMIUM is None, reason="headless Chromium is not installed (Debian package `chromium`, "
-    "installed by .ci/run); the pages are still built and checked by the tests above")
+    CHROMIUM is None,
+    reason="headless Chromium is not installed (Debian package `chromium`, "
+    "installed by .ci/run); the pages are still built and checked by the tests above",
+)
 
 # Injected at the top of <head> of a copy of the page: records script errors, failed
 # resources and console.error calls, then on load writes every image's decoded size (and the
@@ -434,9 +523,17 @@ window.addEventListener('load', function () {
 
 
 def _chromium(args, tmp_path):
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-           "--enable-logging=stderr", "--v=0", f"--user-data-dir={tmp_path / 'chromium'}",
-           *args]
+    cmd = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        "--enable-logging=stderr",
+        "--v=0",
+        f"--user-data-dir={tmp_path / 'chromium'}",
+        *args,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
 
@@ -446,8 +543,7 @@ def render(page: Path, tmp_path: Path, name: str) -> dict:
     probed = page.with_name(f".probe-{page.name}")
     probed.write_text(text.replace("<head>", "<head>" + PROBE, 1), encoding="utf-8")
     try:
-        res = _chromium(["--virtual-time-budget=10000", "--dump-dom", probed.as_uri()],
-                        tmp_path)
+        res = _chromium(["--virtual-time-budget=10000", "--dump-dom", probed.as_uri()], tmp_path)
     finally:
         probed.unlink()
     m = re.search(r'<pre id="__probe">(.*?)</pre>', res.stdout, re.S)
@@ -455,8 +551,7 @@ def render(page: Path, tmp_path: Path, name: str) -> dict:
     probe = json.loads(html.unescape(m.group(1)))
     console = [ln for ln in res.stderr.splitlines() if ":CONSOLE" in ln]
     shot = tmp_path / f"{name}.png"
-    res = _chromium([f"--screenshot={shot}", "--window-size=1400,4000", page.as_uri()],
-                    tmp_path)
+    res = _chromium([f"--screenshot={shot}", "--window-size=1400,4000", page.as_uri()], tmp_path)
     assert shot.is_file(), res.stderr[-3000:]
     return {"probe": probe, "console": console, "screenshot": shot}
 

@@ -14,8 +14,12 @@ from bnmfit.errors import DataError
 from bnmfit.losses import LossSpec
 
 SPEC = LossSpec((("fc_corr", 1.0),), 0.5, "1 - correlation(fc, empirical_fc) + 0.5")
-PROV = {"config_hash": "0123456789abcdef", "versions": {"python": "3"}, "seeds": [7, 8],
-        "inputs": {"a.tsv": "ff"}}
+PROV = {
+    "config_hash": "0123456789abcdef",
+    "versions": {"python": "3"},
+    "seeds": [7, 8],
+    "inputs": {"a.tsv": "ff"},
+}
 
 
 def _equal(a, b):
@@ -45,26 +49,54 @@ def _chunk(space, index, k, n_chunks=2, seeds=(7, 8)):
     rng = np.random.default_rng(k)
     loss = rng.uniform(0.2, 0.9, (len(index), len(seeds)))
     res = explore.ExploreResult(
-        names=space.names, points=space.points()[index], seeds=np.asarray(seeds), loss=loss,
-        mean_loss=loss.mean(1), std_loss=loss.std(1), fc_r=1 - loss.mean(1),
-        diverged=np.zeros(len(index), bool))
-    return results.ExploreChunk.of(res, subject="01", space=space, index=index, chunk=k,
-                                   n_chunks=n_chunks, spec=SPEC, provenance=PROV)
+        names=space.names,
+        points=space.points()[index],
+        seeds=np.asarray(seeds),
+        loss=loss,
+        mean_loss=loss.mean(1),
+        std_loss=loss.std(1),
+        fc_r=1 - loss.mean(1),
+        diverged=np.zeros(len(index), bool),
+    )
+    return results.ExploreChunk.of(
+        res,
+        subject="01",
+        space=space,
+        index=index,
+        chunk=k,
+        n_chunks=n_chunks,
+        spec=SPEC,
+        provenance=PROV,
+    )
 
 
 def test_connectome_and_empirical_round_trip(tmp_path):
     rng = np.random.default_rng(0)
     w = rng.uniform(size=(4, 4))
-    conn = results.ConnectomeFile("01", w / w.max(), w * 10, w, ["A", "B", "C", "D"], "max",
-                                  False, ["D"], PROV)
+    conn = results.ConnectomeFile(
+        "01", w / w.max(), w * 10, w, ["A", "B", "C", "D"], "max", False, ["D"], PROV
+    )
     conn.write(tmp_path / "c.h5")
     _equal(results.ConnectomeFile.read(tmp_path / "c.h5"), conn)
     assert conn.n_regions == 4
-    for bold, fcd, tr, n_tr in ((rng.standard_normal((20, 4)), np.eye(3), 0.72, 20),
-                                (None, None, None, None)):  # FC-only subject
-        emp = results.EmpiricalFile("01", np.corrcoef(rng.standard_normal((4, 9))),
-                                    ["A", "B", "C", "D"], bold, fcd, tr, n_tr, 0, 10, 5,
-                                    {"mean_fc": 0.1}, PROV)
+    for bold, fcd, tr, n_tr in (
+        (rng.standard_normal((20, 4)), np.eye(3), 0.72, 20),
+        (None, None, None, None),
+    ):  # FC-only subject
+        emp = results.EmpiricalFile(
+            "01",
+            np.corrcoef(rng.standard_normal((4, 9))),
+            ["A", "B", "C", "D"],
+            bold,
+            fcd,
+            tr,
+            n_tr,
+            0,
+            10,
+            5,
+            {"mean_fc": 0.1},
+            PROV,
+        )
         emp.write(tmp_path / "e.h5")
         _equal(results.EmpiricalFile.read(tmp_path / "e.h5"), emp)
 
@@ -77,8 +109,9 @@ def test_chunks_gather_into_the_whole_space_with_the_loss_constant(tmp_path):
         c.write(p)
         _equal(results.ExploreChunk.read(p), c)
     back = [results.ExploreChunk.read(p) for p in paths]
-    land = results.Landscape.gather(back, paths, starts=2, min_separation=0.1,
-                                    config_hash="fedcba9876543210")
+    land = results.Landscape.gather(
+        back, paths, starts=2, min_separation=0.1, config_hash="fedcba9876543210"
+    )
     np.testing.assert_array_equal(land.points, space.points())
     raw = np.concatenate([np.random.default_rng(k).uniform(0.2, 0.9, (3, 2)) for k in (0, 1)])
     np.testing.assert_allclose(land.loss, raw + 0.5)  # the expression's constant, once
@@ -111,8 +144,11 @@ def test_gather_refuses_missing_duplicate_and_foreign_chunks(tmp_path):
 
 def test_a_missing_dataset_names_the_file_and_the_fix(tmp_path):
     results.write_h5(tmp_path / "c.h5", {"weights": np.eye(2)})
-    with pytest.raises(DataError, match=r"c.h5: expected the dataset 'lengths', got none; "
-                                        "delete the file and re-run"):
+    with pytest.raises(
+        DataError,
+        match=r"c.h5: expected the dataset 'lengths', got none; "
+        "delete the file and re-run",
+    ):
         results.ConnectomeFile.read(tmp_path / "c.h5")
     results.write_json(tmp_path / "p.json", {"x": 1})
     with pytest.raises(DataError, match="expected the fitted parameters"):

@@ -148,37 +148,64 @@ def _c_duplicate_label_file(d):
 
 BAD_CONNECTOMES = [
     # (case, files, exit code, key phrase of the one error line)
-    ("non-square", _c_nonsquare, 1,
-     "expected a square regions × regions matrix, got shape 5 × 6"),
-    ("weights/lengths shape mismatch", _c_shape_mismatch, 1,
-     "expected tract lengths of the weights' shape (6, 6)"),
+    ("non-square", _c_nonsquare, 1, "expected a square regions × regions matrix, got shape 5 × 6"),
+    (
+        "weights/lengths shape mismatch",
+        _c_shape_mismatch,
+        1,
+        "expected tract lengths of the weights' shape (6, 6)",
+    ),
     ("NaN weight", _c_nan, 1, "got 1 missing entries (n/a, NaN or -1; first at row 2, column 3)"),
     ("inf weight", _c_inf, 1, "expected finite weights, got 1 NaN/inf entries"),
     ("negative weight", _c_negative, 1, "expected non-negative weights, got 1 negative"),
-    ("negative length", _c_negative_lengths, 1,
-     "expected non-negative tract lengths, got 1 negative"),
-    ("isolated region, isolated: error", lambda d: _c_isolated(d, "error"), 1,
-     "got 1 isolated region(s) (all-zero row and column): R3; fix the connectome, or set "
-     "connectome.isolated: warn"),
+    (
+        "negative length",
+        _c_negative_lengths,
+        1,
+        "expected non-negative tract lengths, got 1 negative",
+    ),
+    (
+        "isolated region, isolated: error",
+        lambda d: _c_isolated(d, "error"),
+        1,
+        "got 1 isolated region(s) (all-zero row and column): R3; fix the connectome, or set "
+        "connectome.isolated: warn",
+    ),
     ("empty file", _c_empty, 1, "expected data, got an empty file (0 bytes)"),
-    ("truncated gzip", _c_truncated_gzip, 1,
-     "expected a complete gzip stream, got a truncated or corrupt one"),
+    (
+        "truncated gzip",
+        _c_truncated_gzip,
+        1,
+        "expected a complete gzip stream, got a truncated or corrupt one",
+    ),
     ("truncated zip", _c_truncated_zip, 1, "got an unreadable zip"),
-    ("wrong delimiter (; in a .tsv)", _c_semicolons, 1,
-     "the values seem to be separated by semicolons, not by the file's delimiter"),
-    ("duplicated labels in the header", _c_duplicate_header_labels, 1,
-     "expected unique region labels, got duplicates a"),
-    ("duplicated labels in --labels", _c_duplicate_label_file, 1,
-     "region labels must be unique, duplicated: b"),
+    (
+        "wrong delimiter (; in a .tsv)",
+        _c_semicolons,
+        1,
+        "the values seem to be separated by semicolons, not by the file's delimiter",
+    ),
+    (
+        "duplicated labels in the header",
+        _c_duplicate_header_labels,
+        1,
+        "expected unique region labels, got duplicates a",
+    ),
+    (
+        "duplicated labels in --labels",
+        _c_duplicate_label_file,
+        1,
+        "region labels must be unique, duplicated: b",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("case", "make", "code", "phrase"), BAD_CONNECTOMES,
-                         ids=[c[0] for c in BAD_CONNECTOMES])
+@pytest.mark.parametrize(
+    ("case", "make", "code", "phrase"), BAD_CONNECTOMES, ids=[c[0] for c in BAD_CONNECTOMES]
+)
 def test_bad_connectome(tmp_path, case, make, code, phrase):
     out = tmp_path / "results" / "sub-01_connectome.h5"
-    r = run("ingest_connectome", ["--subject", "01", "--weights", *make(tmp_path),
-                                  "--output", out])
+    r = run("ingest_connectome", ["--subject", "01", "--weights", *make(tmp_path), "--output", out])
     assert r.exit_code == code, r.output
     assert phrase in error_line(r)
     assert not out.exists() and not _leftovers(tmp_path)
@@ -186,8 +213,10 @@ def test_bad_connectome(tmp_path, case, make, code, phrase):
 
 def test_isolated_regions_warn_by_default_and_are_recorded(tmp_path):
     out = tmp_path / "c.h5"
-    r = run("ingest_connectome", ["--subject", "01", "--weights",
-                                  *_c_isolated(tmp_path, "warn"), "--output", out])
+    r = run(
+        "ingest_connectome",
+        ["--subject", "01", "--weights", *_c_isolated(tmp_path, "warn"), "--output", out],
+    )
     assert r.exit_code == 0, r.output
     assert "warning: 1 regions have no connection: R3" in r.output
     assert read_h5(out)[1]["isolated"] == ["R3"]
@@ -210,8 +239,21 @@ def connectome(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("conn")
     src = _subject(tmp)
     out = tmp / "sub-01_connectome.h5"
-    r = run("ingest_connectome", ["--subject", "01", "--weights", src["weights"], "--lengths",
-                                  src["lengths"], "--labels", src["labels"], "--output", out])
+    r = run(
+        "ingest_connectome",
+        [
+            "--subject",
+            "01",
+            "--weights",
+            src["weights"],
+            "--lengths",
+            src["lengths"],
+            "--labels",
+            src["labels"],
+            "--output",
+            out,
+        ],
+    )
     assert r.exit_code == 0, r.output
     return out
 
@@ -228,8 +270,7 @@ def _good(t=120, seed=1):
 
 
 def _b_short(d):
-    return [_bold(d, _good(30)), "--tr", TR, "--discard", 10, "--fcd-window", 25,
-            "--fcd-step", 1]
+    return [_bold(d, _good(30)), "--tr", TR, "--discard", 10, "--fcd-window", 25, "--fcd-step", 1]
 
 
 def _b_constant(d):
@@ -265,33 +306,68 @@ def _b_tr_ms_sidecar(d):
 
 
 BAD_BOLD = [
-    ("fewer TRs than discard + FCD window", _b_short, 1,
-     "expected at least 26 volumes after discarding 10 (FCD window 25 + step 1), got 20 of 30"),
-    ("constant region", _b_constant, 1,
-     "expected BOLD that varies in time in every region, got 1 constant regions (R2"),
-    ("NaN run longer than max_nan_run", _b_nan_run, 1,
-     "expected at most 2 consecutive n/a volumes per region, got 5 in R1 (column 2) at "
-     "volumes 41–45"),
-    ("region count differs, no labels", _b_count_no_labels, 1,
-     "expected the same number of regions, got 6 in the connectome and 5 in the BOLD (no "
-     "labels to match by)"),
-    ("labels do not match", _b_labels_mismatch, 1,
-     "6 connectome regions not in the BOLD (R0, R1"),
+    (
+        "fewer TRs than discard + FCD window",
+        _b_short,
+        1,
+        "expected at least 26 volumes after discarding 10 (FCD window 25 + step 1), got 20 of 30",
+    ),
+    (
+        "constant region",
+        _b_constant,
+        1,
+        "expected BOLD that varies in time in every region, got 1 constant regions (R2",
+    ),
+    (
+        "NaN run longer than max_nan_run",
+        _b_nan_run,
+        1,
+        "expected at most 2 consecutive n/a volumes per region, got 5 in R1 (column 2) at "
+        "volumes 41–45",
+    ),
+    (
+        "region count differs, no labels",
+        _b_count_no_labels,
+        1,
+        "expected the same number of regions, got 6 in the connectome and 5 in the BOLD (no "
+        "labels to match by)",
+    ),
+    ("labels do not match", _b_labels_mismatch, 1, "6 connectome regions not in the BOLD (R0, R1"),
     ("missing TR", _b_no_tr, 1, "expected a repetition time, got none"),
-    ("TR in ms (--tr 720)", _b_tr_ms_argument, 1,
-     "expected the TR in seconds, got 720, almost certainly milliseconds; give it in seconds "
-     "(0.72)"),
-    ("TR in ms (sidecar RepetitionTime 720)", _b_tr_ms_sidecar, 1,
-     "almost certainly milliseconds; give it in seconds (0.72)"),
+    (
+        "TR in ms (--tr 720)",
+        _b_tr_ms_argument,
+        1,
+        "expected the TR in seconds, got 720, almost certainly milliseconds; give it in seconds "
+        "(0.72)",
+    ),
+    (
+        "TR in ms (sidecar RepetitionTime 720)",
+        _b_tr_ms_sidecar,
+        1,
+        "almost certainly milliseconds; give it in seconds (0.72)",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("case", "make", "code", "phrase"), BAD_BOLD,
-                         ids=[c[0] for c in BAD_BOLD])
+@pytest.mark.parametrize(("case", "make", "code", "phrase"), BAD_BOLD, ids=[c[0] for c in BAD_BOLD])
 def test_bad_bold(connectome, tmp_path, case, make, code, phrase):
     out, qc = tmp_path / "res" / "e.h5", tmp_path / "res" / "qc.json"
-    r = run("empirical_fc", ["--subject", "01", "--connectome", connectome, "--bold",
-                             *make(tmp_path), "--output", out, "--qc", qc])
+    r = run(
+        "empirical_fc",
+        [
+            "--subject",
+            "01",
+            "--connectome",
+            connectome,
+            "--bold",
+            *make(tmp_path),
+            "--output",
+            out,
+            "--qc",
+            qc,
+        ],
+    )
     assert r.exit_code == code, r.output
     assert phrase in error_line(r)
     assert not out.exists() and not qc.exists() and not _leftovers(tmp_path)
@@ -301,9 +377,23 @@ def test_a_short_nan_run_is_interpolated_and_counted(connectome, tmp_path):
     x = _good()
     x[40:42, 1] = np.nan
     out = tmp_path / "e.h5"
-    r = run("empirical_fc", ["--subject", "01", "--connectome", connectome, "--bold",
-                             _bold(tmp_path, x), "--tr", TR, "--max-nan-run", 2,
-                             "--output", out])
+    r = run(
+        "empirical_fc",
+        [
+            "--subject",
+            "01",
+            "--connectome",
+            connectome,
+            "--bold",
+            _bold(tmp_path, x),
+            "--tr",
+            TR,
+            "--max-nan-run",
+            2,
+            "--output",
+            out,
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert read_h5(out)[1]["qc"]["n_interpolated"] == 2
 
@@ -325,48 +415,88 @@ def _with(**sections):
 
 
 BAD_CONFIGS = [
-    ("unknown top-level key", {**CONFIG, "explortion": {}},
-     "unknown key 'explortion' (did you mean 'exploration'?) at the top level"),
-    ("unknown nested key", _with(observation={"fcd_windw": 3}),
-     "unknown key 'fcd_windw' (did you mean 'fcd_window'?) in observation"),
+    (
+        "unknown top-level key",
+        {**CONFIG, "explortion": {}},
+        "unknown key 'explortion' (did you mean 'exploration'?) at the top level",
+    ),
+    (
+        "unknown nested key",
+        _with(observation={"fcd_windw": 3}),
+        "unknown key 'fcd_windw' (did you mean 'fcd_window'?) in observation",
+    ),
     ("dt = 0", _with(simulation={"dt": 0}), "simulation.dt = 0; expected a value > 0"),
     ("dt < 0", _with(simulation={"dt": -1.0}), "simulation.dt = -1.0; expected a value > 0"),
-    ("dt larger than the model allows", _with(simulation={"dt": 12.0}),
-     "simulation.dt = 12 ms exceeds the largest stable step of reduced_wong_wang (10 ms)"),
-    ("duration < transient + FCD window (TR known)",
-     _with(simulation={"duration": 7200.0, "transient": 20000.0},
-           observation={"tr": 0.72, "fcd_window": 10, "fcd_step": 5}),
-     "simulation.duration = 7200 ms gives 10 TRs, too few for two FCD windows of 10 TRs "
-     "(step 5; at least 15 TRs); note that the duration is the BOLD kept after the transient"),
-    ("duration < transient + FCD window (TR from the data)",
-     _with(simulation={"duration": 7200.0, "transient": 20000.0}),
-     "the simulation returns 10 TRs, too few for two FCD windows of 10 TRs (step 5)"),
-    ("unknown model", _with(model={"name": "kuramoto"}),
-     "model.name = 'kuramoto' is not allowed; allowed values: reduced_wong_wang"),
-    ("unknown loss term", _with(loss={"terms": {"fc_corelation": 1.0}}),
-     "unknown key 'fc_corelation' (did you mean 'fc_corr'?) in loss.terms"),
-    ("unknown loss function", _with(loss={"expression": "1 - corelation(fc, empirical_fc)"}),
-     "unknown function 'corelation' at column 5 (did you mean 'correlation'?)"),
-    ("unknown optimizer", {**CONFIG, **_stage(optimizer="adamm")},
-     "refinement.stages[0].optimizer = 'adamm' is not allowed (did you mean 'adam'?)"),
-    ("explored parameter the model lacks",
-     _with(exploration={"parameters": [{"name": "omega", "lo": 0, "hi": 1, "n": 2}]}),
-     "exploration.parameters[0]: unknown parameter 'omega' of reduced_wong_wang"),
-    ("fitted parameter the model lacks",
-     {**CONFIG, **_stage(free_parameters=[{"name": "a_e", "domain": {"lo": 0, "hi": 1}}])},
-     "refinement.stages[0].free_parameters[0]: unknown parameter 'a_e' of reduced_wong_wang"),
-    ("grid bounds lo = hi",
-     _with(exploration={"parameters": [{"name": "G", "lo": 0.5, "hi": 0.5, "n": 2}]}),
-     "exploration.parameters[0]: expected lo < hi, got lo=0.5, hi=0.5"),
-    ("fit bounds lo > hi",
-     {**CONFIG, **_stage(free_parameters=[{"name": "w", "domain": {"lo": 1.0, "hi": 0.1}}])},
-     "refinement.stages[0].free_parameters[0]: expected lo < hi, got lo=1, hi=0.1"),
-    ("observation.tr in ms", _with(observation={"tr": 720}),
-     "observation.tr = 720; expected a value <= 100 (the TR in seconds): 720 is almost "
-     "certainly milliseconds; give it in seconds (0.72)"),
-    ("grid n < 1",
-     _with(exploration={"parameters": [{"name": "G", "lo": 0.1, "hi": 0.5, "n": 0}]}),
-     "exploration.parameters[0].n = 0; expected a value >= 1"),
+    (
+        "dt larger than the model allows",
+        _with(simulation={"dt": 12.0}),
+        "simulation.dt = 12 ms exceeds the largest stable step of reduced_wong_wang (10 ms)",
+    ),
+    (
+        "duration < transient + FCD window (TR known)",
+        _with(
+            simulation={"duration": 7200.0, "transient": 20000.0},
+            observation={"tr": 0.72, "fcd_window": 10, "fcd_step": 5},
+        ),
+        "simulation.duration = 7200 ms gives 10 TRs, too few for two FCD windows of 10 TRs "
+        "(step 5; at least 15 TRs); note that the duration is the BOLD kept after the transient",
+    ),
+    (
+        "duration < transient + FCD window (TR from the data)",
+        _with(simulation={"duration": 7200.0, "transient": 20000.0}),
+        "the simulation returns 10 TRs, too few for two FCD windows of 10 TRs (step 5)",
+    ),
+    (
+        "unknown model",
+        _with(model={"name": "kuramoto"}),
+        "model.name = 'kuramoto' is not allowed; allowed values: reduced_wong_wang",
+    ),
+    (
+        "unknown loss term",
+        _with(loss={"terms": {"fc_corelation": 1.0}}),
+        "unknown key 'fc_corelation' (did you mean 'fc_corr'?) in loss.terms",
+    ),
+    (
+        "unknown loss function",
+        _with(loss={"expression": "1 - corelation(fc, empirical_fc)"}),
+        "unknown function 'corelation' at column 5 (did you mean 'correlation'?)",
+    ),
+    (
+        "unknown optimizer",
+        {**CONFIG, **_stage(optimizer="adamm")},
+        "refinement.stages[0].optimizer = 'adamm' is not allowed (did you mean 'adam'?)",
+    ),
+    (
+        "explored parameter the model lacks",
+        _with(exploration={"parameters": [{"name": "omega", "lo": 0, "hi": 1, "n": 2}]}),
+        "exploration.parameters[0]: unknown parameter 'omega' of reduced_wong_wang",
+    ),
+    (
+        "fitted parameter the model lacks",
+        {**CONFIG, **_stage(free_parameters=[{"name": "a_e", "domain": {"lo": 0, "hi": 1}}])},
+        "refinement.stages[0].free_parameters[0]: unknown parameter 'a_e' of reduced_wong_wang",
+    ),
+    (
+        "grid bounds lo = hi",
+        _with(exploration={"parameters": [{"name": "G", "lo": 0.5, "hi": 0.5, "n": 2}]}),
+        "exploration.parameters[0]: expected lo < hi, got lo=0.5, hi=0.5",
+    ),
+    (
+        "fit bounds lo > hi",
+        {**CONFIG, **_stage(free_parameters=[{"name": "w", "domain": {"lo": 1.0, "hi": 0.1}}])},
+        "refinement.stages[0].free_parameters[0]: expected lo < hi, got lo=1, hi=0.1",
+    ),
+    (
+        "observation.tr in ms",
+        _with(observation={"tr": 720}),
+        "observation.tr = 720; expected a value <= 100 (the TR in seconds): 720 is almost "
+        "certainly milliseconds; give it in seconds (0.72)",
+    ),
+    (
+        "grid n < 1",
+        _with(exploration={"parameters": [{"name": "G", "lo": 0.1, "hi": 0.5, "n": 0}]}),
+        "exploration.parameters[0].n = 0; expected a value >= 1",
+    ),
 ]
 
 
@@ -374,20 +504,49 @@ BAD_CONFIGS = [
 def empirical(connectome, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("emp")
     out = tmp / "e.h5"
-    r = run("empirical_fc", ["--subject", "01", "--connectome", connectome, "--bold",
-                             _bold(tmp, _good()), "--tr", TR, "--fcd-window", 10,
-                             "--fcd-step", 5, "--output", out])
+    r = run(
+        "empirical_fc",
+        [
+            "--subject",
+            "01",
+            "--connectome",
+            connectome,
+            "--bold",
+            _bold(tmp, _good()),
+            "--tr",
+            TR,
+            "--fcd-window",
+            10,
+            "--fcd-step",
+            5,
+            "--output",
+            out,
+        ],
+    )
     assert r.exit_code == 0, r.output
     return out
 
 
-@pytest.mark.parametrize(("case", "cfg", "phrase"), BAD_CONFIGS,
-                         ids=[c[0] for c in BAD_CONFIGS])
+@pytest.mark.parametrize(("case", "cfg", "phrase"), BAD_CONFIGS, ids=[c[0] for c in BAD_CONFIGS])
 def test_bad_config(connectome, empirical, tmp_path, case, cfg, phrase):
     out = tmp_path / "chunk-0.h5"
-    r = run("explore", ["--subject", "01", "--connectome", connectome, "--empirical",
-                        empirical, "--chunk", 0, "--config-json", json.dumps(cfg),
-                        "--output", out])
+    r = run(
+        "explore",
+        [
+            "--subject",
+            "01",
+            "--connectome",
+            connectome,
+            "--empirical",
+            empirical,
+            "--chunk",
+            0,
+            "--config-json",
+            json.dumps(cfg),
+            "--output",
+            out,
+        ],
+    )
     assert r.exit_code == 2, r.output
     assert phrase in error_line(r)
     assert not out.exists() and not _leftovers(tmp_path)
@@ -398,8 +557,16 @@ def test_bad_config(connectome, empirical, tmp_path, case, cfg, phrase):
 
 @pytest.mark.parametrize(
     ("subject", "ok"),
-    [("01", True), ("sub01A", True), ("0_1", False), ("01 a", False), ("a/b", False),
-     ("ü1", False), ("01.2", False), ("01-2", False)],
+    [
+        ("01", True),
+        ("sub01A", True),
+        ("0_1", False),
+        ("01 a", False),
+        ("a/b", False),
+        ("ü1", False),
+        ("01.2", False),
+        ("01-2", False),
+    ],
 )
 def test_subject_ids_with_illegal_characters_are_refused(tmp_path, subject, ok):
     p = tmp_path / "s.tsv"
@@ -421,22 +588,28 @@ def test_duplicate_subject_ids_name_both_rows(tmp_path):
 def test_a_sheet_tr_in_ms_says_so(tmp_path):
     p = tmp_path / "s.tsv"
     p.write_text("subject\tsc_weights\tbold\ttr\n01\tw\tb\t720\n")
-    with pytest.raises(ConfigError, match=r"tr = 720.0; expected a value <= 100 \(the TR in "
-                       r"seconds\): 720 is almost certainly milliseconds; give it in seconds "
-                       r"\(0.72\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"tr = 720.0; expected a value <= 100 \(the TR in "
+        r"seconds\): 720 is almost certainly milliseconds; give it in seconds "
+        r"\(0.72\)",
+    ):
         load_subjects(p)
 
 
 def test_missing_files_are_all_listed_at_once(tmp_path):
     (tmp_path / "w1.tsv").write_text("1")
-    rows = [{"subject": "01", "sc_weights": "w1.tsv", "bold": "b1.tsv"},
-            {"subject": "02", "sc_weights": "w2.tsv", "sc_lengths": "l2.tsv", "bold": "b2.tsv"}]
+    rows = [
+        {"subject": "01", "sc_weights": "w1.tsv", "bold": "b1.tsv"},
+        {"subject": "02", "sc_weights": "w2.tsv", "sc_lengths": "l2.tsv", "bold": "b2.tsv"},
+    ]
     with pytest.raises(ConfigError) as e:
         check_subject_files(rows, base=tmp_path, where="subjects.tsv")
     assert str(e.value) == (
         "subjects.tsv: 4 file(s) of the subjects sheet do not exist: sub-01 bold b1.tsv; "
         "sub-02 sc_weights w2.tsv; sub-02 sc_lengths l2.tsv; sub-02 bold b2.tsv; fix the paths "
-        "(relative to the working directory) or remove the subjects")
+        "(relative to the working directory) or remove the subjects"
+    )
     (tmp_path / "b1.tsv").write_text("1")
     check_subject_files(rows[:1], base=tmp_path)  # complete: no error
 
@@ -470,8 +643,12 @@ def test_connectome_reader_is_invariant_to_region_order(seed, perm):
     perm = list(perm)
     with tempfile.TemporaryDirectory() as d:
         wp = _tsv(Path(d) / "w.tsv", w, header=LABELS)
-        lp = _tsv(Path(d) / "l.tsv", ln[np.ix_(perm, perm)], header=[LABELS[i] for i in perm],
-                  fmt="{:.17g}")
+        lp = _tsv(
+            Path(d) / "l.tsv",
+            ln[np.ix_(perm, perm)],
+            header=[LABELS[i] for i in perm],
+            fmt="{:.17g}",
+        )
         gw, gl, lab = read_connectome(wp, lp)
     assert lab == LABELS
     np.testing.assert_array_equal(gw, w)
@@ -490,8 +667,12 @@ def _fcs(seed, n, t):
 
 
 @settings(max_examples=20, deadline=None)
-@given(st.integers(0, 2**32 - 1), st.sampled_from([3, 6]), st.sampled_from([20, 40]),
-       st.randoms(use_true_random=False))
+@given(
+    st.integers(0, 2**32 - 1),
+    st.sampled_from([3, 6]),
+    st.sampled_from([20, 40]),
+    st.randoms(use_true_random=False),
+)
 def test_fc_and_losses_symmetric_bounded_and_permutation_invariant(seed, n, t, rnd):
     a, b = _fcs(seed, n, t)
     for m in (a, b):  # FC: symmetric, unit diagonal, in [-1, 1]
@@ -501,8 +682,11 @@ def test_fc_and_losses_symmetric_bounded_and_permutation_invariant(seed, n, t, r
     p = np.array(rnd.sample(range(n), n))
     pa, pb = a[np.ix_(p, p)], b[np.ix_(p, p)]
     bounds = {"fc_corr": (0.0, 2.0), "fc_rmse": (0.0, 2.0), "fcd_ks": (0.0, 1.0)}
-    for name, fn in (("fc_corr", losses.fc_corr), ("fc_rmse", losses.fc_rmse),
-                     ("fcd_ks", losses.fcd_ks)):
+    for name, fn in (
+        ("fc_corr", losses.fc_corr),
+        ("fc_rmse", losses.fc_rmse),
+        ("fcd_ks", losses.fcd_ks),
+    ):
         v = float(fn(jnp.asarray(a), jnp.asarray(b)))
         lo, hi = bounds[name]
         assert lo - 1e-12 <= v <= hi + 1e-12, (name, v)
@@ -533,8 +717,12 @@ def test_a_killed_writers_temporary_is_removed_by_the_next_write(tmp_path):
     from bnmfit.results import _host
 
     target = tmp_path / "x.h5"
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True).stdout.strip()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     stale = tmp_path / f".x.h5.{_host()}-{dead}.abc123.tmp.h5"
     live = tmp_path / f".x.h5.{_host()}-{os.getppid()}.abc123.tmp.h5"  # a live writer
     other = tmp_path / f".x.h5.otherhost-{dead}.abc123.tmp.h5"  # another node's writer
@@ -587,33 +775,56 @@ def _full_disk(monkeypatch, after: int = 0):
 @pytest.mark.parametrize("kind", ["h5", "json"])
 def test_disk_full_in_process_keeps_the_previous_output(tmp_path, monkeypatch, kind):
     target = tmp_path / f"x.{kind}"
-    write = (lambda v: write_h5(target, {"a": np.full(3, v)})) if kind == "h5" else \
-        (lambda v: write_json(target, {"a": v}))
+    write = (
+        (lambda v: write_h5(target, {"a": np.full(3, v)}))
+        if kind == "h5"
+        else (lambda v: write_json(target, {"a": v}))
+    )
     write(1.0)
     before = target.read_bytes()
     _full_disk(monkeypatch)
     with pytest.raises(DataError) as e:
         write(2.0)
     monkeypatch.undo()
-    assert str(e.value) == (f"{target}: expected to write the result, got No space left on "
-                            "device; the previous file is unchanged. Free space on the file "
-                            f"system of {tmp_path} (or raise the quota) and re-run")
+    assert str(e.value) == (
+        f"{target}: expected to write the result, got No space left on "
+        "device; the previous file is unchanged. Free space on the file "
+        f"system of {tmp_path} (or raise the quota) and re-run"
+    )
     assert target.read_bytes() == before and not _leftovers(tmp_path)
 
 
-def test_disk_full_at_the_second_output_leaves_no_output_of_the_rule(connectome, tmp_path,
-                                                                     monkeypatch):
+def test_disk_full_at_the_second_output_leaves_no_output_of_the_rule(
+    connectome, tmp_path, monkeypatch
+):
     """empirical_fc writes the HDF5, then the QC JSON: when the disk fills up in between,
     the HDF5 is removed too, so the rule has all its outputs or none."""
     out, qc = tmp_path / "e.h5", tmp_path / "qc.json"
     bold = _bold(tmp_path, _good())
     _full_disk(monkeypatch, after=1)
-    r = run("empirical_fc", ["--subject", "01", "--connectome", connectome, "--bold", bold,
-                             "--tr", TR, "--output", out, "--qc", qc])
+    r = run(
+        "empirical_fc",
+        [
+            "--subject",
+            "01",
+            "--connectome",
+            connectome,
+            "--bold",
+            bold,
+            "--tr",
+            TR,
+            "--output",
+            out,
+            "--qc",
+            qc,
+        ],
+    )
     monkeypatch.undo()
     assert r.exit_code == 1, r.output
-    assert error_line(r).startswith(f"Error: {qc}: expected to write the result, got No space "
-                                    "left on device; nothing was written.")
+    assert error_line(r).startswith(
+        f"Error: {qc}: expected to write the result, got No space "
+        "left on device; nothing was written."
+    )
     assert not out.exists() and not qc.exists() and not _leftovers(tmp_path)
 
 
@@ -624,8 +835,9 @@ def tiny_disk(tmp_path):
     d.mkdir()
     if os.geteuid() != 0 or sys.platform != "linux":
         pytest.skip("mounting a tmpfs needs root on Linux")
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(d)],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(d)], capture_output=True, text=True
+    )
     if r.returncode:
         pytest.skip(f"cannot mount a tmpfs: {r.stderr.strip()}")
     try:
@@ -653,7 +865,8 @@ def test_disk_full_while_ingesting_is_one_line_and_keeps_the_valid_output(tiny_d
     assert error_line(r) == (
         f"Error: {out}: expected to write the result, got No space left on device; the "
         f"previous file is unchanged. Free space on the file system of {tiny_disk} (or raise "
-        "the quota) and re-run")
+        "the quota) and re-run"
+    )
     assert out.read_bytes() == before and not _leftovers(tiny_disk)
 
 
@@ -674,37 +887,120 @@ def prepared(tmp_path_factory):
     sub_cfg = dict(cfg, compute={"compilation_cache": str(tmp / "jax-cache")})
     sub_cfg_path = tmp / "config-subprocess.yaml"
     sub_cfg_path.write_text(yaml.safe_dump(sub_cfg))
-    out = {k: tmp / v for k, v in {
-        "connectome": "sub-01_connectome.h5", "empirical": "sub-01_desc-empirical_fc.h5",
-        "qc": "sub-01_desc-empirical_qc.json", "explore": "sub-01_explore.h5"}.items()}
-    assert run("ingest_connectome", [
-        "--subject", "01", "--weights", src["weights"], "--lengths", src["lengths"],
-        "--labels", src["labels"], "--output", out["connectome"]]).exit_code == 0
-    assert run("empirical_fc", [
-        "--subject", "01", "--connectome", out["connectome"], "--bold", src["bold"],
-        "--tr", TR, "--discard", 5, "--fcd-window", 10, "--fcd-step", 5,
-        "--output", out["empirical"], "--qc", out["qc"]]).exit_code == 0
+    out = {
+        k: tmp / v
+        for k, v in {
+            "connectome": "sub-01_connectome.h5",
+            "empirical": "sub-01_desc-empirical_fc.h5",
+            "qc": "sub-01_desc-empirical_qc.json",
+            "explore": "sub-01_explore.h5",
+        }.items()
+    }
+    assert (
+        run(
+            "ingest_connectome",
+            [
+                "--subject",
+                "01",
+                "--weights",
+                src["weights"],
+                "--lengths",
+                src["lengths"],
+                "--labels",
+                src["labels"],
+                "--output",
+                out["connectome"],
+            ],
+        ).exit_code
+        == 0
+    )
+    assert (
+        run(
+            "empirical_fc",
+            [
+                "--subject",
+                "01",
+                "--connectome",
+                out["connectome"],
+                "--bold",
+                src["bold"],
+                "--tr",
+                TR,
+                "--discard",
+                5,
+                "--fcd-window",
+                10,
+                "--fcd-step",
+                5,
+                "--output",
+                out["empirical"],
+                "--qc",
+                out["qc"],
+            ],
+        ).exit_code
+        == 0
+    )
     chunks = []
     for k in (0, 1):
         chunks.append(tmp / "explore" / f"chunk-{k}.h5")
-        r = run("explore", ["--subject", "01", "--connectome", out["connectome"],
-                            "--empirical", out["empirical"], "--chunk", k, "--config",
-                            cfg_path, "--output", chunks[-1]])
+        r = run(
+            "explore",
+            [
+                "--subject",
+                "01",
+                "--connectome",
+                out["connectome"],
+                "--empirical",
+                out["empirical"],
+                "--chunk",
+                k,
+                "--config",
+                cfg_path,
+                "--output",
+                chunks[-1],
+            ],
+        )
         assert r.exit_code == 0, r.output
-    assert run("gather_explore", ["--subject", "01", "--config", cfg_path, "--output",
-                                  out["explore"], *chunks]).exit_code == 0
-    return {"tmp": tmp, "src": src, "cfg": cfg, "cfg_path": cfg_path,
-            "sub_cfg_path": sub_cfg_path, "out": out, "chunks": chunks}
+    assert (
+        run(
+            "gather_explore",
+            ["--subject", "01", "--config", cfg_path, "--output", out["explore"], *chunks],
+        ).exit_code
+        == 0
+    )
+    return {
+        "tmp": tmp,
+        "src": src,
+        "cfg": cfg,
+        "cfg_path": cfg_path,
+        "sub_cfg_path": sub_cfg_path,
+        "out": out,
+        "chunks": chunks,
+    }
 
 
 def _refine_cmd(p, d: Path) -> list[str]:
     o = p["out"]
-    return [sys.executable, str(ROOT / "scripts" / "refine.py"), "--subject", "01",
-            "--connectome", str(o["connectome"]), "--empirical", str(o["empirical"]),
-            "--explore", str(o["explore"]), "--config", str(p["sub_cfg_path"]),
-            "--checkpoint-dir", str(d / ".checkpoints"),
-            "--output-params", str(d / "sub-01_desc-fitted_params.json"),
-            "--output-fit", str(d / "sub-01_fit.h5")]
+    return [
+        sys.executable,
+        str(ROOT / "scripts" / "refine.py"),
+        "--subject",
+        "01",
+        "--connectome",
+        str(o["connectome"]),
+        "--empirical",
+        str(o["empirical"]),
+        "--explore",
+        str(o["explore"]),
+        "--config",
+        str(p["sub_cfg_path"]),
+        "--checkpoint-dir",
+        str(d / ".checkpoints"),
+        "--output-params",
+        str(d / "sub-01_desc-fitted_params.json"),
+        "--output-fit",
+        str(d / "sub-01_fit.h5"),
+    ]
 
 
 def _fit_result(d: Path) -> dict:
@@ -741,12 +1037,12 @@ def reference_fit(prepared):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
-def test_refine_killed_midway_resumes_to_the_same_result(prepared, reference_fit, tmp_path,
-                                                         sig):
+def test_refine_killed_midway_resumes_to_the_same_result(prepared, reference_fit, tmp_path, sig):
     d = tmp_path / "run"
     ckpt = d / ".checkpoints"
-    proc = subprocess.Popen(_refine_cmd(prepared, d), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        _refine_cmd(prepared, d), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     t0 = time.monotonic()
     try:
         while not list(ckpt.rglob("refine-checkpoint.pkl")):
@@ -762,8 +1058,10 @@ def test_refine_killed_midway_resumes_to_the_same_result(prepared, reference_fit
     if sig == signal.SIGTERM:
         assert proc.returncode == 128 + signal.SIGTERM, output[-3000:]
         errors = [ln for ln in output.splitlines() if ln.startswith("Error:")]
-        assert errors == ["Error: terminated by SIGTERM before finishing; unfinished outputs "
-                          "were discarded (a re-run resumes refine from its last checkpoint)"]
+        assert errors == [
+            "Error: terminated by SIGTERM before finishing; unfinished outputs "
+            "were discarded (a re-run resumes refine from its last checkpoint)"
+        ]
     else:
         assert proc.returncode == -signal.SIGKILL
     # killed mid-way: a checkpoint, no output, no half-written file under an output's name
@@ -786,18 +1084,38 @@ def test_a_diverging_region_is_recorded_and_skipped_in_explore(prepared, tmp_pat
     """G up to 1e8 on a log axis: the huge-G points' BOLD is non-finite. They are flagged with
     loss inf, FC r NaN, the run succeeds, and they are never refinement starts."""
     cfg = copy.deepcopy(prepared["cfg"])
-    cfg["exploration"].update(chunks=1, parameters=[
-        {"name": "G", "lo": 0.5, "hi": 1e8, "n": 2, "scale": "log"},
-        {"name": "w", "lo": 0.3, "hi": 0.6, "n": 2}])
+    cfg["exploration"].update(
+        chunks=1,
+        parameters=[
+            {"name": "G", "lo": 0.5, "hi": 1e8, "n": 2, "scale": "log"},
+            {"name": "w", "lo": 0.3, "hi": 0.6, "n": 2},
+        ],
+    )
     chunk, gathered = tmp_path / "chunk-0.h5", tmp_path / "explore.h5"
     o = prepared["out"]
-    r = run("explore", ["--subject", "01", "--connectome", o["connectome"], "--empirical",
-                        o["empirical"], "--chunk", 0, "--config-json", json.dumps(cfg),
-                        "--output", chunk])
+    r = run(
+        "explore",
+        [
+            "--subject",
+            "01",
+            "--connectome",
+            o["connectome"],
+            "--empirical",
+            o["empirical"],
+            "--chunk",
+            0,
+            "--config-json",
+            json.dumps(cfg),
+            "--output",
+            chunk,
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "2 diverged" in r.output
-    r = run("gather_explore", ["--subject", "01", "--config-json", json.dumps(cfg),
-                               "--output", gathered, chunk])
+    r = run(
+        "gather_explore",
+        ["--subject", "01", "--config-json", json.dumps(cfg), "--output", gathered, chunk],
+    )
     assert r.exit_code == 0, r.output
     d, _ = read_h5(gathered)
     assert list(d["diverged"]) == [False, False, True, True]
@@ -824,9 +1142,25 @@ def diverging_refine(prepared, tmp_path_factory):
     write_h5(explore_h5, ex, attrs)
     o = prepared["out"]
     pj, fh = tmp / "p.json", tmp / "f.h5"
-    r = run("refine", ["--subject", "01", "--connectome", o["connectome"], "--empirical",
-                       o["empirical"], "--explore", explore_h5, "--config-json",
-                       json.dumps(cfg), "--output-params", pj, "--output-fit", fh])
+    r = run(
+        "refine",
+        [
+            "--subject",
+            "01",
+            "--connectome",
+            o["connectome"],
+            "--empirical",
+            o["empirical"],
+            "--explore",
+            explore_h5,
+            "--config-json",
+            json.dumps(cfg),
+            "--output-params",
+            pj,
+            "--output-fit",
+            fh,
+        ],
+    )
     assert r.exit_code == 0, r.output
     return {"params": json.loads(pj.read_text()), "fit": read_h5(fh)[0], "log": r.output}
 
@@ -862,13 +1196,32 @@ def test_chunking_gives_the_same_landscape_bitwise(prepared, tmp_path, k):
     chunks = []
     for c in range(k):
         chunks.append(tmp_path / f"chunk-{c}.h5")
-        r = run("explore", ["--subject", "01", "--connectome", o["connectome"], "--empirical",
-                            o["empirical"], "--chunk", c, "--config-json", json.dumps(cfg),
-                            "--output", chunks[-1]])
+        r = run(
+            "explore",
+            [
+                "--subject",
+                "01",
+                "--connectome",
+                o["connectome"],
+                "--empirical",
+                o["empirical"],
+                "--chunk",
+                c,
+                "--config-json",
+                json.dumps(cfg),
+                "--output",
+                chunks[-1],
+            ],
+        )
         assert r.exit_code == 0, r.output
     gathered = tmp_path / "explore.h5"
-    assert run("gather_explore", ["--subject", "01", "--config-json", json.dumps(cfg),
-                                  "--output", gathered, *chunks]).exit_code == 0
+    assert (
+        run(
+            "gather_explore",
+            ["--subject", "01", "--config-json", json.dumps(cfg), "--output", gathered, *chunks],
+        ).exit_code
+        == 0
+    )
     a, _ = read_h5(gathered)
     b, _ = read_h5(o["explore"])  # K = 2
     _assert_identical(a, b)
@@ -878,9 +1231,23 @@ def test_chunking_gives_the_same_landscape_bitwise(prepared, tmp_path, k):
 def test_same_config_and_seeds_give_bitwise_identical_chunks(prepared, tmp_path):
     o = prepared["out"]
     again = tmp_path / "chunk-1.h5"
-    r = run("explore", ["--subject", "01", "--connectome", o["connectome"], "--empirical",
-                        o["empirical"], "--chunk", 1, "--config", prepared["cfg_path"],
-                        "--output", again])
+    r = run(
+        "explore",
+        [
+            "--subject",
+            "01",
+            "--connectome",
+            o["connectome"],
+            "--empirical",
+            o["empirical"],
+            "--chunk",
+            1,
+            "--config",
+            prepared["cfg_path"],
+            "--output",
+            again,
+        ],
+    )
     assert r.exit_code == 0, r.output
     (a, aa), (b, ba) = read_h5(again), read_h5(prepared["chunks"][1])
     _assert_identical(a, b)
@@ -896,8 +1263,19 @@ def test_a_stale_chunk_of_another_configuration_is_refused(prepared, tmp_path):
     stale = tmp_path / "chunk-1.h5"
     write_h5(stale, d, a)
     out = tmp_path / "explore.h5"
-    r = run("gather_explore", ["--subject", "01", "--config", prepared["cfg_path"],
-                               "--output", out, prepared["chunks"][0], stale])
+    r = run(
+        "gather_explore",
+        [
+            "--subject",
+            "01",
+            "--config",
+            prepared["cfg_path"],
+            "--output",
+            out,
+            prepared["chunks"][0],
+            stale,
+        ],
+    )
     assert r.exit_code == 1
     assert "expected a chunk of the same exploration" in error_line(r)
     assert "config hash" in error_line(r) and not out.exists()
@@ -915,8 +1293,9 @@ def test_every_result_file_records_its_provenance(prepared, reference_fit):
         "chunk": read_h5(prepared["chunks"][0])[1],
         "explore": read_h5(o["explore"])[1],
         "fit": read_h5(reference_fit / "sub-01_fit.h5")[1],
-        "params": json.loads(
-            (reference_fit / "sub-01_desc-fitted_params.json").read_text())["provenance"],
+        "params": json.loads((reference_fit / "sub-01_desc-fitted_params.json").read_text())[
+            "provenance"
+        ],
     }
     expected_inputs = {
         "connectome": {prepared["src"][k] for k in ("weights", "lengths", "labels")},
@@ -931,8 +1310,9 @@ def test_every_result_file_records_its_provenance(prepared, reference_fit):
         assert {"config_hash", "versions", "seeds", "inputs"} <= set(a), name
         assert "xla_cpu_small_while_loop_byte_threshold" in a["xla_flags"], name
         assert len(a["config_hash"]) == 16 and int(a["config_hash"], 16) >= 0, name
-        assert {"python", "bnmfit", "jax", "jaxlib", "numpy", "scipy", "optax",
-                "h5py"} <= set(a["versions"]), name
+        assert {"python", "bnmfit", "jax", "jaxlib", "numpy", "scipy", "optax", "h5py"} <= set(
+            a["versions"]
+        ), name
         assert {Path(p) for p in a["inputs"]} == expected_inputs[name], name
         for p, digest in a["inputs"].items():
             assert digest == sha256(p), (name, p)  # the checksum of the file as it is
@@ -952,14 +1332,24 @@ def test_jobs_never_share_an_output(tmp_path):
     wd = _workdir(tmp_path)
     r = snakemake("-n", *_base(wd), cwd=wd, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
-    jobs = [ln.split("output:", 1)[1].split(",") for ln in r.stdout.splitlines()
-            if ln.lstrip().startswith("output:")]
+    jobs = [
+        ln.split("output:", 1)[1].split(",")
+        for ln in r.stdout.splitlines()
+        if ln.lstrip().startswith("output:")
+    ]
     outputs = [p.strip() for job in jobs for p in job]
     assert len(jobs) == 15 and len(outputs) == len(set(outputs))  # all but rule all
     for p in outputs:
-        assert p.startswith(("results/sub-01/", "results/sub-02/", "results/cohort",
-                             "results/figures/cohort", "results/dataset_description",
-                             "results/config.yaml")), p
+        assert p.startswith(
+            (
+                "results/sub-01/",
+                "results/sub-02/",
+                "results/cohort",
+                "results/figures/cohort",
+                "results/dataset_description",
+                "results/config.yaml",
+            )
+        ), p
 
 
 @pytest.mark.slow
@@ -970,9 +1360,11 @@ def test_a_cohort_with_missing_files_fails_once_listing_all(tmp_path):
     r = snakemake("-n", *_base(wd), cwd=wd, timeout=300)
     assert r.returncode != 0
     text = r.stdout + r.stderr
-    assert ("invalid configuration: subjects.tsv: 2 file(s) of the subjects sheet do not exist: "
-            "sub-01 bold resources/sub-01/sub-01_task-rst_timeseries.tsv.gz; sub-02 sc_weights "
-            "resources/sub-02/sub-02_desc-w8s_relmat.tsv") in text, text[-3000:]
+    assert (
+        "invalid configuration: subjects.tsv: 2 file(s) of the subjects sheet do not exist: "
+        "sub-01 bold resources/sub-01/sub-01_task-rst_timeseries.tsv.gz; sub-02 sc_weights "
+        "resources/sub-02/sub-02_desc-w8s_relmat.tsv"
+    ) in text, text[-3000:]
 
 
 @pytest.mark.slow
@@ -982,9 +1374,14 @@ def test_a_second_snakemake_in_the_same_directory_is_refused_by_the_lock(tmp_pat
     releases the directory, as workflow/README.md says."""
     wd = _workdir(tmp_path)
     env = dict(os.environ, PYTHONWARNINGS="ignore")
-    first = subprocess.Popen([sys.executable, "-m", "snakemake", "--cores", "1", *map(
-        str, _base(wd))], cwd=wd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        env=env, start_new_session=True)
+    first = subprocess.Popen(
+        [sys.executable, "-m", "snakemake", "--cores", "1", *map(str, _base(wd))],
+        cwd=wd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,
+    )
     locks = wd / ".snakemake" / "locks"
     try:
         t0 = time.monotonic()
@@ -1024,8 +1421,11 @@ def test_partially_deleted_results_are_regenerated_identically(run_dir):
     before = snapshot()
     backup = chunk.read_bytes()
     # re-running a chunk removes the pages that show it (sub-01's, the cohort's); kept here
-    pages = {p: p.read_bytes() for p in (run_dir / "results").rglob("*")
-             if p.suffix in (".html", ".tsv", ".png")}
+    pages = {
+        p: p.read_bytes()
+        for p in (run_dir / "results").rglob("*")
+        if p.suffix in (".html", ".tsv", ".png")
+    }
     chunk.unlink()
     try:
         r = snakemake("--cores", 2, chunk.relative_to(run_dir), *_base(run_dir), cwd=run_dir)

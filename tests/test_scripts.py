@@ -19,8 +19,15 @@ from bnmfit.errors import ConfigError, DataError
 from bnmfit.results import read_h5
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = ["ingest_connectome", "empirical_fc", "explore", "gather_explore", "refine",
-           "report", "cohort_report"]
+SCRIPTS = [
+    "ingest_connectome",
+    "empirical_fc",
+    "explore",
+    "gather_explore",
+    "refine",
+    "report",
+    "cohort_report",
+]
 N = 6
 T = 120
 TR = 0.72
@@ -30,21 +37,39 @@ CONFIG = {
     "simulation": {"dt": 10.0, "duration": 28800.0, "transient": 1440.0},  # 40 TRs
     "observation": {"fcd_window": 10, "fcd_step": 5},
     "loss": {"expression": "1 - correlation(fc, empirical_fc) + 0.5"},
-    "exploration": {"parameters": [{"name": "G", "lo": 0.2, "hi": 0.8, "n": 2},
-                                   {"name": "w", "lo": 0.3, "hi": 0.6, "n": 2}],
-                    "chunks": 2, "seeds": 1, "batch_size": 4},
-    "refinement": {"starts": 2, "heldout_seeds": [1000], "checkpoint_every": 2,
-                   "stages": [{"name": "global", "steps": 2, "learning_rate": 0.05,
-                               "free_parameters": [
-                                   {"name": "G", "domain": {"lo": 0.01, "hi": 1.5}},
-                                   {"name": "w", "domain": {"lo": 0.01, "hi": 1.0}}]}]},
+    "exploration": {
+        "parameters": [
+            {"name": "G", "lo": 0.2, "hi": 0.8, "n": 2},
+            {"name": "w", "lo": 0.3, "hi": 0.6, "n": 2},
+        ],
+        "chunks": 2,
+        "seeds": 1,
+        "batch_size": 4,
+    },
+    "refinement": {
+        "starts": 2,
+        "heldout_seeds": [1000],
+        "checkpoint_every": 2,
+        "stages": [
+            {
+                "name": "global",
+                "steps": 2,
+                "learning_rate": 0.05,
+                "free_parameters": [
+                    {"name": "G", "domain": {"lo": 0.01, "hi": 1.5}},
+                    {"name": "w", "domain": {"lo": 0.01, "hi": 1.0}},
+                ],
+            }
+        ],
+    },
     "report": {"dpi": 30, "bold_traces": 2},
 }
 
 
 def load(name):
-    spec = importlib.util.spec_from_file_location(f"bnmfit_script_{name}",
-                                                  ROOT / "scripts" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(
+        f"bnmfit_script_{name}", ROOT / "scripts" / f"{name}.py"
+    )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod.main
@@ -88,16 +113,59 @@ def test_unknown_option_is_a_usage_error(name):
     [
         ("ingest_connectome", ["--subject", "x", "--weights", "missing.tsv", "--output", "o"]),
         ("empirical_fc", ["--subject", "x", "--connectome", "missing.h5", "--output", "o"]),
-        ("explore", ["--subject", "x", "--connectome", "missing.h5", "--empirical",
-                     "missing.h5", "--output", "o"]),
-        ("gather_explore", ["--subject", "x", "--config-json", "{}", "--output", "o",
-                            "missing.h5"]),
-        ("refine", ["--subject", "x", "--connectome", "missing.h5", "--empirical", "m.h5",
-                    "--explore", "m.h5", "--output-params", "p", "--output-fit", "f"]),
-        ("report", ["--subject", "x", "--fit", "missing.h5", "--config-json", "{}",
-                    "--output", "o"]),
-        ("cohort_report", ["--subject", "x", "--params-json", "missing.json",
-                           "--config-json", "{}", "--output", "o", "--table", "t"]),
+        (
+            "explore",
+            [
+                "--subject",
+                "x",
+                "--connectome",
+                "missing.h5",
+                "--empirical",
+                "missing.h5",
+                "--output",
+                "o",
+            ],
+        ),
+        (
+            "gather_explore",
+            ["--subject", "x", "--config-json", "{}", "--output", "o", "missing.h5"],
+        ),
+        (
+            "refine",
+            [
+                "--subject",
+                "x",
+                "--connectome",
+                "missing.h5",
+                "--empirical",
+                "m.h5",
+                "--explore",
+                "m.h5",
+                "--output-params",
+                "p",
+                "--output-fit",
+                "f",
+            ],
+        ),
+        (
+            "report",
+            ["--subject", "x", "--fit", "missing.h5", "--config-json", "{}", "--output", "o"],
+        ),
+        (
+            "cohort_report",
+            [
+                "--subject",
+                "x",
+                "--params-json",
+                "missing.json",
+                "--config-json",
+                "{}",
+                "--output",
+                "o",
+                "--table",
+                "t",
+            ],
+        ),
     ],
 )
 def test_missing_input_file_is_a_usage_error(name, args, tmp_path, monkeypatch):
@@ -120,8 +188,12 @@ def _subject(tmp: Path, seed: int = 0) -> dict[str, Path]:
     labels = [f"R{i}" for i in range(N)]
     d = tmp / "data"
     d.mkdir(exist_ok=True)
-    paths = {"weights": d / "weights.tsv", "lengths": d / "lengths.tsv",
-             "bold": d / "bold.tsv", "labels": d / "labels.txt"}
+    paths = {
+        "weights": d / "weights.tsv",
+        "lengths": d / "lengths.tsv",
+        "bold": d / "bold.tsv",
+        "labels": d / "labels.txt",
+    }
     np.savetxt(paths["weights"], w, delimiter="\t")
     np.savetxt(paths["lengths"], ln, delimiter="\t")
     mix = rng.standard_normal((N, N)) * 0.5 + np.eye(N)
@@ -141,53 +213,172 @@ def pipeline(tmp_path_factory):
     src = _subject(tmp)
     cfg_path = tmp / "config.yaml"
     cfg_path.write_text(yaml.safe_dump(CONFIG))
-    out = {k: tmp / v for k, v in {
-        "connectome": "sub-01_connectome.h5", "empirical": "sub-01_desc-empirical_fc.h5",
-        "qc": "sub-01_desc-empirical_qc.json", "chunk0": "explore/chunk-0.h5",
-        "chunk1": "explore/chunk-1.h5", "explore": "sub-01_explore.h5",
-        "params": "sub-01_desc-fitted_params.json", "fit": "sub-01_fit.h5",
-        "report": "sub-01_report.html", "figures": "figures", "cohort": "cohort_report.html",
-        "table": "cohort_params.tsv", "description": "dataset_description.json",
-        "resolved": "config.yaml.resolved", "cohort_figures": "cohort_figures",
-    }.items()}
+    out = {
+        k: tmp / v
+        for k, v in {
+            "connectome": "sub-01_connectome.h5",
+            "empirical": "sub-01_desc-empirical_fc.h5",
+            "qc": "sub-01_desc-empirical_qc.json",
+            "chunk0": "explore/chunk-0.h5",
+            "chunk1": "explore/chunk-1.h5",
+            "explore": "sub-01_explore.h5",
+            "params": "sub-01_desc-fitted_params.json",
+            "fit": "sub-01_fit.h5",
+            "report": "sub-01_report.html",
+            "figures": "figures",
+            "cohort": "cohort_report.html",
+            "table": "cohort_params.tsv",
+            "description": "dataset_description.json",
+            "resolved": "config.yaml.resolved",
+            "cohort_figures": "cohort_figures",
+        }.items()
+    }
     results, calls = {}, []
 
     def run(name, args):  # every call kept, for the rerun test
         calls.append((name, list(args)))
         return globals()["run"](name, args)  # the module's runner
 
-    results["ingest"] = run("ingest_connectome", [
-        "--subject", "01", "--weights", src["weights"], "--lengths", src["lengths"],
-        "--labels", src["labels"], "--normalise", "max", "--output", out["connectome"]])
-    results["empirical"] = run("empirical_fc", [
-        "--subject", "01", "--connectome", out["connectome"], "--bold", src["bold"],
-        "--tr", TR, "--discard", 5, "--fcd-window", 10, "--fcd-step", 5,
-        "--output", out["empirical"], "--qc", out["qc"]])
+    results["ingest"] = run(
+        "ingest_connectome",
+        [
+            "--subject",
+            "01",
+            "--weights",
+            src["weights"],
+            "--lengths",
+            src["lengths"],
+            "--labels",
+            src["labels"],
+            "--normalise",
+            "max",
+            "--output",
+            out["connectome"],
+        ],
+    )
+    results["empirical"] = run(
+        "empirical_fc",
+        [
+            "--subject",
+            "01",
+            "--connectome",
+            out["connectome"],
+            "--bold",
+            src["bold"],
+            "--tr",
+            TR,
+            "--discard",
+            5,
+            "--fcd-window",
+            10,
+            "--fcd-step",
+            5,
+            "--output",
+            out["empirical"],
+            "--qc",
+            out["qc"],
+        ],
+    )
     cfg_json = json.dumps(CONFIG)
     for k in (0, 1):
-        results[f"explore{k}"] = run("explore", [
-            "--subject", "01", "--connectome", out["connectome"], "--empirical",
-            out["empirical"], "--chunk", k, "--config-json", cfg_json,
-            "--output", out[f"chunk{k}"]])
-    results["gather"] = run("gather_explore", [
-        "--subject", "01", "--config", cfg_path, "--output", out["explore"],
-        out["chunk1"], out["chunk0"]])  # any order
-    results["refine"] = run("refine", [
-        "--subject", "01", "--connectome", out["connectome"], "--empirical", out["empirical"],
-        "--explore", out["explore"], "--config", cfg_path,
-        "--checkpoint-dir", tmp / ".checkpoints",
-        "--output-params", out["params"], "--output-fit", out["fit"]])
-    results["report"] = run("report", [
-        "--subject", "01", "--connectome", out["connectome"], "--empirical", out["empirical"],
-        "--explore", out["explore"], "--fit", out["fit"], "--params", out["params"],
-        "--config", cfg_path, "--figures", out["figures"], "--output", out["report"]])
-    results["cohort"] = run("cohort_report", [
-        "--subject", "01", "--params-json", out["params"], "--fit-h5", out["fit"],
-        "--config", cfg_path, "--output", out["cohort"], "--table", out["table"],
-        "--description", out["description"], "--resolved-config", out["resolved"],
-        "--figures", out["cohort_figures"]])
-    return {"tmp": tmp, "src": src, "out": out, "results": results, "cfg": cfg_path,
-            "calls": calls}
+        results[f"explore{k}"] = run(
+            "explore",
+            [
+                "--subject",
+                "01",
+                "--connectome",
+                out["connectome"],
+                "--empirical",
+                out["empirical"],
+                "--chunk",
+                k,
+                "--config-json",
+                cfg_json,
+                "--output",
+                out[f"chunk{k}"],
+            ],
+        )
+    results["gather"] = run(
+        "gather_explore",
+        [
+            "--subject",
+            "01",
+            "--config",
+            cfg_path,
+            "--output",
+            out["explore"],
+            out["chunk1"],
+            out["chunk0"],
+        ],
+    )  # any order
+    results["refine"] = run(
+        "refine",
+        [
+            "--subject",
+            "01",
+            "--connectome",
+            out["connectome"],
+            "--empirical",
+            out["empirical"],
+            "--explore",
+            out["explore"],
+            "--config",
+            cfg_path,
+            "--checkpoint-dir",
+            tmp / ".checkpoints",
+            "--output-params",
+            out["params"],
+            "--output-fit",
+            out["fit"],
+        ],
+    )
+    results["report"] = run(
+        "report",
+        [
+            "--subject",
+            "01",
+            "--connectome",
+            out["connectome"],
+            "--empirical",
+            out["empirical"],
+            "--explore",
+            out["explore"],
+            "--fit",
+            out["fit"],
+            "--params",
+            out["params"],
+            "--config",
+            cfg_path,
+            "--figures",
+            out["figures"],
+            "--output",
+            out["report"],
+        ],
+    )
+    results["cohort"] = run(
+        "cohort_report",
+        [
+            "--subject",
+            "01",
+            "--params-json",
+            out["params"],
+            "--fit-h5",
+            out["fit"],
+            "--config",
+            cfg_path,
+            "--output",
+            out["cohort"],
+            "--table",
+            out["table"],
+            "--description",
+            out["description"],
+            "--resolved-config",
+            out["resolved"],
+            "--figures",
+            out["cohort_figures"],
+        ],
+    )
+    return {"tmp": tmp, "src": src, "out": out, "results": results, "cfg": cfg_path, "calls": calls}
 
 
 @pytest.mark.slow
@@ -195,8 +386,21 @@ def test_every_script_succeeds(pipeline):
     for name, r in pipeline["results"].items():
         assert r.exit_code == 0, f"{name}: {r.output}"
     out = pipeline["out"]
-    for key in ("connectome", "empirical", "qc", "chunk0", "chunk1", "explore", "params",
-                "fit", "report", "cohort", "table", "description", "resolved"):
+    for key in (
+        "connectome",
+        "empirical",
+        "qc",
+        "chunk0",
+        "chunk1",
+        "explore",
+        "params",
+        "fit",
+        "report",
+        "cohort",
+        "table",
+        "description",
+        "resolved",
+    ):
         assert out[key].is_file(), key
     # no temporary files are left next to the outputs
     assert not [p for p in pipeline["tmp"].rglob(".*.tmp*")]
@@ -208,8 +412,7 @@ def test_ingest_output(pipeline):
     assert d["weights"].shape == (N, N) and d["weights"].max() == pytest.approx(1.0)
     assert d["labels"] == [f"R{i}" for i in range(N)]  # from --labels
     assert a["normalisation"] == "max" and a["symmetric"] is False
-    assert set(a["inputs"]) == {str(pipeline["src"][k]) for k in ("weights", "lengths",
-                                                                   "labels")}
+    assert set(a["inputs"]) == {str(pipeline["src"][k]) for k in ("weights", "lengths", "labels")}
     assert all(len(v) == 64 for v in a["inputs"].values())
     assert "jax" in a["versions"] and len(a["config_hash"]) == 16
 
@@ -231,8 +434,21 @@ def test_empirical_from_a_precomputed_fc(pipeline, tmp_path):
     path = tmp_path / "fc.tsv"
     np.savetxt(path, fc["fc"], delimiter="\t")
     out = tmp_path / "e.h5"
-    r = run("empirical_fc", ["--subject", "01", "--connectome", pipeline["out"]["connectome"],
-                             "--fc", path, "--fcd-window", 10, "--output", out])
+    r = run(
+        "empirical_fc",
+        [
+            "--subject",
+            "01",
+            "--connectome",
+            pipeline["out"]["connectome"],
+            "--fc",
+            path,
+            "--fcd-window",
+            10,
+            "--output",
+            out,
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "no BOLD, so no FCD" in r.output
     d, a = read_h5(out)
@@ -247,20 +463,48 @@ def test_empirical_from_a_precomputed_fc(pipeline, tmp_path):
     cfg = validate_config({"observation": {"fcd_window": 0, "tr": 0.72}})
     with pytest.raises(ConfigError, match="set simulation.duration"):
         problem_from_files(cfg, pipeline["out"]["connectome"], out)
-    cfg = validate_config({"observation": {"fcd_window": 0, "tr": 0.72},
-                           "simulation": {"duration": 7200.0}})
+    cfg = validate_config(
+        {"observation": {"fcd_window": 0, "tr": 0.72}, "simulation": {"duration": 7200.0}}
+    )
     assert problem_from_files(cfg, pipeline["out"]["connectome"], out).spec.n_tr == 10
     # the same FC stored as Fisher z with an inf diagonal: refused, or converted when the
     # sheet says so (fc_transform: fisher_z → --fc-transform fisher_z)
     z = np.arctanh(np.clip(fc["fc"], -0.999999, 0.999999))
     np.fill_diagonal(z, np.inf)
     np.savetxt(path, z, delimiter="\t")
-    r = run("empirical_fc", ["--subject", "01", "--connectome", pipeline["out"]["connectome"],
-                             "--fc", path, "--fcd-window", 0, "--output", out])
+    r = run(
+        "empirical_fc",
+        [
+            "--subject",
+            "01",
+            "--connectome",
+            pipeline["out"]["connectome"],
+            "--fc",
+            path,
+            "--fcd-window",
+            0,
+            "--output",
+            out,
+        ],
+    )
     assert r.exit_code == 1 and "set the sheet column fc_transform to fisher_z" in r.output
-    r = run("empirical_fc", ["--subject", "01", "--connectome", pipeline["out"]["connectome"],
-                             "--fc", path, "--fc-transform", "fisher_z", "--fcd-window", 0,
-                             "--output", out])
+    r = run(
+        "empirical_fc",
+        [
+            "--subject",
+            "01",
+            "--connectome",
+            pipeline["out"]["connectome"],
+            "--fc",
+            path,
+            "--fc-transform",
+            "fisher_z",
+            "--fcd-window",
+            0,
+            "--output",
+            out,
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "converted to correlations by tanh" in r.output
     np.testing.assert_allclose(read_h5(out)[0]["fc"], fc["fc"], atol=1e-5)
@@ -342,8 +586,9 @@ def test_report_and_cohort_outputs(pipeline):
 def test_ingest_errors(tmp_path):
     bad = tmp_path / "neg.tsv"
     np.savetxt(bad, -2 * np.ones((3, 3)), delimiter="\t")
-    r = run("ingest_connectome", ["--subject", "01", "--weights", bad,
-                                  "--output", tmp_path / "o.h5"])
+    r = run(
+        "ingest_connectome", ["--subject", "01", "--weights", bad, "--output", tmp_path / "o.h5"]
+    )
     assert r.exit_code == 1
     assert "negative" in error_line(r)
     assert not (tmp_path / "o.h5").exists()
@@ -352,49 +597,92 @@ def test_ingest_errors(tmp_path):
     np.savetxt(good, np.ones((3, 3)), delimiter="\t")
     labels = tmp_path / "labels.txt"
     labels.write_text("a\nb\n")
-    r = run("ingest_connectome", ["--subject", "01", "--weights", good, "--labels", labels,
-                                  "--output", tmp_path / "o.h5"])
+    r = run(
+        "ingest_connectome",
+        ["--subject", "01", "--weights", good, "--labels", labels, "--output", tmp_path / "o.h5"],
+    )
     assert r.exit_code == 1
-    assert error_line(r) == (f"Error: {labels}: 2 labels for a connectome of 3 regions; give "
-                             "one label per region")
+    assert error_line(r) == (
+        f"Error: {labels}: 2 labels for a connectome of 3 regions; give one label per region"
+    )
 
-    r = run("ingest_connectome", ["--subject", "01", "--weights", good, "--normalise", "sum",
-                                  "--output", tmp_path / "o.h5"])
+    r = run(
+        "ingest_connectome",
+        ["--subject", "01", "--weights", good, "--normalise", "sum", "--output", tmp_path / "o.h5"],
+    )
     assert r.exit_code == 2 and "'sum' is not one of" in r.output
 
 
 @pytest.mark.slow
 def test_empirical_errors(pipeline, tmp_path):
     conn = pipeline["out"]["connectome"]
-    r = run("empirical_fc", ["--subject", "01", "--connectome", conn, "--output",
-                             tmp_path / "e.h5"])
+    r = run(
+        "empirical_fc", ["--subject", "01", "--connectome", conn, "--output", tmp_path / "e.h5"]
+    )
     assert r.exit_code == 2 and "give exactly one of --bold and --fc" in r.output
-    r = run("empirical_fc", ["--subject", "01", "--connectome", conn, "--bold",
-                             pipeline["src"]["bold"], "--tr", TR, "--fcd-window", 500,
-                             "--output", tmp_path / "e.h5"])
+    r = run(
+        "empirical_fc",
+        [
+            "--subject",
+            "01",
+            "--connectome",
+            conn,
+            "--bold",
+            pipeline["src"]["bold"],
+            "--tr",
+            TR,
+            "--fcd-window",
+            500,
+            "--output",
+            tmp_path / "e.h5",
+        ],
+    )
     assert r.exit_code == 1
     assert "expected at least 505 volumes" in error_line(r)  # window 500 + the default step 5
     assert not (tmp_path / "e.h5").exists()
     short = tmp_path / "bold.npy"
     np.save(short, np.random.default_rng(0).standard_normal((50, N + 1)))
-    r = run("empirical_fc", ["--subject", "01", "--connectome", conn, "--bold", short,
-                             "--tr", TR, "--output", tmp_path / "e.h5"])
+    r = run(
+        "empirical_fc",
+        [
+            "--subject",
+            "01",
+            "--connectome",
+            conn,
+            "--bold",
+            short,
+            "--tr",
+            TR,
+            "--output",
+            tmp_path / "e.h5",
+        ],
+    )
     assert r.exit_code == 1 and error_line(r).startswith("Error: ")
 
 
 @pytest.mark.slow
 def test_explore_errors(pipeline, tmp_path):
-    base = ["--subject", "01", "--connectome", pipeline["out"]["connectome"],
-            "--empirical", pipeline["out"]["empirical"], "--output", tmp_path / "c.h5"]
+    base = [
+        "--subject",
+        "01",
+        "--connectome",
+        pipeline["out"]["connectome"],
+        "--empirical",
+        pipeline["out"]["empirical"],
+        "--output",
+        tmp_path / "c.h5",
+    ]
     r = run("explore", base + ["--chunk", 5, "--config-json", json.dumps(CONFIG)])
     assert r.exit_code == 2
-    assert error_line(r) == ("Error: --chunk 5 is out of range: exploration.chunks is 2, so "
-                             "use 0 ≤ chunk < 2")
+    assert error_line(r) == (
+        "Error: --chunk 5 is out of range: exploration.chunks is 2, so use 0 ≤ chunk < 2"
+    )
     r = run("explore", base + ["--config-json", json.dumps({"explortion": {}})])
     assert r.exit_code == 2
     assert error_line(r).startswith(
         "Error: --config-json: unknown key 'explortion' (did you mean 'exploration'?) at the "
-        "top level; allowed keys: subjects, connectome")
+        "top level; allowed keys: subjects, connectome"
+    )
     r = run("explore", base + ["--config-json", "{not json"])
     assert r.exit_code == 2 and "--config-json: invalid JSON" in error_line(r)
     r = run("explore", base)
@@ -404,23 +692,47 @@ def test_explore_errors(pipeline, tmp_path):
     bad = dict(CONFIG, simulation={"dt": 7.0, "duration": 28800.0})
     r = run("explore", base + ["--config-json", json.dumps(bad)])
     assert r.exit_code == 2
-    assert error_line(r) == ("Error: simulation.dt = 7 ms does not divide the TR (720 ms): "
-                             "choose a dt that divides it (e.g. 4, 5, 6 ms), or null to let "
-                             "the workflow choose one")
+    assert error_line(r) == (
+        "Error: simulation.dt = 7 ms does not divide the TR (720 ms): "
+        "choose a dt that divides it (e.g. 4, 5, 6 ms), or null to let "
+        "the workflow choose one"
+    )
     assert not (tmp_path / "c.h5").exists()
 
 
 @pytest.mark.slow
 def test_gather_errors(pipeline, tmp_path):
     out = pipeline["out"]
-    r = run("gather_explore", ["--subject", "01", "--config", pipeline["cfg"],
-                               "--output", tmp_path / "g.h5", out["chunk0"]])
+    r = run(
+        "gather_explore",
+        [
+            "--subject",
+            "01",
+            "--config",
+            pipeline["cfg"],
+            "--output",
+            tmp_path / "g.h5",
+            out["chunk0"],
+        ],
+    )
     assert r.exit_code == 1
-    assert error_line(r) == ("Error: the chunks cover 2 of 4 points (missing [2, 3]); give "
-                             "every chunk file")
-    r = run("gather_explore", ["--subject", "01", "--config", pipeline["cfg"],
-                               "--output", tmp_path / "g.h5", out["chunk0"], out["chunk0"],
-                               out["chunk1"]])
+    assert error_line(r) == (
+        "Error: the chunks cover 2 of 4 points (missing [2, 3]); give every chunk file"
+    )
+    r = run(
+        "gather_explore",
+        [
+            "--subject",
+            "01",
+            "--config",
+            pipeline["cfg"],
+            "--output",
+            tmp_path / "g.h5",
+            out["chunk0"],
+            out["chunk0"],
+            out["chunk1"],
+        ],
+    )
     assert r.exit_code == 1 and "appear in more than one chunk" in error_line(r)
     assert not (tmp_path / "g.h5").exists()
 
@@ -434,16 +746,43 @@ def test_refine_and_report_errors(pipeline, tmp_path):
     d["top"] = np.zeros(0, dtype=np.int64)
     empty = tmp_path / "explore.h5"
     write_h5(empty, d, a)
-    r = run("refine", ["--subject", "01", "--connectome", out["connectome"], "--empirical",
-                       out["empirical"], "--explore", empty, "--config", pipeline["cfg"],
-                       "--output-params", tmp_path / "p.json", "--output-fit", tmp_path / "f.h5"])
+    r = run(
+        "refine",
+        [
+            "--subject",
+            "01",
+            "--connectome",
+            out["connectome"],
+            "--empirical",
+            out["empirical"],
+            "--explore",
+            empty,
+            "--config",
+            pipeline["cfg"],
+            "--output-params",
+            tmp_path / "p.json",
+            "--output-fit",
+            tmp_path / "f.h5",
+        ],
+    )
     assert r.exit_code == 1 and "no refinement starts" in error_line(r)
     assert not (tmp_path / "p.json").exists() and not (tmp_path / "f.h5").exists()
 
     notfit = tmp_path / "notfit.h5"
     notfit.write_text("not hdf5")
-    r = run("report", ["--subject", "01", "--fit", notfit, "--config", pipeline["cfg"],
-                       "--output", tmp_path / "r.html"])
+    r = run(
+        "report",
+        [
+            "--subject",
+            "01",
+            "--fit",
+            notfit,
+            "--config",
+            pipeline["cfg"],
+            "--output",
+            tmp_path / "r.html",
+        ],
+    )
     assert r.exit_code == 1 and error_line(r).startswith("Error: ")
     assert not (tmp_path / "r.html").exists()
 
@@ -451,9 +790,23 @@ def test_refine_and_report_errors(pipeline, tmp_path):
 @pytest.mark.slow
 def test_cohort_errors(pipeline, tmp_path):
     out = pipeline["out"]
-    r = run("cohort_report", ["--subject", "01", "--subject", "02", "--params-json",
-                              out["params"], "--config", pipeline["cfg"],
-                              "--output", tmp_path / "c.html", "--table", tmp_path / "t.tsv"])
+    r = run(
+        "cohort_report",
+        [
+            "--subject",
+            "01",
+            "--subject",
+            "02",
+            "--params-json",
+            out["params"],
+            "--config",
+            pipeline["cfg"],
+            "--output",
+            tmp_path / "c.html",
+            "--table",
+            tmp_path / "t.tsv",
+        ],
+    )
     assert r.exit_code == 2
     assert "give one --params-json (and --fit-h5) per --subject: got 2 subjects" in r.output
 
@@ -553,16 +906,50 @@ def test_wall_times_come_from_benchmark_files(pipeline, tmp_path):
     bench.write_text("s\th:m:s\tmax_rss\n125.5\t0:02:05\t100\n")
     out = pipeline["out"]
     html, table = tmp_path / "r.html", tmp_path / "t.tsv"
-    r = run("report", ["--subject", "01", "--fit", out["fit"], "--params", out["params"],
-                       "--explore", out["explore"], "--benchmark", "refine", bench,
-                       "--benchmark", "explore", tmp_path / "absent.tsv",
-                       "--config", pipeline["cfg"], "--output", html])
+    r = run(
+        "report",
+        [
+            "--subject",
+            "01",
+            "--fit",
+            out["fit"],
+            "--params",
+            out["params"],
+            "--explore",
+            out["explore"],
+            "--benchmark",
+            "refine",
+            bench,
+            "--benchmark",
+            "explore",
+            tmp_path / "absent.tsv",
+            "--config",
+            pipeline["cfg"],
+            "--output",
+            html,
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "2.1 min (126 s)" in html.read_text()  # refine's benchmark; the absent one skipped
-    r = run("cohort_report", ["--subject", "01", "--params-json", out["params"],
-                              "--fit-h5", out["fit"], "--benchmark", bench, "--config",
-                              pipeline["cfg"], "--output", tmp_path / "c.html",
-                              "--table", table])
+    r = run(
+        "cohort_report",
+        [
+            "--subject",
+            "01",
+            "--params-json",
+            out["params"],
+            "--fit-h5",
+            out["fit"],
+            "--benchmark",
+            bench,
+            "--config",
+            pipeline["cfg"],
+            "--output",
+            tmp_path / "c.html",
+            "--table",
+            table,
+        ],
+    )
     assert r.exit_code == 0, r.output
     import pandas as pd
 

@@ -69,8 +69,14 @@ def run(model, weights, spec, *, G=1.0, sigma=0.0, x0=None, delays=None, seed=0)
     x0 = np.zeros((model.n_state, n)) if x0 is None else x0
     d = None if delays is None else jnp.asarray(delays, jnp.int32)
     return _run(
-        model, jnp.asarray(weights), jax.random.key(seed), spec, G, jnp.asarray(sigma),
-        jnp.asarray(x0, jnp.float64), d,
+        model,
+        jnp.asarray(weights),
+        jax.random.key(seed),
+        spec,
+        G,
+        jnp.asarray(sigma),
+        jnp.asarray(x0, jnp.float64),
+        d,
     )
 
 
@@ -110,8 +116,10 @@ def var_tolerance(var: float, n: int, rho: float, n_sd: float = 5.0) -> float:
         ({"integrator": "rk4"}, "unknown integrator 'rk4': use one of heun, euler"),
         ({"noise": "pink"}, "unknown noise 'pink': use one of additive, ou"),
         ({"coupling": "sigmoid"}, "unknown coupling 'sigmoid': use one of linear, difference"),
-        ({"heun_coupling": "never"},
-         "unknown heun_coupling 'never': use one of per_step, per_stage"),
+        (
+            {"heun_coupling": "never"},
+            "unknown heun_coupling 'never': use one of per_step, per_stage",
+        ),
         ({"record_every": 3}, r"record_every \(3 steps\) must divide the steps per TR \(10\)"),
         ({"bold_dt": 0.25}, r"bold_dt \(0.25 ms\) must be a whole multiple of dt \(0.1 ms\)"),
         ({"bold_dt": 0.3}, r"that divides the TR \(1.0 ms\)"),
@@ -128,8 +136,9 @@ def test_simspec_steps_and_from_duration():
     assert spec.steps_per_tr == 7200
     s = SimSpec.from_duration(dt=0.5, tr=2000.0, duration=61_000.0, transient=5_000.0)
     assert (s.n_tr, s.n_transient, s.steps_per_tr) == (30, 2, 4000)
-    assert hash(s) == hash(SimSpec.from_duration(dt=0.5, tr=2000.0, duration=61_000.0,
-                                                 transient=5_000.0))
+    assert hash(s) == hash(
+        SimSpec.from_duration(dt=0.5, tr=2000.0, duration=61_000.0, transient=5_000.0)
+    )
 
 
 def test_max_delay_steps():
@@ -147,10 +156,20 @@ def test_delays_required_when_max_delay_positive():
 def test_delays_outside_the_ring_buffer_are_a_config_error(delays):
     """A delay the ring buffer does not hold would read another state silently."""
     spec = spec_steps(0.1, 10, max_delay=3)
-    with pytest.raises(ConfigError, match=r"delays must be an \(2, 2\) array of steps in "
-                                          r"\[0, 3\]"):
-        simulate(Linear(), jnp.eye(2), jax.random.key(0), spec, G=1.0, sigma=0.0,
-                 delays=jnp.asarray(delays, jnp.int32))
+    with pytest.raises(
+        ConfigError,
+        match=r"delays must be an \(2, 2\) array of steps in "
+        r"\[0, 3\]",
+    ):
+        simulate(
+            Linear(),
+            jnp.eye(2),
+            jax.random.key(0),
+            spec,
+            G=1.0,
+            sigma=0.0,
+            delays=jnp.asarray(delays, jnp.int32),
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -183,8 +202,16 @@ def test_convergence_order(integrator, heun_coupling, order):
     errors = []
     for dt in dts:
         n = round(T / dt)
-        spec = SimSpec(dt=dt, tr=T, n_tr=1, integrator=integrator, record_every=n,
-                       heun_coupling=heun_coupling, checkpoint=False, unroll=1)
+        spec = SimSpec(
+            dt=dt,
+            tr=T,
+            n_tr=1,
+            integrator=integrator,
+            record_every=n,
+            heun_coupling=heun_coupling,
+            checkpoint=False,
+            unroll=1,
+        )
         x_T = np.asarray(run(model, W4, spec, G=G, x0=x0).states)[-1, 0]
         errors.append(np.abs(x_T - exact).max())
     slope = np.polyfit(np.log(dts), np.log(errors), 1)[0]
@@ -243,13 +270,24 @@ def test_additive_noise_stationary_variance(integrator):
     its stationary variance b²/(1 − a²) → σ²τ/2 as dt → 0."""
     tau, sigma, dt = 10.0, 0.5, 0.2
     h = dt / tau
-    a, b = (1 - h, sigma * np.sqrt(dt)) if integrator == "euler" else (
-        1 - h + h * h / 2, sigma * np.sqrt(dt) * (1 - h / 2))
+    a, b = (
+        (1 - h, sigma * np.sqrt(dt))
+        if integrator == "euler"
+        else (1 - h + h * h / 2, sigma * np.sqrt(dt) * (1 - h / 2))
+    )
     var = b * b / (1 - a * a)
     assert var == pytest.approx(sigma**2 * tau / 2, rel=0.02)
     n, every = 256, 5
-    spec = SimSpec(dt=dt, tr=100.0, n_tr=20, n_transient=2, integrator=integrator,
-                   record_every=every, checkpoint=False, unroll=1)
+    spec = SimSpec(
+        dt=dt,
+        tr=100.0,
+        n_tr=20,
+        n_transient=2,
+        integrator=integrator,
+        record_every=every,
+        checkpoint=False,
+        unroll=1,
+    )
     x = np.asarray(run(Linear(k=1 / tau), np.zeros((n, n)), spec, sigma=sigma).states)[:, 0]
     rho = a**every
     assert lag_corr(x, 1) == pytest.approx(rho, abs=0.01)
@@ -262,8 +300,17 @@ def test_ou_noise_reaches_its_stationary_statistics():
     the autocorrelation exp(−lag·dt/noise_tau) of the Ornstein–Uhlenbeck process."""
     dt, tau, n = 0.1, 2.0, 32
     sigma = np.array([[0.4], [2.0]])
-    spec = SimSpec(dt=dt, tr=50.0, n_tr=9, noise="ou", noise_tau=tau, integrator="heun",
-                   record_every=1, checkpoint=False, unroll=1)
+    spec = SimSpec(
+        dt=dt,
+        tr=50.0,
+        n_tr=9,
+        noise="ou",
+        noise_tau=tau,
+        integrator="heun",
+        record_every=1,
+        checkpoint=False,
+        unroll=1,
+    )
     x = np.asarray(run(Free2(), np.zeros((n, n)), spec, sigma=sigma).states)
     # η starts at 0, so the first step does not move the state at all
     np.testing.assert_array_equal(x[0], 0.0)
@@ -285,8 +332,9 @@ def test_ou_noise_reaches_its_stationary_statistics():
 # --------------------------------------------------------------------------------------------
 
 
-def reference_loop(model, w, x0, delays, G, dt, n_steps, integrator, coupling,
-                   heun_coupling="per_stage"):
+def reference_loop(
+    model, w, x0, delays, G, dt, n_steps, integrator, coupling, heun_coupling="per_stage"
+):
     """Plain numpy integration with a full history; x(t ≤ 0) = x0. Heun's corrector sees the
     coupling at the predictor (per_stage) or the predictor's own coupling (per_step)."""
     cv = list(model.cvar)
@@ -325,8 +373,12 @@ def reference_loop(model, w, x0, delays, G, dt, n_steps, integrator, coupling,
 
 @pytest.mark.parametrize(
     ("integrator", "coupling", "heun_coupling"),
-    [("euler", "linear", "per_stage"), ("heun", "difference", "per_stage"),
-     ("heun", "linear", "per_step"), ("heun", "difference", "per_step")],
+    [
+        ("euler", "linear", "per_stage"),
+        ("heun", "difference", "per_stage"),
+        ("heun", "linear", "per_step"),
+        ("heun", "difference", "per_step"),
+    ],
 )
 def test_heterogeneous_delays_match_reference_loop(integrator, coupling, heun_coupling):
     """The ring buffer gives every edge its own delay (including zero) like a naive loop over
@@ -339,11 +391,18 @@ def test_heterogeneous_delays_match_reference_loop(integrator, coupling, heun_co
     delays[0, 1] = delays[2, 3] = 0
     x0 = rng.uniform(-1, 1, (2, n))
     model = Hopf(a=jnp.linspace(-0.3, 0.3, n), omega=jnp.linspace(0.5, 1.0, n))
-    spec = spec_steps(dt, n_steps, integrator=integrator, coupling=coupling,
-                      heun_coupling=heun_coupling, max_delay=int(delays.max()))
+    spec = spec_steps(
+        dt,
+        n_steps,
+        integrator=integrator,
+        coupling=coupling,
+        heun_coupling=heun_coupling,
+        max_delay=int(delays.max()),
+    )
     got = np.asarray(run(model, w, spec, G=0.8, x0=x0, delays=delays).states)
-    want = reference_loop(model, w, x0, delays, 0.8, dt, n_steps, integrator, coupling,
-                          heun_coupling)
+    want = reference_loop(
+        model, w, x0, delays, 0.8, dt, n_steps, integrator, coupling, heun_coupling
+    )
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-13)
 
 
@@ -366,11 +425,11 @@ def test_each_step_gathers_the_delayed_states_once(integrator, heun_coupling):
     """Both Heun schemes read the (N, N, ncv) delayed states once per step: the per-stage
     corrector shares its gather with the next step's predictor."""
     n, delays = 5, np.arange(25).reshape(5, 5) % 4
-    spec = spec_steps(0.1, 10, integrator=integrator, heun_coupling=heun_coupling,
-                      max_delay=3)
+    spec = spec_steps(0.1, 10, integrator=integrator, heun_coupling=heun_coupling, max_delay=3)
     model = Hopf()
     jaxpr = jax.make_jaxpr(functools.partial(simulate, model, spec=spec, G=0.5, sigma=0.0))(
-        jnp.ones((n, n)), jax.random.key(0), delays=jnp.asarray(delays, jnp.int32))
+        jnp.ones((n, n)), jax.random.key(0), delays=jnp.asarray(delays, jnp.int32)
+    )
     assert _count_gathers(jaxpr.jaxpr, (n, n, len(model.cvar))) == 1
 
 
@@ -425,11 +484,25 @@ def test_zero_delays_equal_the_fast_path(heun_coupling):
     w = rng.uniform(0, 1, (n, n))
     np.fill_diagonal(w, 0.0)
     x0 = rng.uniform(0, 1, (1, n))
-    common = {"dt": 0.5, "tr": 50.0, "n_tr": 4, "record_every": 10, "checkpoint": False,
-              "unroll": 1, "heun_coupling": heun_coupling}
+    common = {
+        "dt": 0.5,
+        "tr": 50.0,
+        "n_tr": 4,
+        "record_every": 10,
+        "checkpoint": False,
+        "unroll": 1,
+        "heun_coupling": heun_coupling,
+    }
     fast = run(ReducedWongWang(), w, SimSpec(**common), G=0.5, sigma=0.02, x0=x0)
-    slow = run(ReducedWongWang(), w, SimSpec(**common, max_delay=5), G=0.5, sigma=0.02, x0=x0,
-               delays=np.zeros((n, n), int))
+    slow = run(
+        ReducedWongWang(),
+        w,
+        SimSpec(**common, max_delay=5),
+        G=0.5,
+        sigma=0.02,
+        x0=x0,
+        delays=np.zeros((n, n), int),
+    )
     np.testing.assert_allclose(slow.states, fast.states, rtol=1e-13, atol=1e-15)
     np.testing.assert_allclose(slow.bold, fast.bold, rtol=1e-12, atol=1e-16)
     assert np.ptp(np.asarray(fast.states)) > 0.01
@@ -458,8 +531,14 @@ def test_record_every_and_unroll(rww_network):
     changes nothing."""
     w, x0 = rww_network
     every1 = run(ReducedWongWang(), w, BASE, G=0.6, sigma=0.01, x0=x0)
-    every5 = run(ReducedWongWang(), w, dataclasses.replace(BASE, record_every=5, unroll=4),
-                 G=0.6, sigma=0.01, x0=x0)
+    every5 = run(
+        ReducedWongWang(),
+        w,
+        dataclasses.replace(BASE, record_every=5, unroll=4),
+        G=0.6,
+        sigma=0.01,
+        x0=x0,
+    )
     assert every1.states.shape == (6 * 40, 1, 5) and every5.states.shape == (6 * 8, 1, 5)
     np.testing.assert_allclose(every5.states, every1.states[4::5], rtol=1e-14, atol=0)
     np.testing.assert_allclose(every5.bold, every1.bold, rtol=1e-13, atol=0)
@@ -470,9 +549,14 @@ def test_transient_is_simulated_then_discarded(rww_network):
     record_every = 0 records no states."""
     w, x0 = rww_network
     full = run(ReducedWongWang(), w, BASE, G=0.6, sigma=0.01, x0=x0)
-    split = run(ReducedWongWang(), w,
-                dataclasses.replace(BASE, n_tr=4, n_transient=2, record_every=0), G=0.6,
-                sigma=0.01, x0=x0)
+    split = run(
+        ReducedWongWang(),
+        w,
+        dataclasses.replace(BASE, n_tr=4, n_transient=2, record_every=0),
+        G=0.6,
+        sigma=0.01,
+        x0=x0,
+    )
     assert split.states is None and split.bold.shape == (4, 5)
     np.testing.assert_allclose(split.bold, full.bold[2:], rtol=1e-13)
 

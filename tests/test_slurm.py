@@ -65,14 +65,18 @@ def _why_no_slurm() -> str | None:
         return f"no idle SLURM node (sinfo: {nodes or 'nothing'}); see .ci/slurm-up.sh"
     # the jobs work in pytest's temporary directory: on a real cluster it must be shared
     if socket.gethostname().split(".")[0] not in idle and not os.environ.get("BNMFIT_TEST_SLURM"):
-        return ("the idle SLURM nodes are other machines; to run this test on that cluster, "
-                "set BNMFIT_TEST_SLURM=1 and pytest --basetemp=<a directory the nodes see>")
+        return (
+            "the idle SLURM nodes are other machines; to run this test on that cluster, "
+            "set BNMFIT_TEST_SLURM=1 and pytest --basetemp=<a directory the nodes see>"
+        )
     return None
 
 
 WHY_NO_SLURM = _why_no_slurm()
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(WHY_NO_SLURM is not None,
-                                                   reason=WHY_NO_SLURM or "")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(WHY_NO_SLURM is not None, reason=WHY_NO_SLURM or ""),
+]
 
 
 def _node_gpus() -> tuple[int, str | None]:
@@ -98,19 +102,18 @@ def _env() -> dict:
 
 def _snakemake(*args, cwd: Path, timeout: int = TIMEOUT) -> subprocess.CompletedProcess:
     """snakemake as users run it, killed by `timeout` (then by SIGKILL 10 s later)."""
-    cmd = ["timeout", "-k", "10", str(timeout), sys.executable, "-m", "snakemake",
-           *map(str, args)]
+    cmd = ["timeout", "-k", "10", str(timeout), sys.executable, "-m", "snakemake", *map(str, args)]
     t0 = time.monotonic()
-    r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=_env(),
-                       timeout=timeout + 60)
+    r = subprocess.run(
+        cmd, cwd=cwd, capture_output=True, text=True, env=_env(), timeout=timeout + 60
+    )
     r.wall_s = time.monotonic() - t0
     print(f"[{r.wall_s:6.1f} s] snakemake {' '.join(map(str, args[:3]))} ... -> {r.returncode}")
     return r
 
 
 def _base(wd: Path, configfile: str) -> list:
-    return ["--snakefile", ROOT / "Snakefile", "--directory", wd, "--configfile",
-            wd / configfile]
+    return ["--snakefile", ROOT / "Snakefile", "--directory", wd, "--configfile", wd / configfile]
 
 
 def _tiny_config(**extra) -> dict:
@@ -122,14 +125,18 @@ def _tiny_config(**extra) -> dict:
 def _job_stats(output: str) -> dict[str, int]:
     m = re.search(r"Job stats:\n(.*?)\n\s*total\s+\d+", output, re.S)
     assert m, output[-3000:]
-    return {p[0]: int(p[1]) for p in (line.split() for line in m.group(1).splitlines())
-            if len(p) == 2 and p[1].isdigit()}
+    return {
+        p[0]: int(p[1])
+        for p in (line.split() for line in m.group(1).splitlines())
+        if len(p) == 2 and p[1].isdigit()
+    }
 
 
 def _slurm_jobs(workdir: Path) -> list[dict[str, str]]:
     """SLURM's record of every job that ran in `workdir` (kept MinJobAge s after the end)."""
-    r = subprocess.run(["scontrol", "show", "job", "-o"], capture_output=True, text=True,
-                       timeout=60)
+    r = subprocess.run(
+        ["scontrol", "show", "job", "-o"], capture_output=True, text=True, timeout=60
+    )
     jobs = []
     for line in r.stdout.splitlines():
         fields = dict(re.findall(r"(\w+)=(\S*)", line))
@@ -140,8 +147,11 @@ def _slurm_jobs(workdir: Path) -> list[dict[str, str]]:
 
 def _cancel(workdir: Path) -> None:
     """Cancel what a killed run may have left queued or running (best effort)."""
-    ids = [j["JobId"] for j in _slurm_jobs(workdir)
-           if j.get("JobState") in ("PENDING", "RUNNING", "CONFIGURING")]
+    ids = [
+        j["JobId"]
+        for j in _slurm_jobs(workdir)
+        if j.get("JobState") in ("PENDING", "RUNNING", "CONFIGURING")
+    ]
     if ids:
         subprocess.run(["scancel", *ids], timeout=60)
 
@@ -153,8 +163,14 @@ def _mem_mb(job: dict[str, str]) -> int:
 
 
 def _logs(wd: Path) -> str:
-    return "".join(f"\n== {p}\n{p.read_text(errors='replace')[-1500:]}"
-                   for p in sorted((wd / "logs").rglob("*.log"))) if (wd / "logs").is_dir() else ""
+    return (
+        "".join(
+            f"\n== {p}\n{p.read_text(errors='replace')[-1500:]}"
+            for p in sorted((wd / "logs").rglob("*.log"))
+        )
+        if (wd / "logs").is_dir()
+        else ""
+    )
 
 
 # =========================================================================== the runs
@@ -176,31 +192,48 @@ def slurm_runs(tmp_path_factory, jax_cache, run_dir):
     (wd / "bad").mkdir()
     with gzip.open(wd / "bad" / "sub-bad_task-rest_timeseries.tsv.gz", "wt") as f:
         f.write("this is not a BOLD time series\n")
-    shutil.copy(ROOT / "resources/sub-01/sub-01_task-rest_timeseries.json",
-                wd / "bad" / "sub-bad_task-rest_timeseries.json")
+    shutil.copy(
+        ROOT / "resources/sub-01/sub-01_task-rest_timeseries.json",
+        wd / "bad" / "sub-bad_task-rest_timeseries.json",
+    )
     cols = sheet[0].split("\t")
-    row = dict(zip(cols, sheet[1].split("\t"), strict=True), subject=BAD,
-               bold="bad/sub-bad_task-rest_timeseries.tsv.gz")
+    row = dict(
+        zip(cols, sheet[1].split("\t"), strict=True),
+        subject=BAD,
+        bold="bad/sub-bad_task-rest_timeseries.tsv.gz",
+    )
     n_gpus, model = _node_gpus()
     gpu = 1 if n_gpus else 0
     cfg = _tiny_config(
         subjects="subjects.tsv",
         compute={"compilation_cache": str(jax_cache)},
         # small requests, so that every job fits next to the others on the CI node
-        resources={"gpu": gpu,
-                   "default": {"threads": 1, "mem_mb": 1000, "runtime": 10},
-                   "explore": {"threads": 1, "mem_mb": 2000, "runtime": 10},
-                   "refine": {"threads": 1, "mem_mb": 3000, "runtime": 10}})
+        resources={
+            "gpu": gpu,
+            "default": {"threads": 1, "mem_mb": 1000, "runtime": 10},
+            "explore": {"threads": 1, "mem_mb": 2000, "runtime": 10},
+            "refine": {"threads": 1, "mem_mb": 3000, "runtime": 10},
+        },
+    )
     (wd / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     # status every 2 s (the profile's 20 s suits jobs of minutes, not a test)
-    cmd = ["--profile", PROFILE, "--slurm-init-seconds-before-status-checks", 2,
-           *_base(wd, "config.yaml")]
+    cmd = [
+        "--profile",
+        PROFILE,
+        "--slurm-init-seconds-before-status-checks",
+        2,
+        *_base(wd, "config.yaml"),
+    ]
     # the GPU model, as the README tells users to ask for one
-    models = ["--set-resources", f"explore:gpu_model={model}",
-              f"refine:gpu_model={model}"] if gpu and model else []
+    models = (
+        ["--set-resources", f"explore:gpu_model={model}", f"refine:gpu_model={model}"]
+        if gpu and model
+        else []
+    )
     try:
         (wd / "subjects.tsv").write_text(
-            "\n".join([*sheet, "\t".join(row[c] for c in cols)]) + "\n")
+            "\n".join([*sheet, "\t".join(row[c] for c in cols)]) + "\n"
+        )
         a = _snakemake(*cmd, *models, cwd=wd)
         jobs_a = _slurm_jobs(wd)
         (wd / "subjects.tsv").write_text("\n".join(sheet) + "\n")
@@ -230,8 +263,11 @@ def _assert_same(a, b, where: str) -> None:
         assert keys == set(b) - VOLATILE, f"{where}: {sorted(keys ^ (set(b) - VOLATILE))}"
         for k in sorted(keys):
             _assert_same(a[k], b[k], f"{where}/{k}")
-    elif isinstance(a, (list, tuple, np.ndarray, float, int, np.number)) and not isinstance(
-            a, bool) and np.asarray(a).dtype.kind in "fiub":
+    elif (
+        isinstance(a, (list, tuple, np.ndarray, float, int, np.number))
+        and not isinstance(a, bool)
+        and np.asarray(a).dtype.kind in "fiub"
+    ):
         a, b = np.asarray(a), np.asarray(b)
         assert a.shape == b.shape, f"{where}: shape {a.shape} != {b.shape}"
         # same machine, precision, seeds and code: bitwise identical, NaN where NaN
@@ -242,9 +278,14 @@ def _assert_same(a, b, where: str) -> None:
 
 def _result_files(res: Path, s: str) -> list[str]:
     sub = f"sub-{s}/sub-{s}"
-    return [f"{sub}_connectome.h5", f"{sub}_desc-empirical_fc.h5",
-            f"sub-{s}/explore/chunk-0.h5", f"sub-{s}/explore/chunk-1.h5",
-            f"{sub}_explore.h5", f"{sub}_fit.h5"]
+    return [
+        f"{sub}_connectome.h5",
+        f"{sub}_desc-empirical_fc.h5",
+        f"sub-{s}/explore/chunk-0.h5",
+        f"sub-{s}/explore/chunk-1.h5",
+        f"{sub}_explore.h5",
+        f"{sub}_fit.h5",
+    ]
 
 
 # =========================================================================== tests
@@ -256,8 +297,12 @@ def test_slurm_results_equal_the_local_run(run_dir, slurm_runs):
     b, wd = slurm_runs["b"], slurm_runs["dir"]
     assert b.returncode == 0, b.stderr[-5000:] + _logs(wd)
     res, ref = wd / "results", run_dir / "results"
-    for name in ("cohort_report.html", "cohort_params.tsv", "dataset_description.json",
-                 "config.yaml"):
+    for name in (
+        "cohort_report.html",
+        "cohort_params.tsv",
+        "dataset_description.json",
+        "config.yaml",
+    ):
         assert (res / name).is_file(), name
     for s in SUBJECTS:
         assert (res / f"sub-{s}" / f"sub-{s}_report.html").is_file()
@@ -300,8 +345,9 @@ def test_a_failing_subject_is_reported_and_the_rest_completes(slurm_runs):
 
 def test_gpu_rules_are_submitted_with_one_gpu(slurm_runs):
     if not slurm_runs["gpu"]:
-        pytest.skip("the SLURM node advertises no GPUs (start it with SLURM_FAKE_GPUS=2 "
-                    ".ci/slurm-up.sh)")
+        pytest.skip(
+            "the SLURM node advertises no GPUs (start it with SLURM_FAKE_GPUS=2 .ci/slurm-up.sh)"
+        )
     jobs = slurm_runs["jobs_a"]
     # 3 subjects: one job for ingest + FC + grid chunks each (bad: twice), 2 refine jobs
     comments = sorted(j.get("Comment", "") for j in jobs)

@@ -27,7 +27,11 @@ def snakemake(*args, cwd: Path, timeout: float = 900) -> subprocess.CompletedPro
     env.pop("JAX_ENABLE_X64", None)
     return subprocess.run(
         [sys.executable, "-m", "snakemake", *map(str, args)],
-        cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
     )
 
 
@@ -56,8 +60,7 @@ def _workdir(tmp: Path, config: dict | None = None) -> Path:
 
 
 def _base(tmp: Path, configfile: str = "config.yaml") -> list:
-    return ["--snakefile", ROOT / "Snakefile", "--directory", tmp, "--configfile",
-            tmp / configfile]
+    return ["--snakefile", ROOT / "Snakefile", "--directory", tmp, "--configfile", tmp / configfile]
 
 
 # =========================================================================== parse only
@@ -73,8 +76,9 @@ def test_lint_is_clean():
 def test_dry_run_of_the_default_config_lists_every_job(tmp_path):
     (tmp_path / "resources").symlink_to(ROOT / "resources")
     (tmp_path / "config").symlink_to(ROOT / "config")
-    r = snakemake("-n", "--snakefile", ROOT / "Snakefile", "--directory", tmp_path,
-                  cwd=tmp_path, timeout=300)
+    r = snakemake(
+        "-n", "--snakefile", ROOT / "Snakefile", "--directory", tmp_path, cwd=tmp_path, timeout=300
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     cfg = yaml.safe_load((ROOT / "config/config.yaml").read_text())
     n_sub = len((ROOT / "config/subjects.tsv").read_text().strip().splitlines()) - 1
@@ -94,8 +98,10 @@ def test_a_bad_config_fails_before_any_job_with_a_clear_message(tmp_path):
     _workdir(tmp_path, {"refinment": {}})
     r = snakemake("-n", *_base(tmp_path), cwd=tmp_path, timeout=300)
     assert r.returncode != 0
-    assert ("invalid configuration: config: unknown key 'refinment' (did you mean "
-            "'refinement'?) at the top level") in r.stdout + r.stderr
+    assert (
+        "invalid configuration: config: unknown key 'refinment' (did you mean "
+        "'refinement'?) at the top level"
+    ) in r.stdout + r.stderr
 
 
 # =========================================================================== a real run
@@ -106,8 +112,11 @@ def run_workflow(tmp: Path, cache: Path) -> Path:
     fixture ``run_dir`` of conftest.py)."""
     tmp = _workdir(tmp, {"compute": {"compilation_cache": str(cache)}})
     r = snakemake("--cores", 2, *_base(tmp), cwd=tmp)
-    logs = "".join(f"\n== {p}\n{p.read_text()[-2000:]}" for p in (tmp / "logs").rglob("*.log")
-                   ) if (tmp / "logs").is_dir() else ""
+    logs = (
+        "".join(f"\n== {p}\n{p.read_text()[-2000:]}" for p in (tmp / "logs").rglob("*.log"))
+        if (tmp / "logs").is_dir()
+        else ""
+    )
     assert r.returncode == 0, r.stderr[-5000:] + logs
     return tmp
 
@@ -153,8 +162,9 @@ def test_every_output_exists_and_is_valid(run_dir):
         assert (run_dir / "logs" / f"sub-{s}" / "refine.log").read_text().strip()
     import pandas as pd
 
-    table = pd.read_csv(res / "cohort_params.tsv", sep="\t",
-                        dtype={"subject": str, "config_hash": str})
+    table = pd.read_csv(
+        res / "cohort_params.tsv", sep="\t", dtype={"subject": str, "config_hash": str}
+    )
     assert list(table["subject"]) == SUBJECTS
     assert {"G", "w_mean", "fc_r", "fc_rmse", "fcd_ks", "wall_time_s"} <= set(table.columns)
     for s, h in zip(SUBJECTS, table["config_hash"], strict=True):  # which config fitted whom
@@ -245,8 +255,16 @@ def test_the_documented_recipe_runs_from_any_directory(tmp_path):
     shutil.copy(DATA / "subjects.tsv", tmp_path / "my_subjects.tsv")
     (tmp_path / "my.yaml").write_text("subjects: my_subjects.tsv\n")
     assert not (tmp_path / "config").exists()
-    r = snakemake("-n", "-p", "--snakefile", ROOT / "Snakefile", "--configfile", "my.yaml",
-                  cwd=tmp_path, timeout=300)
+    r = snakemake(
+        "-n",
+        "-p",
+        "--snakefile",
+        ROOT / "Snakefile",
+        "--configfile",
+        "my.yaml",
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     recipe = load_config(ROOT / "config" / "config.yaml")
     assert recipe != validate_config({"subjects": "my_subjects.tsv"})  # a real difference
@@ -262,8 +280,16 @@ def test_the_documented_recipe_runs_from_any_directory(tmp_path):
     assert refine["compute"]["compilation_cache"] == ".snakemake/jax-cache"
     # an override of one nested key keeps the rest of its section
     (tmp_path / "my.yaml").write_text("subjects: my_subjects.tsv\nsimulation: {n_tr: all}\n")
-    r = snakemake("-n", "-p", "--snakefile", ROOT / "Snakefile", "--configfile", "my.yaml",
-                  cwd=tmp_path, timeout=300)
+    r = snakemake(
+        "-n",
+        "-p",
+        "--snakefile",
+        ROOT / "Snakefile",
+        "--configfile",
+        "my.yaml",
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     sim = _config_json(r.stdout, "explore")["simulation"]
     assert (sim["dt_max"], sim["n_tr"], sim["transient_tr"]) == (7.2, "all", 30)
@@ -272,8 +298,9 @@ def test_the_documented_recipe_runs_from_any_directory(tmp_path):
 # =========================================================================== any TR
 
 
-def _synthetic_subject(d: Path, sub: str, tr: float, n_regions: int = 8, n_vol: int = 100,
-                       seed: int = 0) -> dict[str, str]:
+def _synthetic_subject(
+    d: Path, sub: str, tr: float, n_regions: int = 8, n_vol: int = 100, seed: int = 0
+) -> dict[str, str]:
     rng = np.random.default_rng(seed)
     w = rng.integers(0, 50, (n_regions, n_regions)).astype(float)
     w = np.triu(w, 1) + np.triu(w, 1).T
@@ -286,11 +313,21 @@ def _synthetic_subject(d: Path, sub: str, tr: float, n_regions: int = 8, n_vol: 
     d.mkdir(parents=True, exist_ok=True)
     np.savetxt(d / f"sub-{sub}_weights.tsv", w, delimiter="\t")
     np.savetxt(d / f"sub-{sub}_lengths.tsv", ln, delimiter="\t")
-    np.savetxt(d / f"sub-{sub}_bold.tsv", bold, delimiter="\t", header="\t".join(labels),
-               comments="", fmt="%.6f")
-    return {"subject": sub, "sc_weights": f"data/sub-{sub}_weights.tsv",
-            "sc_lengths": f"data/sub-{sub}_lengths.tsv", "bold": f"data/sub-{sub}_bold.tsv",
-            "tr": str(tr)}
+    np.savetxt(
+        d / f"sub-{sub}_bold.tsv",
+        bold,
+        delimiter="\t",
+        header="\t".join(labels),
+        comments="",
+        fmt="%.6f",
+    )
+    return {
+        "subject": sub,
+        "sc_weights": f"data/sub-{sub}_weights.tsv",
+        "sc_lengths": f"data/sub-{sub}_lengths.tsv",
+        "bold": f"data/sub-{sub}_bold.tsv",
+        "tr": str(tr),
+    }
 
 
 @pytest.mark.slow
@@ -298,34 +335,45 @@ def test_a_cohort_of_tr_2_and_1_s_runs_with_no_dt_in_the_config(tmp_path, jax_ca
     """Subjects with TRs of 2.0 and 1.0 s (8 regions, 100 volumes) run end to end on the
     recipe with no dt anywhere: each gets a step that divides its TR, and the logs warn that
     the simulation (60 TRs) is shorter than the data."""
-    rows = [_synthetic_subject(tmp_path / "data", "01", 2.0, seed=1),
-            _synthetic_subject(tmp_path / "data", "02", 1.0, seed=2)]
+    rows = [
+        _synthetic_subject(tmp_path / "data", "01", 2.0, seed=1),
+        _synthetic_subject(tmp_path / "data", "02", 1.0, seed=2),
+    ]
     cols = list(rows[0])
     (tmp_path / "subjects.tsv").write_text(
-        "\n".join(["\t".join(cols)] + ["\t".join(r[c] for c in cols) for r in rows]) + "\n")
+        "\n".join(["\t".join(cols)] + ["\t".join(r[c] for c in cols) for r in rows]) + "\n"
+    )
     cfg = yaml.safe_load((DATA / "config.yaml").read_text())
     cfg["subjects"] = "subjects.tsv"
     del cfg["simulation"]["dt"]
     cfg["compute"] = {"compilation_cache": str(jax_cache)}
     (tmp_path / "my.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     assert "dt" not in cfg["simulation"]
-    r = snakemake("--cores", 2, "--snakefile", ROOT / "Snakefile", "--configfile", "my.yaml",
-                  cwd=tmp_path)
-    logs = {str(p): p.read_text() for p in (tmp_path / "logs").rglob("*.log")} \
-        if (tmp_path / "logs").is_dir() else {}
+    r = snakemake(
+        "--cores", 2, "--snakefile", ROOT / "Snakefile", "--configfile", "my.yaml", cwd=tmp_path
+    )
+    logs = (
+        {str(p): p.read_text() for p in (tmp_path / "logs").rglob("*.log")}
+        if (tmp_path / "logs").is_dir()
+        else {}
+    )
     assert r.returncode == 0, r.stderr[-4000:] + "".join(
-        f"\n== {k}\n{v[-1500:]}" for k, v in logs.items())
+        f"\n== {k}\n{v[-1500:]}" for k, v in logs.items()
+    )
     resolved = yaml.safe_load((tmp_path / "results/config.yaml").read_text())
     assert resolved["simulation"]["dt"] is None
     for sub, tr in (("01", 2.0), ("02", 1.0)):
         params = json.loads(
-            (tmp_path / f"results/sub-{sub}/sub-{sub}_desc-fitted_params.json").read_text())
+            (tmp_path / f"results/sub-{sub}/sub-{sub}_desc-fitted_params.json").read_text()
+        )
         assert params
         assert (tmp_path / f"results/sub-{sub}/sub-{sub}_report.html").is_file()
         text = "".join(p.read_text() for p in (tmp_path / "logs" / f"sub-{sub}").rglob("*.log"))
         assert "60 TRs at dt 6.25 ms" in text, text[-3000:]
-        assert (f"warning: sub-{sub}: the simulated BOLD (60 TRs, {60 * tr:g} s) is shorter "
-                f"than the empirical one (100 TRs, {100 * tr:g} s)") in text, text[-3000:]
+        assert (
+            f"warning: sub-{sub}: the simulated BOLD (60 TRs, {60 * tr:g} s) is shorter "
+            f"than the empirical one (100 TRs, {100 * tr:g} s)"
+        ) in text, text[-3000:]
 
 
 def _result_digests(run_dir: Path) -> dict[str, str]:
@@ -333,8 +381,11 @@ def _result_digests(run_dir: Path) -> dict[str, str]:
     import hashlib
 
     res = run_dir / "results"
-    return {str(p.relative_to(res)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(res.rglob("*")) if p.is_file() and p.suffix in (".h5", ".json")}
+    return {
+        str(p.relative_to(res)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(res.rglob("*"))
+        if p.is_file() and p.suffix in (".h5", ".json")
+    }
 
 
 @pytest.mark.slow
@@ -369,16 +420,25 @@ def test_lost_or_broken_results_are_rebuilt_byte_identical_and_no_page_outlives_
         p.write_bytes(backup[:50])
         r = snakemake("-n", *_base(run_dir), cwd=run_dir, timeout=300)
         assert r.returncode == 0, r.stderr[-3000:]
-        assert f"{p.name} is unreadable" in r.stderr and "a run removes and rebuilds it" \
-            in r.stderr and p.stat().st_size == 50
+        assert (
+            f"{p.name} is unreadable" in r.stderr
+            and "a run removes and rebuilds it" in r.stderr
+            and p.stat().st_size == 50
+        )
         p.write_bytes(backup)
         os.utime(p, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
     r = snakemake("--cores", 2, *_base(run_dir), cwd=run_dir)
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     assert "sub-02_fit.h5 was unreadable" in r.stderr and "chunk-1.h5 was unreadable" in r.stderr
     counts = job_counts(r.stdout + r.stderr)
-    assert counts == {"explore": 1, "gather_explore": 1, "refine": 2, "report": 2,
-                      "cohort_report": 1, "all": 1}, counts
+    assert counts == {
+        "explore": 1,
+        "gather_explore": 1,
+        "refine": 2,
+        "report": 2,
+        "cohort_report": 1,
+        "all": 1,
+    }, counts
     assert _result_digests(run_dir) == before
     for p in (s1 / "sub-01_report.html", s2 / "sub-02_report.html", res / "cohort_report.html"):
         assert p.is_file()

@@ -16,17 +16,29 @@ ALL = " ".join(f"--{k}={v}" for k, v in xla_defaults.FLAGS.items())
 WIDTH = f"--xla_cpu_prefer_vector_width={xla_defaults.FLAGS['xla_cpu_prefer_vector_width']}"
 
 
-@pytest.mark.parametrize(("env", "added", "flags"), [
-    ({}, True, ALL),
-    ({"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}, True,
-     f"--xla_force_host_platform_device_count=2 {ALL}"),
-    # a flag the user set is theirs; the others are still added
-    ({"XLA_FLAGS": "--xla_backend_extra_options=x=1"}, True,
-     f"--xla_backend_extra_options=x=1 {WIDTH}"),
-    ({"XLA_FLAGS": "--xla_cpu_prefer_vector_width=256 --xla_backend_extra_options=x=1"},
-     False, "--xla_cpu_prefer_vector_width=256 --xla_backend_extra_options=x=1"),
-    ({xla_defaults.OPT_OUT: "0"}, False, None),
-])
+@pytest.mark.parametrize(
+    ("env", "added", "flags"),
+    [
+        ({}, True, ALL),
+        (
+            {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
+            True,
+            f"--xla_force_host_platform_device_count=2 {ALL}",
+        ),
+        # a flag the user set is theirs; the others are still added
+        (
+            {"XLA_FLAGS": "--xla_backend_extra_options=x=1"},
+            True,
+            f"--xla_backend_extra_options=x=1 {WIDTH}",
+        ),
+        (
+            {"XLA_FLAGS": "--xla_cpu_prefer_vector_width=256 --xla_backend_extra_options=x=1"},
+            False,
+            "--xla_cpu_prefer_vector_width=256 --xla_backend_extra_options=x=1",
+        ),
+        ({xla_defaults.OPT_OUT: "0"}, False, None),
+    ],
+)
 def test_apply_adds_each_flag_unless_the_user_chose(env, added, flags):
     assert xla_defaults.apply(env) is added
     assert env.get("XLA_FLAGS") == flags
@@ -73,8 +85,13 @@ main(args=[], standalone_mode=False)
 
 def _child(**env) -> dict:
     environ = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    out = subprocess.run([sys.executable, "-c", CHILD], env={**environ, **env},
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD],
+        env={**environ, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return json.loads(out.splitlines()[-1])
 
 
@@ -84,8 +101,11 @@ def test_import_changes_nothing_and_a_script_applies_the_settings_before_jax_sta
     on = _child(XLA_FLAGS=user)
     off = _child(XLA_FLAGS=user, **{xla_defaults.OPT_OUT: "0"})
     for run in (on, off):
-        assert run["imported"] == {"environ_unchanged": True, "settings_unchanged": True,
-                                   "jax_started": False}
+        assert run["imported"] == {
+            "environ_unchanged": True,
+            "settings_unchanged": True,
+            "jax_started": False,
+        }
         assert run["command"]["jax_started"] is False
     assert on["command"]["xla_flags"] == f"{user} {ALL}"  # the user's flag is kept
     assert off["command"]["xla_flags"] == user

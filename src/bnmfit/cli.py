@@ -101,14 +101,17 @@ class Command(click.Command):
                 return super().invoke(ctx)
         except Terminated as e:
             name = signal.Signals(e.signum).name
-            raise _Failure(f"terminated by {name} before finishing; unfinished outputs were "
-                           "discarded (a re-run resumes refine from its last checkpoint)",
-                           128 + e.signum) from None
+            raise _Failure(
+                f"terminated by {name} before finishing; unfinished outputs were "
+                "discarded (a re-run resumes refine from its last checkpoint)",
+                128 + e.signum,
+            ) from None
         except BnmfitError as e:
             raise _Failure(_one_line(e), e.exit_code) from None
         except (FileNotFoundError, PermissionError, IsADirectoryError) as e:
-            raise _Failure(_one_line(f"{e.filename or ''}: {e.strerror}; check the path"),
-                           1) from None
+            raise _Failure(
+                _one_line(f"{e.filename or ''}: {e.strerror}; check the path"), 1
+            ) from None
         except OSError as e:
             if e.errno is None:
                 raise
@@ -145,8 +148,16 @@ class Progress:
     compilation before the first update.
     """
 
-    def __init__(self, label: str, total: int | None = None, *, interval: float = 15.0,
-                 stream=None, tty: bool | None = None, start: float | None = None):
+    def __init__(
+        self,
+        label: str,
+        total: int | None = None,
+        *,
+        interval: float = 15.0,
+        stream=None,
+        tty: bool | None = None,
+        start: float | None = None,
+    ):
         self.label = label
         self.total = total
         self.interval = interval
@@ -225,8 +236,7 @@ class StageProgress:
         if bar is None:
             for b in self.bars.values():
                 b.close()
-            bar = self.bars[stage] = Progress(f"{self.label} {stage}", total=steps,
-                                              start=self.t)
+            bar = self.bars[stage] = Progress(f"{self.label} {stage}", total=steps, start=self.t)
         self.t = time.monotonic()
         bar.update(step, steps, info=f"loss {float(loss) + self.offset:.4f}")
 
@@ -235,8 +245,9 @@ def describe(values: Mapping[str, Any]) -> str:
     """``name=value, ...`` for a log line (arrays by their mean)."""
     import numpy as np
 
-    return ", ".join(f"{k}={np.mean(v):.4g}" + ("" if np.ndim(v) == 0 else " (mean)")
-                     for k, v in values.items())
+    return ", ".join(
+        f"{k}={np.mean(v):.4g}" + ("" if np.ndim(v) == 0 else " (mean)") for k, v in values.items()
+    )
 
 
 def _secs(s: float) -> str:
@@ -255,14 +266,18 @@ def _secs(s: float) -> str:
 def config_options(f: Callable) -> Callable:
     """Add ``--config FILE`` and ``--config-json TEXT`` (exactly one is required)."""
     f = click.option(
-        "--config-json", "config_json", metavar="JSON",
+        "--config-json",
+        "config_json",
+        metavar="JSON",
         help="The configuration as inline JSON (what the workflow passes: the resolved part "
-             "of config/config.yaml this step depends on).",
+        "of config/config.yaml this step depends on).",
     )(f)
     f = click.option(
-        "--config", "config_file", type=click.Path(exists=True, dir_okay=False),
+        "--config",
+        "config_file",
+        type=click.Path(exists=True, dir_okay=False),
         help="A YAML configuration file (config/config.yaml); missing keys take the defaults "
-             "of workflow/schemas/config.schema.yaml.",
+        "of workflow/schemas/config.schema.yaml.",
     )(f)
     return f
 
@@ -278,8 +293,7 @@ def read_config(config_file: str | None, config_json: str | None) -> dict[str, A
     try:
         raw = json.loads(config_json)
     except json.JSONDecodeError as e:
-        raise ConfigError(f"--config-json: invalid JSON ({e.msg} at column {e.colno})") \
-            from None
+        raise ConfigError(f"--config-json: invalid JSON ({e.msg} at column {e.colno})") from None
     return bconfig.validate_config(raw, where="--config-json")
 
 
@@ -295,8 +309,9 @@ def read_labels(path: str | os.PathLike) -> list[str]:
             if col in head:
                 k = head.index(col)
                 return [ln.split("\t")[k].strip() for ln in lines[1:]]
-        raise DataError(f"{path}: a TSV of labels needs a name or label column, got "
-                        f"{', '.join(head)}")
+        raise DataError(
+            f"{path}: a TSV of labels needs a name or label column, got {', '.join(head)}"
+        )
     return [ln.strip() for ln in lines]
 
 

@@ -54,13 +54,27 @@ RULE_SECTIONS: dict[str, tuple] = {
     "ingest_connectome": ("connectome",),
     "empirical_fc": ("bold", ("observation", ("fcd_window", "fcd_step"))),
     "explore": (
-        "bold", "model", "coupling", "noise", "simulation", "observation", "loss",
-        "exploration", "compute",
+        "bold",
+        "model",
+        "coupling",
+        "noise",
+        "simulation",
+        "observation",
+        "loss",
+        "exploration",
+        "compute",
     ),
     "gather_explore": ("exploration", ("refinement", ("starts", "min_separation"))),
     "refine": (
-        "bold", "model", "coupling", "noise", "simulation", "observation", "loss",
-        "refinement", "compute",
+        "bold",
+        "model",
+        "coupling",
+        "noise",
+        "simulation",
+        "observation",
+        "loss",
+        "refinement",
+        "compute",
     ),
 }
 
@@ -94,8 +108,10 @@ def schema(name: str) -> dict:
     if name not in _SCHEMAS:
         import yaml
 
-        text = resources.files("bnmfit").joinpath("schemas", f"{name}.schema.yaml").read_text(
-            encoding="utf-8"
+        text = (
+            resources.files("bnmfit")
+            .joinpath("schemas", f"{name}.schema.yaml")
+            .read_text(encoding="utf-8")
         )
         _SCHEMAS[name] = yaml.safe_load(text)
     return _SCHEMAS[name]
@@ -215,8 +231,7 @@ def _describe(error, where: str, root: Mapping) -> str:
             hints.append(f"{k!r}" + (f" (did you mean {close!r}?)" if close else ""))
         inside = f"in {key}" if key else "at the top level"
         return (
-            f"{where}: unknown key {', '.join(hints)} {inside}; allowed keys: "
-            f"{', '.join(allowed)}"
+            f"{where}: unknown key {', '.join(hints)} {inside}; allowed keys: {', '.join(allowed)}"
         )
     if v == "enum":
         allowed = ", ".join("null" if x is None else str(x) for x in error.validator_value)
@@ -230,13 +245,19 @@ def _describe(error, where: str, root: Mapping) -> str:
         want = " or ".join(want) if isinstance(want, list) else want
         return f"{at}: expected {want}, got {inst!r} ({type(inst).__name__})"
     if v in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
-        rel = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=",
-               "exclusiveMaximum": "<"}[v]
+        rel = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}[
+            v
+        ]
         hint = ""
-        if v == "maximum" and key.split(".")[-1] in ("tr", "default_tr") \
-                and isinstance(inst, (int, float)):
-            hint = (f" (the TR in seconds): {inst:g} is almost certainly milliseconds; give "
-                    f"it in seconds ({inst / 1000:g})")
+        if (
+            v == "maximum"
+            and key.split(".")[-1] in ("tr", "default_tr")
+            and isinstance(inst, (int, float))
+        ):
+            hint = (
+                f" (the TR in seconds): {inst:g} is almost certainly milliseconds; give "
+                f"it in seconds ({inst / 1000:g})"
+            )
         return f"{at} = {inst!r}; expected a value {rel} {error.validator_value}{hint}"
     if v == "required":
         missing = [k for k in error.validator_value if k not in inst]
@@ -262,8 +283,9 @@ def _check(instance: Any, schema: Mapping, where: str) -> None:
     flat = list(errors)
     flat.sort(key=lambda e: (-len(e.absolute_path), e.validator != "additionalProperties"))
     first = flat[0]
-    more = f" (and {len(flat) - 1} more error{'s' if len(flat) > 2 else ''})" if len(flat) > 1 \
-        else ""
+    more = (
+        f" (and {len(flat) - 1} more error{'s' if len(flat) > 2 else ''})" if len(flat) > 1 else ""
+    )
     raise ConfigError(_describe(first, where, schema) + more)
 
 
@@ -447,8 +469,10 @@ def _too_short(n_tr: int, obs: Mapping) -> str | None:
 
     window, step = int(obs["fcd_window"] or 0), int(obs["fcd_step"])
     if window and n_windows(n_tr, window, step) < 2:
-        return (f"{n_tr} TRs, too few for two FCD windows of {window} TRs (step {step}; "
-                f"at least {window + step} TRs)")
+        return (
+            f"{n_tr} TRs, too few for two FCD windows of {window} TRs (step {step}; "
+            f"at least {window + step} TRs)"
+        )
     return None
 
 
@@ -461,8 +485,10 @@ def _check_duration(cfg: Mapping, where: str) -> None:
     if isinstance(s["n_tr"], int) and obs["tr"]:
         why = _too_short(s["n_tr"], obs)
         if why:
-            raise ConfigError(f"{where}: simulation.n_tr = {s['n_tr']} gives {why}; raise "
-                              "simulation.n_tr or shorten observation.fcd_window")
+            raise ConfigError(
+                f"{where}: simulation.n_tr = {s['n_tr']} gives {why}; raise "
+                "simulation.n_tr or shorten observation.fcd_window"
+            )
     if s["duration"] is None or not obs["tr"]:
         return
     tr_ms = float(obs["tr"]) * 1000.0
@@ -505,13 +531,16 @@ def _read_tsv(path: Path) -> tuple[list[str], list[list[str]]]:
         rows = [r for r in csv.reader(fh, delimiter="\t") if any(c.strip() for c in r)]
     rows = [r for r in rows if not r[0].lstrip().startswith("#")]
     if not rows:
-        raise ConfigError(f"{path}: the subjects sheet is empty; add a header and one row "
-                          "per subject")
+        raise ConfigError(
+            f"{path}: the subjects sheet is empty; add a header and one row per subject"
+        )
     return [h.strip() for h in rows[0]], [[c.strip() for c in r] for r in rows[1:]]
 
 
 def validate_subjects(
-    rows: Sequence[Mapping[str, Any]], *, where: str = "subjects",
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    where: str = "subjects",
 ) -> list[dict[str, Any]]:
     """Validate sheet rows (dicts; empty cells already dropped) and return them."""
     sch = schema("subjects")
@@ -524,8 +553,9 @@ def validate_subjects(
             try:
                 row["tr"] = float(row["tr"])
             except ValueError:
-                raise ConfigError(f"{w}: tr = {row['tr']!r}; expected a number of seconds") \
-                    from None
+                raise ConfigError(
+                    f"{w}: tr = {row['tr']!r}; expected a number of seconds"
+                ) from None
         _check(row, sch, w)
         if row["subject"] in seen:
             raise ConfigError(
@@ -546,8 +576,9 @@ def load_subjects(path: str | Path) -> list[dict[str, Any]]:
     """
     header, rows = _read_tsv(Path(path))
     if "subject" not in header:
-        raise ConfigError(f"{path}: the subjects sheet needs a 'subject' column, got columns "
-                          f"{', '.join(header)}")
+        raise ConfigError(
+            f"{path}: the subjects sheet needs a 'subject' column, got columns {', '.join(header)}"
+        )
     dicts = []
     for k, r in enumerate(rows):
         if len(r) > len(header):
@@ -563,12 +594,21 @@ def load_subjects(path: str | Path) -> list[dict[str, Any]]:
 
 
 SUBJECT_FILE_COLUMNS: tuple[str, ...] = (
-    "sc_weights", "sc_lengths", "bold", "fc", "labels", "dseg", "dseg_tsv",
+    "sc_weights",
+    "sc_lengths",
+    "bold",
+    "fc",
+    "labels",
+    "dseg",
+    "dseg_tsv",
 )
 
 
 def check_subject_files(
-    rows: Sequence[Mapping[str, Any]], *, base: str | Path = ".", where: str = "subjects",
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    base: str | Path = ".",
+    where: str = "subjects",
 ) -> None:
     """Every file the sheet names exists; otherwise one ConfigError listing all missing ones.
 
@@ -601,8 +641,7 @@ def rule_config(config: Mapping[str, Any], rule: str) -> dict[str, Any]:
     """The part of ``config`` that ``rule`` depends on: :data:`RULE_SECTIONS`; for
     ``report`` all but resources/compute; for other rules (cohort_report) all of it."""
     if rule == "report":  # everything a subject page shows; not how the jobs ran
-        return {k: copy.deepcopy(v) for k, v in config.items()
-                if k not in ("resources", "compute")}
+        return {k: copy.deepcopy(v) for k, v in config.items() if k not in ("resources", "compute")}
     if rule not in RULE_SECTIONS:
         return copy.deepcopy(dict(config))
     out: dict[str, Any] = {}

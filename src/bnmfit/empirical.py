@@ -295,24 +295,46 @@ def empirical_record(
         b = read_bold(bold, tr=tr, labels=labels, **opts)
         idx = align(sc_labels, b.labels if b.labels is not None else b.n_regions, n_sc=n)
         emp = empirical_fc(
-            b.data[:, idx], b.tr, discard=discard, detrend=detrend, bandpass=bandpass,
-            fcd_window=fcd_window or None, fcd_step=fcd_step, max_nan_run=max_nan_run,
-            sc_weights=connectome.weights_raw, labels=sc_labels, source=str(bold),
+            b.data[:, idx],
+            b.tr,
+            discard=discard,
+            detrend=detrend,
+            bandpass=bandpass,
+            fcd_window=fcd_window or None,
+            fcd_step=fcd_step,
+            max_nan_run=max_nan_run,
+            sc_weights=connectome.weights_raw,
+            labels=sc_labels,
+            source=str(bold),
         )
         data = {"bold": emp.bold, "fc": emp.fc, "fcd": emp.fcd, "n_tr": emp.bold.shape[0]}
         tr_s, tr_source, qc = float(b.tr), b.tr_source, dict(emp.qc)
     else:
-        matrix, fl, notes = read_fc(fc, fmt=opts.get("fmt"), key=opts.get("key"),
-                                    transform=fc_transform)  # no BOLD options
+        matrix, fl, notes = read_fc(
+            fc, fmt=opts.get("fmt"), key=opts.get("key"), transform=fc_transform
+        )  # no BOLD options
         idx = align(sc_labels, fl if fl is not None else matrix.shape[0], n_sc=n)
         matrix = matrix[np.ix_(idx, idx)]
         if not np.all(np.isfinite(matrix)):
             raise DataError(f"sub-{subject}: the empirical FC has non-finite entries")
         tr_s, tr_source = (float(tr), "argument") if tr else (None, "")
         data = {"bold": None, "fc": matrix, "fcd": None, "n_tr": None}
-        qc = {"n_tr_used": None, "n_regions": n, "tr": tr_s,
-              "mean_fc": float(matrix[np.triu_indices(n, 1)].mean()), "notes": notes}
+        qc = {
+            "n_tr_used": None,
+            "n_regions": n,
+            "tr": tr_s,
+            "mean_fc": float(matrix[np.triu_indices(n, 1)].mean()),
+            "notes": notes,
+        }
     qc.update({"subject": subject, "tr_source": tr_source})
-    return EmpiricalFile(subject=subject, labels=sc_labels, tr=tr_s, qc=qc, discard=discard,
-                         fcd_window=fcd_window, fcd_step=fcd_step,
-                         provenance=dict(provenance or {}), **data)
+    return EmpiricalFile(
+        subject=subject,
+        labels=sc_labels,
+        tr=tr_s,
+        qc=qc,
+        discard=discard,
+        fcd_window=fcd_window,
+        fcd_step=fcd_step,
+        provenance=dict(provenance or {}),
+        **data,
+    )

@@ -38,9 +38,7 @@ def close_match(name: object, options: Iterable[object]) -> str | None:
     return close[0] if close else None
 
 
-def unknown_choice(
-    what: str, value: object, allowed: Iterable[object], context: str = ""
-) -> str:
+def unknown_choice(what: str, value: object, allowed: Iterable[object], context: str = "") -> str:
     """The message for a value outside its allowed set, with a did-you-mean hint:
     ``unknown {what} {value!r}{context} (did you mean 'x'?): use one of a, b, c``."""
     allowed = [str(a) for a in allowed]

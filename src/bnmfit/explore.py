@@ -76,9 +76,7 @@ class Axis:
         object.__setattr__(self, "lo", lo)
         object.__setattr__(self, "hi", hi)
         if not (math.isfinite(lo) and math.isfinite(hi)) or not lo < hi:
-            raise ConfigError(
-                f"axis {self.name!r}: need finite lo < hi, got lo={lo:g}, hi={hi:g}"
-            )
+            raise ConfigError(f"axis {self.name!r}: need finite lo < hi, got lo={lo:g}, hi={hi:g}")
         if isinstance(self.n, bool) or int(self.n) != self.n or self.n < 1:
             raise ConfigError(f"axis {self.name!r}: n must be a whole number ≥ 1, got {self.n!r}")
         object.__setattr__(self, "n", int(self.n))
@@ -173,9 +171,7 @@ class Space:
         """The points in the unit cube, (P, D), deterministic."""
         d = len(self.axes)
         if self.sampler == "grid":
-            units = [
-                np.array([0.5]) if a.n == 1 else np.linspace(0.0, 1.0, a.n) for a in self.axes
-            ]
+            units = [np.array([0.5]) if a.n == 1 else np.linspace(0.0, 1.0, a.n) for a in self.axes]
             return np.array(list(itertools.product(*units)), dtype=np.float64).reshape(-1, d)
         if self.sampler == "zip":
             n = self.axes[0].n
@@ -258,9 +254,7 @@ class ExploreResult:
     def starts(self, k: int, *, min_separation: float = 0.1, space: Space | None = None):
         """The top-k starts as parameter dicts (see :func:`top_k`)."""
         idx = top_k(self.points, self.mean_loss, k, min_separation=min_separation, space=space)
-        return [
-            {n: float(self.points[i, d]) for d, n in enumerate(self.names)} for i in idx
-        ]
+        return [{n: float(self.points[i, d]) for d, n in enumerate(self.names)} for i in idx]
 
 
 @functools.lru_cache(maxsize=32)

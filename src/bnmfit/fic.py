@@ -66,8 +66,12 @@ def _spec(dt: float, duration: float) -> SimSpec:
     every = max(1, round(RECORD_MS / dt))
     tr = every * dt
     return SimSpec(
-        dt=dt, tr=tr, n_tr=max(2, math.ceil(duration / tr)), checkpoint=False,
-        record_every=every, unroll=1,
+        dt=dt,
+        tr=tr,
+        n_tr=max(2, math.ceil(duration / tr)),
+        checkpoint=False,
+        record_every=every,
+        unroll=1,
     )
 
 
@@ -145,8 +149,11 @@ def fic_iterative(
         rates, x = excitatory_rates(model.replace(J_i=J), weights, G, x, spec, sigma=sigma, key=k)
         err = rates - target_rate
         sign = jnp.sign(err)
-        step = jnp.where(sign * last_sign < 0, 0.5 * step,
-                         jnp.where(sign * last_sign > 0, jnp.minimum(1.2 * step, delta_max), step))
+        step = jnp.where(
+            sign * last_sign < 0,
+            0.5 * step,
+            jnp.where(sign * last_sign > 0, jnp.minimum(1.2 * step, delta_max), step),
+        )
         move = jnp.abs(err) > tol
         J = jnp.where(move, jnp.maximum(J + step * sign, 0.0), J)
         return (J, x, step, jnp.where(move, sign, 0.0)), None
@@ -197,15 +204,17 @@ def fic_gradient(
     keys = jax.random.split(jax.random.PRNGKey(0) if key is None else key, n_iter + 1)
 
     def log_rates(J, x, k):
-        rates, x_end = excitatory_rates(model.replace(J_i=J), weights, G, x, spec, sigma=sigma,
-                                        key=k)
+        rates, x_end = excitatory_rates(
+            model.replace(J_i=J), weights, G, x, spec, sigma=sigma, key=k
+        )
         return jnp.log(jnp.maximum(rates, 1e-3) / target_rate), x_end
 
     def body(carry, k):
         J, x = carry
         x = jax.lax.stop_gradient(x)
-        err, slope, x_end = jax.jvp(lambda j: log_rates(j, x, k), (J,), (jnp.ones_like(J),),
-                                    has_aux=True)
+        err, slope, x_end = jax.jvp(
+            lambda j: log_rates(j, x, k), (J,), (jnp.ones_like(J),), has_aux=True
+        )
         ok = jnp.isfinite(slope) & (slope < 0)
         step = jnp.where(ok, -damping * err / jnp.where(ok, slope, -1.0), max_step * jnp.sign(err))
         J = jnp.maximum(J + jnp.clip(step, -max_step, max_step), 0.0)
@@ -237,15 +246,21 @@ class FicHook:
         if problem.spec.max_delay or problem.spec.coupling != "linear":
             raise ConfigError("FIC assumes linear coupling without delays")
         fn = fic_iterative if self.method == "iterative" else fic_gradient
-        J, rates = fn(model, problem.weights, params.get("G", problem.G),
-                      target_rate=self.target_rate, **dict(self.options))
+        J, rates = fn(
+            model,
+            problem.weights,
+            params.get("G", problem.G),
+            target_rate=self.target_rate,
+            **dict(self.options),
+        )
         return {**params, "J_i": J}, {
             "fic_rate_mean": rates.mean(),
             "fic_rate_max_error": jnp.max(jnp.abs(rates - self.target_rate)),
         }
 
 
-def hook(method: Literal["iterative", "gradient"] = "iterative", target_rate: float = 3.0,
-         **options) -> FicHook:
+def hook(
+    method: Literal["iterative", "gradient"] = "iterative", target_rate: float = 3.0, **options
+) -> FicHook:
     """A :class:`FicHook` (options are passed to :func:`fic_iterative`/:func:`fic_gradient`)."""
     return FicHook(method, float(target_rate), tuple(sorted(options.items())))

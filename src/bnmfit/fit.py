@@ -97,7 +97,13 @@ __all__ = [
 ]
 
 OPTIMIZERS: tuple[str, ...] = (
-    "adam", "adamw", "sgd", "lbfgs", "scipy-lbfgsb", "nelder-mead", "powell",
+    "adam",
+    "adamw",
+    "sgd",
+    "lbfgs",
+    "scipy-lbfgsb",
+    "nelder-mead",
+    "powell",
 )
 OPTAX_OPTIMIZERS: tuple[str, ...] = ("adam", "adamw", "sgd", "lbfgs")
 SCIPY_METHODS = {"scipy-lbfgsb": "L-BFGS-B", "nelder-mead": "Nelder-Mead", "powell": "Powell"}
@@ -179,17 +185,32 @@ class Stage:
             )
         for field, value, ok, want in (
             ("steps", self.steps, _is_int(self.steps) and self.steps >= 0, "a whole number ≥ 0"),
-            ("n_noise", self.n_noise, _is_int(self.n_noise) and self.n_noise >= 1,
-             "a whole number ≥ 1"),
-            ("patience", self.patience, _is_int(self.patience) and self.patience >= 0,
-             "a whole number ≥ 0"),
+            (
+                "n_noise",
+                self.n_noise,
+                _is_int(self.n_noise) and self.n_noise >= 1,
+                "a whole number ≥ 1",
+            ),
+            (
+                "patience",
+                self.patience,
+                _is_int(self.patience) and self.patience >= 0,
+                "a whole number ≥ 0",
+            ),
             ("learning_rate", self.learning_rate, _positive(self.learning_rate), "> 0"),
-            ("min_delta", self.min_delta, _finite(self.min_delta) and self.min_delta >= 0,
-             "≥ 0"),
-            ("l2_regional", self.l2_regional,
-             _finite(self.l2_regional) and self.l2_regional >= 0, "≥ 0"),
-            ("clip_norm", self.clip_norm, self.clip_norm is None or _positive(self.clip_norm),
-             "> 0 or none"),
+            ("min_delta", self.min_delta, _finite(self.min_delta) and self.min_delta >= 0, "≥ 0"),
+            (
+                "l2_regional",
+                self.l2_regional,
+                _finite(self.l2_regional) and self.l2_regional >= 0,
+                "≥ 0",
+            ),
+            (
+                "clip_norm",
+                self.clip_norm,
+                self.clip_norm is None or _positive(self.clip_norm),
+                "> 0 or none",
+            ),
         ):
             if not ok:
                 raise ConfigError(f"stage {self.name!r}: {field} must be {want}, got {value!r}")
@@ -399,7 +420,8 @@ def _objective(problem: Problem, pset: ParameterSet, noise_average: str = "loss"
     Built inside the jitted functions, from their problem and pset arguments."""
     scale = {
         p.name: (p.hi - p.lo) if math.isfinite(p.hi - p.lo) else 1.0
-        for p in pset.free if p.scope == "regional"
+        for p in pset.free
+        if p.scope == "regional"
     }
 
     data_loss = _data_loss(problem, noise_average)
@@ -436,9 +458,9 @@ def _evaluate_one(problem: Problem, pset: ParameterSet, u, fixed, key):
 
 
 #: jitted (problem, pset, u (S, ...), fixed (S, ...), keys (K, 2)) → loss (S, K), fc r (S, K)
-_evaluate = jax.jit(jax.vmap(
-    jax.vmap(_evaluate_one, (None, None, None, None, 0)), (None, None, 0, 0, None)
-))
+_evaluate = jax.jit(
+    jax.vmap(jax.vmap(_evaluate_one, (None, None, None, None, 0)), (None, None, 0, 0, None))
+)
 
 
 @functools.partial(jax.jit, static_argnames="noise_average")
@@ -478,7 +500,11 @@ def _segment_fn(stage: Stage, length: int):
         g = jax.tree.map(lambda x: jnp.where(ok, x, 0.0), g)
         if lbfgs:
             updates, new_opt = tx.update(
-                g, opt, u, value=jnp.where(ok, obj, 0.0), grad=g,
+                g,
+                opt,
+                u,
+                value=jnp.where(ok, obj, 0.0),
+                grad=g,
                 value_fn=lambda p: objective(p)[0],
             )
         else:
@@ -490,8 +516,9 @@ def _segment_fn(stage: Stage, length: int):
         rejected = active & ~ok
         keep = lambda a, b: jax.tree.map(lambda x, y: jnp.where(accept, x, y), a, b)  # noqa: E731
         u_out, opt_out = keep(new_u, u), keep(new_opt, opt)
-        ema = jnp.where(jnp.isfinite(aux["ema"]), (1 - EMA_WEIGHT) * aux["ema"] + EMA_WEIGHT * obj,
-                        obj)
+        ema = jnp.where(
+            jnp.isfinite(aux["ema"]), (1 - EMA_WEIGHT) * aux["ema"] + EMA_WEIGHT * obj, obj
+        )
         ema = jnp.where(accept, ema, aux["ema"])
         improved = accept & (ema < aux["best"] - cfg["min_delta"])
         since = jnp.where(improved, 0, aux["since"] + active.astype(aux["since"].dtype))
@@ -511,8 +538,11 @@ def _segment_fn(stage: Stage, length: int):
             "grad_norm": jnp.where(active, gnorm, nan),
             "rejected": rejected,
             "lr_scale": jnp.where(active, aux["lr_scale"], nan),
-            "params": {p.name: jnp.where(active, values[p.name], nan)
-                       for p in pset.free if p.scope != "edges"},
+            "params": {
+                p.name: jnp.where(active, values[p.name], nan)
+                for p in pset.free
+                if p.scope != "edges"
+            },
         }
         return (u_out, opt_out, new_aux), record
 
@@ -538,7 +568,11 @@ def _structural(stage: Stage) -> Stage:
     min_delta, l2_regional and, without a schedule, steps are set to the same values for
     every stage: they are arguments of the compiled segment instead)."""
     return dataclasses.replace(
-        stage, name="", steps=stage.steps if stage.schedule else 0, patience=0, min_delta=0.0,
+        stage,
+        name="",
+        steps=stage.steps if stage.schedule else 0,
+        patience=0,
+        min_delta=0.0,
         l2_regional=0.0,
     )
 
@@ -563,8 +597,19 @@ def _fingerprint(problem, stages, starts, seed, heldout_seeds, every) -> str:
         for k in sorted(s):
             h.update(k.encode())
             h.update(np.ascontiguousarray(np.asarray(s[k], np.float64)).tobytes())
-    h.update(repr((problem.spec, problem.observation, problem.loss_weights, problem.G,
-                   problem.sigma, problem.ks_smooth, type(problem.model).__name__)).encode())
+    h.update(
+        repr(
+            (
+                problem.spec,
+                problem.observation,
+                problem.loss_weights,
+                problem.G,
+                problem.sigma,
+                problem.ks_smooth,
+                type(problem.model).__name__,
+            )
+        ).encode()
+    )
     leaves = [problem.weights, problem.empirical.fc, *jax.tree.leaves(problem.model)]
     if problem.empirical.fcd is not None:
         leaves.append(problem.empirical.fcd)
@@ -687,7 +732,15 @@ def refine(
         partial = state["partial"] if index == state["stage"] else None
         runner = _run_optax if stage.uses_optax else _run_scipy
         record = runner(
-            problem, stage, index, current, root, hkeys, checkpoint_every, progress, partial,
+            problem,
+            stage,
+            index,
+            current,
+            root,
+            hkeys,
+            checkpoint_every,
+            progress,
+            partial,
             lambda partial, index=index, current=current: ckpt.save(
                 {"stage": index, "records": records, "current": current, "partial": partial}
             ),
@@ -745,18 +798,32 @@ def _prepare(problem: Problem, stage: Stage, current: Sequence[Mapping[str, np.n
     return pset, fixed, u0, ref
 
 
-def _finish(problem, stage, pset, index, current, fixed, u_final, u0, root, hkeys, history,
-            wall, steps_run, fit_loss) -> StageRecord:
+def _finish(
+    problem,
+    stage,
+    pset,
+    index,
+    current,
+    fixed,
+    u_final,
+    u0,
+    root,
+    hkeys,
+    history,
+    wall,
+    steps_run,
+    fit_loss,
+) -> StageRecord:
     """Pick the best start by its loss in the fit (``fit_loss``: the smoothed loss of the
     last steps, many noise realisations; where no start has one, its mean loss on selection
     seeds derived from the fit's seed), keep its start values if its end is significantly
     worse on the selection seeds (:func:`_worse`), and report it on the held-out seeds."""
     skeys = _select_keys(root, index, SELECTION_DRAWS * stage.n_noise).reshape(
-        SELECTION_DRAWS, stage.n_noise, -1)
+        SELECTION_DRAWS, stage.n_noise, -1
+    )
 
     def stage_loss(u, fx):
-        return np.asarray(_stage_loss(problem, pset, u, fx, skeys, stage.noise_average),
-                          np.float64)
+        return np.asarray(_stage_loss(problem, pset, u, fx, skeys, stage.noise_average), np.float64)
 
     sel = np.asarray(fit_loss, np.float64)
     if not np.isfinite(sel).any():
@@ -826,7 +893,8 @@ def _empty_history(pset: ParameterSet, steps: int, n_starts: int, u0) -> dict[st
         "lr_scale": nan(),
         "params": {
             p.name: np.full((steps,) + np.shape(values[p.name]), np.nan)
-            for p in pset.free if p.scope != "edges"
+            for p in pset.free
+            if p.scope != "edges"
         },
     }
 
@@ -853,16 +921,24 @@ def _run_optax(problem, stage, index, current, root, hkeys, every, progress, par
     else:
         t = partial["t"]
         u = jax.tree.map(jnp.asarray, partial["u"])
-        opt = jax.tree.unflatten(jax.tree.structure(opt0), [jnp.asarray(x)
-                                                            for x in partial["opt"]])
+        opt = jax.tree.unflatten(jax.tree.structure(opt0), [jnp.asarray(x) for x in partial["opt"]])
         aux = jax.tree.map(jnp.asarray, partial["aux"])
         history = partial["history"]
         elapsed = partial["wall_time"]
 
     while t < stage.steps and not bool(np.all(np.asarray(aux["done"]))):
         (u, opt, aux), rec = segment(
-            problem, pset, u, opt, aux, fixed, ref, root, jnp.asarray(index, jnp.int32),
-            jnp.asarray(t, jnp.int32), cfg,
+            problem,
+            pset,
+            u,
+            opt,
+            aux,
+            fixed,
+            ref,
+            root,
+            jnp.asarray(index, jnp.int32),
+            jnp.asarray(t, jnp.int32),
+            cfg,
         )
         stop = min(t + every, stage.steps)
         n = stop - t
@@ -874,18 +950,38 @@ def _run_optax(problem, stage, index, current, root, hkeys, every, progress, par
         history["heldout_loss"][stop - 1] = np.asarray(h_loss).mean(axis=1)
         t = stop
         wall = elapsed + time.perf_counter() - t_start
-        save({
-            "t": t, "u": _to_numpy(u), "opt": [np.asarray(x) for x in jax.tree.leaves(opt)],
-            "aux": _to_numpy(aux), "history": history, "wall_time": wall,
-        })
+        save(
+            {
+                "t": t,
+                "u": _to_numpy(u),
+                "opt": [np.asarray(x) for x in jax.tree.leaves(opt)],
+                "aux": _to_numpy(aux),
+                "history": history,
+                "wall_time": wall,
+            }
+        )
         if progress is not None:
             best = np.asarray(aux["best"])
             progress(stage.name, t, stage.steps, float(np.min(best)) if best.size else np.nan)
 
     steps_run = t
     wall = elapsed + time.perf_counter() - t_start
-    return _finish(problem, stage, pset, index, current, fixed, u, u0, root, hkeys, history,
-                   wall, steps_run, np.asarray(aux["ema"]))
+    return _finish(
+        problem,
+        stage,
+        pset,
+        index,
+        current,
+        fixed,
+        u,
+        u0,
+        root,
+        hkeys,
+        history,
+        wall,
+        steps_run,
+        np.asarray(aux["ema"]),
+    )
 
 
 @functools.lru_cache(maxsize=4)
@@ -937,8 +1033,12 @@ def _run_scipy(problem, stage, index, current, root, hkeys, every, progress, par
         callback = _scipy_callback(stage, s, unravel, state, history, dtype, progress)
         if stage.steps > 0:
             res = scipy.optimize.minimize(
-                fun, np.asarray(x0, np.float64), method=SCIPY_METHODS[stage.optimizer],
-                jac=stage.optimizer == "scipy-lbfgsb", bounds=bounds, callback=callback,
+                fun,
+                np.asarray(x0, np.float64),
+                method=SCIPY_METHODS[stage.optimizer],
+                jac=stage.optimizer == "scipy-lbfgsb",
+                bounds=bounds,
+                callback=callback,
                 options={"maxiter": stage.steps},
             )
             x = res.x
@@ -957,8 +1057,22 @@ def _run_scipy(problem, stage, index, current, root, hkeys, every, progress, par
         last = max(steps_run - 1, 0)
         history["heldout_loss"][last] = np.asarray(h_loss).mean(axis=1)
     wall = time.perf_counter() - t_start
-    return _finish(problem, stage, pset, index, current, fixed, u_final, u0, root, hkeys,
-                   history, wall, steps_run, np.asarray(final_loss))
+    return _finish(
+        problem,
+        stage,
+        pset,
+        index,
+        current,
+        fixed,
+        u_final,
+        u0,
+        root,
+        hkeys,
+        history,
+        wall,
+        steps_run,
+        np.asarray(final_loss),
+    )
 
 
 def _scipy_callback(stage, s, unravel, state, history, dtype, progress):

@@ -243,8 +243,10 @@ class _Parser:
                 elif rhs.is_const:
                     out = out.scale(rhs.const)
                 else:
-                    self.fail(f"product of two loss terms at column {col}: the loss must be a "
-                              "linear combination (number * term)")
+                    self.fail(
+                        f"product of two loss terms at column {col}: the loss must be a "
+                        "linear combination (number * term)"
+                    )
             else:
                 if not rhs.is_const:
                     self.fail(f"division by a loss term at column {col}: divide by numbers only")
@@ -295,8 +297,10 @@ class _Parser:
         self.take(")")
         want, const, coef = _FUNCTIONS[name]
         if len(args) != 2 or set(args) != set(want):
-            self.fail(f"{name}() at column {col} compares {' and '.join(want)}, got "
-                      f"{', '.join(args)}; write {name}({', '.join(want)})")
+            self.fail(
+                f"{name}() at column {col} compares {' and '.join(want)}, got "
+                f"{', '.join(args)}; write {name}({', '.join(want)})"
+            )
         return _Lin(const, dict(coef))
 
 
@@ -328,8 +332,10 @@ def parse_loss(expression: str, *, where: str = "loss.expression") -> LossSpec:
             )
         terms.append((name, float(w)))
     if not terms:
-        raise ConfigError(f"{where}: {expression!r} has no loss term (it is the constant "
-                          f"{lin.const:g}); use correlation, rmse or fcd_ks")
+        raise ConfigError(
+            f"{where}: {expression!r} has no loss term (it is the constant "
+            f"{lin.const:g}); use correlation, rmse or fcd_ks"
+        )
     return LossSpec(tuple(terms), float(lin.const), expression)
 
 

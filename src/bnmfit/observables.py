@@ -19,7 +19,15 @@ from bnmfit.errors import ConfigError
 from bnmfit.simulate import FULL
 
 __all__ = [
-    "bandpass", "detrend", "fc", "fcd", "n_windows", "preprocess", "unresolved", "upper", "zscore",
+    "bandpass",
+    "detrend",
+    "fc",
+    "fcd",
+    "n_windows",
+    "preprocess",
+    "unresolved",
+    "upper",
+    "zscore",
 ]
 
 #: values that vary by no more than this many units of rounding (relative to their largest

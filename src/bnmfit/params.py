@@ -336,9 +336,7 @@ class ParameterSet:
         problem.check_names(self.names)
         dtype = problem.weights.dtype
         values = self.start_values(problem, start or {})
-        return {
-            p.name: p.to_unconstrained(jnp.asarray(values[p.name], dtype)) for p in self.free
-        }
+        return {p.name: p.to_unconstrained(jnp.asarray(values[p.name], dtype)) for p in self.free}
 
     def to_values(self, u: Mapping[str, Array]) -> dict[str, Array]:
         """Constrained values in compact form (edges as a vector over the existing edges)."""
@@ -384,4 +382,3 @@ def _edge_index(w: np.ndarray, symmetric: bool) -> tuple:
         return rows, cols, ones, ones
     rows, cols = np.nonzero(np.triu(exists | exists.T, 1))
     return rows, cols, exists[rows, cols], exists[cols, rows]
-

@@ -57,8 +57,12 @@ class Observation:
 
     def preprocess(self, bold: Array) -> Array:
         return observables.preprocess(
-            bold, self.tr, discard=self.discard, detrend=self.detrend,
-            bandpass=self.bandpass, zscore=self.zscore,
+            bold,
+            self.tr,
+            discard=self.discard,
+            detrend=self.detrend,
+            bandpass=self.bandpass,
+            zscore=self.zscore,
         )
 
     def observe(self, bold: Array) -> losses.Observed:
@@ -118,8 +122,14 @@ class Problem:
 
     def check_names(self, names) -> None:
         for name in sorted(set(names) - set(self.parameter_names())):
-            raise ConfigError(unknown_choice("free parameter", name, self.parameter_names(),
-                                             f" of {type(self.model).__name__}"))
+            raise ConfigError(
+                unknown_choice(
+                    "free parameter",
+                    name,
+                    self.parameter_names(),
+                    f" of {type(self.model).__name__}",
+                )
+            )
 
     def simulate(self, params: Mapping[str, Array], key: Array) -> SimOutput:
         """Simulate with some parameters replaced by ``params``."""

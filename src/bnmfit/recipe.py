@@ -56,7 +56,11 @@ def build_connectome(config: Mapping[str, Any], weights, lengths, labels):
 
     c = config["connectome"]
     return Connectome.from_arrays(
-        weights, lengths, labels, normalise=c["normalise"], symmetrise=c["symmetrise"],
+        weights,
+        lengths,
+        labels,
+        normalise=c["normalise"],
+        symmetrise=c["symmetrise"],
         isolated=c["isolated"],
     )
 
@@ -124,8 +128,7 @@ def simulated_tr_count(config: Mapping[str, Any], tr: float, n_tr: int | None) -
         n = int(s["duration"] // tr_ms)
         if n < 1:
             raise ConfigError(
-                f"simulation.duration = {s['duration']:g} ms is shorter than one TR "
-                f"({tr_ms:g} ms)"
+                f"simulation.duration = {s['duration']:g} ms is shorter than one TR ({tr_ms:g} ms)"
             )
         return n
     if n_tr is None:
@@ -252,14 +255,20 @@ def build_problem(
     speed = config["coupling"]["speed"]
     delays, max_delay = None, 0
     if speed is not None and lengths is not None and np.any(np.asarray(lengths) > 0):
-        steps = delay_steps(np.asarray(lengths, dtype=np.float64) / float(speed),
-                            simulation_dt(config, sim_tr))
+        steps = delay_steps(
+            np.asarray(lengths, dtype=np.float64) / float(speed), simulation_dt(config, sim_tr)
+        )
         max_delay = int(steps.max())
         if max_delay > 0:
             delays = jnp.asarray(steps)
     sim = config["simulation"]
-    if config["observation"]["tr"] and tr and n_tr is not None \
-            and not isinstance(sim["n_tr"], int) and sim["duration"] is None:
+    if (
+        config["observation"]["tr"]
+        and tr
+        and n_tr is not None
+        and not isinstance(sim["n_tr"], int)
+        and sim["duration"] is None
+    ):
         n_tr = int(n_tr * float(tr) // sim_tr)  # the same duration at another TR
     spec = build_spec(config, sim_tr, n_tr, max_delay)
     observation = build_observation(config, sim_tr)
@@ -305,8 +314,15 @@ def problem_from_files(config: Mapping[str, Any], connectome_h5, empirical_h5):
 
     conn = ConnectomeFile.read(connectome_h5)
     emp = EmpiricalFile.read(empirical_h5)
-    return build_problem(config, weights=conn.weights, lengths=conn.lengths, fc=emp.fc,
-                         fcd=emp.fcd, tr=emp.tr, n_tr=emp.n_tr)
+    return build_problem(
+        config,
+        weights=conn.weights,
+        lengths=conn.lengths,
+        fc=emp.fc,
+        fcd=emp.fcd,
+        tr=emp.tr,
+        n_tr=emp.n_tr,
+    )
 
 
 def subject_warnings(problem, empirical_h5) -> list[str]:
@@ -327,7 +343,9 @@ def build_space(config: Mapping[str, Any]):
         lo, hi = bounds(ax, "exploration axis")
         axes.append(explore.Axis(ax["name"], lo, hi, n=int(ax["n"]), scale=ax["scale"]))
     return explore.Space(
-        tuple(axes), sampler=ex["sampler"], n_samples=int(ex["n_samples"]),
+        tuple(axes),
+        sampler=ex["sampler"],
+        n_samples=int(ex["n_samples"]),
         seed=int(config["noise"]["seed"]),
     )
 
@@ -342,23 +360,32 @@ def build_stages(config: Mapping[str, Any]) -> list:
         free = []
         for fp in st["free_parameters"]:
             lo, hi = bounds(fp, f"refinement.stages[{i}]")
-            free.append(FreeParameter(
-                fp["name"], lo, hi, scope=fp["scope"], transform=fp["transform"],
-                init=fp["init"], symmetric=bool(fp["symmetric"]),
-            ))
-        stages.append(fit.Stage(
-            name=st["name"],
-            free=tuple(free),
-            optimizer=st["optimizer"],
-            learning_rate=float(st["learning_rate"]),
-            steps=stage_steps(st, f"refinement.stages[{i}]"),
-            n_noise=int(st["n_noise"]),
-            fresh_noise=bool(st["fresh_noise"]),
-            clip_norm=st["clip_norm"],
-            schedule=st["schedule"],
-            patience=int(st["patience"]),
-            min_delta=float(st["min_delta"]),
-            l2_regional=float(st["l2_regional"]),
-            noise_average=st["noise_average"],
-        ))
+            free.append(
+                FreeParameter(
+                    fp["name"],
+                    lo,
+                    hi,
+                    scope=fp["scope"],
+                    transform=fp["transform"],
+                    init=fp["init"],
+                    symmetric=bool(fp["symmetric"]),
+                )
+            )
+        stages.append(
+            fit.Stage(
+                name=st["name"],
+                free=tuple(free),
+                optimizer=st["optimizer"],
+                learning_rate=float(st["learning_rate"]),
+                steps=stage_steps(st, f"refinement.stages[{i}]"),
+                n_noise=int(st["n_noise"]),
+                fresh_noise=bool(st["fresh_noise"]),
+                clip_norm=st["clip_norm"],
+                schedule=st["schedule"],
+                patience=int(st["patience"]),
+                min_delta=float(st["min_delta"]),
+                l2_regional=float(st["l2_regional"]),
+                noise_average=st["noise_average"],
+            )
+        )
     return stages

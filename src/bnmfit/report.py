@@ -59,8 +59,7 @@ PathLike = str | os.PathLike
 SUBJECT_FIGURES: dict[str, str] = {
     "fc": "Empirical FC, simulated FC of the best fit and their difference, one colour scale.",
     "scatter": "Simulated vs empirical FC per edge, with Pearson r and RMSE.",
-    "landscape": "Exploration landscape with every refinement start's trajectory and the "
-                 "best fit.",
+    "landscape": "Exploration landscape with every refinement start's trajectory and the best fit.",
     "loss": "Loss per refinement stage and start (training and held-out noise), best so far.",
     "regional": "Fitted regional parameters per region and against node strength.",
 }
@@ -109,8 +108,10 @@ def _check_file(path: PathLike | None, what: str) -> Path | None:
         return None
     p = Path(path)
     if not p.is_file():
-        raise DataError(f"{path}: expected the {what}, got no such file; re-run the step that "
-                        "writes it (or pass None where it is optional)")
+        raise DataError(
+            f"{path}: expected the {what}, got no such file; re-run the step that "
+            "writes it (or pass None where it is optional)"
+        )
     return p
 
 
@@ -160,23 +161,28 @@ def _stages(fit: Mapping[str, Any] | None) -> list[dict[str, Any]]:
         loss = _arr(grp.get("loss"))
         if loss is None:
             continue
-        traj = {k: np.asarray(v, float) for k, v in (grp.get("traj") or {}).items()
-                if k != "@attrs" and _arr(v) is not None}
+        traj = {
+            k: np.asarray(v, float)
+            for k, v in (grp.get("traj") or {}).items()
+            if k != "@attrs" and _arr(v) is not None
+        }
         best = attrs.get("best_start", grp.get("best_start"))
-        out.append({
-            "key": key,
-            "index": int(m.group(1)) if m else len(out),
-            "name": m.group(2) if m else key,
-            "loss": loss,
-            "heldout_loss": _arr(grp.get("heldout_loss")),
-            "grad_norm": _arr(grp.get("grad_norm")),
-            "rejected": _arr(grp.get("rejected")),
-            "best_start": int(best) if best is not None and np.isfinite(best) else None,
-            "wall_time": _float(attrs.get("wall_time", grp.get("wall_time"))),
-            "heldout_fc_r": _float(attrs.get("heldout_fc_r", grp.get("heldout_fc_r"))),
-            "heldout_loss_final": _float(attrs.get("heldout_loss")),
-            "traj": traj,
-        })
+        out.append(
+            {
+                "key": key,
+                "index": int(m.group(1)) if m else len(out),
+                "name": m.group(2) if m else key,
+                "loss": loss,
+                "heldout_loss": _arr(grp.get("heldout_loss")),
+                "grad_norm": _arr(grp.get("grad_norm")),
+                "rejected": _arr(grp.get("rejected")),
+                "best_start": int(best) if best is not None and np.isfinite(best) else None,
+                "wall_time": _float(attrs.get("wall_time", grp.get("wall_time"))),
+                "heldout_fc_r": _float(attrs.get("heldout_fc_r", grp.get("heldout_fc_r"))),
+                "heldout_loss_final": _float(attrs.get("heldout_loss")),
+                "traj": traj,
+            }
+        )
     return sorted(out, key=lambda s: s["index"])
 
 
@@ -217,8 +223,9 @@ def _load_subject(subject, connectome_h5, empirical_h5, explore_h5, fit_h5, para
     labels = _labels(conn.get("labels"), emp.get("labels"), n=n)
     params = pj.get("params") or {}
     glob = {k: float(v) for k, v in params.items() if np.ndim(v) == 0 and _float(v) is not None}
-    regional = {k: np.asarray(v, float) for k, v in params.items()
-                if np.ndim(v) >= 1 and np.size(v) > 1}
+    regional = {
+        k: np.asarray(v, float) for k, v in params.items() if np.ndim(v) >= 1 and np.size(v) > 1
+    }
     return {
         "subject": subject,
         "labels": labels,
@@ -297,13 +304,13 @@ def benchmark_seconds(paths: Sequence[PathLike] | PathLike | None) -> float | No
     return total if found else None
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], cls: str = "",
-           raw: bool = False) -> str:
+def _table(
+    header: Sequence[str], rows: Sequence[Sequence[Any]], cls: str = "", raw: bool = False
+) -> str:
     """An HTML table; cells are escaped unless ``raw`` (then they are HTML already)."""
     th = "".join(f"<th>{_esc(h)}</th>" for h in header)
     body = "".join(
-        "<tr>" + "".join(f"<td>{c if raw else _esc(c)}</td>" for c in row) + "</tr>"
-        for row in rows
+        "<tr>" + "".join(f"<td>{c if raw else _esc(c)}</td>" for c in row) + "</tr>" for row in rows
     )
     return f'<table class="{cls}"><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>'
 
@@ -314,12 +321,14 @@ def _img(fig, alt: str, dpi: int | None = None) -> str:
     width = round(float(fig.get_size_inches()[0]) * 100)
     png = rf.to_png(fig, dpi=dpi)
     b64 = base64.b64encode(png).decode("ascii")
-    return (f'<img class="fig" alt="{_esc(alt)}" style="width:{width}px" '
-            f'src="data:image/png;base64,{b64}">')
+    return (
+        f'<img class="fig" alt="{_esc(alt)}" style="width:{width}px" '
+        f'src="data:image/png;base64,{b64}">'
+    )
 
 
 def _figure(fig, alt: str, caption: str, dpi: int | None = None) -> str:
-    return (f"<figure>{_img(fig, alt, dpi)}<figcaption>{caption}</figcaption></figure>")
+    return f"<figure>{_img(fig, alt, dpi)}<figcaption>{caption}</figcaption></figure>"
 
 
 def _absent(text: str) -> str:
@@ -410,13 +419,14 @@ _SORT_JS = """
 """
 
 
-def _page(title: str, subtitle: str, nav: Sequence[tuple[str, str]], body: str,
-          script: str = "") -> str:
+def _page(
+    title: str, subtitle: str, nav: Sequence[tuple[str, str]], body: str, script: str = ""
+) -> str:
     links = "".join(f'<a href="#{_esc(a)}">{_esc(t)}</a>' for a, t in nav)
     js = f"<script>{script}</script>" if script else ""
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{_esc(title)}</title><style>{_CSS}</style></head><body>"
         f"<header><h1>{_esc(title)}</h1><p>{subtitle}</p></header>"
         f"<nav>{links}</nav><main>{body}</main>{js}</body></html>\n"
@@ -487,9 +497,15 @@ def _landscape_inputs(s: dict[str, Any]) -> dict[str, Any] | None:
     for st in s["stages"]:
         vals = {n: st["traj"][n] for n in names if n in st["traj"] and st["traj"][n].ndim == 2}
         if vals:
-            trajectories.append({"stage": st["name"], "stage_index": st["index"],
-                                 "best_start": st["best_start"], "values": vals,
-                                 "loss": st["loss"]})
+            trajectories.append(
+                {
+                    "stage": st["name"],
+                    "stage_index": st["index"],
+                    "best_start": st["best_start"],
+                    "values": vals,
+                    "loss": st["loss"],
+                }
+            )
     best: dict[str, float] = {}
     for n in names:
         if n in s["globals"]:
@@ -505,10 +521,15 @@ def _landscape_inputs(s: dict[str, Any]) -> dict[str, Any] | None:
                     break
     top = ex.get("top")
     return {
-        "names": names, "points": points, "mean_loss": mean_loss, "axes_meta": axes_meta,
-        "std_loss": _arr(ex.get("std_loss")), "fc_r": _arr(ex.get("fc_r")),
+        "names": names,
+        "points": points,
+        "mean_loss": mean_loss,
+        "axes_meta": axes_meta,
+        "std_loss": _arr(ex.get("std_loss")),
+        "fc_r": _arr(ex.get("fc_r")),
         "top": np.asarray(top, int).ravel() if top is not None and np.size(top) else None,
-        "trajectories": trajectories, "best": best,
+        "trajectories": trajectories,
+        "best": best,
     }
 
 
@@ -526,8 +547,9 @@ def _make_figure(s: dict[str, Any], name: str, config: Mapping[str, Any]):
     if name == "connectome":
         if s["weights"] is None:
             return None
-        return rf.connectome_figure(s["weights"], s["lengths"], s["labels"],
-                                    s["conn_attrs"].get("normalisation"))
+        return rf.connectome_figure(
+            s["weights"], s["lengths"], s["labels"], s["conn_attrs"].get("normalisation")
+        )
     if name == "fc":
         if s["emp_fc"] is None:
             return None
@@ -540,9 +562,17 @@ def _make_figure(s: dict[str, Any], name: str, config: Mapping[str, Any]):
         li = _landscape_inputs(s)
         if li is None:
             return None
-        return rf.landscape_figure(li["names"], li["points"], li["mean_loss"], li["axes_meta"],
-                                   std_loss=li["std_loss"], fc_r=li["fc_r"], top=li["top"],
-                                   trajectories=li["trajectories"], best=li["best"])
+        return rf.landscape_figure(
+            li["names"],
+            li["points"],
+            li["mean_loss"],
+            li["axes_meta"],
+            std_loss=li["std_loss"],
+            fc_r=li["fc_r"],
+            top=li["top"],
+            trajectories=li["trajectories"],
+            best=li["best"],
+        )
     if name == "loss":
         if not s["stages"]:
             return None
@@ -564,7 +594,7 @@ _ABSENT_WHY = {
     "fc": "no empirical FC in the empirical file",
     "scatter": "no simulated FC of the best fit (sim_fc) in the fit file",
     "landscape": "no exploration landscape (sub-X_explore.h5 missing or without names, "
-                 "points and mean_loss)",
+    "points and mean_loss)",
     "loss": "no refinement stages in the fit file",
     "regional": "no regional stage: every fitted parameter is global",
     "fcd": "no FCD (neither empirical nor simulated): the config asked for none",
@@ -580,24 +610,39 @@ def _stage_rows(s: dict[str, Any]) -> list[dict[str, Any]]:
     for st in s["stages"]:
         m = _match(js, st) or {}
         wall = _match(walls, st)
-        rows.append({
-            "stage": st["key"],
-            "fc_r": _float(m.get("fc_r")) if m.get("fc_r") is not None else st["heldout_fc_r"],
-            "loss": _float(m.get("loss")) if m.get("loss") is not None
-            else st["heldout_loss_final"],
-            "best_start": st["best_start"],
-            "starts": st["loss"].shape[1] if st["loss"].ndim == 2 else 1,
-            "steps": st["loss"].shape[0],
-            "rejected": int(np.nansum(st["rejected"])) if st["rejected"] is not None else None,
-            "wall_time": _float(wall) if wall is not None else st["wall_time"],
-        })
+        rows.append(
+            {
+                "stage": st["key"],
+                "fc_r": _float(m.get("fc_r")) if m.get("fc_r") is not None else st["heldout_fc_r"],
+                "loss": _float(m.get("loss"))
+                if m.get("loss") is not None
+                else st["heldout_loss_final"],
+                "best_start": st["best_start"],
+                "starts": st["loss"].shape[1] if st["loss"].ndim == 2 else 1,
+                "steps": st["loss"].shape[0],
+                "rejected": int(np.nansum(st["rejected"])) if st["rejected"] is not None else None,
+                "wall_time": _float(wall) if wall is not None else st["wall_time"],
+            }
+        )
     known = {r["stage"] for r in rows}
     for k, m in js.items():  # stages in the JSON that the fit file does not have
-        if not any(k in (st["key"], st["name"], str(st["index"])) for st in s["stages"]) \
-                and k not in known and isinstance(m, Mapping):
-            rows.append({"stage": k, "fc_r": _float(m.get("fc_r")), "loss": _float(m.get("loss")),
-                         "best_start": None, "starts": None, "steps": None, "rejected": None,
-                         "wall_time": _float(walls.get(k))})
+        if (
+            not any(k in (st["key"], st["name"], str(st["index"])) for st in s["stages"])
+            and k not in known
+            and isinstance(m, Mapping)
+        ):
+            rows.append(
+                {
+                    "stage": k,
+                    "fc_r": _float(m.get("fc_r")),
+                    "loss": _float(m.get("loss")),
+                    "best_start": None,
+                    "starts": None,
+                    "steps": None,
+                    "rejected": None,
+                    "wall_time": _float(walls.get(k)),
+                }
+            )
     return rows
 
 
@@ -619,18 +664,24 @@ def _fc_stats(s: dict[str, Any], fm: dict[str, Any]) -> str:
     if e is None:
         return ""
     ue = rf._upper(e)
-    rows = [("edges (upper triangle)", str(ue.size)),
-            ("mean FC, empirical", _r(np.nanmean(ue))),
-            ("std FC, empirical", _r(np.nanstd(ue)))]
+    rows = [
+        ("edges (upper triangle)", str(ue.size)),
+        ("mean FC, empirical", _r(np.nanmean(ue))),
+        ("std FC, empirical", _r(np.nanstd(ue))),
+    ]
     if sim is not None:
         us = rf._upper(sim)
         r, rmse, _ = rf.edge_stats(e, sim)
-        rows += [("mean FC, simulated", _r(np.nanmean(us))),
-                 ("std FC, simulated", _r(np.nanstd(us))),
-                 ("r, edges (these matrices)", _r(r)),
-                 ("RMSE, edges (these matrices)", _r(rmse))]
-    rows += [("fc_r, recorded by the fit", _r(fm["fc_r"])),
-             ("fc_rmse, recorded by the fit", _r(fm["fc_rmse"]))]
+        rows += [
+            ("mean FC, simulated", _r(np.nanmean(us))),
+            ("std FC, simulated", _r(np.nanstd(us))),
+            ("r, edges (these matrices)", _r(r)),
+            ("RMSE, edges (these matrices)", _r(rmse)),
+        ]
+    rows += [
+        ("fc_r, recorded by the fit", _r(fm["fc_r"])),
+        ("fc_rmse, recorded by the fit", _r(fm["fc_rmse"])),
+    ]
     return "<div><h3>FC numbers</h3>" + _table(["quantity", "value"], rows) + "</div>"
 
 
@@ -638,34 +689,66 @@ def _summary_section(s: dict[str, Any], fm: dict[str, Any], stage_rows) -> str:
     walls = [r["wall_time"] for r in stage_rows if r["wall_time"] is not None]
     if "refine" in s.get("timings", {}):
         walls = [s["timings"]["refine"]]
-    cards = [_card("FC r (held-out)", _r(fm["fc_r"])),
-             _card("FC RMSE", _r(fm["fc_rmse"])),
-             _card("FCD KS", _r(fm["fcd_ks"]))]
+    cards = [
+        _card("FC r (held-out)", _r(fm["fc_r"])),
+        _card("FC RMSE", _r(fm["fc_rmse"])),
+        _card("FCD KS", _r(fm["fcd_ks"])),
+    ]
     cards += [_card(k, _num(v)) for k, v in s["globals"].items()]
     if walls:
         cards.append(_card("fit wall time", _duration(sum(walls))))
     parts = [f'<div class="cards">{"".join(cards)}</div>']
     prm = [(k, _num(v), "global", "") for k, v in s["globals"].items()]
     for k, v in s["regional"].items():
-        prm.append((k, f"{_num(np.nanmean(v))} ± {_num(np.nanstd(v), '.3g')}", "regional",
-                    f"{v.size} regions, range {_num(np.nanmin(v))} … {_num(np.nanmax(v))}"))
+        prm.append(
+            (
+                k,
+                f"{_num(np.nanmean(v))} ± {_num(np.nanstd(v), '.3g')}",
+                "regional",
+                f"{v.size} regions, range {_num(np.nanmin(v))} … {_num(np.nanmax(v))}",
+            )
+        )
     if prm:
-        parts.append("<h3>Fitted parameters</h3>"
-                     + _table(["parameter", "value (regional: mean ± std)", "scope", "note"],
-                              prm))
+        parts.append(
+            "<h3>Fitted parameters</h3>"
+            + _table(["parameter", "value (regional: mean ± std)", "scope", "note"], prm)
+        )
     else:
         parts.append(_absent("no fitted parameters in the fitted-parameters JSON"))
     if stage_rows:
         wall = any(r["wall_time"] is not None for r in stage_rows)  # older files only
-        parts.append("<h3>Fit metrics per stage (held-out noise seed)</h3>" + _table(
-            ["stage", "FC r", "loss", "best start", "starts", "steps", "rejected steps",
-             "wall time"][:None if wall else -1],
-            [(r["stage"], _r(r["fc_r"]), _num(r["loss"]), _num(r["best_start"]),
-              _num(r["starts"]), _num(r["steps"]), _num(r["rejected"]),
-              _duration(r["wall_time"]))[:None if wall else -1] for r in stage_rows]))
+        parts.append(
+            "<h3>Fit metrics per stage (held-out noise seed)</h3>"
+            + _table(
+                [
+                    "stage",
+                    "FC r",
+                    "loss",
+                    "best start",
+                    "starts",
+                    "steps",
+                    "rejected steps",
+                    "wall time",
+                ][: None if wall else -1],
+                [
+                    (
+                        r["stage"],
+                        _r(r["fc_r"]),
+                        _num(r["loss"]),
+                        _num(r["best_start"]),
+                        _num(r["starts"]),
+                        _num(r["steps"]),
+                        _num(r["rejected"]),
+                        _duration(r["wall_time"]),
+                    )[: None if wall else -1]
+                    for r in stage_rows
+                ],
+            )
+        )
     else:
-        parts.append(_absent("no refinement stages (no fit file, or it has no "
-                             "<code>stage-*</code> groups)"))
+        parts.append(
+            _absent("no refinement stages (no fit file, or it has no <code>stage-*</code> groups)")
+        )
     return "".join(parts)
 
 
@@ -678,9 +761,10 @@ def _explore_info(s: dict[str, Any]) -> str:
     pts = _arr(ex.get("points"))
     loss = _arr(ex.get("loss"))
     div = _arr(ex.get("diverged"))
-    items = [f"{len(pts) if pts is not None else '?'} points over {', '.join(names) or '?'}",
-             f"{loss.shape[1] if loss is not None and loss.ndim == 2 else '?'} noise seeds "
-             "per point"]
+    items = [
+        f"{len(pts) if pts is not None else '?'} points over {', '.join(names) or '?'}",
+        f"{loss.shape[1] if loss is not None and loss.ndim == 2 else '?'} noise seeds per point",
+    ]
     if attrs.get("sampler"):
         items.append(f"sampler: {_esc(attrs['sampler'])}")
     if div is not None:
@@ -691,13 +775,20 @@ def _explore_info(s: dict[str, Any]) -> str:
         rows = []
         for rank, i in enumerate(li["top"]):
             if 0 <= i < len(pts):
-                rows.append([rank, int(i)] + [_num(v) for v in pts[i]]
-                            + [_num(li["mean_loss"][i])]
-                            + ([_r(li["fc_r"][i])] if li["fc_r"] is not None else []))
-        hdr = ["rank", "point"] + names + ["mean loss"] + (["FC r"] if li["fc_r"] is not None
-                                                           else [])
-        html_ += "<details><summary>Top grid points (refinement starts)</summary>" \
-                 + _table(hdr, rows) + "</details>"
+                rows.append(
+                    [rank, int(i)]
+                    + [_num(v) for v in pts[i]]
+                    + [_num(li["mean_loss"][i])]
+                    + ([_r(li["fc_r"][i])] if li["fc_r"] is not None else [])
+                )
+        hdr = (
+            ["rank", "point"] + names + ["mean loss"] + (["FC r"] if li["fc_r"] is not None else [])
+        )
+        html_ += (
+            "<details><summary>Top grid points (refinement starts)</summary>"
+            + _table(hdr, rows)
+            + "</details>"
+        )
     return html_
 
 
@@ -710,9 +801,11 @@ def _provenance_section(s: dict[str, Any], config: Mapping[str, Any], stage_rows
     if chash:
         parts.append(f"<p><b>Config hash:</b> <code>{_esc(chash)}</code></p>")
     else:
-        parts.append(f"<p><b>Config hash:</b> <code>{config_hash(config)}</code> "
-                     "<span class=muted>(computed here from the config given to the report; "
-                     "the fit recorded none)</span></p>")
+        parts.append(
+            f"<p><b>Config hash:</b> <code>{config_hash(config)}</code> "
+            "<span class=muted>(computed here from the config given to the report; "
+            "the fit recorded none)</span></p>"
+        )
     model = _model_name(config)
     if model:
         parts.append(f"<p><b>Model:</b> {_esc(model)}</p>")
@@ -721,8 +814,7 @@ def _provenance_section(s: dict[str, Any], config: Mapping[str, Any], stage_rows
     vrows.append(("bnmfit (this report)", __version__))
     parts.append("<h3>Package versions</h3>" + _table(["package", "version"], vrows))
     if "xla_flags" in prov:
-        parts.append(f"<p><b>XLA_FLAGS:</b> <code>{_esc(prov['xla_flags'] or '(none)')}"
-                     "</code></p>")
+        parts.append(f"<p><b>XLA_FLAGS:</b> <code>{_esc(prov['xla_flags'] or '(none)')}</code></p>")
     seeds = dict(prov.get("seeds") or {})
     ex_seeds = (s["explore"] or {}).get("@attrs", {}).get("seeds")
     if ex_seeds is not None:
@@ -731,12 +823,18 @@ def _provenance_section(s: dict[str, Any], config: Mapping[str, Any], stage_rows
         parts.append("<h3>Seeds</h3>" + _table(["seed", "value"], _kv_rows(seeds)))
     else:
         parts.append(_absent("no seeds recorded"))
-    sums = _input_checksums(prov.get("inputs"), s["conn_attrs"].get("inputs"),
-                            s["emp_attrs"].get("inputs"))
+    sums = _input_checksums(
+        prov.get("inputs"), s["conn_attrs"].get("inputs"), s["emp_attrs"].get("inputs")
+    )
     if sums:
-        parts.append("<h3>Input files</h3>" + _table(
-            ["path", "sha256"],
-            [(_esc(p), f'<span class="mono">{_esc(h)}</span>') for p, h in sums], raw=True))
+        parts.append(
+            "<h3>Input files</h3>"
+            + _table(
+                ["path", "sha256"],
+                [(_esc(p), f'<span class="mono">{_esc(h)}</span>') for p, h in sums],
+                raw=True,
+            )
+        )
     else:
         parts.append(_absent("no input checksums recorded"))
     timings = s.get("timings") or {}
@@ -744,28 +842,42 @@ def _provenance_section(s: dict[str, Any], config: Mapping[str, Any], stage_rows
         wrows = [(k, _duration(v)) for k, v in timings.items()]
         tot = list(timings.values())
     else:  # result files written before timings moved out of them
-        wrows = [(r["stage"], _duration(r["wall_time"])) for r in stage_rows
-                 if r["wall_time"] is not None]
+        wrows = [
+            (r["stage"], _duration(r["wall_time"]))
+            for r in stage_rows
+            if r["wall_time"] is not None
+        ]
         ex_wall = (s["explore"] or {}).get("@attrs", {}).get("wall_time")
         if ex_wall is not None:
             wrows.insert(0, ("explore", _duration(ex_wall)))
-        tot = [v for v in [_float(ex_wall)] + [r["wall_time"] for r in stage_rows]
-               if v is not None]
+        tot = [v for v in [_float(ex_wall)] + [r["wall_time"] for r in stage_rows] if v is not None]
     if len(wrows) > 1:
         wrows.append(("total", _duration(sum(tot))))
     if wrows:
-        parts.append("<h3>Wall times</h3>" + _table(["step", "wall time"], wrows)
-                     + _note("From Snakemake's benchmark files (logs/benchmarks/); the "
-                             "refine log has the time per stage."))
+        parts.append(
+            "<h3>Wall times</h3>"
+            + _table(["step", "wall time"], wrows)
+            + _note(
+                "From Snakemake's benchmark files (logs/benchmarks/); the "
+                "refine log has the time per stage."
+            )
+        )
     else:
-        parts.append(_absent("no wall times recorded (they are in logs/benchmarks/ and the "
-                             "logs, not in the result files)"))
+        parts.append(
+            _absent(
+                "no wall times recorded (they are in logs/benchmarks/ and the "
+                "logs, not in the result files)"
+            )
+        )
     qc = s["emp_attrs"].get("qc")
     if isinstance(qc, Mapping) and qc:
-        parts.append("<h3>Empirical data QC</h3>"
-                     + _table(["quantity", "value"],
-                              [(k, _num(v) if not isinstance(v, str) else v)
-                               for k, v in _kv_rows(qc)]))
+        parts.append(
+            "<h3>Empirical data QC</h3>"
+            + _table(
+                ["quantity", "value"],
+                [(k, _num(v) if not isinstance(v, str) else v) for k, v in _kv_rows(qc)],
+            )
+        )
     parts.append("</div>")
     return "".join(parts)
 
@@ -799,8 +911,11 @@ def subject_report(
     Figures are PNG in ``data:`` URIs; the page loads nothing from the network.
     """
     s = _load_subject(subject, connectome_h5, empirical_h5, explore_h5, fit_h5, params_json)
-    s["timings"] = {k: v for k, v in ((k, benchmark_seconds(p))
-                                      for k, p in (benchmarks or {}).items()) if v is not None}
+    s["timings"] = {
+        k: v
+        for k, v in ((k, benchmark_seconds(p)) for k, p in (benchmarks or {}).items())
+        if v is not None
+    }
     dpi = _report_options(config).get("dpi")
     pre = subject_prefix(subject)
     fm = _final_metrics(s)
@@ -813,52 +928,100 @@ def subject_report(
         return _figure(f, alt, caption, dpi)
 
     sections = [("summary", "Summary", _summary_section(s, fm, stage_rows))]
-    sections.append(("connectome", "Structural connectome", fig(
-        "connectome", f"{pre} SC weights and tract lengths",
-        "Left: SC weights on a log10 scale (white: no edge). Right: tract lengths in mm.")))
-    fc_html = fig("fc", f"{pre} empirical, simulated and difference FC",
-                  "Empirical FC, simulated FC of the best fit (held-out noise seed) and "
-                  "simulated − empirical, all on one colour scale (diagonal omitted).")
+    sections.append(
+        (
+            "connectome",
+            "Structural connectome",
+            fig(
+                "connectome",
+                f"{pre} SC weights and tract lengths",
+                "Left: SC weights on a log10 scale (white: no edge). Right: tract lengths in mm.",
+            ),
+        )
+    )
+    fc_html = fig(
+        "fc",
+        f"{pre} empirical, simulated and difference FC",
+        "Empirical FC, simulated FC of the best fit (held-out noise seed) and "
+        "simulated − empirical, all on one colour scale (diagonal omitted).",
+    )
     if s["emp_fc"] is not None and s["sim_fc"] is None:
         fc_html += _absent("no simulated FC of the best fit (sim_fc) in the fit file")
-    sc_html = fig("scatter", f"{pre} simulated vs empirical FC edges",
-                  f"One point per edge (upper triangle). Held-out fit: "
-                  f"r = {_r(fm['fc_r'])}, RMSE = {_r(fm['fc_rmse'])}.")
-    sections.append(("fc", "Functional connectivity",
-                     fc_html + f'<div class="row">{sc_html}{_fc_stats(s, fm)}</div>'))
-    land = fig("landscape", f"{pre} exploration landscape with refinement trajectories",
-               "Exploration landscape (loss averaged over noise seeds; grey: diverged). "
-               "Coloured lines: the refinement trajectory of every start (o: start, ■: end; "
-               "the best start drawn thicker); red ★: the best fit.")
-    sections.append(("landscape", "Exploration and refinement trajectories",
-                     land + _explore_info(s)))
-    sections.append(("loss", "Loss curves", fig(
-        "loss", f"{pre} loss curves per stage",
-        "Per stage: training loss of every start (the start's colour matches the landscape), "
-        "held-out loss where evaluated (◆), best so far over all starts (dashed), rejected "
-        "steps (red ×); below: gradient norm.")))
-    sections.append(("regional", "Regional parameters", fig(
-        "regional", f"{pre} fitted regional parameters",
-        "Fitted regional parameters per region (connectome order; dashed: mean) and against "
-        "node strength (sum of SC weights; r: Pearson correlation).")))
-    fcd_html = fig("fcd", f"{pre} FCD empirical vs simulated",
-                   f"FCD matrices on a shared colour scale and the distributions of their "
-                   f"values; held-out FCD KS = {_r(fm['fcd_ks'])}.")
+    sc_html = fig(
+        "scatter",
+        f"{pre} simulated vs empirical FC edges",
+        f"One point per edge (upper triangle). Held-out fit: "
+        f"r = {_r(fm['fc_r'])}, RMSE = {_r(fm['fc_rmse'])}.",
+    )
+    sections.append(
+        (
+            "fc",
+            "Functional connectivity",
+            fc_html + f'<div class="row">{sc_html}{_fc_stats(s, fm)}</div>',
+        )
+    )
+    land = fig(
+        "landscape",
+        f"{pre} exploration landscape with refinement trajectories",
+        "Exploration landscape (loss averaged over noise seeds; grey: diverged). "
+        "Coloured lines: the refinement trajectory of every start (o: start, ■: end; "
+        "the best start drawn thicker); red ★: the best fit.",
+    )
+    sections.append(
+        ("landscape", "Exploration and refinement trajectories", land + _explore_info(s))
+    )
+    sections.append(
+        (
+            "loss",
+            "Loss curves",
+            fig(
+                "loss",
+                f"{pre} loss curves per stage",
+                "Per stage: training loss of every start (the start's colour matches the "
+                "landscape), held-out loss where evaluated (◆), best so far over all starts "
+                "(dashed), rejected steps (red ×); below: gradient norm.",
+            ),
+        )
+    )
+    sections.append(
+        (
+            "regional",
+            "Regional parameters",
+            fig(
+                "regional",
+                f"{pre} fitted regional parameters",
+                "Fitted regional parameters per region (connectome order; dashed: mean) and "
+                "against node strength (sum of SC weights; r: Pearson correlation).",
+            ),
+        )
+    )
+    fcd_html = fig(
+        "fcd",
+        f"{pre} FCD empirical vs simulated",
+        f"FCD matrices on a shared colour scale and the distributions of their "
+        f"values; held-out FCD KS = {_r(fm['fcd_ks'])}.",
+    )
     if (s["emp_fcd"] is None) != (s["sim_fcd"] is None):
         which = "empirical" if s["emp_fcd"] is None else "simulated"
         fcd_html += _absent(f"no {which} FCD; only the other one is shown")
     sections.append(("fcd", "Functional connectivity dynamics (FCD)", fcd_html))
-    bold_html = fig("bold", f"{pre} BOLD traces",
-                    "BOLD of a few regions, empirical (preprocessed) and simulated (best fit, "
-                    "held-out seed), each z-scored.")
+    bold_html = fig(
+        "bold",
+        f"{pre} BOLD traces",
+        "BOLD of a few regions, empirical (preprocessed) and simulated (best fit, "
+        "held-out seed), each z-scored.",
+    )
     if s["emp_bold"] is not None and s["sim_bold"] is None:
         bold_html += _absent("no simulated BOLD (sim_bold) in the fit file")
     sections.append(("bold", "BOLD", bold_html))
     sections.append(("provenance", "Provenance", _provenance_section(s, config, stage_rows)))
     body = "".join(_section(a, t, c) for a, t, c in sections)
     model = _model_name(config)
-    subtitle = "Whole-brain network model fit" + (f" — model: {_esc(model)}" if model else "") \
+    subtitle = (
+        "Whole-brain network model fit"
+        + (f" — model: {_esc(model)}" if model else "")
         + f" — FC r = {_r(fm['fc_r'])}, RMSE = {_r(fm['fc_rmse'])}"
+    )
     return _page(f"{pre} — fit report", subtitle, [(a, t) for a, t, _ in sections], body)
 
 
@@ -901,12 +1064,15 @@ def _cohort_data(subjects, params_jsons, fit_h5s, benchmarks=None):
     params_jsons = list(params_jsons)
     fit_h5s = list(fit_h5s) if fit_h5s is not None else [None] * len(subjects)
     if len(params_jsons) != len(subjects) or len(fit_h5s) != len(subjects):
-        raise ConfigError(f"cohort_report: expected one params JSON and one fit file per "
-                          f"subject ({len(subjects)}), got {len(params_jsons)} and "
-                          f"{len(fit_h5s)}; pass the lists in the order of the subjects")
+        raise ConfigError(
+            f"cohort_report: expected one params JSON and one fit file per "
+            f"subject ({len(subjects)}), got {len(params_jsons)} and "
+            f"{len(fit_h5s)}; pass the lists in the order of the subjects"
+        )
     rows, stage_rows, global_names, regional_names = [], [], [], []
-    for subj, pj_path, fit_path, bench in zip(subjects, params_jsons, fit_h5s, benchmarks,
-                                              strict=True):
+    for subj, pj_path, fit_path, bench in zip(
+        subjects, params_jsons, fit_h5s, benchmarks, strict=True
+    ):
         pj = _read_json(_check_file(pj_path, f"fitted parameters JSON of {subject_prefix(subj)}"))
         fit = _read_h5(_check_file(fit_path, f"refinement HDF5 of {subject_prefix(subj)}"))
         stages = _stages(fit)
@@ -926,8 +1092,11 @@ def _cohort_data(subjects, params_jsons, fit_h5s, benchmarks=None):
         for k in ("fc_r", "fc_rmse", "fcd_ks"):
             row[k] = _float(m.get(k))
         walls = pj.get("wall_time") or {}
-        wall_vals = [_float(v) for v in walls.values() if _float(v) is not None] if walls \
+        wall_vals = (
+            [_float(v) for v in walls.values() if _float(v) is not None]
+            if walls
             else [st["wall_time"] for st in stages if st["wall_time"] is not None]
+        )
         row["wall_time_s"] = float(sum(wall_vals)) if wall_vals else None
         if benchmark_seconds(bench) is not None:  # the refine job's benchmark file
             row["wall_time_s"] = benchmark_seconds(bench)
@@ -938,20 +1107,32 @@ def _cohort_data(subjects, params_jsons, fit_h5s, benchmarks=None):
         seen = set()
         for st in stages:
             sm = _match(js, st) or {}
-            stage_rows.append({
-                "subject": subj, "stage": st["key"], "stage_index": st["index"],
-                "fc_r": _float(sm.get("fc_r")) if sm.get("fc_r") is not None
-                else st["heldout_fc_r"],
-                "loss": _float(sm.get("loss")) if sm.get("loss") is not None
-                else st["heldout_loss_final"],
-            })
+            stage_rows.append(
+                {
+                    "subject": subj,
+                    "stage": st["key"],
+                    "stage_index": st["index"],
+                    "fc_r": _float(sm.get("fc_r"))
+                    if sm.get("fc_r") is not None
+                    else st["heldout_fc_r"],
+                    "loss": _float(sm.get("loss"))
+                    if sm.get("loss") is not None
+                    else st["heldout_loss_final"],
+                }
+            )
             seen |= {st["key"], st["name"], str(st["index"])}
         for i, (k, sm) in enumerate(js.items()):
             if k not in seen and isinstance(sm, Mapping):
                 mm = _STAGE_RE.match(k)
-                stage_rows.append({"subject": subj, "stage": k,
-                                   "stage_index": int(mm.group(1)) if mm else i,
-                                   "fc_r": _float(sm.get("fc_r")), "loss": _float(sm.get("loss"))})
+                stage_rows.append(
+                    {
+                        "subject": subj,
+                        "stage": k,
+                        "stage_index": int(mm.group(1)) if mm else i,
+                        "fc_r": _float(sm.get("fc_r")),
+                        "loss": _float(sm.get("loss")),
+                    }
+                )
     cols = ["subject", *global_names]
     for k in regional_names:
         cols += [f"{k}_mean", f"{k}_std"]
@@ -959,8 +1140,7 @@ def _cohort_data(subjects, params_jsons, fit_h5s, benchmarks=None):
     table = pd.DataFrame(rows).reindex(columns=[*cols, "config_hash"])
     for c in cols[1:]:
         table[c] = pd.to_numeric(table[c], errors="coerce").astype(float)
-    stage_df = pd.DataFrame(stage_rows, columns=["subject", "stage", "stage_index", "fc_r",
-                                                 "loss"])
+    stage_df = pd.DataFrame(stage_rows, columns=["subject", "stage", "stage_index", "fc_r", "loss"])
     return table, stage_df, global_names, regional_names
 
 
@@ -1006,8 +1186,10 @@ def cohort_report(
                 continue
             if c == "subject":
                 pre = subject_prefix(v)
-                cells.append(f'<td data-v="{_esc(pre)}"><a href="{_esc(subject_page(v))}">'
-                             f"{_esc(pre)}</a></td>")
+                cells.append(
+                    f'<td data-v="{_esc(pre)}"><a href="{_esc(subject_page(v))}">'
+                    f"{_esc(pre)}</a></td>"
+                )
                 continue
             fmt = ".3f" if c in ("fc_r", "fc_rmse", "fcd_ks") else ".4g"
             missing = v is None or (isinstance(v, float) and math.isnan(v))
@@ -1016,58 +1198,99 @@ def cohort_report(
             cells.append(f'<td class="num" data-v="{dv}">{txt}</td>')
         body_rows.append("<tr>" + "".join(cells) + "</tr>")
     th = "".join(f"<th>{_esc(h)}</th>" for h in header)
-    tbl = (f'<table class="sortable" id="cohort-table"><thead><tr>{th}</tr></thead>'
-           f'<tbody>{"".join(body_rows)}</tbody></table>'
-           '<p class="muted">Click a column header to sort. fc_r, fc_rmse, fcd_ks: best fit on '
-           "a held-out noise seed; regional parameters as mean and std over regions; "
-           "wall time: the refine job's (Snakemake benchmark); config hash: the config the "
-           "subject was fitted with.</p>")
+    tbl = (
+        f'<table class="sortable" id="cohort-table"><thead><tr>{th}</tr></thead>'
+        f"<tbody>{''.join(body_rows)}</tbody></table>"
+        '<p class="muted">Click a column header to sort. fc_r, fc_rmse, fcd_ks: best fit on '
+        "a held-out noise seed; regional parameters as mean and std over regions; "
+        "wall time: the refine job's (Snakemake benchmark); config hash: the config the "
+        "subject was fitted with.</p>"
+    )
 
     parts = [_section("table", "Fitted parameters and fit metrics", tbl)]
-    parts.append(_section("parameters", "Fitted parameters across subjects", _figure(
-        figs["params"], "fitted parameters across subjects",
-        "Each point is one subject; boxes show quartiles (3 or more subjects).", dpi)))
+    parts.append(
+        _section(
+            "parameters",
+            "Fitted parameters across subjects",
+            _figure(
+                figs["params"],
+                "fitted parameters across subjects",
+                "Each point is one subject; boxes show quartiles (3 or more subjects).",
+                dpi,
+            ),
+        )
+    )
     stage_tbl = ""
     if len(stage_df):
-        piv = stage_df.pivot_table(index="subject", columns="stage", values="fc_r",
-                                   aggfunc="first", dropna=False)
+        piv = stage_df.pivot_table(
+            index="subject", columns="stage", values="fc_r", aggfunc="first", dropna=False
+        )
         order = list(dict.fromkeys(stage_df.sort_values("stage_index")["stage"]))
         piv = piv.reindex(columns=order, index=[s for s in subjects if s in piv.index])
         stage_tbl = "<h3>Held-out FC r per stage</h3>" + _table(
             ["subject", *order],
-            [[f'<a href="{_esc(subject_page(sj))}">{_esc(subject_prefix(sj))}</a>']
-             + [_r(piv.loc[sj, c]) if np.isfinite(piv.loc[sj, c]) else "—" for c in order]
-             for sj in piv.index], raw=True)
+            [
+                [f'<a href="{_esc(subject_page(sj))}">{_esc(subject_prefix(sj))}</a>']
+                + [_r(piv.loc[sj, c]) if np.isfinite(piv.loc[sj, c]) else "—" for c in order]
+                for sj in piv.index
+            ],
+            raw=True,
+        )
     else:
         stage_tbl = _absent("no per-stage metrics in the fitted-parameters JSONs or fit files")
-    parts.append(_section("metrics", "Fit metrics per stage", _figure(
-        figs["metrics"], "fit metrics per stage across subjects",
-        "Left: held-out FC r and loss after each stage, one line per subject. Right: final "
-        "held-out metrics (FC r, FC RMSE, FCD KS) across subjects.", dpi) + stage_tbl))
+    parts.append(
+        _section(
+            "metrics",
+            "Fit metrics per stage",
+            _figure(
+                figs["metrics"],
+                "fit metrics per stage across subjects",
+                "Left: held-out FC r and loss after each stage, one line per subject. Right: final "
+                "held-out metrics (FC r, FC RMSE, FCD KS) across subjects.",
+                dpi,
+            )
+            + stage_tbl,
+        )
+    )
     fc_by = dict(zip(table["subject"], table["fc_r"], strict=True))
-    links = "".join(f'<li><a href="{_esc(subject_page(sj))}">{_esc(subject_prefix(sj))}</a>'
-                    f' <span class="muted">FC r = {_r(fc_by.get(sj))}</span></li>'
-                    for sj in subjects)
+    links = "".join(
+        f'<li><a href="{_esc(subject_page(sj))}">{_esc(subject_prefix(sj))}</a>'
+        f' <span class="muted">FC r = {_r(fc_by.get(sj))}</span></li>'
+        for sj in subjects
+    )
     fitted_with = table.dropna(subset="config_hash").groupby("config_hash", sort=False)
     hashes = {h: list(v) for h, v in fitted_with["subject"]}
     prov = [f"<p><b>Subjects:</b> {len(subjects)}</p>"]
     if len(hashes) > 1:
-        prov.append(_note("the subjects were fitted with different configs: " + "; ".join(
-            f"<code>{_esc(h)}</code>: {', '.join(map(_esc, v))}" for h, v in hashes.items())))
+        prov.append(
+            _note(
+                "the subjects were fitted with different configs: "
+                + "; ".join(
+                    f"<code>{_esc(h)}</code>: {', '.join(map(_esc, v))}" for h, v in hashes.items()
+                )
+            )
+        )
     elif hashes:
         prov.append(f"<p><b>Config hash:</b> <code>{_esc(next(iter(hashes)))}</code></p>")
     else:
-        prov.append(f"<p><b>Config hash:</b> <code>{config_hash(config)}</code> "
-                    "<span class=muted>(computed here from the config given)</span></p>")
-    parts.append(_section("subjects", "Subject pages",
-                          f'<ul class="subjects">{links}</ul>' + "".join(prov)))
+        prov.append(
+            f"<p><b>Config hash:</b> <code>{config_hash(config)}</code> "
+            "<span class=muted>(computed here from the config given)</span></p>"
+        )
+    parts.append(
+        _section("subjects", "Subject pages", f'<ul class="subjects">{links}</ul>' + "".join(prov))
+    )
     model = _model_name(config)
     fin = table["fc_r"].to_numpy(dtype=float)
     fin = fin[np.isfinite(fin)]
     med = f" — median FC r = {_r(np.median(fin))}" if fin.size else ""
     subtitle = f"{len(subjects)} subjects" + (f" — model: {_esc(model)}" if model else "") + med
-    nav = [("table", "Table"), ("parameters", "Parameters"), ("metrics", "Metrics"),
-           ("subjects", "Subjects")]
+    nav = [
+        ("table", "Table"),
+        ("parameters", "Parameters"),
+        ("metrics", "Metrics"),
+        ("subjects", "Subjects"),
+    ]
     return _page("Cohort fit report", subtitle, nav, "".join(parts), _SORT_JS), table
 
 

@@ -156,15 +156,20 @@ def _pearson(x, y) -> float:
 
 def _note(ax, text: str) -> None:
     ax.set_axis_off()
-    ax.text(0.5, 0.5, text, ha="center", va="center", color="0.35", wrap=True,
-            transform=ax.transAxes)
+    ax.text(
+        0.5, 0.5, text, ha="center", va="center", color="0.35", wrap=True, transform=ax.transAxes
+    )
 
 
 # --------------------------------------------------------------------------- connectome
 
 
-def connectome_figure(weights: np.ndarray, lengths: np.ndarray | None,
-                      labels: Sequence[str], normalisation: str | None = None) -> Figure:
+def connectome_figure(
+    weights: np.ndarray,
+    lengths: np.ndarray | None,
+    labels: Sequence[str],
+    normalisation: str | None = None,
+) -> Figure:
     """SC weights on a log10 scale (absent edges grey) and tract lengths in mm."""
     w = _offdiag(weights)
     n = w.shape[0]
@@ -191,16 +196,20 @@ def connectome_figure(weights: np.ndarray, lengths: np.ndarray | None,
         ln[~(np.isfinite(ln) & (ln > 0))] = np.nan
         im = axs[1].imshow(ln, cmap=_cmap("cividis", "white"), interpolation="nearest")
         fin = _finite(ln)
-        rng = f"\nmedian {np.median(fin):.1f} mm, range {fin.min():.0f}–{fin.max():.0f} mm" \
-            if fin.size else ""
+        rng = (
+            f"\nmedian {np.median(fin):.1f} mm, range {fin.min():.0f}–{fin.max():.0f} mm"
+            if fin.size
+            else ""
+        )
         axs[1].set_title(f"Tract lengths{rng}")
         cb = fig.colorbar(im, ax=axs[1], shrink=0.85)
         cb.set_label("tract length (mm)")
         axs[1].set_xlabel("source region")
         axs[1].set_ylabel("target region")
         _region_ticks(axs[1], labels)
-    fig.text(0.5, 0.0, "white: no edge / diagonal", ha="center", va="bottom", fontsize=8,
-             color="0.4")
+    fig.text(
+        0.5, 0.0, "white: no edge / diagonal", ha="center", va="bottom", fontsize=8, color="0.4"
+    )
     return fig
 
 
@@ -216,9 +225,10 @@ def fc_figure(emp_fc: np.ndarray, sim_fc: np.ndarray | None, labels: Sequence[st
         dif = s - e
         _, rmse, _ = edge_stats(emp_fc, sim_fc)
         big = float(np.nanmax(np.abs(dif))) if np.isfinite(dif).any() else float("nan")
-        mats += [("Simulated FC\n(best fit, held-out noise seed)", s),
-                 (f"Difference: simulated − empirical\n(RMSE {rmse:.3f}, max |Δ| {big:.2f})",
-                  dif)]
+        mats += [
+            ("Simulated FC\n(best fit, held-out noise seed)", s),
+            (f"Difference: simulated − empirical\n(RMSE {rmse:.3f}, max |Δ| {big:.2f})", dif),
+        ]
     vmax = max(float(np.nanmax(np.abs(m))) if np.isfinite(m).any() else 0.0 for _, m in mats)
     vmax = float(np.ceil(max(vmax, 1e-6) * 10) / 10)
     # ImageGrid: equal-size square panels and one colour bar of exactly their height (the
@@ -228,9 +238,17 @@ def fc_figure(emp_fc: np.ndarray, sim_fc: np.ndarray | None, labels: Sequence[st
     k = len(mats)
     fig = Figure(figsize=(4.6 * k + 1.4, 5.6), dpi=DPI)
     FigureCanvasAgg(fig)
-    grid = ImageGrid(fig, (0.07, 0.2, 0.84, 0.68), nrows_ncols=(1, k), axes_pad=0.3,
-                     share_all=True, cbar_mode="single", cbar_location="right", cbar_pad=0.15,
-                     cbar_size="4%")
+    grid = ImageGrid(
+        fig,
+        (0.07, 0.2, 0.84, 0.68),
+        nrows_ncols=(1, k),
+        axes_pad=0.3,
+        share_all=True,
+        cbar_mode="single",
+        cbar_location="right",
+        cbar_pad=0.15,
+        cbar_size="4%",
+    )
     im = None
     for i, (ax, (title, m)) in enumerate(zip(grid, mats, strict=False)):
         im = ax.imshow(m, cmap=_cmap("RdBu_r"), vmin=-vmax, vmax=vmax, interpolation="nearest")
@@ -346,8 +364,14 @@ def _pair_panel(ax, x, y, z, norm, cmap, logx, logy, best_is_max=False):
         ax.set_yscale("log")
     if proj is not None:
         ux, uy, grid = proj
-        return ax.pcolormesh(_edges(ux, logx), _edges(uy, logy), np.ma.masked_invalid(grid),
-                             cmap=cmap, norm=norm, shading="flat")
+        return ax.pcolormesh(
+            _edges(ux, logx),
+            _edges(uy, logy),
+            np.ma.masked_invalid(grid),
+            cmap=cmap,
+            norm=norm,
+            shading="flat",
+        )
     order = np.argsort(np.where(np.isfinite(z), z, np.inf))[::-1]
     if best_is_max:
         order = order[::-1]
@@ -372,20 +396,39 @@ def _draw_trajectories(ax, trajectories, xname, yname, show_label: bool) -> None
             col = START_COLOURS[k % len(START_COLOURS)]
             lw = 2.4 if k == tr.get("best_start") else 1.4
             lab = f"start {k}" if show_label and tr.get("stage_index", 0) == 0 else None
-            ax.plot(xs[:, k], ys[:, k], ls, color=col, lw=lw, path_effects=_STROKE, label=lab,
-                    zorder=4)
+            ax.plot(
+                xs[:, k], ys[:, k], ls, color=col, lw=lw, path_effects=_STROKE, label=lab, zorder=4
+            )
             first = np.flatnonzero(np.isfinite(xs[:, k]) & np.isfinite(ys[:, k]))
             if first.size:
-                ax.plot(xs[first[0], k], ys[first[0], k], "o", ms=6, mfc="white", mec=col,
-                        mew=1.8, zorder=5)
+                ax.plot(
+                    xs[first[0], k],
+                    ys[first[0], k],
+                    "o",
+                    ms=6,
+                    mfc="white",
+                    mec=col,
+                    mew=1.8,
+                    zorder=5,
+                )
                 ax.plot(xs[first[-1], k], ys[first[-1], k], "s", ms=4, color=col, zorder=5)
 
 
 def _draw_best(ax, x, y, label: bool) -> None:
     if x is None or y is None or not (np.isfinite(x) and np.isfinite(y)):
         return
-    ax.plot([x], [y], marker="*", ms=17, color="red", mec="black", mew=1.0, ls="none",
-            zorder=6, label="best fit" if label else None)
+    ax.plot(
+        [x],
+        [y],
+        marker="*",
+        ms=17,
+        color="red",
+        mec="black",
+        mew=1.0,
+        ls="none",
+        zorder=6,
+        label="best fit" if label else None,
+    )
 
 
 def landscape_figure(
@@ -433,15 +476,35 @@ def landscape_figure(
         if std_loss is not None:
             sd = np.asarray(std_loss, float).ravel()
             order = np.argsort(x)
-            ax.fill_between(x[order], (z - sd)[order], (z + sd)[order], color="0.6", alpha=0.3,
-                            label="± std over seeds", lw=0)
+            ax.fill_between(
+                x[order],
+                (z - sd)[order],
+                (z + sd)[order],
+                color="0.6",
+                alpha=0.3,
+                label="± std over seeds",
+                lw=0,
+            )
         bad = ~np.isfinite(z)
         if bad.any():
-            ax.plot(x[bad], np.full(bad.sum(), np.nanmax(ps) if np.isfinite(ps).any() else 0),
-                    "x", color="0.5", label="diverged")
+            ax.plot(
+                x[bad],
+                np.full(bad.sum(), np.nanmax(ps) if np.isfinite(ps).any() else 0),
+                "x",
+                color="0.5",
+                label="diverged",
+            )
         if top.size:
-            ax.plot(x[top], z[top], "o", mfc="none", mec="black", ms=11, ls="none",
-                    label="top-k grid points")
+            ax.plot(
+                x[top],
+                z[top],
+                "o",
+                mfc="none",
+                mec="black",
+                ms=11,
+                ls="none",
+                label="top-k grid points",
+            )
         _draw_trajectories(ax, trajectories, names[0], None, show_label=True)
         if names[0] in best:
             ax.axvline(best[names[0]], color="red", lw=1, ls=":")
@@ -453,8 +516,11 @@ def landscape_figure(
             ax.set_yscale("log")
         ax.set_xlabel(_axis_label(names[0], meta.get(names[0])))
         ax.set_ylabel("loss")
-        sub = "\ncoloured lines: refinement starts (loss on the training seed)" \
-            if trajectories else ""
+        sub = (
+            "\ncoloured lines: refinement starts (loss on the training seed)"
+            if trajectories
+            else ""
+        )
         ax.set_title(f"Exploration landscape over {names[0]} ({len(z)} points{div_txt}){sub}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
@@ -466,8 +532,9 @@ def landscape_figure(
             fr = np.asarray(fc_r, float).ravel()
             f = _finite(fr)
             fnorm = Normalize(float(f.min()), float(f.max())) if f.size else Normalize(0, 1)
-            panels.append(("FC r, empirical vs simulated (higher is better)", fr, fnorm,
-                           _cmap("magma"), True))
+            panels.append(
+                ("FC r, empirical vs simulated (higher is better)", fr, fnorm, _cmap("magma"), True)
+            )
         fig = new_figure(6.6 * len(panels), 5.4)
         axs = np.atleast_1d(fig.subplots(1, len(panels)))
         x, y = pts[:, 0], pts[:, 1]
@@ -477,8 +544,18 @@ def landscape_figure(
             cb = fig.colorbar(m, ax=ax, shrink=0.85)
             cb.set_label("loss" if not is_max else "FC r")
             if top.size:
-                ax.plot(x[top], y[top], "o", mfc="none", mec="black", ms=11, mew=1.0,
-                        ls="none", label="top-k grid points" if i == 0 else None, zorder=3)
+                ax.plot(
+                    x[top],
+                    y[top],
+                    "o",
+                    mfc="none",
+                    mec="black",
+                    ms=11,
+                    mew=1.0,
+                    ls="none",
+                    label="top-k grid points" if i == 0 else None,
+                    zorder=3,
+                )
             _draw_trajectories(ax, trajectories, names[0], names[1], show_label=i == 0)
             _draw_best(ax, best.get(names[0]), best.get(names[1]), label=i == 0)
             ax.set_xlabel(_axis_label(names[0], meta.get(names[0])))
@@ -486,10 +563,18 @@ def landscape_figure(
             ax.set_title(title)
         handles, labels = axs[0].get_legend_handles_labels()
         if handles:
-            fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 7),
-                       fontsize=8, frameon=False)
-        fig.suptitle(f"Exploration landscape ({len(z)} points{div_txt})\nrefinement "
-                     "trajectories: o start, ■ end, thick: best start, dashed: later stages")
+            fig.legend(
+                handles,
+                labels,
+                loc="outside lower center",
+                ncol=min(len(labels), 7),
+                fontsize=8,
+                frameon=False,
+            )
+        fig.suptitle(
+            f"Exploration landscape ({len(z)} points{div_txt})\nrefinement "
+            "trajectories: o start, ■ end, thick: best start, dashed: later stages"
+        )
         return fig
 
     shown = names[:MAX_PAIRWISE]
@@ -509,8 +594,14 @@ def landscape_figure(
                 xs, ps, on_grid = _profile(pts[:, c], z, lc)
                 if not on_grid:  # scattered samples: the points and their binned minimum
                     ax.plot(pts[:, c], z, ".", color="0.6", ms=2.5)
-                ax.plot(xs, ps, "-", color="0.15", lw=1.4,
-                        drawstyle="default" if on_grid else "steps-mid")
+                ax.plot(
+                    xs,
+                    ps,
+                    "-",
+                    color="0.15",
+                    lw=1.4,
+                    drawstyle="default" if on_grid else "steps-mid",
+                )
                 if lc:
                     ax.set_xscale("log")
                 if isinstance(norm, LogNorm):
@@ -522,9 +613,18 @@ def landscape_figure(
             else:
                 mappable = _pair_panel(ax, pts[:, c], pts[:, r], z, norm, cmap, lc, lr)
                 if top.size:
-                    ax.plot(pts[top, c], pts[top, r], "o", mfc="none", mec="black", ms=10,
-                            mew=1.0, ls="none", zorder=3,
-                            label="top-k grid points" if (r, c) == (1, 0) else None)
+                    ax.plot(
+                        pts[top, c],
+                        pts[top, r],
+                        "o",
+                        mfc="none",
+                        mec="black",
+                        ms=10,
+                        mew=1.0,
+                        ls="none",
+                        zorder=3,
+                        label="top-k grid points" if (r, c) == (1, 0) else None,
+                    )
                 _draw_trajectories(ax, trajectories, cn, ln, show_label=(r, c) == (1, 0))
                 _draw_best(ax, best.get(cn), best.get(ln), label=(r, c) == (1, 0))
                 if c == 0:
@@ -540,12 +640,21 @@ def landscape_figure(
         cb.set_label("min loss over the other parameters (lower is better)")
         handles, labels = axs[1, 0].get_legend_handles_labels()
         if handles:
-            axs[0, k - 1].legend(handles, labels, loc="upper right", fontsize=9, frameon=False,
-                                 title="refinement (dashed: later stages)", title_fontsize=9)
+            axs[0, k - 1].legend(
+                handles,
+                labels,
+                loc="upper right",
+                fontsize=9,
+                frameon=False,
+                title="refinement (dashed: later stages)",
+                title_fontsize=9,
+            )
     extra = f"; showing {k} of {d} parameters" if d > k else ""
-    fig.suptitle(f"Exploration landscape, pairwise ({len(z)} points{div_txt}{extra})\n"
-                 "each panel: best loss over the parameters not shown\n"
-                 "lines: refinement starts (o start, ■ end, thick: best start), ★ best fit")
+    fig.suptitle(
+        f"Exploration landscape, pairwise ({len(z)} points{div_txt}{extra})\n"
+        "each panel: best loss over the parameters not shown\n"
+        "lines: refinement starts (o start, ■ end, thick: best start), ★ best fit"
+    )
     return fig
 
 
@@ -573,8 +682,13 @@ def loss_figure(stages: Sequence[Mapping[str, Any]]) -> Figure:
         steps = np.arange(loss.shape[0])
         best = st.get("best_start")
         for k in range(loss.shape[1]):
-            ax.plot(steps, loss[:, k], color=START_COLOURS[k % 10], lw=2.2 if k == best else 1.0,
-                    alpha=1.0 if k == best else 0.7)
+            ax.plot(
+                steps,
+                loss[:, k],
+                color=START_COLOURS[k % 10],
+                lw=2.2 if k == best else 1.0,
+                alpha=1.0 if k == best else 0.7,
+            )
         with np.errstate(all="ignore"):
             running = np.fmin.accumulate(np.where(np.isfinite(loss), loss, np.inf).min(axis=1))
         running[np.isinf(running)] = np.nan
@@ -589,8 +703,16 @@ def loss_figure(stages: Sequence[Mapping[str, Any]]) -> Figure:
                 ok = np.isfinite(h[: len(steps), k])
                 if ok.any():
                     n_held += int(ok.sum())
-                    ax.plot(steps[: len(h)][ok], h[: len(steps)][ok, k], "D", ms=5,
-                            mfc=START_COLOURS[k % 10], mec="black", mew=0.7, ls="none")
+                    ax.plot(
+                        steps[: len(h)][ok],
+                        h[: len(steps)][ok, k],
+                        "D",
+                        ms=5,
+                        mfc=START_COLOURS[k % 10],
+                        mec="black",
+                        mew=0.7,
+                        ls="none",
+                    )
         any_held |= n_held > 0
         rej = st.get("rejected")
         n_rej = 0
@@ -610,9 +732,12 @@ def loss_figure(stages: Sequence[Mapping[str, Any]]) -> Figure:
         if fin.size and fin.min() > 0 and fin.max() / fin.min() > 20:
             ax.set_yscale("log")
         best_txt = f", best start {best}" if best is not None else ""
-        ax.set_title(f"{st.get('name', f'stage {c}')}: {loss.shape[0]} steps × "
-                     f"{loss.shape[1]} starts{best_txt}\n{n_rej} rejected steps, "
-                     f"{n_held} held-out evaluations", fontsize=9)
+        ax.set_title(
+            f"{st.get('name', f'stage {c}')}: {loss.shape[0]} steps × "
+            f"{loss.shape[1]} starts{best_txt}\n{n_rej} rejected steps, "
+            f"{n_held} held-out evaluations",
+            fontsize=9,
+        )
         if c == 0:
             ax.set_ylabel("loss")
         ax.grid(alpha=0.3)
@@ -622,8 +747,13 @@ def loss_figure(stages: Sequence[Mapping[str, Any]]) -> Figure:
             if g.ndim == 1:
                 g = g[:, None]
             for k in range(g.shape[1]):
-                axg.plot(np.arange(len(g)), g[:, k], color=START_COLOURS[k % 10],
-                         lw=2.2 if k == best else 1.0, alpha=1.0 if k == best else 0.7)
+                axg.plot(
+                    np.arange(len(g)),
+                    g[:, k],
+                    color=START_COLOURS[k % 10],
+                    lw=2.2 if k == best else 1.0,
+                    alpha=1.0 if k == best else 0.7,
+                )
             fg = _finite(g)
             if fg.size and (fg > 0).all():
                 axg.set_yscale("log")
@@ -636,33 +766,57 @@ def loss_figure(stages: Sequence[Mapping[str, Any]]) -> Figure:
     if not stages:
         _note(axs[0, 0], "no refinement stages")
         axs[1, 0].set_axis_off()
-    handles = [Line2D([], [], color=START_COLOURS[k % 10], lw=1.5, label=f"start {k}")
-               for k in range(min(n_starts, 10))]
+    handles = [
+        Line2D([], [], color=START_COLOURS[k % 10], lw=1.5, label=f"start {k}")
+        for k in range(min(n_starts, 10))
+    ]
     handles.append(Line2D([], [], color="0.3", lw=2.6, label="thick: the stage's best start"))
-    handles.append(Line2D([], [], color="black", ls="--", lw=1.5,
-                          label="best so far (training, all starts)"))
+    handles.append(
+        Line2D([], [], color="black", ls="--", lw=1.5, label="best so far (training, all starts)")
+    )
     if any_held:
-        handles.append(Line2D([], [], marker="D", ls="none", mfc="0.7", mec="black",
-                              label="held-out noise seed"))
+        handles.append(
+            Line2D(
+                [], [], marker="D", ls="none", mfc="0.7", mec="black", label="held-out noise seed"
+            )
+        )
     if any_rej:
-        handles.append(Line2D([], [], marker="x", ls="none", color="red", mew=1.8,
-                              label="rejected step (non-finite loss or gradient)"))
-    fig.legend(handles=handles, loc="outside lower center",
-               ncol=min(len(handles), 3 if n == 1 else 5), fontsize=8, frameon=False)
-    fig.suptitle("Refinement per stage: loss on the training noise seed (lines) and on a "
-                 "held-out seed (◆)\nbelow: gradient norm")
+        handles.append(
+            Line2D(
+                [],
+                [],
+                marker="x",
+                ls="none",
+                color="red",
+                mew=1.8,
+                label="rejected step (non-finite loss or gradient)",
+            )
+        )
+    fig.legend(
+        handles=handles,
+        loc="outside lower center",
+        ncol=min(len(handles), 3 if n == 1 else 5),
+        fontsize=8,
+        frameon=False,
+    )
+    fig.suptitle(
+        "Refinement per stage: loss on the training noise seed (lines) and on a "
+        "held-out seed (◆)\nbelow: gradient norm"
+    )
     return fig
 
 
 # --------------------------------------------------------------------------- regional
 
 
-_HEMI = {"L": re.compile(r"(^|[-_ .])(l|lh|left)([-_ .]|$)", re.I),
-         "R": re.compile(r"(^|[-_ .])(r|rh|right)([-_ .]|$)", re.I)}
+_HEMI = {
+    "L": re.compile(r"(^|[-_ .])(l|lh|left)([-_ .]|$)", re.I),
+    "R": re.compile(r"(^|[-_ .])(r|rh|right)([-_ .]|$)", re.I),
+}
 
 
 def _hemispheres(labels: Sequence[str]) -> np.ndarray | None:
-    """"L"/"R" per region from its label (lh-, _L, Left_, ...), or None when not every
+    """ "L"/"R" per region from its label (lh-, _L, Left_, ...), or None when not every
     label says which hemisphere it is in."""
     out = []
     for lab in labels:
@@ -673,8 +827,9 @@ def _hemispheres(labels: Sequence[str]) -> np.ndarray | None:
     return np.asarray(out)
 
 
-def regional_figure(regional: Mapping[str, np.ndarray], labels: Sequence[str],
-                    strength: np.ndarray | None) -> Figure | None:
+def regional_figure(
+    regional: Mapping[str, np.ndarray], labels: Sequence[str], strength: np.ndarray | None
+) -> Figure | None:
     """Per regional parameter: values by region (brain order) and against node strength."""
     if not regional:
         return None
@@ -701,8 +856,10 @@ def regional_figure(regional: Mapping[str, np.ndarray], labels: Sequence[str],
         ax.axhline(mean, color="black", lw=1, ls="--")
         ax.set_xlim(-0.6, v.size - 0.4)
         ax.set_ylabel(name)
-        ax.set_title(f"{name} per region (connectome order); dashed: mean "
-                     f"{np.nanmean(v):.4g} ± {np.nanstd(v):.2g} (std)")
+        ax.set_title(
+            f"{name} per region (connectome order); dashed: mean "
+            f"{np.nanmean(v):.4g} ± {np.nanstd(v):.2g} (std)"
+        )
         if v.size == n_reg:
             _region_ticks(ax, labels, y=False)
         else:
@@ -731,8 +888,11 @@ def regional_figure(regional: Mapping[str, np.ndarray], labels: Sequence[str],
 
 def fcd_figure(emp_fcd: np.ndarray | None, sim_fcd: np.ndarray | None) -> Figure | None:
     """FCD matrices (shared colour scale) and the distributions of their upper triangles."""
-    mats = [(t, np.asarray(m, float)) for t, m in
-            (("Empirical FCD", emp_fcd), ("Simulated FCD (best fit)", sim_fcd)) if m is not None]
+    mats = [
+        (t, np.asarray(m, float))
+        for t, m in (("Empirical FCD", emp_fcd), ("Simulated FCD (best fit)", sim_fcd))
+        if m is not None
+    ]
     if not mats:
         return None
     vals = [_upper(m) for _, m in mats]
@@ -751,11 +911,20 @@ def fcd_figure(emp_fcd: np.ndarray | None, sim_fcd: np.ndarray | None) -> Figure
     ax = axs[-1]
     bins = np.linspace(lo, hi, 40) if hi > lo else 20
     for (title, _), v, col in zip(mats, vals, ("black", "C1"), strict=False):
-        ax.hist(_finite(v), bins=bins, density=True, histtype="step", lw=2, color=col,
-                label=title.split(" (")[0])
+        ax.hist(
+            _finite(v),
+            bins=bins,
+            density=True,
+            histtype="step",
+            lw=2,
+            color=col,
+            label=title.split(" (")[0],
+        )
     if len(mats) == 2:
-        ax.set_title("FCD value distributions\n(KS statistic of these two FCDs = "
-                     f"{ks_statistic(vals[0], vals[1]):.3f})")
+        ax.set_title(
+            "FCD value distributions\n(KS statistic of these two FCDs = "
+            f"{ks_statistic(vals[0], vals[1]):.3f})"
+        )
     else:
         ax.set_title("FCD value distribution (only one FCD present)")
     ax.set_xlabel("FCD value (upper triangle)")
@@ -787,14 +956,24 @@ def _psd(x: np.ndarray, tr: float) -> tuple[np.ndarray, np.ndarray]:
     return f[1:], p[1:] / np.sum(p[1:])
 
 
-def bold_figure(emp_bold: np.ndarray | None, sim_bold: np.ndarray | None,
-                labels: Sequence[str], tr_emp: float | None, tr_sim: float | None,
-                n_traces: int = 4) -> Figure | None:
+def bold_figure(
+    emp_bold: np.ndarray | None,
+    sim_bold: np.ndarray | None,
+    labels: Sequence[str],
+    tr_emp: float | None,
+    tr_sim: float | None,
+    n_traces: int = 4,
+) -> Figure | None:
     """A few regions' BOLD, empirical (left) and simulated (middle) on one time and
     amplitude scale, each z-scored, and the power spectrum averaged over all regions."""
-    series = [(d, tr, col, lab) for d, tr, col, lab in
-              ((emp_bold, tr_emp, "black", "empirical (preprocessed)"),
-               (sim_bold, tr_sim, "C1", "simulated (best fit, held-out seed)")) if d is not None]
+    series = [
+        (d, tr, col, lab)
+        for d, tr, col, lab in (
+            (emp_bold, tr_emp, "black", "empirical (preprocessed)"),
+            (sim_bold, tr_sim, "C1", "simulated (best fit, held-out seed)"),
+        )
+        if d is not None
+    ]
     if not series:
         return None
     n = np.asarray(series[0][0]).shape[1]
@@ -857,23 +1036,35 @@ def _strip(ax, values: np.ndarray, labels: Sequence[str] | None, rng) -> None:
     v = np.asarray(values, float)
     ok = np.isfinite(v)
     if ok.sum() >= 3:
-        ax.boxplot([v[ok]], positions=[0], widths=0.5, showfliers=False,
-                   medianprops={"color": "black"})
+        ax.boxplot(
+            [v[ok]], positions=[0], widths=0.5, showfliers=False, medianprops={"color": "black"}
+        )
     jitter = rng.uniform(-0.12, 0.12, v.size)
-    ax.scatter(jitter[ok], v[ok], s=26, color="C0", edgecolors="black", linewidths=0.5,
-               zorder=3)
+    ax.scatter(jitter[ok], v[ok], s=26, color="C0", edgecolors="black", linewidths=0.5, zorder=3)
     ax.set_xticks([])
     ax.set_xlim(-0.6, 1.0)
     ax.grid(axis="y", alpha=0.3)
     if labels is not None and len(labels) <= 12 and ok.any():
         xs, ys = jitter[ok], v[ok]
         ax.autoscale_view()
-        for x, y, y_text, lab in zip(xs, ys, _spread(ys, ax.get_ylim()),
-                                     np.asarray(labels)[ok], strict=True):
-            ax.annotate(str(lab), (x, y), xytext=(0.42, y_text), textcoords="data",
-                        fontsize=7, va="center",
-                        arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "0.5",
-                                    "shrinkA": 0, "shrinkB": 3})
+        for x, y, y_text, lab in zip(
+            xs, ys, _spread(ys, ax.get_ylim()), np.asarray(labels)[ok], strict=True
+        ):
+            ax.annotate(
+                str(lab),
+                (x, y),
+                xytext=(0.42, y_text),
+                textcoords="data",
+                fontsize=7,
+                va="center",
+                arrowprops={
+                    "arrowstyle": "-",
+                    "lw": 0.5,
+                    "color": "0.5",
+                    "shrinkA": 0,
+                    "shrinkB": 3,
+                },
+            )
 
 
 def _spread(y: np.ndarray, ylim: tuple[float, float], gap: float = 0.075) -> np.ndarray:
@@ -909,7 +1100,7 @@ def cohort_params_figure(table, columns: Sequence[str], subjects: Sequence[str])
         _strip(ax, np.asarray(table[c], float), [_subject_label(s) for s in subjects], rng)
         ax.set_title(f"{c[:-5]} (mean over regions)" if c.endswith("_mean") else c)
         ax.set_ylabel("fitted value")
-    for ax in axs[len(cols):]:
+    for ax in axs[len(cols) :]:
         ax.set_axis_off()
     fig.suptitle(f"Fitted parameters across {len(subjects)} subjects (box: quartiles)")
     return fig
@@ -921,18 +1112,24 @@ def cohort_metrics_figure(stage_metrics, final, subjects: Sequence[str]) -> Figu
     ``stage_metrics``: long table with columns subject, stage, stage_index, fc_r, loss.
     ``final``: table with columns subject, fc_r, fc_rmse, fcd_ks.
     """
-    metrics = [m for m in ("fc_r", "fc_rmse", "fcd_ks") if m in final
-               and np.isfinite(np.asarray(final[m], float)).any()]
+    metrics = [
+        m
+        for m in ("fc_r", "fc_rmse", "fcd_ks")
+        if m in final and np.isfinite(np.asarray(final[m], float)).any()
+    ]
     fig = new_figure(4.4 * 2 + 2.4 * max(len(metrics), 1), 4.4)
-    axs = fig.subplots(1, 2 + max(len(metrics), 1),
-                       width_ratios=[1.8, 1.8] + [1] * max(len(metrics), 1))
+    axs = fig.subplots(
+        1, 2 + max(len(metrics), 1), width_ratios=[1.8, 1.8] + [1] * max(len(metrics), 1)
+    )
     stage_order: list[str] = []
     if len(stage_metrics):
         st = stage_metrics.sort_values("stage_index")
         stage_order = list(dict.fromkeys(st["stage"]))
     xpos = {s: i for i, s in enumerate(stage_order)}
-    for ax, col, title in ((axs[0], "fc_r", "held-out FC r per stage"),
-                           (axs[1], "loss", "held-out loss per stage")):
+    for ax, col, title in (
+        (axs[0], "fc_r", "held-out FC r per stage"),
+        (axs[1], "loss", "held-out loss per stage"),
+    ):
         has = False
         for i, subj in enumerate(subjects):
             sub = stage_metrics[stage_metrics["subject"] == subj] if len(stage_metrics) else []
@@ -943,9 +1140,16 @@ def cohort_metrics_figure(stage_metrics, final, subjects: Sequence[str]) -> Figu
             if not np.isfinite(y).any():
                 continue
             has = True
-            ax.plot([xpos[s] for s in sub["stage"]], y, "o-", color=START_COLOURS[i % 10],
-                    alpha=0.8, lw=1.2, ms=5,
-                    label=_subject_label(subj) if len(subjects) <= 10 else None)
+            ax.plot(
+                [xpos[s] for s in sub["stage"]],
+                y,
+                "o-",
+                color=START_COLOURS[i % 10],
+                alpha=0.8,
+                lw=1.2,
+                ms=5,
+                label=_subject_label(subj) if len(subjects) <= 10 else None,
+            )
         if not has:
             _note(ax, f"no per-stage {col} recorded")
             continue

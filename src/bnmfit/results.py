@@ -136,7 +136,7 @@ def _remove_stale(target: Path, suffixes: str) -> None:
         name = e.name
         if not (name.startswith(prefix) and name.endswith(f".tmp{suffixes}")):
             continue
-        pid = name[len(prefix):].split(".", 1)[0]
+        pid = name[len(prefix) :].split(".", 1)[0]
         if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
             with contextlib.suppress(OSError):
                 e.unlink()
@@ -164,7 +164,8 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     suffixes = "".join(target.suffixes[-2:])
     _remove_stale(target, suffixes)
     fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{target.name}.{_host()}-{os.getpid()}.", suffix=f".tmp{suffixes}",
+        prefix=f".{target.name}.{_host()}-{os.getpid()}.",
+        suffix=f".tmp{suffixes}",
         dir=target.parent,
     )
     os.close(fd)
@@ -246,18 +247,28 @@ def git_commit(directory: str | os.PathLike | None = None) -> str | None:
     """The git commit of the source tree (``+dirty`` when it has local changes), or None."""
     d = Path(directory) if directory else Path(__file__).resolve().parents[2]
     try:
-        sha = subprocess.run(["git", "-C", str(d), "rev-parse", "HEAD"], capture_output=True,
-                             text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(d), "status", "--porcelain",
-                                "--untracked-files=no"], capture_output=True, text=True,
-                               timeout=10, check=True).stdout.strip()
+        sha = subprocess.run(
+            ["git", "-C", str(d), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(d), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return f"{sha}+dirty" if dirty else sha
 
 
-def provenance(config: Mapping[str, Any], inputs: Iterable[str | os.PathLike] = (),
-               seeds: Any = None) -> dict[str, Any]:
+def provenance(
+    config: Mapping[str, Any], inputs: Iterable[str | os.PathLike] = (), seeds: Any = None
+) -> dict[str, Any]:
     """What every result file records: config hash, versions, seeds, input checksums, and
     the XLA_FLAGS the numbers were computed with (bnmfit's own, :mod:`bnmfit.xla_defaults`,
     and any the user set: they change results at the level of float rounding)."""
@@ -272,9 +283,9 @@ def provenance(config: Mapping[str, Any], inputs: Iterable[str | os.PathLike] = 
     }
 
 
-
-def dataset_description(config: Mapping[str, Any], subjects: Sequence[str],
-                        config_file: str | None) -> dict[str, Any]:
+def dataset_description(
+    config: Mapping[str, Any], subjects: Sequence[str], config_file: str | None
+) -> dict[str, Any]:
     """The BIDS ``dataset_description.json`` of a results folder: what made it (bnmfit's
     version and git commit, the config's hash and file) and for which subjects."""
     from bnmfit import __version__
@@ -284,13 +295,15 @@ def dataset_description(config: Mapping[str, Any], subjects: Sequence[str],
         "Name": "bnmfit: personalised brain network model fits",
         "BIDSVersion": "1.10.0",
         "DatasetType": "derivative",
-        "GeneratedBy": [{
-            "Name": "bnmfit",
-            "Version": __version__,
-            "Description": "Grid exploration and gradient refinement of whole-brain "
-                           f"network models ({config['model']['name']}) per subject.",
-            "GitCommit": git_commit(),
-        }],
+        "GeneratedBy": [
+            {
+                "Name": "bnmfit",
+                "Version": __version__,
+                "Description": "Grid exploration and gradient refinement of whole-brain "
+                f"network models ({config['model']['name']}) per subject.",
+                "GitCommit": git_commit(),
+            }
+        ],
         "ConfigHash": config_hash(config),
         "ConfigFile": config_file,
         "Subjects": [f"sub-{s}" for s in subjects],
@@ -302,8 +315,11 @@ def write_resolved_config(path: PathLike, config: Mapping[str, Any]) -> None:
     """The configuration that produced a results folder (YAML, every default filled in)."""
     import yaml
 
-    write_bytes(path, "# The resolved configuration of these results (every default filled "
-                "in).\n" + yaml.safe_dump(dict(config), sort_keys=False, allow_unicode=True))
+    write_bytes(
+        path,
+        "# The resolved configuration of these results (every default filled "
+        "in).\n" + yaml.safe_dump(dict(config), sort_keys=False, allow_unicode=True),
+    )
 
 
 # =========================================================================== JSON
@@ -339,8 +355,10 @@ def write_json(path: PathLike, obj: Any, *, indent: int = 2) -> None:
 
 
 def _missing(path: PathLike, what: str) -> DataError:
-    return DataError(f"{path}: expected {what}, got no such file; check the path "
-                     "(or re-run the step that writes it)")
+    return DataError(
+        f"{path}: expected {what}, got no such file; check the path "
+        "(or re-run the step that writes it)"
+    )
 
 
 def read_json(path: PathLike) -> Any:
@@ -400,8 +418,9 @@ def _write_group(group, datasets: Mapping[str, Any]) -> None:
             group.create_dataset(key, data=value, dtype=str_dt, track_times=False)
         elif _is_str_seq(value):
             arr = np.asarray(value, dtype=object)
-            group.create_dataset(key, data=arr.astype(str).astype(object), dtype=str_dt,
-                                 track_times=False)
+            group.create_dataset(
+                key, data=arr.astype(str).astype(object), dtype=str_dt, track_times=False
+            )
         else:
             arr = np.asarray(value)
             if arr.dtype.kind not in "biufc":
@@ -413,8 +432,9 @@ def _write_group(group, datasets: Mapping[str, Any]) -> None:
             group.create_dataset(key, data=arr, track_times=False, **kw)
 
 
-def write_h5(path: PathLike, datasets: Mapping[str, Any],
-             attrs: Mapping[str, Any] | None = None) -> None:
+def write_h5(
+    path: PathLike, datasets: Mapping[str, Any], attrs: Mapping[str, Any] | None = None
+) -> None:
     """Write ``datasets`` (name → array / str / list of str / None / nested dict) and root
     ``attrs`` to an HDF5 file, atomically (see the module docstring for the layout).
 
@@ -524,8 +544,10 @@ def _nan_to_none(x: Any) -> Any:
 def _required(path: PathLike, data: Mapping[str, Any], keys: Sequence[str]) -> None:
     for k in keys:
         if data.get(k) is None:
-            raise DataError(f"{path}: expected the dataset {k!r}, got none; delete the file "
-                            "and re-run the step that writes it")
+            raise DataError(
+                f"{path}: expected the dataset {k!r}, got none; delete the file "
+                "and re-run the step that writes it"
+            )
 
 
 def _field_names(cls) -> list[str]:
@@ -562,11 +584,20 @@ class ConnectomeFile:
     def write(self, path: PathLike) -> None:
         write_h5(
             path,
-            {"weights": self.weights, "lengths": self.lengths, "weights_raw": self.weights_raw,
-             "labels": list(self.labels)},
-            {"subject": self.subject, "normalisation": self.normalisation,
-             "symmetric": bool(self.symmetric), "n_regions": self.n_regions,
-             "isolated": list(self.isolated), **self.provenance},
+            {
+                "weights": self.weights,
+                "lengths": self.lengths,
+                "weights_raw": self.weights_raw,
+                "labels": list(self.labels),
+            },
+            {
+                "subject": self.subject,
+                "normalisation": self.normalisation,
+                "symmetric": bool(self.symmetric),
+                "n_regions": self.n_regions,
+                "isolated": list(self.isolated),
+                **self.provenance,
+            },
         )
 
     @classmethod
@@ -574,10 +605,14 @@ class ConnectomeFile:
         d, a = read_h5(path)
         _required(path, d, ("weights", "lengths", "labels"))
         return cls(
-            subject=str(a.get("subject", "")), weights=d["weights"], lengths=d.get("lengths"),
-            weights_raw=d.get("weights_raw", d["weights"]), labels=list(d["labels"]),
+            subject=str(a.get("subject", "")),
+            weights=d["weights"],
+            lengths=d.get("lengths"),
+            weights_raw=d.get("weights_raw", d["weights"]),
+            labels=list(d["labels"]),
             normalisation=str(a.get("normalisation", "")),
-            symmetric=bool(a.get("symmetric", False)), isolated=list(a.get("isolated") or []),
+            symmetric=bool(a.get("symmetric", False)),
+            isolated=list(a.get("isolated") or []),
             provenance=_provenance(a),
         )
 
@@ -620,11 +655,16 @@ class EmpiricalFile:
         write_h5(
             path,
             {"bold": self.bold, "fc": self.fc, "fcd": self.fcd, "labels": list(self.labels)},
-            {"subject": self.subject,
-             "tr": self.tr if self.tr is not None else float("nan"),
-             "n_tr": self.n_tr if self.n_tr is not None else -1,
-             "discard": self.discard, "fcd_window": self.fcd_window,
-             "fcd_step": self.fcd_step, "qc": self.qc, **self.provenance},
+            {
+                "subject": self.subject,
+                "tr": self.tr if self.tr is not None else float("nan"),
+                "n_tr": self.n_tr if self.n_tr is not None else -1,
+                "discard": self.discard,
+                "fcd_window": self.fcd_window,
+                "fcd_step": self.fcd_step,
+                "qc": self.qc,
+                **self.provenance,
+            },
         )
 
     @classmethod
@@ -633,11 +673,17 @@ class EmpiricalFile:
         _required(path, d, ("fc",))
         n_tr = a.get("n_tr")
         return cls(
-            subject=str(a.get("subject", "")), fc=d["fc"], labels=list(d.get("labels") or []),
-            bold=d.get("bold"), fcd=d.get("fcd"), tr=_nan_to_none(a.get("tr")),
+            subject=str(a.get("subject", "")),
+            fc=d["fc"],
+            labels=list(d.get("labels") or []),
+            bold=d.get("bold"),
+            fcd=d.get("fcd"),
+            tr=_nan_to_none(a.get("tr")),
             n_tr=None if n_tr is None or int(n_tr) < 0 else int(n_tr),
-            discard=int(a.get("discard", 0)), fcd_window=int(a.get("fcd_window", 0)),
-            fcd_step=int(a.get("fcd_step", 1)), qc=dict(a.get("qc") or {}),
+            discard=int(a.get("discard", 0)),
+            fcd_window=int(a.get("fcd_window", 0)),
+            fcd_step=int(a.get("fcd_step", 1)),
+            qc=dict(a.get("qc") or {}),
             provenance=_provenance(a),
         )
 
@@ -676,13 +722,19 @@ class LossRecord:
         return cls([list(t) for t in spec.terms], float(spec.offset), spec.expression)
 
     def attrs(self) -> dict[str, Any]:
-        return {"loss_terms": self.terms, "loss_offset": self.offset,
-                "loss_expression": self.expression or ""}
+        return {
+            "loss_terms": self.terms,
+            "loss_offset": self.offset,
+            "loss_expression": self.expression or "",
+        }
 
     @classmethod
     def from_attrs(cls, a: Mapping[str, Any]) -> LossRecord:
-        return cls(list(a.get("loss_terms") or []), float(a.get("loss_offset", 0.0)),
-                   a.get("loss_expression") or None)
+        return cls(
+            list(a.get("loss_terms") or []),
+            float(a.get("loss_offset", 0.0)),
+            a.get("loss_expression") or None,
+        )
 
 
 _LANDSCAPE_ARRAYS = ("points", "loss", "mean_loss", "std_loss", "fc_r", "diverged")
@@ -724,32 +776,64 @@ class ExploreChunk:
     provenance: dict[str, Any]
 
     @classmethod
-    def of(cls, result, *, subject: str, space, index, chunk: int, n_chunks: int,
-           spec, provenance: Mapping[str, Any]) -> ExploreChunk:
+    def of(
+        cls,
+        result,
+        *,
+        subject: str,
+        space,
+        index,
+        chunk: int,
+        n_chunks: int,
+        spec,
+        provenance: Mapping[str, Any],
+    ) -> ExploreChunk:
         """From a :class:`bnmfit.explore.ExploreResult` of ``space``'s points ``index`` and the
         :class:`bnmfit.losses.LossSpec` it was computed with (its constant added here)."""
         return cls(
-            subject=subject, names=list(space.names), points=result.points,
-            index=np.asarray(index), loss=result.loss + spec.offset,
-            mean_loss=result.mean_loss + spec.offset, std_loss=result.std_loss,
-            fc_r=result.fc_r, diverged=result.diverged,
-            axes=[{"name": a.name, "lo": a.lo, "hi": a.hi, "n": a.n, "scale": a.scale}
-                  for a in space.axes],
-            sampler=space.sampler, n_samples=int(space.n_samples),
-            seeds=[int(s) for s in result.seeds], chunk=int(chunk), n_chunks=int(n_chunks),
-            n_points=len(space.points()), loss_spec=LossRecord.of(spec),
+            subject=subject,
+            names=list(space.names),
+            points=result.points,
+            index=np.asarray(index),
+            loss=result.loss + spec.offset,
+            mean_loss=result.mean_loss + spec.offset,
+            std_loss=result.std_loss,
+            fc_r=result.fc_r,
+            diverged=result.diverged,
+            axes=[
+                {"name": a.name, "lo": a.lo, "hi": a.hi, "n": a.n, "scale": a.scale}
+                for a in space.axes
+            ],
+            sampler=space.sampler,
+            n_samples=int(space.n_samples),
+            seeds=[int(s) for s in result.seeds],
+            chunk=int(chunk),
+            n_chunks=int(n_chunks),
+            n_points=len(space.points()),
+            loss_spec=LossRecord.of(spec),
             provenance=dict(provenance),
         )
 
     def write(self, path: PathLike) -> None:
         write_h5(
             path,
-            {"names": list(self.names), "index": self.index,
-             **{k: getattr(self, k) for k in _LANDSCAPE_ARRAYS}},
-            {"subject": self.subject, "axes": self.axes, "sampler": self.sampler,
-             "n_samples": self.n_samples, "seeds": self.seeds, "chunk": self.chunk,
-             "n_chunks": self.n_chunks, "n_points": self.n_points, **self.loss_spec.attrs(),
-             **self.provenance},
+            {
+                "names": list(self.names),
+                "index": self.index,
+                **{k: getattr(self, k) for k in _LANDSCAPE_ARRAYS},
+            },
+            {
+                "subject": self.subject,
+                "axes": self.axes,
+                "sampler": self.sampler,
+                "n_samples": self.n_samples,
+                "seeds": self.seeds,
+                "chunk": self.chunk,
+                "n_chunks": self.n_chunks,
+                "n_points": self.n_points,
+                **self.loss_spec.attrs(),
+                **self.provenance,
+            },
         )
 
     @classmethod
@@ -757,13 +841,19 @@ class ExploreChunk:
         d, a = read_h5(path)
         _required(path, d, ("names", "index", *_LANDSCAPE_ARRAYS))
         return cls(
-            subject=str(a.get("subject", "")), names=list(d["names"]),
+            subject=str(a.get("subject", "")),
+            names=list(d["names"]),
             index=np.asarray(d["index"], dtype=np.int64),
             **{k: np.asarray(d[k]) for k in _LANDSCAPE_ARRAYS if k != "diverged"},
-            diverged=np.asarray(d["diverged"], dtype=bool), axes=list(a["axes"]),
-            sampler=str(a["sampler"]), n_samples=int(a.get("n_samples", 0)),
-            seeds=list(a["seeds"]), chunk=int(a["chunk"]), n_chunks=int(a["n_chunks"]),
-            n_points=int(a["n_points"]), loss_spec=LossRecord.from_attrs(a),
+            diverged=np.asarray(d["diverged"], dtype=bool),
+            axes=list(a["axes"]),
+            sampler=str(a["sampler"]),
+            n_samples=int(a.get("n_samples", 0)),
+            seeds=list(a["seeds"]),
+            chunk=int(a["chunk"]),
+            n_chunks=int(a["n_chunks"]),
+            n_points=int(a["n_points"]),
+            loss_spec=LossRecord.from_attrs(a),
             provenance=_provenance(a),
         )
 
@@ -771,15 +861,21 @@ class ExploreChunk:
         """The :class:`bnmfit.explore.Space` the chunk's points come from."""
         from bnmfit.explore import Axis, Space
 
-        return Space(tuple(Axis(a["name"], a["lo"], a["hi"], n=a["n"], scale=a["scale"])
-                           for a in self.axes),
-                     sampler=self.sampler, n_samples=self.n_samples)
+        return Space(
+            tuple(Axis(a["name"], a["lo"], a["hi"], n=a["n"], scale=a["scale"]) for a in self.axes),
+            sampler=self.sampler,
+            n_samples=self.n_samples,
+        )
 
     def _same_exploration(self, other: ExploreChunk) -> bool:
-        return (self.names == other.names and self.seeds == other.seeds
-                and self.n_points == other.n_points and self.axes == other.axes
-                and self.sampler == other.sampler
-                and self.provenance.get("config_hash") == other.provenance.get("config_hash"))
+        return (
+            self.names == other.names
+            and self.seeds == other.seeds
+            and self.n_points == other.n_points
+            and self.axes == other.axes
+            and self.sampler == other.sampler
+            and self.provenance.get("config_hash") == other.provenance.get("config_hash")
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -818,8 +914,15 @@ class Landscape:
     provenance: dict[str, Any]
 
     @classmethod
-    def gather(cls, chunks: Sequence[ExploreChunk], paths: Sequence[PathLike], *,
-               starts: int, min_separation: float, config_hash: str) -> Landscape:
+    def gather(
+        cls,
+        chunks: Sequence[ExploreChunk],
+        paths: Sequence[PathLike],
+        *,
+        starts: int,
+        min_separation: float,
+        config_hash: str,
+    ) -> Landscape:
         """Join the chunk files ``paths`` (read as ``chunks``, in any order) into the whole
         landscape and pick the ``starts`` best points at least ``min_separation`` apart (in
         the unit box of the axes) as refinement starts.
@@ -851,36 +954,66 @@ class Landscape:
                 "chunk file"
             )
         order = np.argsort(index, kind="stable")
-        data = {k: np.concatenate([getattr(c, k) for c in chunks])[order]
-                for k in _LANDSCAPE_ARRAYS}
+        data = {
+            k: np.concatenate([getattr(c, k) for c in chunks])[order] for k in _LANDSCAPE_ARRAYS
+        }
         data["diverged"] = data["diverged"].astype(bool)
         if not np.isfinite(data["mean_loss"]).any():
             raise DataError(
                 f"sub-{first.subject}: every explored point diverged (non-finite BOLD); "
                 "narrow the exploration ranges, lower simulation.dt or the noise"
             )
-        top = top_k(data["points"], data["mean_loss"], starts,
-                    min_separation=min_separation, space=first.space())
-        prov = {**first.provenance, "inputs": {str(p): sha256(p) for p in paths},
-                "chunk_config_hash": first.provenance.get("config_hash"),
-                "config_hash": config_hash}
+        top = top_k(
+            data["points"],
+            data["mean_loss"],
+            starts,
+            min_separation=min_separation,
+            space=first.space(),
+        )
+        prov = {
+            **first.provenance,
+            "inputs": {str(p): sha256(p) for p in paths},
+            "chunk_config_hash": first.provenance.get("config_hash"),
+            "config_hash": config_hash,
+        }
         return cls(
-            subject=first.subject, names=list(first.names), **data, top=top,
-            axes=first.axes, sampler=first.sampler, n_samples=first.n_samples,
-            seeds=first.seeds, n_points=first.n_points, loss_spec=first.loss_spec,
-            n_chunks=len(chunks), starts=int(starts), min_separation=float(min_separation),
+            subject=first.subject,
+            names=list(first.names),
+            **data,
+            top=top,
+            axes=first.axes,
+            sampler=first.sampler,
+            n_samples=first.n_samples,
+            seeds=first.seeds,
+            n_points=first.n_points,
+            loss_spec=first.loss_spec,
+            n_chunks=len(chunks),
+            starts=int(starts),
+            min_separation=float(min_separation),
             provenance=prov,
         )
 
     def write(self, path: PathLike) -> None:
         write_h5(
             path,
-            {"names": list(self.names), **{k: getattr(self, k) for k in _LANDSCAPE_ARRAYS},
-             "top": self.top},
-            {"subject": self.subject, "axes": self.axes, "sampler": self.sampler,
-             "n_samples": self.n_samples, "seeds": self.seeds, "n_points": self.n_points,
-             **self.loss_spec.attrs(), "n_chunks": self.n_chunks, "starts": self.starts,
-             "min_separation": self.min_separation, **self.provenance},
+            {
+                "names": list(self.names),
+                **{k: getattr(self, k) for k in _LANDSCAPE_ARRAYS},
+                "top": self.top,
+            },
+            {
+                "subject": self.subject,
+                "axes": self.axes,
+                "sampler": self.sampler,
+                "n_samples": self.n_samples,
+                "seeds": self.seeds,
+                "n_points": self.n_points,
+                **self.loss_spec.attrs(),
+                "n_chunks": self.n_chunks,
+                "starts": self.starts,
+                "min_separation": self.min_separation,
+                **self.provenance,
+            },
         )
 
     @classmethod
@@ -891,25 +1024,31 @@ class Landscape:
         if "chunk_config_hash" in a:
             prov["chunk_config_hash"] = a["chunk_config_hash"]
         return cls(
-            subject=str(a.get("subject", "")), names=list(d["names"]),
+            subject=str(a.get("subject", "")),
+            names=list(d["names"]),
             **{k: np.asarray(d[k]) for k in _LANDSCAPE_ARRAYS if k != "diverged"},
             diverged=np.asarray(d["diverged"], dtype=bool),
             top=np.asarray(d.get("top") if d.get("top") is not None else [], dtype=np.int64),
-            axes=list(a.get("axes") or []), sampler=str(a.get("sampler", "")),
-            n_samples=int(a.get("n_samples", 0)), seeds=list(a.get("seeds") or []),
+            axes=list(a.get("axes") or []),
+            sampler=str(a.get("sampler", "")),
+            n_samples=int(a.get("n_samples", 0)),
+            seeds=list(a.get("seeds") or []),
             n_points=int(a.get("n_points", len(d["points"]))),
-            loss_spec=LossRecord.from_attrs(a), n_chunks=int(a.get("n_chunks", 1)),
-            starts=int(a.get("starts", 0)), min_separation=float(a.get("min_separation", 0)),
+            loss_spec=LossRecord.from_attrs(a),
+            n_chunks=int(a.get("n_chunks", 1)),
+            starts=int(a.get("starts", 0)),
+            min_separation=float(a.get("min_separation", 0)),
             provenance=prov,
         )
 
     def start_points(self) -> list[dict[str, float]]:
         """The refinement starts as parameter dicts, best first (DataError when none)."""
         if len(self.top) == 0:
-            raise DataError(f"sub-{self.subject}: the exploration has no refinement starts "
-                            "(every explored point diverged?); re-run it with other ranges")
-        return [{n: float(self.points[i, d]) for d, n in enumerate(self.names)}
-                for i in self.top]
+            raise DataError(
+                f"sub-{self.subject}: the exploration has no refinement starts "
+                "(every explored point diverged?); re-run it with other ranges"
+            )
+        return [{n: float(self.points[i, d]) for d, n in enumerate(self.names)} for i in self.top]
 
 
 _HISTORY = ("loss", "objective", "heldout_loss", "grad_norm", "rejected", "lr_scale")
@@ -953,9 +1092,12 @@ class StageFile:
             out["traj_regional"] = dict(self.traj_regional)
         out[_GROUP_ATTRS] = {
             "best_start": self.best_start,
-            "steps_run": self.steps_run, "n_rejected": self.n_rejected,
-            "kept_start": bool(self.kept_start), "optimizer": self.optimizer,
-            "heldout_fc_r": self.heldout_fc_r, "heldout_loss": self.heldout_loss,
+            "steps_run": self.steps_run,
+            "n_rejected": self.n_rejected,
+            "kept_start": bool(self.kept_start),
+            "optimizer": self.optimizer,
+            "heldout_fc_r": self.heldout_fc_r,
+            "heldout_loss": self.heldout_loss,
             "free": list(self.free),
         }
         return out
@@ -964,13 +1106,16 @@ class StageFile:
     def _from_tree(cls, name: str, g: Mapping[str, Any]) -> StageFile:
         a = g.get(_GROUP_ATTRS, {})
         return cls(
-            name=name, optimizer=str(a.get("optimizer", "")), free=list(a.get("free") or []),
+            name=name,
+            optimizer=str(a.get("optimizer", "")),
+            free=list(a.get("free") or []),
             history={k: np.asarray(g[k]) for k in _HISTORY if g.get(k) is not None},
             selection_loss=np.asarray(g.get("selection_loss", [])),
             traj={k: np.asarray(v) for k, v in (g.get("traj") or {}).items()},
             traj_regional={k: np.asarray(v) for k, v in (g.get("traj_regional") or {}).items()},
             best_start=int(a.get("best_start", 0)),
-            steps_run=int(a.get("steps_run", 0)), n_rejected=int(a.get("n_rejected", 0)),
+            steps_run=int(a.get("steps_run", 0)),
+            n_rejected=int(a.get("n_rejected", 0)),
             kept_start=bool(a.get("kept_start", False)),
             heldout_fc_r=float(a.get("heldout_fc_r", float("nan"))),
             heldout_loss=float(a.get("heldout_loss", float("nan"))),
@@ -1011,8 +1156,17 @@ class FitFile:
     provenance: dict[str, Any]
 
     @classmethod
-    def of(cls, result, heldout, *, subject: str, stages, landscape: Landscape, spec,
-           provenance: Mapping[str, Any]) -> FitFile:
+    def of(
+        cls,
+        result,
+        heldout,
+        *,
+        subject: str,
+        stages,
+        landscape: Landscape,
+        spec,
+        provenance: Mapping[str, Any],
+    ) -> FitFile:
         """From a :class:`bnmfit.fit.FitResult` (None when no stage ran) of ``stages``
         started from ``landscape``'s top points, and its :class:`bnmfit.scoring.Heldout`;
         the loss constant of ``spec`` is added to every loss value here."""
@@ -1021,42 +1175,76 @@ class FitFile:
             hist = dict(rec.history)
             params = {k: np.asarray(v) for k, v in (hist.get("params") or {}).items()}
             h = heldout.stages[rec.name]
-            files.append(StageFile(
-                name=rec.name, optimizer=rec.optimizer, free=[p.name for p in stages[i].free],
-                history={k: np.asarray(hist[k]) + spec.offset if k in _LOSS_VALUED
-                         else np.asarray(hist[k]) for k in _HISTORY if hist.get(k) is not None},
-                selection_loss=np.asarray(rec.selection_loss) + spec.offset,
-                traj={k: v for k, v in params.items() if v.ndim == 2},
-                traj_regional={k: v for k, v in params.items() if v.ndim == 3},
-                best_start=int(rec.best_start),
-                steps_run=int(rec.steps_run), n_rejected=int(rec.n_rejected),
-                kept_start=bool(rec.kept_start), heldout_fc_r=h["fc_r"],
-                heldout_loss=h["loss"],
-            ))
+            files.append(
+                StageFile(
+                    name=rec.name,
+                    optimizer=rec.optimizer,
+                    free=[p.name for p in stages[i].free],
+                    history={
+                        k: np.asarray(hist[k]) + spec.offset
+                        if k in _LOSS_VALUED
+                        else np.asarray(hist[k])
+                        for k in _HISTORY
+                        if hist.get(k) is not None
+                    },
+                    selection_loss=np.asarray(rec.selection_loss) + spec.offset,
+                    traj={k: v for k, v in params.items() if v.ndim == 2},
+                    traj_regional={k: v for k, v in params.items() if v.ndim == 3},
+                    best_start=int(rec.best_start),
+                    steps_run=int(rec.steps_run),
+                    n_rejected=int(rec.n_rejected),
+                    kept_start=bool(rec.kept_start),
+                    heldout_fc_r=h["fc_r"],
+                    heldout_loss=h["loss"],
+                )
+            )
         return cls(
-            subject=subject, stages=files, sim_fc=heldout.fc, sim_fcd=heldout.fcd,
-            sim_bold=heldout.bold, sim_bold_raw=heldout.bold_raw,
-            start_names=list(landscape.names), start_points=landscape.points[landscape.top],
+            subject=subject,
+            stages=files,
+            sim_fc=heldout.fc,
+            sim_fcd=heldout.fcd,
+            sim_bold=heldout.bold,
+            sim_bold_raw=heldout.bold_raw,
+            start_names=list(landscape.names),
+            start_points=landscape.points[landscape.top],
             best_start=result.best_start if result is not None else 0,
-            heldout=dict(heldout.metrics), heldout_seed=int(heldout.seeds[0]),
-            loss_spec=LossRecord.of(spec), provenance=dict(provenance),
+            heldout=dict(heldout.metrics),
+            heldout_seed=int(heldout.seeds[0]),
+            loss_spec=LossRecord.of(spec),
+            provenance=dict(provenance),
         )
 
     def write(self, path: PathLike) -> None:
-        tree: dict[str, Any] = {_stage_group(i, s.name): s._tree()
-                                for i, s in enumerate(self.stages)}
-        tree.update({"sim_fc": self.sim_fc, "sim_bold": self.sim_bold,
-                     "sim_bold_raw": self.sim_bold_raw, "start_points": self.start_points,
-                     "start_names": list(self.start_names)})
+        tree: dict[str, Any] = {
+            _stage_group(i, s.name): s._tree() for i, s in enumerate(self.stages)
+        }
+        tree.update(
+            {
+                "sim_fc": self.sim_fc,
+                "sim_bold": self.sim_bold,
+                "sim_bold_raw": self.sim_bold_raw,
+                "start_points": self.start_points,
+                "start_names": list(self.start_names),
+            }
+        )
         if self.sim_fcd is not None:
             tree["sim_fcd"] = self.sim_fcd
         nan = float("nan")
-        write_h5(path, tree, {
-            "subject": self.subject, "best_start": self.best_start,
-            **{f"heldout_{k}": self.heldout.get(k, nan)
-               for k in ("fc_rmse", "fcd_ks", "fc_r", "loss")},
-            "heldout_seed": self.heldout_seed, **self.loss_spec.attrs(), **self.provenance,
-        })
+        write_h5(
+            path,
+            tree,
+            {
+                "subject": self.subject,
+                "best_start": self.best_start,
+                **{
+                    f"heldout_{k}": self.heldout.get(k, nan)
+                    for k in ("fc_rmse", "fcd_ks", "fc_r", "loss")
+                },
+                "heldout_seed": self.heldout_seed,
+                **self.loss_spec.attrs(),
+                **self.provenance,
+            },
+        )
 
     @classmethod
     def read(cls, path: PathLike) -> FitFile:
@@ -1065,18 +1253,29 @@ class FitFile:
         groups = []
         for key, g in d.items():
             parts = key.split("-", 2)
-            if isinstance(g, dict) and len(parts) == 3 and parts[0] == "stage" \
-                    and parts[1].isdigit():
+            if (
+                isinstance(g, dict)
+                and len(parts) == 3
+                and parts[0] == "stage"
+                and parts[1].isdigit()
+            ):
                 groups.append((int(parts[1]), StageFile._from_tree(parts[2], g)))
         return cls(
-            subject=str(a.get("subject", "")), stages=[s for _, s in sorted(groups)],
-            sim_fc=d["sim_fc"], sim_fcd=d.get("sim_fcd"), sim_bold=d.get("sim_bold"),
-            sim_bold_raw=d.get("sim_bold_raw"), start_names=list(d.get("start_names") or []),
+            subject=str(a.get("subject", "")),
+            stages=[s for _, s in sorted(groups)],
+            sim_fc=d["sim_fc"],
+            sim_fcd=d.get("sim_fcd"),
+            sim_bold=d.get("sim_bold"),
+            sim_bold_raw=d.get("sim_bold_raw"),
+            start_names=list(d.get("start_names") or []),
             start_points=np.asarray(d.get("start_points", np.zeros((0, 0)))),
             best_start=int(a.get("best_start", 0)),
-            heldout={k: float(a.get(f"heldout_{k}", float("nan")))
-                     for k in ("fc_r", "fc_rmse", "fcd_ks", "loss")},
-            heldout_seed=int(a.get("heldout_seed", 0)), loss_spec=LossRecord.from_attrs(a),
+            heldout={
+                k: float(a.get(f"heldout_{k}", float("nan")))
+                for k in ("fc_r", "fc_rmse", "fcd_ks", "loss")
+            },
+            heldout_seed=int(a.get("heldout_seed", 0)),
+            loss_spec=LossRecord.from_attrs(a),
             provenance=_provenance(a),
         )
 
@@ -1115,15 +1314,28 @@ class FittedParams:
     provenance: dict[str, Any]
 
     @classmethod
-    def of(cls, fit: FitFile, heldout, *, params: Mapping[str, Any],
-           fixed: Mapping[str, Any], model: str, starts, warnings: Sequence[str]):
+    def of(
+        cls,
+        fit: FitFile,
+        heldout,
+        *,
+        params: Mapping[str, Any],
+        fixed: Mapping[str, Any],
+        model: str,
+        starts,
+        warnings: Sequence[str],
+    ):
         """The JSON record of a fit (see :meth:`FitFile.of`)."""
         return cls(
-            subject=fit.subject, params={k: _plain(v) for k, v in params.items()},
-            fixed={k: _plain(v) for k, v in fixed.items()}, model=model,
+            subject=fit.subject,
+            params={k: _plain(v) for k, v in params.items()},
+            fixed={k: _plain(v) for k, v in fixed.items()},
+            model=model,
             metrics={**heldout.metrics, "stages": heldout.stages},
-            best_start=fit.best_start, starts=list(starts),
-            loss=dataclasses.asdict(fit.loss_spec), warnings=list(warnings),
+            best_start=fit.best_start,
+            starts=list(starts),
+            loss=dataclasses.asdict(fit.loss_spec),
+            warnings=list(warnings),
             provenance=fit.provenance,
         )
 
@@ -1134,11 +1346,21 @@ class FittedParams:
     def read(cls, path: PathLike) -> FittedParams:
         d = read_json(path)
         if not isinstance(d, dict) or "params" not in d:
-            raise DataError(f"{path}: expected the fitted parameters (a JSON object with "
-                            "'params'), got another file; re-run the refine step")
+            raise DataError(
+                f"{path}: expected the fitted parameters (a JSON object with "
+                "'params'), got another file; re-run the refine step"
+            )
         return cls(**{k: d.get(k, _EMPTY.get(k)) for k in _field_names(cls)})
 
 
-_EMPTY: dict[str, Any] = {"subject": "", "fixed": {}, "model": "", "metrics": {},
-                          "best_start": 0, "starts": [],
-                          "loss": {}, "warnings": [], "provenance": {}}
+_EMPTY: dict[str, Any] = {
+    "subject": "",
+    "fixed": {},
+    "model": "",
+    "metrics": {},
+    "best_start": 0,
+    "starts": [],
+    "loss": {},
+    "warnings": [],
+    "provenance": {},
+}

@@ -79,17 +79,28 @@ class Heldout:
     @property
     def warnings(self) -> list[str]:
         """What the user must know before using this fit."""
-        bad = [k for k in ("fc_r", "fc_rmse", "loss") if k in self.metrics
-               and not np.isfinite(self.metrics[k])]
+        bad = [
+            k
+            for k in ("fc_r", "fc_rmse", "loss")
+            if k in self.metrics and not np.isfinite(self.metrics[k])
+        ]
         if not bad:
             return []
-        return [f"the fitted parameters give non-finite held-out {', '.join(sorted(bad))} (the "
-                "simulation diverged or is flat): do not use this fit; narrow the refinement "
-                "domains or the exploration ranges"]
+        return [
+            f"the fitted parameters give non-finite held-out {', '.join(sorted(bad))} (the "
+            "simulation diverged or is flat): do not use this fit; narrow the refinement "
+            "domains or the exploration ranges"
+        ]
 
 
-def score_heldout(problem: Problem, params: Mapping[str, Any], seeds: Sequence[int], *,
-                  offset: float = 0.0, result: FitResult | None = None) -> Heldout:
+def score_heldout(
+    problem: Problem,
+    params: Mapping[str, Any],
+    seeds: Sequence[int],
+    *,
+    offset: float = 0.0,
+    result: FitResult | None = None,
+) -> Heldout:
     """Simulate ``params`` on each of ``seeds`` and score it (see :class:`Heldout`).
 
     ``result``, the :func:`bnmfit.fit.refine` that produced ``params``, adds the per-stage
@@ -97,8 +108,10 @@ def score_heldout(problem: Problem, params: Mapping[str, Any], seeds: Sequence[i
     """
     dtype = problem.weights.dtype
     values = {k: jnp.asarray(v, dtype) for k, v in params.items()}
-    runs = [jax.tree.map(np.asarray, _run_jit(problem, values, jax.random.PRNGKey(int(s))))
-            for s in seeds]
+    runs = [
+        jax.tree.map(np.asarray, _run_jit(problem, values, jax.random.PRNGKey(int(s))))
+        for s in seeds
+    ]
     metrics = {}
     for k in METRICS:
         if k in runs[0]:
@@ -119,5 +132,12 @@ def score_heldout(problem: Problem, params: Mapping[str, Any], seeds: Sequence[i
     if stages:  # the last stage's result is the final fit: all its metrics are known
         stages[result.stages[-1].name].update(metrics)
     first = runs[0]
-    return Heldout(tuple(int(s) for s in seeds), metrics, stages, first["fc"],
-                   first.get("fcd"), first["bold"], first["bold_raw"])
+    return Heldout(
+        tuple(int(s) for s in seeds),
+        metrics,
+        stages,
+        first["fc"],
+        first.get("fcd"),
+        first["bold"],
+        first["bold_raw"],
+    )

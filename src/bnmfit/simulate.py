@@ -320,9 +320,7 @@ def simulate(
         # ξ is drawn in float32 whatever the precision (see the module docstring)
         xi = _standard_normal(k, (spec.steps_per_tr, model.n_state, n))
         xi = xi.astype(dtype).reshape(-1, every, model.n_state, n)
-        carry, rec = jax.lax.scan(
-            hemodynamic_step, carry, xi, unroll=max(1, spec.unroll // every)
-        )
+        carry, rec = jax.lax.scan(hemodynamic_step, carry, xi, unroll=max(1, spec.unroll // every))
         if spec.record_every:
             rec = rec.reshape(-1, model.n_state, n)[spec.record_every - 1 :: spec.record_every]
         return carry, (bold.signal(carry.hemo), rec)

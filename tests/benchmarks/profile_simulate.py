@@ -33,8 +33,7 @@ class _CheapBold:
         return h[0]
 
 
-def case_profile(repeats: int, unrolls: list[int], batch: int = 64,
-                 dtype: str = "float32") -> dict:
+def case_profile(repeats: int, unrolls: list[int], batch: int = 64, dtype: str = "float32") -> dict:
     import dataclasses
     import importlib
 
@@ -53,8 +52,10 @@ def case_profile(repeats: int, unrolls: list[int], batch: int = 64,
 
     def forward(spec=spec0, bold=None):
         def f(key, G=common.G0):
-            return sim.simulate(problem.model, problem.weights, key, spec, G=G,
-                                sigma=common.SIGMA, bold=bold).bold
+            return sim.simulate(
+                problem.model, problem.weights, key, spec, G=G, sigma=common.SIGMA, bold=bold
+            ).bold
+
         return f
 
     def batched(f):  # one key, a batch of G values: the W4 situation on one device
@@ -68,6 +69,7 @@ def case_profile(repeats: int, unrolls: list[int], batch: int = 64,
                 return f(*args)
             finally:
                 sim._standard_normal = original
+
         return g
 
     def rng_only(key):  # the same normals, drawn per TR block (in float32) as simulate does
@@ -94,10 +96,14 @@ def case_profile(repeats: int, unrolls: list[int], batch: int = 64,
         "RNG alone (per-TR blocks)": (rng_only, (key,)),
         "Euler (one stage)": (forward(euler), (key,)),
         "Heun, coupling per stage": (
-            forward(dataclasses.replace(spec0, heun_coupling="per_stage")), (key,)),
+            forward(dataclasses.replace(spec0, heun_coupling="per_stage")),
+            (key,),
+        ),
         "cheap BOLD stand-in": (forward(bold=_CheapBold()), (key,)),
-        "Balloon–Windkessel alone": (bw_alone, (jax.random.uniform(key, (n_steps, subject.n),
-                                                                   dtype),)),
+        "Balloon–Windkessel alone": (
+            bw_alone,
+            (jax.random.uniform(key, (n_steps, subject.n), dtype),),
+        ),
     }
     for u in unrolls:
         if u != spec0.unroll:
@@ -121,8 +127,13 @@ def case_profile(repeats: int, unrolls: list[int], batch: int = 64,
             r["per_step_us"] = r["median_s"] / n_steps / sims * 1e6
             r["per_step_us_min"] = r["min_s"] / n_steps / sims * 1e6
             rows[name] = r
-    return {"rows": rows, "n_steps": n_steps, "default_unroll": spec0.unroll,
-            "checkpoint": spec0.checkpoint, "batch": batch}
+    return {
+        "rows": rows,
+        "n_steps": n_steps,
+        "default_unroll": spec0.unroll,
+        "checkpoint": spec0.checkpoint,
+        "batch": batch,
+    }
 
 
 def run(args) -> dict:
@@ -130,20 +141,38 @@ def run(args) -> dict:
     rows, cases = [], {}
     for dtype in common.precisions(args.quick):
         res = cases[f"profile/{dtype}"] = common.run_case(
-            MODULE, "case_profile", {"repeats": repeats, "unrolls": [1, 2, 4],
-                                     "batch": 16 if args.quick else 32, "dtype": dtype},
-            x64=True, timeout_s=900)
+            MODULE,
+            "case_profile",
+            {
+                "repeats": repeats,
+                "unrolls": [1, 2, 4],
+                "batch": 16 if args.quick else 32,
+                "dtype": dtype,
+            },
+            x64=True,
+            timeout_s=900,
+        )
         if res.get("error"):
             rows.append(common.row("profile", "bnmfit", dtype, "all", res))
             continue
-        base = {1: res["rows"]["default"]["median_s"],
-                res["batch"]: res["rows"][f"default, vmap {res['batch']}"]["median_s"]}
+        base = {
+            1: res["rows"]["default"]["median_s"],
+            res["batch"]: res["rows"][f"default, vmap {res['batch']}"]["median_s"],
+        }
         for name, r in res["rows"].items():
             label = name if name != "default" else f"default (unroll={res['default_unroll']})"
             per = "µs/step" if r["sims"] == 1 else "µs/step/sim"
-            rows.append(common.row("profile", "bnmfit", dtype, label, {**r, "peak_rss_mb":
-                                   None}, f"{r['per_step_us']:.2f} {per}; "
-                                   f"{100 * r['median_s'] / base[r['sims']]:.0f}% of default"))
+            rows.append(
+                common.row(
+                    "profile",
+                    "bnmfit",
+                    dtype,
+                    label,
+                    {**r, "peak_rss_mb": None},
+                    f"{r['per_step_us']:.2f} {per}; "
+                    f"{100 * r['median_s'] / base[r['sims']]:.0f}% of default",
+                )
+            )
     notes = [
         "Forward to BOLD only (no FC/loss). All variants of a group are compiled first, then "
         "run round-robin (one run of each per round) so that the machine's load hits them "

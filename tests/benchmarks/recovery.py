@@ -59,8 +59,15 @@ def case_recovery(grid: int, steps: int) -> dict:
 
     cfg = w5_fit._config(grid, steps, patience=0)
     s = w5_fit._subject(cfg, common.SUBJECT)
-    base = build_problem(cfg, weights=s["weights"], lengths=s["lengths"], fc=s["fc"],
-                         fcd=s["fcd"], tr=s["tr"], n_tr=s["n_tr"])
+    base = build_problem(
+        cfg,
+        weights=s["weights"],
+        lengths=s["lengths"],
+        fc=s["fc"],
+        fcd=s["fcd"],
+        tr=s["tr"],
+        n_tr=s["n_tr"],
+    )
     dtype = base.weights.dtype
     n = base.weights.shape[0]
     global_stage, regional_stage = build_stages(cfg)
@@ -74,30 +81,53 @@ def case_recovery(grid: int, steps: int) -> dict:
         return dataclasses.replace(base, empirical=Observed(fc))
 
     def refine(problem, stage, starts):
-        return fit.refine(problem, [stage], starts, seed=int(cfg["noise"]["seed"]),
-                          heldout_seeds=heldout, checkpoint_every=int(ref["checkpoint_every"]))
+        return fit.refine(
+            problem,
+            [stage],
+            starts,
+            seed=int(cfg["noise"]["seed"]),
+            heldout_seeds=heldout,
+            checkpoint_every=int(ref["checkpoint_every"]),
+        )
 
     def truth_fc_r(problem, truth: dict) -> float:
         """Held-out FC r of the truth itself against its synthetic FC: the ceiling."""
         params = {k: jnp.asarray(v, dtype) for k, v in truth.items()}
-        return float(np.mean([
-            1.0 - common.upper_pearson_loss(problem.observe(params, jax.random.PRNGKey(sd)).fc,
-                                            problem.empirical.fc) for sd in heldout]))
+        return float(
+            np.mean(
+                [
+                    1.0
+                    - common.upper_pearson_loss(
+                        problem.observe(params, jax.random.PRNGKey(sd)).fc, problem.empirical.fc
+                    )
+                    for sd in heldout
+                ]
+            )
+        )
 
     def explore_and_refine(problem, space, stage, truth: dict) -> dict:
         """The grid's top start and the stage's fit of ``truth``'s parameters."""
         t0 = time.perf_counter()
-        land = explore.evaluate(problem, space.names, space.points(), noise_seeds(cfg),
-                                batch_size=int(cfg["exploration"]["batch_size"]))
+        land = explore.evaluate(
+            problem,
+            space.names,
+            space.points(),
+            noise_seeds(cfg),
+            batch_size=int(cfg["exploration"]["batch_size"]),
+        )
         start = land.starts(1, min_separation=float(ref["min_separation"]), space=space)[0]
         res = refine(problem, stage, [start])
         at_grid, fitted = ({k: float(d[k]) for k in truth} for d in (start, res.params))
-        return {"truth": truth, "grid": at_grid, "fitted": fitted,
-                "grid_rel_error": {k: at_grid[k] / truth[k] - 1.0 for k in truth},
-                "rel_error": {k: fitted[k] / truth[k] - 1.0 for k in truth},
-                "wall_s": time.perf_counter() - t0,
-                "heldout_fc_r": res.stages[0].heldout["fc_r"],
-                "truth_fc_r": truth_fc_r(problem, TRUTH)}
+        return {
+            "truth": truth,
+            "grid": at_grid,
+            "fitted": fitted,
+            "grid_rel_error": {k: at_grid[k] / truth[k] - 1.0 for k in truth},
+            "rel_error": {k: fitted[k] / truth[k] - 1.0 for k in truth},
+            "wall_s": time.perf_counter() - t0,
+            "heldout_fc_r": res.stages[0].heldout["fc_r"],
+            "truth_fc_r": truth_fc_r(problem, TRUTH),
+        }
 
     out = {}
     # global: G and w free, off-grid truth
@@ -106,11 +136,15 @@ def case_recovery(grid: int, steps: int) -> dict:
     out["global"] = explore_and_refine(problem, space, global_stage, TRUTH)
     # G alone, w known
     g_space = Space(tuple(a for a in space.axes if a.name == "G"))
-    g_stage = dataclasses.replace(global_stage, name="G", free=tuple(
-        p for p in global_stage.free if p.name == "G"))
+    g_stage = dataclasses.replace(
+        global_stage, name="G", free=tuple(p for p in global_stage.free if p.name == "G")
+    )
     out["G"] = explore_and_refine(
-        dataclasses.replace(problem, model=problem.model.replace(w=TRUTH["w"])), g_space,
-        g_stage, {"G": TRUTH["G"]})
+        dataclasses.replace(problem, model=problem.model.replace(w=TRUTH["w"])),
+        g_space,
+        g_stage,
+        {"G": TRUTH["G"]},
+    )
     # regional w pattern, G known
     rng = np.random.default_rng(1)
     w_true = TRUTH["w"] + REGIONAL_AMPLITUDE * np.linspace(-1.0, 1.0, n)[rng.permutation(n)]
@@ -119,20 +153,28 @@ def case_recovery(grid: int, steps: int) -> dict:
     t0 = time.perf_counter()
     res = refine(r_problem, regional_stage, [{"G": TRUTH["G"], "w": TRUTH["w"]}])
     w_fit = np.asarray(res.params["w"], np.float64)
-    out["regional"] = {"pattern_r": float(np.corrcoef(w_fit, w_true)[0, 1]),
-                       "w_true_range": [float(w_true.min()), float(w_true.max())],
-                       "w_fit_range": [float(w_fit.min()), float(w_fit.max())],
-                       "kept_start": bool(res.stages[0].kept_start),
-                       "wall_s": time.perf_counter() - t0,
-                       "heldout_fc_r": res.stages[0].heldout["fc_r"],
-                       "start_fc_r": res.stages[0].heldout["start_fc_r"],
-                       "truth_fc_r": truth_fc_r(r_problem, r_truth)}
+    out["regional"] = {
+        "pattern_r": float(np.corrcoef(w_fit, w_true)[0, 1]),
+        "w_true_range": [float(w_true.min()), float(w_true.max())],
+        "w_fit_range": [float(w_fit.min()), float(w_fit.max())],
+        "kept_start": bool(res.stages[0].kept_start),
+        "wall_s": time.perf_counter() - t0,
+        "heldout_fc_r": res.stages[0].heldout["fc_r"],
+        "start_fc_r": res.stages[0].heldout["start_fc_r"],
+        "truth_fc_r": truth_fc_r(r_problem, r_truth),
+    }
     bound_seeds = BOUND_SEEDS if grid > 4 else 4
     out["global_bound"] = global_bound(problem, TRUTH, bound_seeds)
     out["bound"] = regional_bound(r_problem, w_true, bound_seeds)
-    out["config"] = {"dtype": str(dtype), "dt": base.spec.dt, "n_tr": base.spec.n_tr,
-                     "loss": cfg["loss"]["expression"], "grid": grid, "steps": steps,
-                     "regions": n}
+    out["config"] = {
+        "dtype": str(dtype),
+        "dt": base.spec.dt,
+        "n_tr": base.spec.n_tr,
+        "loss": cfg["loss"]["expression"],
+        "grid": grid,
+        "steps": steps,
+        "regions": n,
+    }
     return out
 
 
@@ -150,21 +192,22 @@ def fc_information(problem, truth: dict, n_seeds: int, n_noise: int = NOISE_SEED
 
     from bnmfit.observables import upper
 
-    problem = dataclasses.replace(problem, spec=dataclasses.replace(problem.spec,
-                                                                    checkpoint=False))
-    x, unravel = ravel_pytree({k: jnp.asarray(v, problem.weights.dtype)
-                               for k, v in truth.items()})
+    problem = dataclasses.replace(problem, spec=dataclasses.replace(problem.spec, checkpoint=False))
+    x, unravel = ravel_pytree({k: jnp.asarray(v, problem.weights.dtype) for k, v in truth.items()})
 
     def fc(x, key):
         return upper(problem.observe(unravel(x), key).fc)
 
     jac = jax.jit(jax.jacfwd(fc))
-    J = np.mean([np.asarray(jac(x, jax.random.PRNGKey(200 + i)), np.float64)
-                 for i in range(n_seeds)], axis=0)
+    J = np.mean(
+        [np.asarray(jac(x, jax.random.PRNGKey(200 + i)), np.float64) for i in range(n_seeds)],
+        axis=0,
+    )
     fwd = jax.jit(jax.vmap(fc, (None, 0)))
     keys = jax.random.split(jax.random.PRNGKey(300), n_noise)
-    sample = np.concatenate([np.asarray(fwd(x, keys[i:i + 16]), np.float64)
-                             for i in range(0, n_noise, 16)])
+    sample = np.concatenate(
+        [np.asarray(fwd(x, keys[i : i + 16]), np.float64) for i in range(0, n_noise, 16)]
+    )
     return J, sample - sample.mean(axis=0)
 
 
@@ -194,12 +237,15 @@ def regional_bound(problem, w_true, n_seeds: int) -> dict:
     t0 = time.perf_counter()
     J, noise = fc_information(problem, {"w": w_true}, n_seeds)
     spread = float(np.var(w_true))
-    out = {"seeds": n_seeds, "pattern_sd": spread**0.5,
-           "fc_sd": float(np.median(noise.std(axis=0, ddof=1))),
-           "singular_values": np.linalg.svd(J, compute_uv=False).tolist()}
+    out = {
+        "seeds": n_seeds,
+        "pattern_sd": spread**0.5,
+        "fc_sd": float(np.median(noise.std(axis=0, ddof=1))),
+        "singular_values": np.linalg.svd(J, compute_uv=False).tolist(),
+    }
     for runs in BOUND_RUNS:
         err = float(np.mean(least_error_var(J, noise, runs)))
-        out[f"runs_{runs}"] = {"error_sd": err**0.5, "max_r": (spread / (spread + err))**0.5}
+        out[f"runs_{runs}"] = {"error_sd": err**0.5, "max_r": (spread / (spread + err)) ** 0.5}
     out["wall_s"] = time.perf_counter() - t0
     return out
 
@@ -214,8 +260,11 @@ def global_bound(problem, truth: dict, n_seeds: int) -> dict:
     for runs in BOUND_RUNS:
         both = least_error_var(J, noise, runs) ** 0.5
         alone = least_error_var(J[:, :1], noise, runs)[0] ** 0.5
-        out[f"runs_{runs}"] = {"G": both[0] / truth["G"], "w": both[1] / truth["w"],
-                               "G_alone": alone / truth["G"]}
+        out[f"runs_{runs}"] = {
+            "G": both[0] / truth["G"],
+            "w": both[1] / truth["w"],
+            "G_alone": alone / truth["G"],
+        }
     out["wall_s"] = time.perf_counter() - t0
     return out
 
@@ -223,8 +272,14 @@ def global_bound(problem, truth: dict, n_seeds: int) -> dict:
 def run(args) -> dict:
     grid = 4 if args.quick else 16
     steps = 10 if args.quick else 100
-    res = common.run_case(MODULE, "case_recovery", {"grid": grid, "steps": steps},
-                          x64=False, devices=w5_fit.DEVICES, timeout_s=3600)
+    res = common.run_case(
+        MODULE,
+        "case_recovery",
+        {"grid": grid, "steps": steps},
+        x64=False,
+        devices=w5_fit.DEVICES,
+        timeout_s=3600,
+    )
     rows = []
     if res.get("error"):
         rows.append(common.row("recovery", "bnmfit", "float32", "default pipeline", res))
@@ -234,31 +289,59 @@ def run(args) -> dict:
             figure = "; ".join(
                 f"{k}: truth {c['truth'][k]:.3f}, grid {c['grid'][k]:.3f} "
                 f"({c['grid_rel_error'][k]:+.1%}), fitted {c['fitted'][k]:.3f} "
-                f"({c['rel_error'][k]:+.1%})" for k in c["truth"])
-            figure += (f"; held-out FC r {c['heldout_fc_r']:.3f} (the truth's: "
-                       f"{c['truth_fc_r']:.3f})")
+                f"({c['rel_error'][k]:+.1%})"
+                for k in c["truth"]
+            )
+            figure += (
+                f"; held-out FC r {c['heldout_fc_r']:.3f} (the truth's: {c['truth_fc_r']:.3f})"
+            )
             rows.append(_row(case, c, figure))
         c = res["regional"]
-        rows.append(_row("regional", c, (
-            f"pattern r {c['pattern_r']:.3f} with the truth (w true in "
-            f"[{c['w_true_range'][0]:.2f}, {c['w_true_range'][1]:.2f}], fitted in "
-            f"[{c['w_fit_range'][0]:.2f}, {c['w_fit_range'][1]:.2f}]); held-out FC r "
-            f"{c['start_fc_r']:.3f} → {c['heldout_fc_r']:.3f} (the truth's: "
-            f"{c['truth_fc_r']:.3f})"
-            + ("; kept its start" if c["kept_start"] else ""))))
+        rows.append(
+            _row(
+                "regional",
+                c,
+                (
+                    f"pattern r {c['pattern_r']:.3f} with the truth (w true in "
+                    f"[{c['w_true_range'][0]:.2f}, {c['w_true_range'][1]:.2f}], fitted in "
+                    f"[{c['w_fit_range'][0]:.2f}, {c['w_fit_range'][1]:.2f}]); held-out FC r "
+                    f"{c['start_fc_r']:.3f} → {c['heldout_fc_r']:.3f} (the truth's: "
+                    f"{c['truth_fc_r']:.3f})" + ("; kept its start" if c["kept_start"] else "")
+                ),
+            )
+        )
         b = res["global_bound"]
-        rows.append(_row("global bound", b, "Cramér–Rao, least relative error: " + ", ".join(
-            f"{runs} run{'s' if runs > 1 else ''}: G {b[f'runs_{runs}']['G']:.1%} and w "
-            f"{b[f'runs_{runs}']['w']:.1%} free together, G {b[f'runs_{runs}']['G_alone']:.2%} "
-            "alone" for runs in BOUND_RUNS) + f" ({b['seeds']} seeds)"))
+        rows.append(
+            _row(
+                "global bound",
+                b,
+                "Cramér–Rao, least relative error: "
+                + ", ".join(
+                    f"{runs} run{'s' if runs > 1 else ''}: G {b[f'runs_{runs}']['G']:.1%} and w "
+                    f"{b[f'runs_{runs}']['w']:.1%} free together, "
+                    f"G {b[f'runs_{runs}']['G_alone']:.2%} alone"
+                    for runs in BOUND_RUNS
+                )
+                + f" ({b['seeds']} seeds)",
+            )
+        )
         b = res["bound"]
-        rows.append(_row("regional bound", b, (
-            "Cramér–Rao: " + ", ".join(
-                f"{runs} run{'s' if runs > 1 else ''}: w_i error ≥ "
-                f"{b[f'runs_{runs}']['error_sd']:.2f}, r ≤ {b[f'runs_{runs}']['max_r']:.2f}"
-                for runs in BOUND_RUNS)
-            + f" (pattern sd {b['pattern_sd']:.3f}; one run's FC entry sd {b['fc_sd']:.3f}; "
-            f"{b['seeds']} seeds)")))
+        rows.append(
+            _row(
+                "regional bound",
+                b,
+                (
+                    "Cramér–Rao: "
+                    + ", ".join(
+                        f"{runs} run{'s' if runs > 1 else ''}: w_i error ≥ "
+                        f"{b[f'runs_{runs}']['error_sd']:.2f}, r ≤ {b[f'runs_{runs}']['max_r']:.2f}"
+                        for runs in BOUND_RUNS
+                    )
+                    + f" (pattern sd {b['pattern_sd']:.3f}; "
+                    f"one run's FC entry sd {b['fc_sd']:.3f}; {b['seeds']} seeds)"
+                ),
+            )
+        )
     notes = [
         f"{common.SUBJECT}'s SC; default config with a {grid} × {grid} grid and {steps} steps "
         f"per stage; synthetic FC = mean of {RUNS} simulations at the truth (seed "
@@ -277,8 +360,14 @@ def run(args) -> dict:
 
 def _row(case: str, c: dict, figure: str) -> dict:
     wall = c["wall_s"]
-    return common.row("recovery", "bnmfit", "float32", case,
-                      {"median_s": wall, "min_s": wall, "max_s": wall, "runs": 1}, figure)
+    return common.row(
+        "recovery",
+        "bnmfit",
+        "float32",
+        case,
+        {"median_s": wall, "min_s": wall, "max_s": wall, "runs": 1},
+        figure,
+    )
 
 
 def main(argv=None) -> dict:

@@ -38,13 +38,19 @@ WORKLOADS = {
 
 def main(argv=None) -> dict:
     p = common.parser(__doc__.splitlines()[0])
-    p.add_argument("--only", default=None,
-                   help=f"comma-separated subset of {', '.join(WORKLOADS)} (default: all; "
-                   "the profile only without --quick)")
+    p.add_argument(
+        "--only",
+        default=None,
+        help=f"comma-separated subset of {', '.join(WORKLOADS)} (default: all; "
+        "the profile only without --quick)",
+    )
     p.add_argument("--float64", action="store_true", help="W4 in float64 too")
     args = p.parse_args(argv)
-    names = args.only.split(",") if args.only else [
-        n for n in WORKLOADS if not (args.quick and n == "profile")]
+    names = (
+        args.only.split(",")
+        if args.only
+        else [n for n in WORKLOADS if not (args.quick and n == "profile")]
+    )
     unknown = set(names) - set(WORKLOADS)
     if unknown:
         p.error(f"unknown workload {', '.join(sorted(unknown))}: use {', '.join(WORKLOADS)}")
@@ -76,10 +82,19 @@ def main(argv=None) -> dict:
     md = "\n".join([header, "", table, ""] + [f"- {n}" for n in common.SETUP_NOTES]) + "\n"
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "run_all.md").write_text(md)
-    common.write_json(args.out, "run_all", {
-        "environment": env, "environment_end": env_end, "quick": args.quick,
-        "seconds": timing, "total_s": total, "rows": rows, "setup": common.SETUP_NOTES,
-    })
+    common.write_json(
+        args.out,
+        "run_all",
+        {
+            "environment": env,
+            "environment_end": env_end,
+            "quick": args.quick,
+            "seconds": timing,
+            "total_s": total,
+            "rows": rows,
+            "setup": common.SETUP_NOTES,
+        },
+    )
     return {"rows": rows, "total_s": total}
 
 

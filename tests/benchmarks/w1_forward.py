@@ -18,8 +18,9 @@ DT = 4.0
 N_TR = int(60000.0 // common.TR_MS)  # 83
 
 
-def _bnmfit_call(dtype: str, unroll: int | None = None, heun_coupling: str = "per_step",
-                 subject=None):
+def _bnmfit_call(
+    dtype: str, unroll: int | None = None, heun_coupling: str = "per_step", subject=None
+):
     """The compiled W1 loss of bnmfit: (call(i), facts)."""
     import jax
     import jax.numpy as jnp
@@ -27,19 +28,28 @@ def _bnmfit_call(dtype: str, unroll: int | None = None, heun_coupling: str = "pe
     from bnmfit.problem import Problem
 
     subject = subject or common.load_subject()
-    problem = common.bnmfit_problem(subject, dtype, dt=DT, n_tr=N_TR, unroll=unroll,
-                                    heun_coupling=heun_coupling)
+    problem = common.bnmfit_problem(
+        subject, dtype, dt=DT, n_tr=N_TR, unroll=unroll, heun_coupling=heun_coupling
+    )
     params = {"G": jnp.asarray(common.G0, dtype), "w": jnp.asarray(common.W0, dtype)}
     # the problem (SC, empirical FC, fixed parameters) is an argument, as in bnmfit's fit
-    compiled, compile_s = common.compile_aot(jax.jit(Problem.loss), problem, params,
-                                             jax.random.key(0))
+    compiled, compile_s = common.compile_aot(
+        jax.jit(Problem.loss), problem, params, jax.random.key(0)
+    )
     loss = compiled(problem, params, jax.random.key(0))
     spec = problem.spec
     n_steps = (spec.n_tr + spec.n_transient) * spec.steps_per_tr
-    facts = {"compile_s": compile_s, "n_steps": n_steps, "n": subject.n,
-             "node_steps": n_steps * subject.n, "loss": float(loss), "dtype": str(loss.dtype),
-             "unroll": spec.unroll, "heun_coupling": spec.heun_coupling,
-             "source": subject.source}
+    facts = {
+        "compile_s": compile_s,
+        "n_steps": n_steps,
+        "n": subject.n,
+        "node_steps": n_steps * subject.n,
+        "loss": float(loss),
+        "dtype": str(loss.dtype),
+        "unroll": spec.unroll,
+        "heun_coupling": spec.heun_coupling,
+        "source": subject.source,
+    }
     return (lambda i: compiled(problem, params, jax.random.key(100 + i))), facts
 
 
@@ -49,8 +59,9 @@ def _tvboptim_call(dtype: str, recompute_coupling: bool = False, subject=None):
     from tvboptim.observations.observation import compute_fc
 
     subject = subject or common.load_subject()
-    setup = common.tvboptim_setup(subject, dtype, dt=DT, t1=N_TR * common.TR_MS,
-                                  recompute_coupling=recompute_coupling)
+    setup = common.tvboptim_setup(
+        subject, dtype, dt=DT, t1=N_TR * common.TR_MS, recompute_coupling=recompute_coupling
+    )
     fc_emp = jax.numpy.asarray(subject.fc, dtype)
 
     def loss(state, fc_emp, key):  # the config (its SC, parameters) and FC as arguments
@@ -58,12 +69,16 @@ def _tvboptim_call(dtype: str, recompute_coupling: bool = False, subject=None):
         fc = compute_fc(setup.bold_monitor(setup.model(state)), skip_t=common.DISCARD_TR)
         return common.upper_pearson_loss(fc, fc_emp)
 
-    compiled, compile_s = common.compile_aot(jax.jit(loss), setup.state, fc_emp,
-                                             jax.random.key(0))
+    compiled, compile_s = common.compile_aot(jax.jit(loss), setup.state, fc_emp, jax.random.key(0))
     value = compiled(setup.state, fc_emp, jax.random.key(0))
-    facts = {"compile_s": compile_s, "n_steps": setup.n_steps, "n": subject.n,
-             "node_steps": setup.n_steps * subject.n, "loss": float(value),
-             "dtype": str(value.dtype)}
+    facts = {
+        "compile_s": compile_s,
+        "n_steps": setup.n_steps,
+        "n": subject.n,
+        "node_steps": setup.n_steps * subject.n,
+        "loss": float(value),
+        "dtype": str(value.dtype),
+    }
     return (lambda i: compiled(setup.state, fc_emp, jax.random.key(100 + i))), facts
 
 
@@ -82,23 +97,48 @@ def run(args) -> dict:
         for ps in schemes:
             scheme = "per stage (bnmfit's default)" if ps else "per step"
             peer_scheme = "per stage" if ps else "frozen per step (default)"
-            ours = ("_bnmfit_call", {"dtype": dtype, "unroll": args.unroll,
-                                     "heun_coupling": "per_stage" if ps else "per_step"})
+            ours = (
+                "_bnmfit_call",
+                {
+                    "dtype": dtype,
+                    "unroll": args.unroll,
+                    "heun_coupling": "per_stage" if ps else "per_step",
+                },
+            )
             label = f"{dtype}{'-coupling-per-stage' if ps else ''}"
             if peers:
                 res = cases[f"settings/{label}"] = common.settings_runs(
-                    MODULE, dtype, rounds,
+                    MODULE,
+                    dtype,
+                    rounds,
                     peer=("_tvboptim_call", {"dtype": dtype, "recompute_coupling": ps}),
-                    ours=ours)
-                rows += common.settings_rows("W1", dtype, res, f"Heun, coupling {peer_scheme}",
-                                             f"Heun, coupling {scheme}", _figure)
+                    ours=ours,
+                )
+                rows += common.settings_rows(
+                    "W1",
+                    dtype,
+                    res,
+                    f"Heun, coupling {peer_scheme}",
+                    f"Heun, coupling {scheme}",
+                    _figure,
+                )
             else:
                 res = cases[f"bnmfit/{label}"] = common.run_case(
-                    MODULE, "case_bnmfit", {"dtype": dtype, "repeats": repeats,
-                                            "unroll": args.unroll}, x64=dtype == "float64")
-                rows.append(common.row("W1", "bnmfit", dtype,
-                                       f"Heun, coupling {scheme}; bnmfit's XLA flags", res,
-                                       _figure(res)))
+                    MODULE,
+                    "case_bnmfit",
+                    {"dtype": dtype, "repeats": repeats, "unroll": args.unroll},
+                    x64=dtype == "float64",
+                )
+                rows.append(
+                    common.row(
+                        "W1",
+                        "bnmfit",
+                        dtype,
+                        f"Heun, coupling {scheme}; bnmfit's XLA flags",
+                        res,
+                        _figure(res),
+                    )
+                )
     notes = [
         "bnmfit: jax.jit(Problem.loss)(problem, {G, w}, key): simulate (BOLD online in the "
         "scan) → FC → 1 − r; 83 TRs × 180 steps. tvboptim: jax.jit(loss)(config, fc_emp, key) "

@@ -28,8 +28,9 @@ def _bnmfit_call(subject, dtype: str, unroll: int | None, heun_coupling: str = "
     from bnmfit.connectome import delay_steps
 
     steps = delay_steps(_delays_ms(subject), DT)
-    problem = common.bnmfit_problem(subject, dtype, dt=DT, n_tr=N_TR, delays=steps,
-                                    unroll=unroll, heun_coupling=heun_coupling)
+    problem = common.bnmfit_problem(
+        subject, dtype, dt=DT, n_tr=N_TR, delays=steps, unroll=unroll, heun_coupling=heun_coupling
+    )
     params = {"G": jax.numpy.asarray(common.G0, dtype)}
 
     def bold(problem, params, key):  # SC, delays and parameters as arguments
@@ -38,28 +39,44 @@ def _bnmfit_call(subject, dtype: str, unroll: int | None, heun_coupling: str = "
     compiled, compile_s = common.compile_aot(jax.jit(bold), problem, params, jax.random.key(0))
     y = compiled(problem, params, jax.random.key(0))
     n_steps = N_TR * problem.spec.steps_per_tr
-    facts = {"compile_s": compile_s, "n_steps": n_steps, "node_steps": n_steps * subject.n,
-             "max_delay_steps": int(steps.max()), "finite": bool(jax.numpy.isfinite(y).all()),
-             "dtype": str(y.dtype), "unroll": problem.spec.unroll,
-             "heun_coupling": heun_coupling}
+    facts = {
+        "compile_s": compile_s,
+        "n_steps": n_steps,
+        "node_steps": n_steps * subject.n,
+        "max_delay_steps": int(steps.max()),
+        "finite": bool(jax.numpy.isfinite(y).all()),
+        "dtype": str(y.dtype),
+        "unroll": problem.spec.unroll,
+        "heun_coupling": heun_coupling,
+    }
     return (lambda i: compiled(problem, params, jax.random.key(100 + i))), facts
 
 
 def _tvboptim_call(subject, dtype: str, buffer_strategy: str):
     import jax
 
-    setup = common.tvboptim_setup(subject, dtype, dt=DT, t1=N_TR * common.TR_MS,
-                                  delays_ms=_delays_ms(subject), buffer_strategy=buffer_strategy)
+    setup = common.tvboptim_setup(
+        subject,
+        dtype,
+        dt=DT,
+        t1=N_TR * common.TR_MS,
+        delays_ms=_delays_ms(subject),
+        buffer_strategy=buffer_strategy,
+    )
 
     def bold(state, key):
         return setup.bold(common.with_leaves(state, **{"noise.key": key}))
 
     compiled, compile_s = common.compile_aot(jax.jit(bold), setup.state, jax.random.key(0))
     y = compiled(setup.state, jax.random.key(0))
-    facts = {"compile_s": compile_s, "n_steps": setup.n_steps,
-             "node_steps": setup.n_steps * subject.n,
-             "finite": bool(jax.numpy.isfinite(y).all()), "dtype": str(y.dtype),
-             "bold_shape": list(y.shape)}
+    facts = {
+        "compile_s": compile_s,
+        "n_steps": setup.n_steps,
+        "node_steps": setup.n_steps * subject.n,
+        "finite": bool(jax.numpy.isfinite(y).all()),
+        "dtype": str(y.dtype),
+        "bold_shape": list(y.shape),
+    }
     return (lambda i: compiled(setup.state, jax.random.key(100 + i))), facts
 
 
@@ -71,8 +88,9 @@ def _tvboptim_serve(dtype: str, buffer_strategy: str = "roll"):
     return _tvboptim_call(common.load_subject(), dtype, buffer_strategy)
 
 
-def case_bnmfit(dtype: str, repeats: int, unroll: int | None = None,
-                heun_coupling: str = "per_step") -> dict:
+def case_bnmfit(
+    dtype: str, repeats: int, unroll: int | None = None, heun_coupling: str = "per_step"
+) -> dict:
     call, facts = _bnmfit_call(common.load_subject(), dtype, unroll, heun_coupling)
     return {**common.stats(common.time_runs(call, repeats)), **facts}
 
@@ -87,18 +105,38 @@ def run(args) -> dict:
         ours = ("_bnmfit_serve", {"dtype": dtype, "unroll": args.unroll})
         if not peers:
             res = cases[f"bnmfit/{dtype}"] = common.run_case(
-                MODULE, "case_bnmfit", {"dtype": dtype, "repeats": repeats,
-                                        "unroll": args.unroll}, x64=dtype == "float64")
-            rows.append(common.row("W2", "bnmfit", dtype, "ring buffer, coupling per step; "
-                                   "bnmfit's XLA flags", res, _figure(res)))
+                MODULE,
+                "case_bnmfit",
+                {"dtype": dtype, "repeats": repeats, "unroll": args.unroll},
+                x64=dtype == "float64",
+            )
+            rows.append(
+                common.row(
+                    "W2",
+                    "bnmfit",
+                    dtype,
+                    "ring buffer, coupling per step; bnmfit's XLA flags",
+                    res,
+                    _figure(res),
+                )
+            )
             continue
         for strategy in strategies:
             res = cases[f"settings-{strategy}/{dtype}"] = common.settings_runs(
-                MODULE, dtype, rounds,
+                MODULE,
+                dtype,
+                rounds,
                 peer=("_tvboptim_serve", {"dtype": dtype, "buffer_strategy": strategy}),
-                ours=ours)
-            rows += common.settings_rows("W2", dtype, res, f"buffer_strategy={strategy}",
-                                         "ring buffer, coupling per step", _figure)
+                ours=ours,
+            )
+            rows += common.settings_rows(
+                "W2",
+                dtype,
+                res,
+                f"buffer_strategy={strategy}",
+                "ring buffer, coupling per step",
+                _figure,
+            )
     notes = [
         "Delays = lengths / 3 mm/ms, rounded to whole 1-ms steps (bnmfit: "
         "connectome.delay_steps; tvboptim: rint of (delay/dt − ½), its Heun stage-centroid "

@@ -30,23 +30,25 @@ def _measure(loss, params, repeats, extra_args=()):
 
     key0 = jax.random.key(0)
     fwd, fwd_compile = common.compile_aot(jax.jit(loss), params, *extra_args, key0)
-    fwd_times = common.time_runs(lambda i: fwd(params, *extra_args, jax.random.key(100 + i)),
-                                 repeats)
+    fwd_times = common.time_runs(
+        lambda i: fwd(params, *extra_args, jax.random.key(100 + i)), repeats
+    )
     rss_fwd = common.peak_rss_mb()
-    vg, vg_compile = common.compile_aot(jax.jit(jax.value_and_grad(loss)), params,
-                                        *extra_args, key0)
-    vg_times = common.time_runs(lambda i: vg(params, *extra_args, jax.random.key(100 + i)),
-                                repeats)
+    vg, vg_compile = common.compile_aot(
+        jax.jit(jax.value_and_grad(loss)), params, *extra_args, key0
+    )
+    vg_times = common.time_runs(lambda i: vg(params, *extra_args, jax.random.key(100 + i)), repeats)
     value, grad = vg(params, *extra_args, key0)
     leaves = jax.tree.leaves(grad)
     gnorm = float(jnp.sqrt(sum((g.astype(jnp.float64) ** 2).sum() for g in leaves)))
     return {
-        **common.stats(vg_times), "compile_s": vg_compile,
-        "forward": {**common.stats(fwd_times), "compile_s": fwd_compile,
-                    "peak_rss_mb": rss_fwd},
-        "ratio_to_forward": common.stats(vg_times)["median_s"] / common.stats(fwd_times)[
-            "median_s"],
-        "loss": float(value), "grad_norm": gnorm,
+        **common.stats(vg_times),
+        "compile_s": vg_compile,
+        "forward": {**common.stats(fwd_times), "compile_s": fwd_compile, "peak_rss_mb": rss_fwd},
+        "ratio_to_forward": common.stats(vg_times)["median_s"]
+        / common.stats(fwd_times)["median_s"],
+        "loss": float(value),
+        "grad_norm": gnorm,
         "grad_finite": bool(all(bool(jnp.isfinite(g).all()) for g in leaves)),
         "dtype": str(value.dtype),
     }
@@ -92,8 +94,9 @@ def case_bnmfit(dtype: str, which: str, repeats: int, unroll: int | None = None)
     return res
 
 
-def _vg_call(library: str, dtype: str, which: str, unroll: int | None = None,
-             forward_repeats: int = 5):
+def _vg_call(
+    library: str, dtype: str, which: str, unroll: int | None = None, forward_repeats: int = 5
+):
     """One library's compiled value-and-gradient, served for alternated runs: (call, facts).
 
     The facts include this process's forward loss (compiled alike, timed here before serving:
@@ -111,16 +114,20 @@ def _vg_call(library: str, dtype: str, which: str, unroll: int | None = None,
     params = _params(jnp, dtype, subject.n, which)
     key0 = jax.random.key(0)
     fwd, fwd_compile = common.compile_aot(jax.jit(loss), params, *extra, key0)
-    fwd_times = common.time_runs(lambda i: fwd(params, *extra, jax.random.key(100 + i)),
-                                 forward_repeats)
+    fwd_times = common.time_runs(
+        lambda i: fwd(params, *extra, jax.random.key(100 + i)), forward_repeats
+    )
     vg, compile_s = common.compile_aot(jax.jit(jax.value_and_grad(loss)), params, *extra, key0)
     value, grad = vg(params, *extra, key0)
     leaves = jax.tree.leaves(grad)
     facts.update(
-        compile_s=compile_s, loss=float(value), dtype=str(value.dtype),
+        compile_s=compile_s,
+        loss=float(value),
+        dtype=str(value.dtype),
         grad_norm=float(jnp.sqrt(sum((g.astype(jnp.float64) ** 2).sum() for g in leaves))),
         grad_finite=bool(all(bool(jnp.isfinite(g).all()) for g in leaves)),
-        forward={**common.stats(fwd_times), "compile_s": fwd_compile})
+        forward={**common.stats(fwd_times), "compile_s": fwd_compile},
+    )
     return (lambda i: vg(params, *extra, jax.random.key(100 + i))), facts
 
 
@@ -137,18 +144,37 @@ def run(args) -> dict:
             kw = {"dtype": dtype, "which": which}
             if peers:
                 res = cases[f"settings/{which}/{dtype}"] = common.settings_runs(
-                    MODULE, dtype, rounds, peer=("_vg_call", {"library": "tvboptim", **kw}),
-                    ours=("_vg_call", {"library": "bnmfit", "unroll": args.unroll, **kw}))
+                    MODULE,
+                    dtype,
+                    rounds,
+                    peer=("_vg_call", {"library": "tvboptim", **kw}),
+                    ours=("_vg_call", {"library": "bnmfit", "unroll": args.unroll, **kw}),
+                )
                 rows += common.settings_rows(
-                    "W3", dtype, res, f"{label}, full tape (default)",
-                    f"{label}, coupling per step, checkpoint per TR", _figure)
+                    "W3",
+                    dtype,
+                    res,
+                    f"{label}, full tape (default)",
+                    f"{label}, coupling per step, checkpoint per TR",
+                    _figure,
+                )
             else:
                 res = cases[f"bnmfit/{which}/{dtype}"] = common.run_case(
-                    MODULE, "case_bnmfit", {**kw, "repeats": repeats, "unroll": args.unroll},
-                    x64=dtype == "float64")
-                rows.append(common.row("W3", "bnmfit", dtype,
-                                       f"{label}, coupling per step, checkpoint per TR; "
-                                       "bnmfit's XLA flags", res, _figure(res)))
+                    MODULE,
+                    "case_bnmfit",
+                    {**kw, "repeats": repeats, "unroll": args.unroll},
+                    x64=dtype == "float64",
+                )
+                rows.append(
+                    common.row(
+                        "W3",
+                        "bnmfit",
+                        dtype,
+                        f"{label}, coupling per step, checkpoint per TR; bnmfit's XLA flags",
+                        res,
+                        _figure(res),
+                    )
+                )
     notes = [
         "bnmfit: jax.jit(jax.value_and_grad(loss))(params, problem, key) with loss = "
         "Problem.loss; tvboptim: the same of loss(params, config, fc_emp, key), params written "
@@ -172,8 +198,10 @@ def _figure(res: dict) -> str:
     if res.get("error"):
         return ""
     fwd = res["forward"]["median_s"]
-    return (f"{res['median_s'] / fwd:.2f}× own forward ({common.fmt_s(fwd)} s); "
-            f"|grad| {res['grad_norm']:.3g}")
+    return (
+        f"{res['median_s'] / fwd:.2f}× own forward ({common.fmt_s(fwd)} s); "
+        f"|grad| {res['grad_norm']:.3g}"
+    )
 
 
 def main(argv=None) -> dict:

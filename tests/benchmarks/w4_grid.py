@@ -74,8 +74,7 @@ def _bnmfit_grid(subject, dtype: str, n_grid: int, unroll: int | None):
 
     def run_pass(compiled, batch):
         """The whole grid, batch after batch (dispatched asynchronously); its losses."""
-        outs = [compiled(batch_at(k * batch, batch), key)
-                for k in range(math.ceil(G.size / batch))]
+        outs = [compiled(batch_at(k * batch, batch), key) for k in range(math.ceil(G.size / batch))]
         jax.block_until_ready(outs)
         return np.concatenate([np.asarray(o) for o in outs])[: G.size]
 
@@ -104,8 +103,7 @@ def _tvboptim_grid(subject, dtype: str):
         st = copy.deepcopy(setup.state)
         st.dynamics.w = GridAxis(*W_RANGE, n)
         st.coupling.instant.G = GridAxis(*G_RANGE, n)
-        return ParallelExecution(loss, Space(st, mode="product"), n_vmap=n_vmap,
-                                 n_pmap=DEVICES)
+        return ParallelExecution(loss, Space(st, mode="product"), n_vmap=n_vmap, n_pmap=DEVICES)
 
     def run_pass(ex):
         import numpy as np
@@ -115,13 +113,19 @@ def _tvboptim_grid(subject, dtype: str):
     return executor, run_pass, setup.n_steps * subject.n
 
 
-def case_bnmfit_sweep(dtype: str, n_grid: int, batch_sizes: list[int],
-                      unroll: int | None = None, one_device_batch: int = 0) -> dict:
+def case_bnmfit_sweep(
+    dtype: str,
+    n_grid: int,
+    batch_sizes: list[int],
+    unroll: int | None = None,
+    one_device_batch: int = 0,
+) -> dict:
     """Simulations per second of each batch size (about 128 timed simulations each)."""
     import jax
 
-    compile_for, batch_at, _, key, _, spec = _bnmfit_grid(common.load_subject(), dtype,
-                                                          n_grid, unroll)
+    compile_for, batch_at, _, key, _, spec = _bnmfit_grid(
+        common.load_subject(), dtype, n_grid, unroll
+    )
     configs = [(b, jax.devices()) for b in batch_sizes if b % len(jax.devices()) == 0]
     if one_device_batch:
         configs.append((one_device_batch, jax.devices()[:1]))
@@ -134,11 +138,22 @@ def case_bnmfit_sweep(dtype: str, n_grid: int, batch_sizes: list[int],
             return compiled(batch_at(batch * (i % 4), batch), key)
 
         s = common.stats(common.time_runs(call, max(1, math.ceil(128 / batch)), warmup=warm))
-        sweep.append({"batch": batch, "devices": len(devices), "compile_s": compile_s,
-                      "warmup_runs": warm, **s, "sims_per_s": batch / s["median_s"]})
+        sweep.append(
+            {
+                "batch": batch,
+                "devices": len(devices),
+                "compile_s": compile_s,
+                "warmup_runs": warm,
+                **s,
+                "sims_per_s": batch / s["median_s"],
+            }
+        )
     full = [r for r in sweep if r["devices"] == len(jax.devices())]
-    return {"sweep": sweep, "best": max(full, key=lambda r: r["sims_per_s"])["batch"],
-            "unroll": spec.unroll}
+    return {
+        "sweep": sweep,
+        "best": max(full, key=lambda r: r["sims_per_s"])["batch"],
+        "unroll": spec.unroll,
+    }
 
 
 def case_tvboptim_sweep(dtype: str, n_vmaps: list[int], sweep_grid: int) -> dict:
@@ -153,8 +168,15 @@ def case_tvboptim_sweep(dtype: str, n_vmaps: list[int], sweep_grid: int) -> dict
         t = time.perf_counter()
         run_pass(ex)
         second = time.perf_counter() - t
-        sweep.append({"n_vmap": nv, "grid": sweep_grid, "first_run_s": first, "run_s": second,
-                      "sims_per_s": sweep_grid**2 / second})
+        sweep.append(
+            {
+                "n_vmap": nv,
+                "grid": sweep_grid,
+                "first_run_s": first,
+                "run_s": second,
+                "sims_per_s": sweep_grid**2 / second,
+            }
+        )
     return {"sweep": sweep, "best": max(sweep, key=lambda r: r["sims_per_s"])["n_vmap"]}
 
 
@@ -163,14 +185,21 @@ def _bnmfit_serve(dtype: str, n_grid: int, batch: int, unroll: int | None = None
     (its losses in the facts)."""
     import numpy as np
 
-    compile_for, _, run_pass, _, node_steps, spec = _bnmfit_grid(common.load_subject(), dtype,
-                                                                n_grid, unroll)
+    compile_for, _, run_pass, _, node_steps, spec = _bnmfit_grid(
+        common.load_subject(), dtype, n_grid, unroll
+    )
     compiled, compile_s = compile_for(batch)
     losses = run_pass(compiled, batch)
     G, W = _grid(n_grid, dtype)
-    facts = {"compile_s": compile_s, "batch": batch, "unroll": spec.unroll,
-             "n_points": int(G.size), "node_steps": node_steps,
-             "finite_losses": int(np.isfinite(losses).sum()), "best_point": _best(losses, G, W)}
+    facts = {
+        "compile_s": compile_s,
+        "batch": batch,
+        "unroll": spec.unroll,
+        "n_points": int(G.size),
+        "node_steps": node_steps,
+        "finite_losses": int(np.isfinite(losses).sum()),
+        "best_point": _best(losses, G, W),
+    }
     return (lambda i: run_pass(compiled, batch)), facts
 
 
@@ -185,19 +214,26 @@ def _tvboptim_serve(dtype: str, n_grid: int, n_vmap: int):
     losses = run_pass(ex)
     first = time.perf_counter() - t
     G, W = _grid(n_grid, dtype)
-    facts = {"first_run_s": first, "n_vmap": n_vmap, "n_points": int(G.size),
-             "node_steps": node_steps, "finite_losses": int(np.isfinite(losses).sum()),
-             "best_point": _best(losses.ravel()[: G.size], G, W)}
+    facts = {
+        "first_run_s": first,
+        "n_vmap": n_vmap,
+        "n_points": int(G.size),
+        "node_steps": node_steps,
+        "finite_losses": int(np.isfinite(losses).sum()),
+        "best_point": _best(losses.ravel()[: G.size], G, W),
+    }
     return (lambda i: run_pass(ex)), facts
 
 
-def case_bnmfit_only(dtype: str, n_grid: int, batch: int, passes: int,
-                     unroll: int | None = None) -> dict:
+def case_bnmfit_only(
+    dtype: str, n_grid: int, batch: int, passes: int, unroll: int | None = None
+) -> dict:
     """Whole-grid passes of bnmfit alone (when tvboptim is not available)."""
     import numpy as np
 
-    compile_for, _, run_pass, _, node_steps, spec = _bnmfit_grid(common.load_subject(), dtype,
-                                                                n_grid, unroll)
+    compile_for, _, run_pass, _, node_steps, spec = _bnmfit_grid(
+        common.load_subject(), dtype, n_grid, unroll
+    )
     compiled, compile_s = compile_for(batch)
     run_pass(compiled, batch)
     times, losses = [], None
@@ -208,11 +244,19 @@ def case_bnmfit_only(dtype: str, n_grid: int, batch: int, passes: int,
     s = common.stats(times)
     G, W = _grid(n_grid, dtype)
     rate = G.size / s["median_s"]
-    return {**s, "compile_s": compile_s, "batch": batch, "unroll": spec.unroll,
-            "n_points": int(G.size), "node_steps": node_steps,
-            "sims_per_s": rate, "node_steps_per_s": rate * node_steps,
-            "fraction_of_limit": rate * node_steps / common.LIMIT_NODE_STEPS,
-            "finite_losses": int(np.isfinite(losses).sum()), "best_point": _best(losses, G, W)}
+    return {
+        **s,
+        "compile_s": compile_s,
+        "batch": batch,
+        "unroll": spec.unroll,
+        "n_points": int(G.size),
+        "node_steps": node_steps,
+        "sims_per_s": rate,
+        "node_steps_per_s": rate * node_steps,
+        "fraction_of_limit": rate * node_steps / common.LIMIT_NODE_STEPS,
+        "finite_losses": int(np.isfinite(losses).sum()),
+        "best_point": _best(losses, G, W),
+    }
 
 
 def _best(losses, G, W):
@@ -234,45 +278,91 @@ def run(args) -> dict:
         x64 = dtype == "float64"
         batch, n_vmap, sweep_rss = 32, 16, {}
         if not quick:  # choose the batch sizes, each library in its own process (its RSS)
-            sw = common.run_case(MODULE, "case_bnmfit_sweep",
-                                 {"dtype": dtype, "n_grid": n_grid,
-                                  "batch_sizes": [32, 64, 128, 256, 1024],
-                                  "unroll": args.unroll, "one_device_batch": 256},
-                                 x64=x64, devices=DEVICES, timeout_s=900)
+            sw = common.run_case(
+                MODULE,
+                "case_bnmfit_sweep",
+                {
+                    "dtype": dtype,
+                    "n_grid": n_grid,
+                    "batch_sizes": [32, 64, 128, 256, 1024],
+                    "unroll": args.unroll,
+                    "one_device_batch": 256,
+                },
+                x64=x64,
+                devices=DEVICES,
+                timeout_s=900,
+            )
             cases[f"bnmfit-sweep/{dtype}"] = sw
             batch = sw.get("best", batch)
             sweep_rss["bnmfit"] = sw.get("peak_rss_mb")
             if peers:
-                sw = common.run_case(MODULE, "case_tvboptim_sweep",
-                                     {"dtype": dtype, "n_vmaps": [16, 64], "sweep_grid": 16},
-                                     x64=x64, devices=DEVICES, timeout_s=900, xla_defaults=False)
+                sw = common.run_case(
+                    MODULE,
+                    "case_tvboptim_sweep",
+                    {"dtype": dtype, "n_vmaps": [16, 64], "sweep_grid": 16},
+                    x64=x64,
+                    devices=DEVICES,
+                    timeout_s=900,
+                    xla_defaults=False,
+                )
                 cases[f"tvboptim-sweep/{dtype}"] = sw
                 n_vmap = sw.get("best", n_vmap)
                 sweep_rss["tvboptim"] = sw.get("peak_rss_mb")
         if peers:
             res = cases[f"settings/{dtype}"] = common.settings_runs(
-                MODULE, dtype, 2 if quick else 3,
+                MODULE,
+                dtype,
+                2 if quick else 3,
                 peer=("_tvboptim_serve", {"dtype": dtype, "n_grid": n_grid, "n_vmap": n_vmap}),
-                ours=("_bnmfit_serve", {"dtype": dtype, "n_grid": n_grid, "batch": batch,
-                                        "unroll": args.unroll}),
-                devices=DEVICES, warmup=0, timeout_s=3600)
+                ours=(
+                    "_bnmfit_serve",
+                    {"dtype": dtype, "n_grid": n_grid, "batch": batch, "unroll": args.unroll},
+                ),
+                devices=DEVICES,
+                warmup=0,
+                timeout_s=3600,
+            )
             for name in ("tvboptim/xla", "tvboptim/bnmfit", "bnmfit/bnmfit", "bnmfit/xla"):
                 if name in res:  # the sweeps' peak RSS (over all sizes) where there was one
-                    res[name]["peak_rss_mb"] = sweep_rss.get(name.split("/")[0]) or res[
-                        name].get("peak_rss_mb")
+                    res[name]["peak_rss_mb"] = sweep_rss.get(name.split("/")[0]) or res[name].get(
+                        "peak_rss_mb"
+                    )
             rows += common.settings_rows(
-                "W4", dtype, res, f"ParallelExecution n_pmap=2, n_vmap={n_vmap}",
-                f"vmap, batch {batch} over 2 devices", _figure)
+                "W4",
+                dtype,
+                res,
+                f"ParallelExecution n_pmap=2, n_vmap={n_vmap}",
+                f"vmap, batch {batch} over 2 devices",
+                _figure,
+            )
         else:
-            res = common.run_case(MODULE, "case_bnmfit_only",
-                                  {"dtype": dtype, "n_grid": n_grid, "batch": batch,
-                                   "passes": 2 if quick else 3, "unroll": args.unroll},
-                                  x64=x64, devices=DEVICES, timeout_s=1500)
+            res = common.run_case(
+                MODULE,
+                "case_bnmfit_only",
+                {
+                    "dtype": dtype,
+                    "n_grid": n_grid,
+                    "batch": batch,
+                    "passes": 2 if quick else 3,
+                    "unroll": args.unroll,
+                },
+                x64=x64,
+                devices=DEVICES,
+                timeout_s=1500,
+            )
             cases[f"bnmfit/{dtype}"] = res
             res = {**res, "peak_rss_mb": sweep_rss.get("bnmfit") or res.get("peak_rss_mb")}
-            rows.append(common.row(
-                "W4", "bnmfit", dtype, f"vmap, batch {res.get('batch', batch)} over 2 devices, "
-                f"unroll={res.get('unroll', '?')}; bnmfit's XLA flags", res, _figure(res)))
+            rows.append(
+                common.row(
+                    "W4",
+                    "bnmfit",
+                    dtype,
+                    f"vmap, batch {res.get('batch', batch)} over 2 devices, "
+                    f"unroll={res.get('unroll', '?')}; bnmfit's XLA flags",
+                    res,
+                    _figure(res),
+                )
+            )
     notes = [
         f"One run = the whole {n_grid} × {n_grid} grid ({n_grid**2} simulations, one loss each, "
         "one noise key for all points as tvboptim's ParallelExecution uses). Four 2-device "
@@ -294,13 +384,15 @@ def run(args) -> dict:
         "JSON (compile + one pass).",
     ]
     if quick:
-        notes.append("Quick: no batch-size sweep (bnmfit batch 32, tvboptim n_vmap 16), "
-                     "8 × 8 grid, no isolated RSS.")
+        notes.append(
+            "Quick: no batch-size sweep (bnmfit batch 32, tvboptim n_vmap 16), "
+            "8 × 8 grid, no isolated RSS."
+        )
     for key, res in cases.items():
         if res.get("sweep"):
             parts = []
             for r in res["sweep"]:
-                label = (f"batch {r['batch']}" if "batch" in r else f"n_vmap {r['n_vmap']}")
+                label = f"batch {r['batch']}" if "batch" in r else f"n_vmap {r['n_vmap']}"
                 if r.get("devices") == 1:
                     label += " (1 device)"
                 parts.append(f"{label}: {r['sims_per_s']:.1f}")
@@ -313,8 +405,10 @@ def _figure(res: dict) -> str:
         return ""
     rate = res["n_points"] / res["median_s"]
     node_rate = rate * res["node_steps"]
-    return (f"{rate:.1f} sims/s = {common.fmt_rate(node_rate)} node-steps/s "
-            f"({100 * node_rate / common.LIMIT_NODE_STEPS:.1f}% of limit)")
+    return (
+        f"{rate:.1f} sims/s = {common.fmt_rate(node_rate)} node-steps/s "
+        f"({100 * node_rate / common.LIMIT_NODE_STEPS:.1f}% of limit)"
+    )
 
 
 def main(argv=None) -> dict:

@@ -46,8 +46,7 @@ TV_DT, TV_SIGMA, TV_RANGE = 4.0, 0.00283, (0.001, 0.7)
 TV_GLOBAL_LR, TV_REGIONAL_LR = 0.01, 0.004
 
 
-def _config(grid: int, steps: int, unroll: int | None = None,
-            patience: int | None = None) -> dict:
+def _config(grid: int, steps: int, unroll: int | None = None, patience: int | None = None) -> dict:
     from bnmfit.config import load_config
 
     cfg = load_config(CONFIG)
@@ -71,18 +70,35 @@ def _subject(cfg: dict, subject: str) -> dict:
     from bnmfit.recipe import build_connectome
 
     folder = common.RESOURCES / subject
-    w, ln, labels = read_connectome(folder / f"{subject}_desc-weights_relmat.tsv",
-                                    folder / f"{subject}_desc-lengths_relmat.tsv")
+    w, ln, labels = read_connectome(
+        folder / f"{subject}_desc-weights_relmat.tsv", folder / f"{subject}_desc-lengths_relmat.tsv"
+    )
     conn = build_connectome(cfg, w, ln, labels)
     bold = read_bold(folder / f"{subject}_task-rest_timeseries.tsv.gz")
-    idx = align(list(conn.labels), bold.labels if bold.labels is not None else bold.n_regions,
-                n_sc=conn.n_regions)
+    idx = align(
+        list(conn.labels),
+        bold.labels if bold.labels is not None else bold.n_regions,
+        n_sc=conn.n_regions,
+    )
     b, o = cfg["bold"], cfg["observation"]
-    emp = empirical_fc(bold.data[:, idx], bold.tr, discard=b["discard"], detrend=b["detrend"],
-                       bandpass=tuple(b["bandpass"]) if b["bandpass"] else None,
-                       fcd_window=o["fcd_window"] or None, fcd_step=o["fcd_step"])
-    return {"weights": conn.weights, "lengths": conn.lengths, "labels": list(conn.labels),
-            "fc": emp.fc, "fcd": emp.fcd, "tr": float(bold.tr), "n_tr": int(emp.bold.shape[0])}
+    emp = empirical_fc(
+        bold.data[:, idx],
+        bold.tr,
+        discard=b["discard"],
+        detrend=b["detrend"],
+        bandpass=tuple(b["bandpass"]) if b["bandpass"] else None,
+        fcd_window=o["fcd_window"] or None,
+        fcd_step=o["fcd_step"],
+    )
+    return {
+        "weights": conn.weights,
+        "lengths": conn.lengths,
+        "labels": list(conn.labels),
+        "fc": emp.fc,
+        "fcd": emp.fcd,
+        "tr": float(bold.tr),
+        "n_tr": int(emp.bold.shape[0]),
+    }
 
 
 def _bounds_report(values: dict) -> dict:
@@ -92,8 +108,11 @@ def _bounds_report(values: dict) -> dict:
     out = {}
     for name, (lo, hi) in DOMAIN.items():
         v = np.atleast_1d(np.asarray(values[name], np.float64))
-        out[name] = {"outside": int(np.sum((v < lo) | (v > hi))), "min": float(v.min()),
-                     "max": float(v.max())}
+        out[name] = {
+            "outside": int(np.sum((v < lo) | (v > hi))),
+            "min": float(v.min()),
+            "max": float(v.max()),
+        }
     return out
 
 
@@ -113,13 +132,18 @@ def _summary(scores) -> dict:
     import numpy as np
 
     r, rmse, level = np.asarray(scores, np.float64).T
-    return {"heldout_r": float(r.mean()), "heldout_r_sd": float(r.std()),
-            "heldout_r_per_seed": r.tolist(), "heldout_rmse": float(rmse.mean()),
-            "heldout_mean_fc": float(level.mean())}
+    return {
+        "heldout_r": float(r.mean()),
+        "heldout_r_sd": float(r.std()),
+        "heldout_r_per_seed": r.tolist(),
+        "heldout_rmse": float(rmse.mean()),
+        "heldout_mean_fc": float(level.mean()),
+    }
 
 
-def case_bnmfit(grid: int, steps: int, unroll: int | None = None,
-                patience: int | None = None, *, subject: str) -> dict:
+def case_bnmfit(
+    grid: int, steps: int, unroll: int | None = None, patience: int | None = None, *, subject: str
+) -> dict:
     """bnmfit's default pipeline: explore → top start → refine (the config's stages)."""
     import copy
 
@@ -135,16 +159,22 @@ def case_bnmfit(grid: int, steps: int, unroll: int | None = None,
     s = _subject(cfg, subject)
 
     def subject_problem(c):
-        return build_problem(c, weights=s["weights"], lengths=s["lengths"], fc=s["fc"],
-                             fcd=s["fcd"], tr=s["tr"], n_tr=s["n_tr"])
+        return build_problem(
+            c,
+            weights=s["weights"],
+            lengths=s["lengths"],
+            fc=s["fc"],
+            fcd=s["fcd"],
+            tr=s["tr"],
+            n_tr=s["n_tr"],
+        )
 
     problem = subject_problem(cfg)
     # held-out r on EVAL_TR TRs whatever the fit simulates per noise seed
     ev_cfg = copy.deepcopy(cfg)
     ev_cfg["simulation"].update(n_tr=EVAL_TR, duration=None)  # (n_tr has precedence)
     evaluation = subject_problem(ev_cfg)
-    scores = jax.jit(lambda p, k: _fc_scores(evaluation.observe(p, k).fc,
-                                             evaluation.empirical.fc))
+    scores = jax.jit(lambda p, k: _fc_scores(evaluation.observe(p, k).fc, evaluation.empirical.fc))
 
     def on_heldout(params):
         p = {k: jnp.asarray(v, problem.weights.dtype) for k, v in params.items()}
@@ -154,19 +184,31 @@ def case_bnmfit(grid: int, steps: int, unroll: int | None = None,
     stages_out = {}
     t0 = time.perf_counter()
     space = build_space(cfg)
-    landscape = explore.evaluate(problem, space.names, space.points(), noise_seeds(cfg),
-                                 batch_size=int(ex["batch_size"]))
-    starts = landscape.starts(int(ref["starts"]), min_separation=float(ref["min_separation"]),
-                              space=space)
-    stages_out["grid"] = {"wall_s": time.perf_counter() - t0, "params": starts[0],
-                          "n_points": int(len(space.points()))}
+    landscape = explore.evaluate(
+        problem, space.names, space.points(), noise_seeds(cfg), batch_size=int(ex["batch_size"])
+    )
+    starts = landscape.starts(
+        int(ref["starts"]), min_separation=float(ref["min_separation"]), space=space
+    )
+    stages_out["grid"] = {
+        "wall_s": time.perf_counter() - t0,
+        "params": starts[0],
+        "n_points": int(len(space.points())),
+    }
     stages = build_stages(cfg)
-    result = fit.refine(problem, stages, starts, seed=int(cfg["noise"]["seed"]),
-                        heldout_seeds=tuple(int(x) for x in ref["heldout_seeds"]),
-                        checkpoint_every=int(ref["checkpoint_every"]))
+    result = fit.refine(
+        problem,
+        stages,
+        starts,
+        seed=int(cfg["noise"]["seed"]),
+        heldout_seeds=tuple(int(x) for x in ref["heldout_seeds"]),
+        checkpoint_every=int(ref["checkpoint_every"]),
+    )
     for rec in result.stages:
         stages_out[rec.name] = {
-            "wall_s": rec.wall_time, "steps_run": rec.steps_run, "n_rejected": rec.n_rejected,
+            "wall_s": rec.wall_time,
+            "steps_run": rec.steps_run,
+            "n_rejected": rec.n_rejected,
             "objective_before_after": [rec.heldout["start_loss"], rec.heldout["loss"]],
             "params": {k: np.asarray(v).tolist() for k, v in rec.params.items()},
         }
@@ -177,12 +219,23 @@ def case_bnmfit(grid: int, steps: int, unroll: int | None = None,
         st["bounds"] = _bounds_report(full)
     spec = problem.spec
     return {
-        "stages": stages_out, "dtype": str(problem.weights.dtype), "dt": spec.dt,
+        "stages": stages_out,
+        "dtype": str(problem.weights.dtype),
+        "dt": spec.dt,
         "unroll": spec.unroll,
-        "n_tr": spec.n_tr, "n_transient": spec.n_transient,
-        "stage_config": [{"name": st.name, "optimizer": st.optimizer, "lr": st.learning_rate,
-                          "steps": st.steps, "n_noise": st.n_noise, "patience": st.patience}
-                         for st in stages],
+        "n_tr": spec.n_tr,
+        "n_transient": spec.n_transient,
+        "stage_config": [
+            {
+                "name": st.name,
+                "optimizer": st.optimizer,
+                "lr": st.learning_rate,
+                "steps": st.steps,
+                "n_noise": st.n_noise,
+                "patience": st.patience,
+            }
+            for st in stages
+        ],
         "loss": cfg["loss"]["expression"],
         "emp_mean_fc": float(upper(evaluation.empirical.fc).mean()),
     }
@@ -245,30 +298,42 @@ def case_tvboptim(grid: int, steps: int, n_tr: int, subject: str) -> dict:
     g_all = np.asarray(pc.coupling.instant.G).ravel()
     w_all = np.asarray(pc.dynamics.w).ravel()
     best = int(np.nanargmin(losses.ravel()))
-    stages_out["grid"] = {"wall_s": time.perf_counter() - t0,
-                          "params": {"G": float(g_all[best]), "w": float(w_all[best])},
-                          "n_points": int(losses.size)}
+    stages_out["grid"] = {
+        "wall_s": time.perf_counter() - t0,
+        "params": {"G": float(g_all[best]), "w": float(w_all[best])},
+        "n_points": int(losses.size),
+    }
 
     t0 = time.perf_counter()
     state.coupling.instant.G = Parameter(state.coupling.instant.G)
     state.dynamics.w = Parameter(state.dynamics.w)
     fitted, _ = OptaxOptimizer(loss, optax.adam(TV_GLOBAL_LR, b2=0.9999)).run(
-        state, max_steps=steps)
+        state, max_steps=steps
+    )
     stages_out["global"] = {
-        "wall_s": time.perf_counter() - t0, "steps_run": steps,
-        "params": {"G": float(np.asarray(fitted.coupling.instant.G.value)),
-                   "w": float(np.asarray(fitted.dynamics.w.value))}}
+        "wall_s": time.perf_counter() - t0,
+        "steps_run": steps,
+        "params": {
+            "G": float(np.asarray(fitted.coupling.instant.G.value)),
+            "w": float(np.asarray(fitted.dynamics.w.value)),
+        },
+    }
 
     t0 = time.perf_counter()
     het = copy.deepcopy(fitted)
     het.dynamics.w.shape = (n_nodes,)
     het.coupling.instant.G = het.coupling.instant.G.value
     fitted_het, _ = OptaxOptimizer(loss, optax.adam(TV_REGIONAL_LR, b2=0.999)).run(
-        het, max_steps=steps)
+        het, max_steps=steps
+    )
     stages_out["regional"] = {
-        "wall_s": time.perf_counter() - t0, "steps_run": steps,
-        "params": {"G": float(np.asarray(fitted_het.coupling.instant.G)),
-                   "w": np.asarray(fitted_het.dynamics.w.value).ravel().tolist()}}
+        "wall_s": time.perf_counter() - t0,
+        "steps_run": steps,
+        "params": {
+            "G": float(np.asarray(fitted_het.coupling.instant.G)),
+            "w": np.asarray(fitted_het.dynamics.w.value).ravel().tolist(),
+        },
+    }
 
     # held-out evaluation: the fitted parameters on fresh noise keys (and on the fitting key)
     base = copy.deepcopy(state)
@@ -278,8 +343,7 @@ def case_tvboptim(grid: int, steps: int, n_tr: int, subject: str) -> dict:
 
     @jax.jit
     def scores(st, g, w, key):
-        st = common.with_leaves(st, **{"coupling.instant.G": g, "dynamics.w": w,
-                                       "noise.key": key})
+        st = common.with_leaves(st, **{"coupling.instant.G": g, "dynamics.w": w, "noise.key": key})
         return _fc_scores(observation(st), fc_target)
 
     for st in stages_out.values():
@@ -288,22 +352,24 @@ def case_tvboptim(grid: int, steps: int, n_tr: int, subject: str) -> dict:
         st.update(_summary([scores(base, g, w, jax.random.key(sd)) for sd in HELDOUT]))
         st["fit_r"] = float(scores(base, g, w, fit_key)[0])
         st["bounds"] = _bounds_report(st["params"])
-    return {"stages": stages_out, "dtype": "float64", "dt": TV_DT, "t1_ms": t1,
-            "n_tr_kept": n_tr}
+    return {"stages": stages_out, "dtype": "float64", "dt": TV_DT, "t1_ms": t1, "n_tr_kept": n_tr}
 
 
 def _row(library: str, precision: str, variant: str, stage: str, st: dict, vs: str = "") -> dict:
     b = st.get("bounds", {})
     outside = sum(v["outside"] for v in b.values())
     w = b.get("w", {})
-    figure = (f"held-out FC r {st['heldout_r']:.3f} ± {st['heldout_r_sd']:.3f}"
-              + (f" (on its fitting noise {st['fit_r']:.3f})" if "fit_r" in st else "")
-              + f", RMSE {st['heldout_rmse']:.3f}, mean FC {st['heldout_mean_fc']:.3f}"
-              + f"; w in [{w.get('min', float('nan')):.3g}, {w.get('max', float('nan')):.3g}]"
-              + f", {outside} outside the domain")
+    figure = (
+        f"held-out FC r {st['heldout_r']:.3f} ± {st['heldout_r_sd']:.3f}"
+        + (f" (on its fitting noise {st['fit_r']:.3f})" if "fit_r" in st else "")
+        + f", RMSE {st['heldout_rmse']:.3f}, mean FC {st['heldout_mean_fc']:.3f}"
+        + f"; w in [{w.get('min', float('nan')):.3g}, {w.get('max', float('nan')):.3g}]"
+        + f", {outside} outside the domain"
+    )
     if "objective_before_after" in st:
         figure += "; own loss on its held-out seeds {:.3f} → {:.3f}".format(
-            *st["objective_before_after"])
+            *st["objective_before_after"]
+        )
     if st.get("steps_run") is not None:
         figure += f"; {st['steps_run']} steps run"
     res = {"median_s": st["wall_s"], "min_s": st["wall_s"], "max_s": st["wall_s"], "runs": 1}
@@ -315,17 +381,33 @@ def run(args) -> dict:
     steps = getattr(args, "steps", None) or (10 if args.quick else 100)
     subject = getattr(args, "subject", None) or common.SUBJECT
     cases, rows = {}, []
-    bn = common.run_case(MODULE, "case_bnmfit",
-                         {"grid": grid, "steps": steps, "unroll": args.unroll,
-                          "patience": getattr(args, "patience", 0), "subject": subject},
-                         x64=False, devices=DEVICES, timeout_s=5400)
+    bn = common.run_case(
+        MODULE,
+        "case_bnmfit",
+        {
+            "grid": grid,
+            "steps": steps,
+            "unroll": args.unroll,
+            "patience": getattr(args, "patience", 0),
+            "subject": subject,
+        },
+        x64=False,
+        devices=DEVICES,
+        timeout_s=5400,
+    )
     cases["bnmfit"] = bn
     peers = not args.no_peers and common.peer_available("tvboptim") is None
     tv = None
     if peers and not bn.get("error"):
-        tv = common.run_case(MODULE, "case_tvboptim",
-                             {"grid": grid, "steps": steps, "n_tr": EVAL_TR, "subject": subject},
-                             x64=True, devices=DEVICES, timeout_s=5400, xla_defaults=False)
+        tv = common.run_case(
+            MODULE,
+            "case_tvboptim",
+            {"grid": grid, "steps": steps, "n_tr": EVAL_TR, "subject": subject},
+            x64=True,
+            devices=DEVICES,
+            timeout_s=5400,
+            xla_defaults=False,
+        )
         cases["tvboptim"] = tv
     for name in ("grid", "global", "regional"):
         if bn.get("error"):
@@ -354,16 +436,20 @@ def run(args) -> dict:
             f"bnmfit: {bn['dtype']}, dt {bn['dt']} ms, unroll {bn['unroll']}, {bn['n_tr']} TRs "
             f"after {bn['n_transient']} transient TRs; loss {bn['loss']}; empirical mean FC "
             f"{bn['emp_mean_fc']:.3f}; stages "
-            + "; ".join(f"{c['name']}: {c['optimizer']} lr {c['lr']}, {c['steps']} steps, "
-                        f"n_noise {c['n_noise']}, patience {c['patience']}"
-                        for c in bn["stage_config"]))
+            + "; ".join(
+                f"{c['name']}: {c['optimizer']} lr {c['lr']}, {c['steps']} steps, "
+                f"n_noise {c['n_noise']}, patience {c['patience']}"
+                for c in bn["stage_config"]
+            )
+        )
     if tv is not None and not tv.get("error"):
         notes.append(
             f"tvboptim: float64, dt {tv['dt']} ms, t1 {tv['t1_ms'] / 1000:.1f} s after a "
             "transient run of the same length, tutorial HRF Bold, first 20 TRs skipped; loss "
             "RMSE(FC); global Adam(0.01, b2=0.9999) from (G, w) = (0.5, 0.5) as in the "
             "tutorial (the grid does not seed it); regional Adam(0.004) on w only (the "
-            "tutorial also frees I_o).")
+            "tutorial also frees I_o)."
+        )
     elif not peers:
         notes.append("tvboptim not measured (--no-peers or not installed).")
     return common.report(NAME, TITLE, rows, cases, args, notes)
@@ -373,11 +459,18 @@ def main(argv=None) -> dict:
     p = common.parser(__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=None, help="steps per gradient stage")
     p.add_argument("--grid", type=int, default=None, help="grid points per axis")
-    p.add_argument("--patience", type=int, default=0,
-                   help="bnmfit early-stopping patience (default 0: every step of W5 runs; "
-                   "the config's is 20)")
-    p.add_argument("--subject", default=common.SUBJECT,
-                   help=f"subject of the bundled cohort (default {common.SUBJECT})")
+    p.add_argument(
+        "--patience",
+        type=int,
+        default=0,
+        help="bnmfit early-stopping patience (default 0: every step of W5 runs; "
+        "the config's is 20)",
+    )
+    p.add_argument(
+        "--subject",
+        default=common.SUBJECT,
+        help=f"subject of the bundled cohort (default {common.SUBJECT})",
+    )
     return run(p.parse_args(argv))
 
 

@@ -26,17 +26,26 @@ def _run(loss, params, extra, repeats):
     key0 = jax.random.key(0)
     out = {}
     fwd, out["forward_compile_s"] = common.compile_aot(jax.jit(loss), params, *extra, key0)
-    fwd_times = common.time_runs(lambda i: fwd(params, *extra, jax.random.key(100 + i)), 1,
-                                 warmup=0)
-    out["forward"] = {**common.stats(fwd_times), "peak_rss_mb": common.peak_rss_mb(),
-                      "loss": float(fwd(params, *extra, key0))}
+    fwd_times = common.time_runs(
+        lambda i: fwd(params, *extra, jax.random.key(100 + i)), 1, warmup=0
+    )
+    out["forward"] = {
+        **common.stats(fwd_times),
+        "peak_rss_mb": common.peak_rss_mb(),
+        "loss": float(fwd(params, *extra, key0)),
+    }
     vg, compile_s = common.compile_aot(jax.jit(jax.value_and_grad(loss)), params, *extra, key0)
-    times = common.time_runs(lambda i: vg(params, *extra, jax.random.key(100 + i)), repeats,
-                             warmup=0)
+    times = common.time_runs(
+        lambda i: vg(params, *extra, jax.random.key(100 + i)), repeats, warmup=0
+    )
     value, grad = vg(params, *extra, key0)
     return {
-        **out, **common.stats(times), "compile_s": compile_s, "loss": float(value),
-        "grad": {k: float(v) for k, v in grad.items()}, "dtype": str(value.dtype),
+        **out,
+        **common.stats(times),
+        "compile_s": compile_s,
+        "loss": float(value),
+        "grad": {k: float(v) for k, v in grad.items()},
+        "dtype": str(value.dtype),
         "peak_rss_mb": common.peak_rss_mb(),
     }
 
@@ -45,8 +54,9 @@ def case_bnmfit(dtype: str, n_tr: int, repeats: int, unroll: int | None = None) 
     import jax.numpy as jnp
 
     subject = common.load_subject()
-    problem = common.bnmfit_problem(subject, dtype, dt=DT, n_tr=n_tr, checkpoint=True,
-                                    unroll=unroll)
+    problem = common.bnmfit_problem(
+        subject, dtype, dt=DT, n_tr=n_tr, checkpoint=True, unroll=unroll
+    )
     params = {"G": jnp.asarray(common.G0, dtype), "w": jnp.asarray(common.W0, dtype)}
 
     def loss(params, problem, key):  # the problem an argument, as in bnmfit's fit
@@ -62,13 +72,16 @@ def case_tvboptim(dtype: str, n_tr: int, repeats: int, block_size: int = 720) ->
     from tvboptim.observations.observation import compute_fc
 
     subject = common.load_subject()
-    setup = common.tvboptim_setup(subject, dtype, dt=DT, t1=n_tr * common.TR_MS,
-                                  block_size=block_size)
+    setup = common.tvboptim_setup(
+        subject, dtype, dt=DT, t1=n_tr * common.TR_MS, block_size=block_size
+    )
     fc_emp = jnp.asarray(subject.fc, dtype)
 
     def loss(params, state, fc_emp, key):  # config and FC as arguments, as bnmfit's
-        state = common.with_leaves(state, **{"noise.key": key, "dynamics.w": params["w"],
-                                             "coupling.instant.G": params["G"]})
+        state = common.with_leaves(
+            state,
+            **{"noise.key": key, "dynamics.w": params["w"], "coupling.instant.G": params["G"]},
+        )
         fc = compute_fc(setup.bold_monitor(setup.model(state)), skip_t=common.DISCARD_TR)
         return common.upper_pearson_loss(fc, fc_emp)
 
@@ -85,22 +98,42 @@ def run(args) -> dict:
     peers = not quick and not args.no_peers and common.peer_available("tvboptim") is None
     rows, cases = [], {}
     for dtype in common.precisions(quick):
-        ours = common.run_case(MODULE, "case_bnmfit",
-                               {"dtype": dtype, "n_tr": n_tr, "repeats": repeats,
-                                "unroll": args.unroll},
-                               x64=dtype == "float64", timeout_s=1200, rss_limit_mb=12000)
+        ours = common.run_case(
+            MODULE,
+            "case_bnmfit",
+            {"dtype": dtype, "n_tr": n_tr, "repeats": repeats, "unroll": args.unroll},
+            x64=dtype == "float64",
+            timeout_s=1200,
+            rss_limit_mb=12000,
+        )
         cases[f"bnmfit/{dtype}"] = ours
-        rows.append(common.row("W6", "bnmfit", dtype,
-                               f"checkpoint per TR, unroll={ours.get('unroll', '?')}", ours,
-                               _figure(ours)))
+        rows.append(
+            common.row(
+                "W6",
+                "bnmfit",
+                dtype,
+                f"checkpoint per TR, unroll={ours.get('unroll', '?')}",
+                ours,
+                _figure(ours),
+            )
+        )
     if peers:
         dtype = "float64"  # tvboptim's tutorials fit in float64
-        peer = common.run_case(MODULE, "case_tvboptim",
-                               {"dtype": dtype, "n_tr": n_tr, "repeats": 1},
-                               x64=True, timeout_s=600, rss_limit_mb=12000, xla_defaults=False)
+        peer = common.run_case(
+            MODULE,
+            "case_tvboptim",
+            {"dtype": dtype, "n_tr": n_tr, "repeats": 1},
+            x64=True,
+            timeout_s=600,
+            rss_limit_mb=12000,
+            xla_defaults=False,
+        )
         cases[f"tvboptim/{dtype}"] = peer
-        rows.append(common.row("W6", "tvboptim 0.4.0", dtype, "Heun(block_size=720), 1 run",
-                               peer, _figure(peer)))
+        rows.append(
+            common.row(
+                "W6", "tvboptim 0.4.0", dtype, "Heun(block_size=720), 1 run", peer, _figure(peer)
+            )
+        )
         ours = cases.get(f"bnmfit/{dtype}")
         for r in rows:
             if r["Library"] == "bnmfit" and r["Precision"] == dtype:
@@ -115,9 +148,11 @@ def run(args) -> dict:
         "peak in the JSON as forward.peak_rss_mb).",
     ]
     if peers:
-        notes.append("tvboptim keeps the whole S trajectory (864 000 × 80) for its post-hoc "
-                     "Balloon-Windkessel and its reverse pass; it is run once, in float64, with "
-                     "a 12 GB RSS limit.")
+        notes.append(
+            "tvboptim keeps the whole S trajectory (864 000 × 80) for its post-hoc "
+            "Balloon-Windkessel and its reverse pass; it is run once, in float64, with "
+            "a 12 GB RSS limit."
+        )
     title = TITLE if not quick else TITLE.replace("1200 TRs × 0.72 s (864 s)", f"quick: {n_tr} TRs")
     return common.report(NAME, title, rows, cases, args, notes)
 
@@ -126,8 +161,10 @@ def _figure(res: dict) -> str:
     if res.get("error"):
         return ""
     fwd = res.get("forward", {})
-    return (f"forward {common.fmt_s(fwd.get('median_s'))} s, peak RSS after forward "
-            f"{fwd.get('peak_rss_mb', float('nan')):.0f} MB")
+    return (
+        f"forward {common.fmt_s(fwd.get('median_s'))} s, peak RSS after forward "
+        f"{fwd.get('peak_rss_mb', float('nan')):.0f} MB"
+    )
 
 
 def main(argv=None) -> dict:

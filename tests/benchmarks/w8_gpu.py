@@ -71,15 +71,34 @@ def _ei_problem(seconds: float):
     sc = _random_sc(EI_REGIONS)
     rng = np.random.default_rng(1)
     fc = np.corrcoef((rng.standard_normal((600, EI_REGIONS)) @ (np.eye(EI_REGIONS) + sc)).T)
-    spec = SimSpec(dt=EI_DT, tr=EI_TR, n_tr=int(seconds * 1000 // EI_TR), integrator="euler",
-                   noise="additive", checkpoint=False)
+    spec = SimSpec(
+        dt=EI_DT,
+        tr=EI_TR,
+        n_tr=int(seconds * 1000 // EI_TR),
+        integrator="euler",
+        noise="additive",
+        checkpoint=False,
+    )
     obs = Observation(tr=EI_TR / 1000.0, detrend=False, bandpass=None, zscore=False)
-    return Problem(WongWangEI(), jnp.asarray(sc, jnp.float32), spec, obs,
-                   losses.Observed(jnp.asarray(fc, jnp.float32)), G=1.0, sigma=EI_SIGMA)
+    return Problem(
+        WongWangEI(),
+        jnp.asarray(sc, jnp.float32),
+        spec,
+        obs,
+        losses.Observed(jnp.asarray(fc, jnp.float32)),
+        G=1.0,
+        sigma=EI_SIGMA,
+    )
 
 
-def measure(workload: str, batch: int, unroll: int, repeats: int, seconds: float,
-            bold_dt: float | None = None) -> dict:
+def measure(
+    workload: str,
+    batch: int,
+    unroll: int,
+    repeats: int,
+    seconds: float,
+    bold_dt: float | None = None,
+) -> dict:
     """One case: compile + first batch, then ``repeats`` timed batches of ``batch`` points."""
     import dataclasses
 
@@ -112,12 +131,19 @@ def measure(workload: str, batch: int, unroll: int, repeats: int, seconds: float
     steps = (spec.n_tr + spec.n_transient) * spec.steps_per_tr
     sims_per_s = batch / stats["median_s"]
     return {
-        **stats, "compile_s": first_s - stats["median_s"], "batch": batch, "unroll": unroll,
+        **stats,
+        "compile_s": first_s - stats["median_s"],
+        "batch": batch,
+        "unroll": unroll,
         "bold_dt": spec.bold_dt or spec.dt,
-        "steps": steps, "n": problem.n_regions, "sims_per_s": sims_per_s,
+        "steps": steps,
+        "n": problem.n_regions,
+        "sims_per_s": sims_per_s,
         "node_steps_per_s": sims_per_s * steps * problem.n_regions,
-        "diverged": int(res.diverged.sum()), "best_r": float(max(res.fc_r)),
-        "device": str(jax.devices()[0].device_kind), "peak_rss_mb": common.peak_rss_mb(),
+        "diverged": int(res.diverged.sum()),
+        "best_r": float(max(res.fc_r)),
+        "device": str(jax.devices()[0].device_kind),
+        "peak_rss_mb": common.peak_rss_mb(),
     }
 
 
@@ -135,11 +161,19 @@ def run(args) -> dict:
             res = {"error": f"{type(exc).__name__}: {exc}"}
         cases[case] = res
         label = "W8 E–I 100 regions" if workload == "ei" else "W8 W4 grid"
-        figure = "" if res.get("error") else (
-            f"{res['sims_per_s']:.0f} sims/s, {common.fmt_rate(res['node_steps_per_s'])} "
-            f"node-steps/s; {res['device']}; {res['diverged']} diverged")
-        vs = "" if res.get("error") or workload != "ei" else (
-            f"{res['sims_per_s'] / CUBNM_SIMS_PER_S:.1f}× cuBNM (A100, README)")
+        figure = (
+            ""
+            if res.get("error")
+            else (
+                f"{res['sims_per_s']:.0f} sims/s, {common.fmt_rate(res['node_steps_per_s'])} "
+                f"node-steps/s; {res['device']}; {res['diverged']} diverged"
+            )
+        )
+        vs = (
+            ""
+            if res.get("error") or workload != "ei"
+            else (f"{res['sims_per_s'] / CUBNM_SIMS_PER_S:.1f}× cuBNM (A100, README)")
+        )
         variant = f"batch {batch}, unroll {unroll}, BOLD step {res.get('bold_dt', '?')} ms"
         rows.append(common.row(label, "bnmfit", "float32", variant, res, figure, vs))
         print(rows[-1], flush=True)
@@ -155,8 +189,11 @@ def run(args) -> dict:
 
 def main(argv=None) -> dict:
     p = common.parser(__doc__.splitlines()[0])
-    p.add_argument("--cases", default=None,
-                   help=f"comma-separated workload:batch:unroll (default {DEFAULT_CASES})")
+    p.add_argument(
+        "--cases",
+        default=None,
+        help=f"comma-separated workload:batch:unroll (default {DEFAULT_CASES})",
+    )
     return run(p.parse_args(argv))
 
 

@@ -292,9 +292,11 @@ def _delimiter_hint(token: str) -> str | None:
     for sep, what in _DELIMITERS.items():
         parts = [x.strip() for x in token.split(sep)]
         if len(parts) > 1 and all(x and is_number(x) for x in parts):
-            return (f"the values seem to be separated by {what}, not by the file's "
-                    "delimiter: use tabs in .tsv and commas in .csv (or set the sheet column "
-                    "sc_format/bold_format)")
+            return (
+                f"the values seem to be separated by {what}, not by the file's "
+                "delimiter: use tabs in .tsv and commas in .csv (or set the sheet column "
+                "sc_format/bold_format)"
+            )
     return None
 
 

@@ -350,7 +350,10 @@ def read_fc(
             f"{', '.join(FC_TRANSFORMS)}, got {transform!r}; use 'fisher_z' for arctanh(r) files"
         )
     kind = detect_format(
-        path, fmt, ("tsv", "csv", "txt", "npy", "npz", "mat", "pconn"), "an FC matrix",
+        path,
+        fmt,
+        ("tsv", "csv", "txt", "npy", "npz", "mat", "pconn"),
+        "an FC matrix",
         column="bold_format",
     )
     m, labels = read_raw_matrix(path, kind, key=key, role="fc")
