@@ -740,6 +740,31 @@ class LossRecord:
 _LANDSCAPE_ARRAYS = ("points", "loss", "mean_loss", "std_loss", "fc_r", "diverged")
 
 
+def _write_exploration(path: PathLike, rec, datasets: dict, attrs: dict) -> None:
+    """What :class:`ExploreChunk` and :class:`Landscape` files share: the points and their
+    losses, the space and seeds, the loss and the provenance; plus their own ``datasets``
+    and ``attrs``."""
+    write_h5(
+        path,
+        {
+            "names": list(rec.names),
+            **{k: getattr(rec, k) for k in _LANDSCAPE_ARRAYS},
+            **datasets,
+        },
+        {
+            "subject": rec.subject,
+            "axes": rec.axes,
+            "sampler": rec.sampler,
+            "n_samples": rec.n_samples,
+            "seeds": rec.seeds,
+            "n_points": rec.n_points,
+            **rec.loss_spec.attrs(),
+            **attrs,
+            **rec.provenance,
+        },
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class ExploreChunk:
     """``explore/chunk-k.h5``: chunk ``chunk`` of ``n_chunks`` of one exploration.
@@ -815,25 +840,8 @@ class ExploreChunk:
         )
 
     def write(self, path: PathLike) -> None:
-        write_h5(
-            path,
-            {
-                "names": list(self.names),
-                "index": self.index,
-                **{k: getattr(self, k) for k in _LANDSCAPE_ARRAYS},
-            },
-            {
-                "subject": self.subject,
-                "axes": self.axes,
-                "sampler": self.sampler,
-                "n_samples": self.n_samples,
-                "seeds": self.seeds,
-                "chunk": self.chunk,
-                "n_chunks": self.n_chunks,
-                "n_points": self.n_points,
-                **self.loss_spec.attrs(),
-                **self.provenance,
-            },
+        _write_exploration(
+            path, self, {"index": self.index}, {"chunk": self.chunk, "n_chunks": self.n_chunks}
         )
 
     @classmethod
@@ -994,25 +1002,14 @@ class Landscape:
         )
 
     def write(self, path: PathLike) -> None:
-        write_h5(
+        _write_exploration(
             path,
+            self,
+            {"top": self.top},
             {
-                "names": list(self.names),
-                **{k: getattr(self, k) for k in _LANDSCAPE_ARRAYS},
-                "top": self.top,
-            },
-            {
-                "subject": self.subject,
-                "axes": self.axes,
-                "sampler": self.sampler,
-                "n_samples": self.n_samples,
-                "seeds": self.seeds,
-                "n_points": self.n_points,
-                **self.loss_spec.attrs(),
                 "n_chunks": self.n_chunks,
                 "starts": self.starts,
                 "min_separation": self.min_separation,
-                **self.provenance,
             },
         )
 
