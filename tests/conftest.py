@@ -1,5 +1,6 @@
-"""Test-wide settings, set once: float64 available, CPU only, bnmfit's XLA settings; and the one
-real workflow run shared by the test modules that inspect it."""
+"""Test-wide settings, set once: float64 available, CPU only, bnmfit's XLA settings, a
+persistent compilation cache; and the one real workflow run shared by the test modules that
+inspect it."""
 
 import os
 from pathlib import Path
@@ -14,6 +15,14 @@ xla_defaults.apply()
 import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
+# JAX's persistent compilation cache: $JAX_COMPILATION_CACHE_DIR (.ci/run sets one), else one
+# under .pytest_cache, so that the edit-test loop's next run reuses what this one compiled
+# (entries are keyed by the compiled program: a changed program compiles anew)
+if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+    jax.config.update(
+        "jax_compilation_cache_dir", str(Path(__file__).parents[1] / ".pytest_cache" / "jax")
+    )
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
 
 
 import pytest  # noqa: E402

@@ -164,6 +164,7 @@ def test_loop_samples_bold_at_the_end_of_each_tr(bold_dt, unroll):
     assert np.abs(np.asarray(out.bold)).max() > 1e-3
 
 
+@pytest.mark.slow
 def test_a_coarser_bold_step_changes_bold_far_less_than_the_noise():
     """dt = 0.1 ms with the hemodynamics stepped every 1 ms (cuBNM's scheme) against every
     0.1 ms, same noise: the BOLD differ by < 0.3 % of their spread and give the same FC

@@ -205,6 +205,7 @@ def test_a_diverging_point_is_flagged_and_not_fatal():
     assert list(top_k(pts, res.mean_loss, 3)) != [] and 1 not in top_k(pts, res.mean_loss, 3)
 
 
+@pytest.mark.slow
 def test_evaluate_validation():
     problem = small_problem()
     with pytest.raises(ConfigError, match="unknown free parameter"):

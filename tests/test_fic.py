@@ -28,6 +28,7 @@ def weights():
     return w / w.max()  # numpy: safe to cache (a jnp array made under jit would be a tracer)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("method", "kw"),
     [(fic.fic_iterative, {"n_iter": 60}), (fic.fic_gradient, {"n_iter": 40})],

@@ -181,6 +181,7 @@ def test_float32_runs_and_is_close_to_float64_without_noise():
     assert loss.dtype == jnp.float32 and np.isfinite(loss) and 0.0 < float(loss) < 3.0
 
 
+@pytest.mark.slow
 def test_float32_and_float64_with_one_key_see_the_same_noise():
     """ξ is drawn in float32 in both precisions: the noisy BOLD differs by rounding only."""
     b32, b64 = (

@@ -373,6 +373,7 @@ def test_bad_bold(connectome, tmp_path, case, make, code, phrase):
     assert not out.exists() and not qc.exists() and not _leftovers(tmp_path)
 
 
+@pytest.mark.slow
 def test_a_short_nan_run_is_interpolated_and_counted(connectome, tmp_path):
     x = _good()
     x[40:42, 1] = np.nan
@@ -695,6 +696,7 @@ def test_fc_and_losses_symmetric_bounded_and_permutation_invariant(seed, n, t, r
         assert float(fn(jnp.asarray(a), jnp.asarray(a))) == pytest.approx(0.0, abs=1e-9), name
 
 
+@pytest.mark.slow
 @settings(max_examples=10, deadline=None)
 @given(st.integers(0, 2**32 - 1), st.permutations(range(N)))
 def test_empirical_fc_commutes_with_a_region_permutation(seed, perm):

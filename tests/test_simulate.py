@@ -544,6 +544,7 @@ def test_record_every_and_unroll(rww_network):
     np.testing.assert_allclose(every5.bold, every1.bold, rtol=1e-13, atol=0)
 
 
+@pytest.mark.slow
 def test_transient_is_simulated_then_discarded(rww_network):
     """n_transient TRs + n_tr TRs give the last n_tr TRs of one run of both (same key);
     record_every = 0 records no states."""

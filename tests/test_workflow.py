@@ -94,6 +94,7 @@ def test_dry_run_of_the_default_config_lists_every_job(tmp_path):
     }
 
 
+@pytest.mark.slow
 def test_a_bad_config_fails_before_any_job_with_a_clear_message(tmp_path):
     _workdir(tmp_path, {"refinment": {}})
     r = snakemake("-n", *_base(tmp_path), cwd=tmp_path, timeout=300)
