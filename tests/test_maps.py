@@ -1,0 +1,245 @@
+"""Regional maps and groupings: node strength, the leave-one-out FC gradient, homologue
+pairs, map tables, one subject's maps and the regional_maps script."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bnmfit import maps
+from bnmfit.errors import ConfigError, DataError
+from bnmfit.maps import RegionalMaps
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "regional_maps.py"
+
+
+def gradient_fc(g: np.ndarray, width: float = 0.15, noise: float = 0.0, seed: int = 0):
+    """An FC whose regions correlate by their distance along the 1-D gradient ``g``."""
+    fc = np.exp(-((g[:, None] - g[None, :]) ** 2) / (2 * width**2))
+    if noise:
+        e = np.random.default_rng(seed).normal(scale=noise, size=fc.shape)
+        fc = np.clip(fc + (e + e.T) / 2, -0.99, 0.99)
+    np.fill_diagonal(fc, 1.0)
+    return fc
+
+
+def cohort(n: int = 30, subjects: int = 4):
+    rng = np.random.default_rng(5)
+    g = rng.permutation(np.linspace(0.0, 1.0, n))
+    labels = [f"R{i:02d}" for i in range(n)]
+    fcs = {f"s{k}": gradient_fc(g, noise=0.1, seed=k) for k in range(subjects)}
+    return g, labels, fcs
+
+
+# ------------------------------------------------------------------------- derived maps
+
+
+def test_node_strength_is_the_input_each_region_receives():
+    w = np.array([[0.0, 1.0, 2.0], [0.5, 0.0, 0.0], [0.0, 3.0, 0.0]])
+    np.testing.assert_allclose(maps.node_strength(w), [3.0, 0.5, 3.0])
+    with pytest.raises(DataError, match="square SC"):
+        maps.node_strength(np.ones((2, 3)))
+
+
+def test_group_average_is_the_fisher_z_mean():
+    a, b = np.full((3, 3), 0.2), np.full((3, 3), 0.8)
+    avg = maps.group_average_fc([a, b])
+    assert avg[0, 1] == pytest.approx(np.tanh((np.arctanh(0.2) + np.arctanh(0.8)) / 2))
+    np.testing.assert_array_equal(np.diag(avg), 1.0)
+
+
+def test_the_gradient_of_a_one_dimensional_fc_recovers_it():
+    g, _, fcs = cohort(n=40)
+    est = maps.principal_gradient(maps.group_average_fc(list(fcs.values())))
+    assert abs(np.corrcoef(est, g)[0, 1]) > 0.9
+    # z-scored, and the sign convention: the largest absolute value is positive
+    assert est.mean() == pytest.approx(0.0, abs=1e-12) and est.std() == pytest.approx(1.0)
+    assert est[np.argmax(np.abs(est))] > 0
+    # the same FC with its regions in another order: the same map, reordered (same sign)
+    perm = np.random.default_rng(2).permutation(len(g))
+    fc = maps.group_average_fc(list(fcs.values()))
+    np.testing.assert_allclose(
+        maps.principal_gradient(fc[np.ix_(perm, perm)]), est[perm], atol=1e-9
+    )
+
+
+def test_leave_one_out_ignores_the_subjects_own_fc():
+    g, labels, fcs = cohort()
+    fcs["other_atlas"] = gradient_fc(np.linspace(0, 1, 10))
+    labels_by = {s: labels for s in fcs} | {"other_atlas": [f"X{i}" for i in range(10)]}
+    before = maps.leave_one_out_gradient("s0", fcs, labels_by)
+    changed = dict(fcs, s0=np.eye(len(labels)))
+    np.testing.assert_array_equal(maps.leave_one_out_gradient("s0", changed, labels_by), before)
+    # another subject's FC does enter it
+    other = dict(fcs, s1=gradient_fc(np.linspace(0.0, 1.0, len(labels))))
+    assert not np.allclose(maps.leave_one_out_gradient("s0", other, labels_by), before)
+    assert abs(np.corrcoef(before, g)[0, 1]) > 0.9
+    # a subject whose regions come in another order is matched by label
+    perm = np.random.default_rng(0).permutation(len(labels))
+    shuffled = dict(fcs, s3=fcs["s3"][np.ix_(perm, perm)])
+    labels_shuffled = dict(labels_by, s3=[labels[i] for i in perm])
+    np.testing.assert_allclose(
+        maps.leave_one_out_gradient("s0", shuffled, labels_shuffled), before, atol=1e-10
+    )
+
+
+def test_leave_one_out_needs_two_other_subjects_with_the_atlas():
+    _, labels, fcs = cohort(subjects=2)
+    fcs["x"] = gradient_fc(np.linspace(0, 1, 5))
+    labels_by = {"s0": labels, "s1": labels, "x": list("abcde")}
+    with pytest.raises(DataError, match=r"fc_gradient of sub-s0: .* 1 share them .*drop fc_grad"):
+        maps.leave_one_out_gradient("s0", fcs, labels_by)
+
+
+# ------------------------------------------------------------------------- homologues
+
+
+def test_homologues_pair_aal2_style_labels():
+    labels = ["Precentral_L", "Precentral_R", "Frontal_Sup_2_L", "Frontal_Sup_2_R", "Vermis_3"]
+    labels += ["Cerebelum_Crus1_L", "Thalamus_L"]  # its partner is missing: its own group
+    assert maps.homologue_groups(labels) == (
+        "Precentral",
+        "Precentral",
+        "Frontal_Sup_2",
+        "Frontal_Sup_2",
+        "Vermis_3",
+        "Cerebelum_Crus1_L",
+        "Thalamus_L",
+    )
+
+
+def test_homologues_pair_hcp_mmp_and_freesurfer_style_labels():
+    assert maps.homologue_groups(["L_V1_ROI", "R_V1_ROI", "L_MST_ROI", "R_V2_ROI"]) == (
+        "V1_ROI",
+        "V1_ROI",
+        "L_MST_ROI",
+        "R_V2_ROI",
+    )
+    assert maps.homologue_groups(["lh.insula", "rh.insula", "Left-Thalamus", "Right-Thalamus"]) == (
+        "insula",
+        "insula",
+        "Thalamus",
+        "Thalamus",
+    )
+    assert maps.homologue_groups(["Amygdala_Right", "Amygdala_Left"]) == ("Amygdala", "Amygdala")
+
+
+# ------------------------------------------------------------------------- tables
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_tables_are_matched_by_label(tmp_path):
+    t = write(tmp_path / "m.tsv", "name\tmyelin\tnetwork\nb\t2.5\tdmn\na\t1.5\tvis\nc\tn/a\tdmn\n")
+    r = maps.subject_maps("01", ["a", "b"], np.ones((2, 2)), tables=[t])
+    np.testing.assert_array_equal(r.maps["myelin"], [1.5, 2.5])
+    assert r.groupings["network"] == ("vis", "dmn")
+    assert r.sources["myelin"] == f"column myelin of {t}"
+    # written and read back
+    r.write(tmp_path / "out.tsv")
+    back = RegionalMaps.read(tmp_path / "out.tsv")
+    assert back.labels == ("a", "b") and back.groupings == r.groupings
+    for k in r.maps:
+        np.testing.assert_array_equal(back.maps[k], r.maps[k])
+
+
+def test_table_errors_name_the_file_and_what_is_missing(tmp_path):
+    labels = ["a", "b", "c"]
+    no_label = write(tmp_path / "x.tsv", "area\tmyelin\na\t1\n")
+    with pytest.raises(DataError, match=r"x.tsv: expected a label column .*got columns area, my"):
+        maps.subject_maps("01", labels, np.ones((3, 3)), tables=[no_label])
+    short = write(tmp_path / "y.tsv", "label\tmyelin\na\t1\n")
+    with pytest.raises(
+        DataError, match=r"y.tsv: expected a row for every region of sub-01, got none for 2: b, c"
+    ):
+        maps.subject_maps("01", labels, np.ones((3, 3)), tables=[short])
+    ragged = write(tmp_path / "z.tsv", "label\tmyelin\na\t1\nb\n")
+    with pytest.raises(DataError, match="z.tsv: line 3 has 1 cells but the header has 2"):
+        maps.subject_maps("01", labels, np.ones((3, 3)), tables=[ragged])
+    derived = write(tmp_path / "d.tsv", "label\tstrength\na\t1\nb\t2\nc\t3\n")
+    with pytest.raises(DataError, match="column 'strength' has the name of a derived map"):
+        maps.subject_maps("01", labels, np.ones((3, 3)), tables=[derived])
+
+
+def test_atlas_tables_cover_the_subject_or_are_skipped(tmp_path):
+    labels = ["a", "b", "c"]
+    other = write(tmp_path / "other.tsv", "label\tmyelin\nx\t1\ny\t2\nz\t3\n")
+    mine = write(tmp_path / "mine.tsv", "label\tthickness\nc\t3\nb\t2\na\t1\n")
+    r = maps.subject_maps(
+        "01", labels, np.ones((3, 3)), atlas_tables={"other": other, "mine": mine}
+    )
+    np.testing.assert_array_equal(r.maps["thickness"], [1.0, 2.0, 3.0])
+    assert "myelin" not in r.maps
+    # a map the stages use but that only a skipped table has: the message says why
+    with pytest.raises(
+        ConfigError, match=r"unknown map 'myelin'.*skipped: heterogeneity.maps.other"
+    ):
+        maps.subject_maps(
+            "01", labels, np.ones((3, 3)), atlas_tables={"other": other}, maps=["myelin"]
+        )
+
+
+def test_the_maps_the_stages_use_are_checked(tmp_path):
+    labels = ["a", "b", "c"]
+    t = write(tmp_path / "m.tsv", "label\tflat\tnet\na\t1\tx\nb\t1\tx\nc\t1\ty\n")
+    w = np.array([[0, 1, 0], [1, 0, 2], [0, 2, 0]], float)
+    with pytest.raises(ConfigError, match=rf"map 'flat' \(column flat of {t}\) has the same"):
+        maps.subject_maps("01", labels, w, tables=[t], maps=["flat"])
+    with pytest.raises(ConfigError, match="unknown grouping 'network'"):
+        maps.subject_maps("01", labels, w, tables=[t], groupings=["network"])
+    r = maps.subject_maps("01", labels, w, tables=[t], maps=["strength"], groupings=["net"])
+    np.testing.assert_array_equal(r.maps["strength"], [1.0, 3.0, 2.0])
+    index, names = r.grouping("net")
+    assert names == ("x", "y") and index.tolist() == [0, 0, 1]
+    with pytest.raises(ConfigError, match="fc_gradient of sub-01 needs the cohort's"):
+        maps.subject_maps("01", labels, w, maps=["fc_gradient"])
+
+
+# ------------------------------------------------------------------------- the rule's script
+
+
+def test_regional_maps_script_writes_the_maps_of_one_subject(tmp_path):
+    from bnmfit.results import ConnectomeFile, EmpiricalFile
+
+    g, labels, fcs = cohort(n=12)
+    labels = [f"{x}_{'L' if i % 2 else 'R'}" for i, x in enumerate(labels)]
+    w = np.abs(np.random.default_rng(1).normal(size=(12, 12)))
+    np.fill_diagonal(w, 0.0)
+    ConnectomeFile("s0", w, np.zeros_like(w), w, labels, "none", False, [], {}).write(
+        tmp_path / "c.h5"
+    )
+    args = []
+    for s, fc in fcs.items():
+        path = tmp_path / f"{s}.h5"
+        EmpiricalFile(s, fc, labels, None, None, 0.72, None, 0, 0, 1, {}, {}).write(path)
+        args += ["--fc", s, str(path)]
+    table = write(
+        tmp_path / "atlas.tsv",
+        "label\tnetwork\n"
+        + "".join(f"{x}\t{'a' if i < 6 else 'b'}\n" for i, x in enumerate(labels)),
+    )
+    out = tmp_path / "sub-s0_desc-maps.tsv"
+    cmd = [sys.executable, str(SCRIPT), "--subject", "s0", "--connectome", str(tmp_path / "c.h5")]
+    cmd += args + ["--atlas-table", "demo", str(table), "--map", "strength", "--map"]
+    cmd += ["fc_gradient", "--grouping", "network", "--output", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    r = RegionalMaps.read(out)
+    assert r.labels == tuple(labels)
+    np.testing.assert_allclose(r.maps["strength"], w.sum(axis=1))
+    others = {s: fc for s, fc in fcs.items() if s != "s0"}
+    expected = maps.principal_gradient(maps.group_average_fc(list(others.values())))
+    np.testing.assert_allclose(r.maps["fc_gradient"], expected, atol=1e-12)
+    assert r.groupings["network"][:6] == ("a",) * 6
+    assert r.groupings["homologues"][0] == "R00_R"  # R00_R's partner would be R00_L
+    # a map that no source gives: exit 2 and a message that names it
+    done = subprocess.run(
+        cmd[:-2] + ["--map", "myelin", "--output", str(out)], capture_output=True, text=True
+    )
+    assert done.returncode == 2
+    assert "Error: sub-s0: unknown map 'myelin'" in done.stderr
