@@ -149,6 +149,9 @@ def test_tr_from_the_runs_bold_json_or_a_note(bids):
         in got["01"].notes
     )
     assert "tr" not in got["04"].row  # sub-04 has no *_bold.json: paired, with a note
+    side = bids / "xcp_d/sub-01/func" / f"sub-01_task-rest_run-2_{SPACE}_desc-denoised_bold.json"
+    side.write_text(json.dumps({"RepetitionTime": 2000}))  # milliseconds: refused as io does
+    assert "got 2000, almost certainly milliseconds" in _by_subject(_sheet(bids))["01"].missing
     assert any(
         n.startswith("no TR for xcp_d/sub-04/func/") and "--tr" in n for n in got["04"].notes
     )

@@ -478,17 +478,15 @@ def _kind(n: _Name, opts: _Options) -> str | None:
 
 
 def _sidecar_tr(path: Path) -> float | None:
-    """The TR a JSON file gives (RepetitionTime s, or 1 / SamplingFrequency Hz), or None."""
-    from bnmfit.io._files import as_positive_float, read_sidecar
+    """The TR in s that the JSON sidecar of ``path`` (or the JSON file ``path``) gives, read
+    as the BOLD reader reads it; None without a sidecar or a TR in it."""
+    from bnmfit.io import resolve_tr
+    from bnmfit.io._files import read_sidecar
 
     side = read_sidecar(path)
-    if side is None:
+    if side is None or all(side.get(k) is None for k in ("RepetitionTime", "SamplingFrequency")):
         return None
-    if side.get("RepetitionTime") is not None:
-        return as_positive_float(side["RepetitionTime"], "RepetitionTime", str(path))
-    if side.get("SamplingFrequency") is not None:
-        return 1 / as_positive_float(side["SamplingFrequency"], "SamplingFrequency", str(path))
-    return None
+    return resolve_tr(path, None, None)[0]
 
 
 def _tr(path: Path, siblings: Sequence[Path], opts: _Options) -> tuple[float | None, str]:
