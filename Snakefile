@@ -11,6 +11,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/ingest.smk"
 include: "workflow/rules/empirical.smk"
 include: "workflow/rules/explore.smk"
+include: "workflow/rules/maps.smk"
 include: "workflow/rules/refine.smk"
 include: "workflow/rules/report.smk"
 

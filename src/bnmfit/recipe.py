@@ -369,6 +369,8 @@ def build_stages(config: Mapping[str, Any]) -> list:
                     transform=fp["transform"],
                     init=fp["init"],
                     symmetric=bool(fp["symmetric"]),
+                    maps=tuple(fp.get("maps") or ()),
+                    groups=fp.get("groups"),
                 )
             )
         stages.append(

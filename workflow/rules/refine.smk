@@ -3,6 +3,7 @@
 
 rule refine:
     input:
+        unpack(refine_maps),  # sub-X_desc-maps.tsv when a stage has scope map or group
         connectome=f"{SUB}_connectome.h5",
         empirical=f"{SUB}_desc-empirical_fc.h5",
         explore=f"{SUB}_explore.h5",
@@ -18,6 +19,7 @@ rule refine:
         stale=stale_pages,  # no page outlives what it shows
         cfg=config_json("refine"),
         checkpoints=lambda wildcards: f"results/sub-{wildcards.subject}/.checkpoints",
+        maps=refine_maps_option,
     threads: rule_threads("refine")
     resources:
         # memory x attempt: a job retried after running out of memory (--retries) gets more
@@ -28,6 +30,7 @@ rule refine:
     shell:
         "rm -f {params.stale} && python {params.script:q} --subject {wildcards.subject:q}"
         " --connectome {input.connectome:q} --empirical {input.empirical:q}"
-        " --explore {input.explore:q} --config-json {params.cfg:q} --gpus {resources.gpu}"
+        " --explore {input.explore:q} {params.maps} --config-json {params.cfg:q}"
+        " --gpus {resources.gpu}"
         " --checkpoint-dir {params.checkpoints:q}"
         " --output-params {output.params:q} --output-fit {output.fit:q} > {log:q} 2>&1"
