@@ -294,8 +294,11 @@ def read_table(path: PathLike) -> tuple[list[str], dict[str, list[str]]]:
 
 
 def _table_for(path: PathLike, labels: Sequence[str]) -> dict[str, list[str]] | list[str]:
-    """The table's columns in the order of ``labels``, or the labels it lacks."""
+    """The table's columns in the order of ``labels``, or the labels it lacks (a table
+    without columns: nothing to match)."""
     rows, columns = read_table(path)
+    if not columns:
+        return {}
     index = {lab: i for i, lab in enumerate(rows)}
     missing = [lab for lab in labels if lab not in index]
     if missing:

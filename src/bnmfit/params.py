@@ -13,10 +13,33 @@ transform         x(u)                                    domain
 ``identity``      u                                       unbounded (lo and hi are not enforced)
 ================  ======================================  ======================================
 
-Scopes: ``global`` (one scalar), ``regional`` (one value per region, shape (N,)) and ``edges``
-(the SC weights, only on the edges that exist in the subject's connectome; the full (N, N)
-matrix is rebuilt by :meth:`ParameterSet.constrain`, optionally symmetric). The unconstrained
-values form a plain ``dict`` pytree, so they vmap, differentiate and checkpoint as they are.
+Scopes: ``global`` (one scalar), ``regional`` (one value per region, shape (N,)), ``map`` and
+``group`` (regional values from few free numbers, below) and ``edges`` (the SC weights, only
+on the edges that exist in the subject's connectome; the full (N, N) matrix is rebuilt by
+:meth:`ParameterSet.constrain`, optionally symmetric). The unconstrained values form a plain
+``dict`` pytree, so they vmap, differentiate and checkpoint as they are.
+
+Heterogeneity with few parameters (the regional data come from :mod:`bnmfit.maps`, bound
+with :meth:`ParameterSet.bind`):
+
+* ``map``: x_i = T(η_i), η_i = a + Σ_j c_j z_j(i), where T is the parameter's transform
+  (table above), z_j are its k maps, each z-scored over regions (mean 0, SD 1), and a,
+  c_1..c_k are the k + 1 free numbers (unconstrained, in η units). Wang et al. 2019 (Sci.
+  Adv. 5:eaat7854) and Kong et al. 2021 (Nat. Commun. 12:6373) write the parameter linear in
+  the maps, x_i = a + Σ c_j m_j(i); cuBNM writes bias × (1 + Σ coef_j m_j(i)). Both can
+  leave the parameter's domain for some region, and then need a clip or a penalty. The
+  linear predictor under T keeps every region inside the domain by construction, for any
+  coefficients, and equals the linear form to first order where T is near linear. On
+  z-scored maps, the intercept a is T⁻¹ of a typical region's value and c_j the change in
+  η per SD of map j, so coefficients compare across maps, and (z orthogonal to the
+  constant) a and c are separately identifiable. A scalar start gives a = T⁻¹(start),
+  c = 0; a regional start (N,) the least-squares fit of T⁻¹(x) on [1, z].
+* ``group``: x_i = T(u[g_i]): one value per group of regions (a column of the labels file,
+  e.g. networks, or left/right homologues). A regional start gives each group T of the
+  mean of T⁻¹(x) over its regions.
+
+Both hand on regional (N,) values (:meth:`ParameterSet.constrain`), so the next stage starts
+from them as from a regional stage.
 """
 
 from __future__ import annotations
@@ -32,9 +55,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-from bnmfit.errors import ConfigError, unknown_choice
+from bnmfit.errors import ConfigError, DataError, unknown_choice
 
 if TYPE_CHECKING:  # pragma: no cover
+    from bnmfit.maps import RegionalMaps
     from bnmfit.problem import Problem
 
 __all__ = [
@@ -45,7 +69,7 @@ __all__ = [
     "current_value",
 ]
 
-SCOPES: tuple[str, ...] = ("global", "regional", "edges")
+SCOPES: tuple[str, ...] = ("global", "regional", "map", "group", "edges")
 TRANSFORMS: tuple[str, ...] = ("sigmoid", "softplus", "log", "identity")
 
 #: starts are moved at least this fraction of the range inside (lo, hi) (sigmoid and log
@@ -71,10 +95,13 @@ class FreeParameter:
     Attributes:
         name: ``G``, ``sigma``, ``weights`` or a parameter of the model (``w``, ``J_i``, ...).
         lo, hi: the bounds (see the module docstring for which transform enforces what).
-        scope: ``global``, ``regional`` or ``edges`` (edges: only for ``weights``).
+        scope: ``global``, ``regional``, ``map``, ``group`` or ``edges`` (edges: only for
+            ``weights``).
         transform: ``sigmoid``, ``softplus``, ``log`` or ``identity``.
         init: the start value when the start gives none (None: the problem's current value).
         symmetric: edges only: one value per connected pair, used for w_ij and w_ji.
+        maps: scope map only (and required there): the names of its k regional maps.
+        groups: scope group only (and required there): the name of its grouping.
     """
 
     name: str
@@ -84,6 +111,8 @@ class FreeParameter:
     transform: Literal["sigmoid", "softplus", "log", "identity"] = "sigmoid"
     init: float | None = None
     symmetric: bool = False
+    maps: tuple[str, ...] = ()
+    groups: str | None = None
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name:
@@ -136,6 +165,29 @@ class FreeParameter:
             )
         if self.init is not None:
             object.__setattr__(self, "init", float(self.init))
+        maps = (self.maps,) if isinstance(self.maps, str) else tuple(self.maps or ())
+        object.__setattr__(self, "maps", tuple(str(m) for m in maps))
+        if self.scope == "map":
+            if not self.maps:
+                raise ConfigError(
+                    f"free parameter {self.name!r}: scope 'map' needs maps, the names of its "
+                    "regional maps (e.g. [strength, fc_gradient])"
+                )
+            dup = sorted({m for m in self.maps if self.maps.count(m) > 1})
+            if dup:
+                raise ConfigError(
+                    f"free parameter {self.name!r}: map {', '.join(dup)} named twice in maps"
+                )
+        elif self.maps:
+            raise ConfigError(f"free parameter {self.name!r}: maps applies to scope 'map' only")
+        if self.scope == "group":
+            if not isinstance(self.groups, str) or not self.groups:
+                raise ConfigError(
+                    f"free parameter {self.name!r}: scope 'group' needs groups, the name of a "
+                    "grouping (a column of the labels file, e.g. network, or homologues)"
+                )
+        elif self.groups is not None:
+            raise ConfigError(f"free parameter {self.name!r}: groups applies to scope 'group' only")
 
     @property
     def bounded(self) -> bool:
@@ -144,7 +196,10 @@ class FreeParameter:
 
     @property
     def scipy_bounds(self) -> tuple[float | None, float | None]:
-        """(lo, hi) for scipy.optimize, None where the transform enforces no bound."""
+        """(lo, hi) for scipy.optimize, None where the transform enforces no bound (scope
+        map: its compact values are the unconstrained coefficients, never bounded)."""
+        if self.scope == "map":
+            return (None, None)
         if self.bounded:
             return (self.lo, self.hi)
         if self.transform == "softplus":
@@ -209,8 +264,8 @@ def current_value(problem: Problem, name: str):
 
 @functools.partial(
     jax.tree_util.register_dataclass,
-    data_fields=["edge_index"],
-    meta_fields=["free", "n_regions"],
+    data_fields=["edge_index", "designs", "group_index"],
+    meta_fields=["free", "n_regions", "group_names"],
 )
 @dataclasses.dataclass(frozen=True, eq=False)
 class ParameterSet:
@@ -220,17 +275,26 @@ class ParameterSet:
     optimiser updates; ``constrain`` maps it back to the values :meth:`Problem.loss` takes.
     Parameters with scope ``edges`` need the connectome's edge pattern: :meth:`bind` a set to
     its problem (``init`` does not need it; ``constrain`` takes ``problem=`` otherwise).
+    Parameters with scope ``map`` or ``group`` need the subject's regional maps: bind the set
+    with ``regions=`` (a :class:`bnmfit.maps.RegionalMaps`) before anything else.
 
-    A ParameterSet is a JAX pytree: the edge pattern's arrays are leaves, the free parameters
-    and the region count are static. Passed as an argument to a jitted function (as the
-    problem is), a bound set compiles once per free parameters, region count and number of
-    edges, not once per connectome.
+    A ParameterSet is a JAX pytree: the edge pattern's arrays, the z-scored maps and the
+    group indices are leaves; the free parameters, the region count and the group names are
+    static. Passed as an argument to a jitted function (as the problem is), a bound set
+    compiles once per free parameters, region count, number of edges and groups, not once
+    per connectome or maps.
     """
 
     free: tuple[FreeParameter, ...]
     n_regions: int | None = None
     #: (rows, cols, forward exists, backward exists) of the SC's edges (:func:`_edge_index`)
     edge_index: tuple[np.ndarray, ...] | None = dataclasses.field(default=None, repr=False)
+    #: scope map: parameter name → (N, k) its maps, each z-scored over regions
+    designs: Mapping[str, np.ndarray] | None = dataclasses.field(default=None, repr=False)
+    #: scope group: parameter name → (N,) the group of each region (int32)
+    group_index: Mapping[str, np.ndarray] | None = dataclasses.field(default=None, repr=False)
+    #: scope group: (parameter name, its group names) pairs
+    group_names: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     def __post_init__(self):
         free = tuple(self.free)
@@ -259,14 +323,67 @@ class ParameterSet:
     def has_edges(self) -> bool:
         return any(p.scope == "edges" for p in self.free)
 
-    def bind(self, problem: Problem) -> ParameterSet:
-        """This set, checked against ``problem`` and holding its region count and edges."""
+    @property
+    def needs_regions(self) -> bool:
+        """Whether a parameter has scope map or group (bind needs ``regions=``)."""
+        return any(p.scope in ("map", "group") for p in self.free)
+
+    def bind(self, problem: Problem, regions: RegionalMaps | None = None) -> ParameterSet:
+        """This set, checked against ``problem`` and holding its region count and edges, and
+        (scope map and group) the maps and groupings its parameters name, taken from
+        ``regions`` (None: those it already holds).
+
+        Raises:
+            ConfigError: a map or grouping is missing or unusable (see
+                :meth:`bnmfit.maps.RegionalMaps.design`), or the set needs regions and none
+                were given.
+            DataError: ``regions`` has another number of regions than ``problem``.
+        """
         problem.check_names(self.names)
         n = problem.n_regions
         index = None
         if self.has_edges:
             index = _edge_index(np.asarray(problem.weights), self._symmetric)
-        return dataclasses.replace(self, n_regions=n, edge_index=index)
+        bound = dataclasses.replace(self, n_regions=n, edge_index=index)
+        if regions is not None and self.needs_regions:
+            bound = bound._with_regions(regions)
+        if self.needs_regions and bound.designs is None:
+            scoped = [p.name for p in self.free if p.scope in ("map", "group")]
+            raise ConfigError(
+                f"free parameter {', '.join(map(repr, scoped))} has scope map or group, which "
+                "needs the subject's regional maps: bind(problem, regions=RegionalMaps) (the "
+                "workflow's sub-X_desc-maps.tsv)"
+            )
+        for a in jax.tree.leaves((bound.designs, bound.group_index)):
+            if np.shape(a)[0] != n:
+                raise DataError(
+                    f"the regional maps have {np.shape(a)[0]} regions but the connectome has "
+                    f"{n}: make the maps from this subject's connectome"
+                )
+        return bound
+
+    def _with_regions(self, regions: RegionalMaps) -> ParameterSet:
+        """This set holding the z-scored maps and group indices its parameters name."""
+        if regions.n_regions != self.n_regions:
+            raise DataError(
+                f"the regional maps have {regions.n_regions} regions but the connectome has "
+                f"{self.n_regions}: make the maps from this subject's connectome"
+            )
+        designs, index, names = {}, {}, []
+        for p in self.free:
+            where = f"free parameter {p.name!r}"
+            if p.scope == "map":
+                designs[p.name] = regions.design(p.maps, where)
+            elif p.scope == "group":
+                index[p.name], groups = regions.grouping(p.groups, where)
+                names.append((p.name, groups))
+        return dataclasses.replace(
+            self, designs=designs, group_index=index, group_names=tuple(names)
+        )
+
+    def n_groups(self, name: str) -> int:
+        """The number of groups of group parameter ``name`` (bound sets)."""
+        return len(dict(self.group_names)[name])
 
     @property
     def _symmetric(self) -> bool:
@@ -275,16 +392,21 @@ class ParameterSet:
     def _bound(self, problem: Problem | None) -> ParameterSet:
         if problem is not None:
             return self.bind(problem)
-        if self.n_regions is None or (self.has_edges and self.edge_index is None):
+        if (
+            self.n_regions is None
+            or (self.has_edges and self.edge_index is None)
+            or (self.needs_regions and self.designs is None)
+        ):
             raise ConfigError(
                 "this ParameterSet is not bound to a problem: call bind(problem) first "
-                "or pass problem="
+                "(scope map or group: bind(problem, regions=...)) or pass problem="
             )
         return self
 
     def start_values(self, problem: Problem, start: Mapping[str, object]) -> dict[str, np.ndarray]:
-        """Constrained start values (global: scalar, regional: (N,), edges: (E,)), moved
-        inside their domain (see :meth:`FreeParameter.interior`)."""
+        """Start values in compact form (global: scalar, regional: (N,), edges: (E,), group:
+        (groups,), moved inside their domain, see :meth:`FreeParameter.interior`; map: the
+        k + 1 coefficients, see the module docstring)."""
         bound = self._bound(problem)
         n = bound.n_regions
         out = {}
@@ -302,14 +424,17 @@ class ParameterSet:
                 if x.size != 1:
                     x = np.asarray(x.mean())  # a regional value becomes its mean
                 x = x.reshape(())
-            elif p.scope == "regional":
+            elif p.scope in ("regional", "map", "group"):
                 if x.size == 1:
                     x = np.full(n, float(x.reshape(())))
                 elif x.shape != (n,):
                     raise ConfigError(
-                        f"the start value of regional {p.name!r} has shape {x.shape}: give a "
+                        f"the start value of {p.scope} {p.name!r} has shape {x.shape}: give a "
                         f"scalar or one value per region ({n})"
                     )
+                if p.scope != "regional":
+                    out[p.name] = bound._start_of(p, p.interior(x))
+                    continue
             else:
                 if x.size == 1:
                     x = np.full(len(bound.edge_index[0]), float(x.reshape(())))
@@ -336,19 +461,52 @@ class ParameterSet:
         problem.check_names(self.names)
         dtype = problem.weights.dtype
         values = self.start_values(problem, start or {})
-        return {p.name: p.to_unconstrained(jnp.asarray(values[p.name], dtype)) for p in self.free}
+        return self.from_values({k: jnp.asarray(v, dtype) for k, v in values.items()})
+
+    def _start_of(self, p: FreeParameter, x: np.ndarray) -> np.ndarray:
+        """The compact start of map or group parameter ``p`` from regional values ``x``
+        (N,): the least-squares coefficients of T⁻¹(x) on [1, z] (map), or T of each
+        group's mean of T⁻¹(x) (group)."""
+        eta = np.asarray(p.to_unconstrained(jnp.asarray(x)), np.float64)
+        if p.scope == "map":
+            z = np.asarray(self.designs[p.name], np.float64)
+            a = np.column_stack([np.ones(len(eta)), z])
+            return np.linalg.lstsq(a, eta, rcond=None)[0]
+        g = np.asarray(self.group_index[p.name])
+        sums = np.bincount(g, eta, minlength=self.n_groups(p.name))
+        means = sums / np.bincount(g, minlength=self.n_groups(p.name))
+        return np.asarray(p.to_constrained(jnp.asarray(means)), np.float64)
 
     def to_values(self, u: Mapping[str, Array]) -> dict[str, Array]:
-        """Constrained values in compact form (edges as a vector over the existing edges)."""
-        return {p.name: p.to_constrained(u[p.name]) for p in self.free}
+        """Values in compact form: constrained values (edges as a vector over the existing
+        edges, group: one per group), except scope map: its coefficients as they are."""
+        return {
+            p.name: u[p.name] if p.scope == "map" else p.to_constrained(u[p.name])
+            for p in self.free
+        }
 
     def from_values(self, values: Mapping[str, Array]) -> dict[str, Array]:
         """The inverse of :meth:`to_values`."""
-        return {p.name: p.to_unconstrained(values[p.name]) for p in self.free}
+        return {
+            p.name: jnp.asarray(values[p.name])
+            if p.scope == "map"
+            else p.to_unconstrained(values[p.name])
+            for p in self.free
+        }
 
     def expand(self, values: Mapping[str, Array], problem: Problem | None = None) -> dict:
-        """Compact values → the values :meth:`Problem.loss` takes (edges → (N, N) weights)."""
+        """Compact values → the values :meth:`Problem.loss` takes (edges → (N, N) weights;
+        map and group → (N,) regional values)."""
         out = dict(values)
+        if self.needs_regions:
+            bound = self._bound(problem)
+            for p in self.free:
+                v = jnp.asarray(values[p.name])
+                if p.scope == "map":
+                    z = jnp.asarray(bound.designs[p.name], v.dtype)
+                    out[p.name] = p.to_constrained(v[0] + z @ v[1:])
+                elif p.scope == "group":
+                    out[p.name] = v[bound.group_index[p.name]]
         if self.has_edges:
             bound = self._bound(problem)
             rows, cols, fwd, bwd = bound.edge_index
