@@ -69,10 +69,12 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import optimistix as optx
 import scipy.optimize
 import scipy.stats
 from jax.flatten_util import ravel_pytree
@@ -82,6 +84,7 @@ from bnmfit.losses import Observed, pearson
 from bnmfit.observables import upper
 from bnmfit.params import FreeParameter, ParameterSet, current_value
 from bnmfit.results import write_bytes
+from bnmfit.uncertainty import mean_fc, per_key
 
 if TYPE_CHECKING:  # pragma: no cover
     from bnmfit.problem import Problem
@@ -104,9 +107,23 @@ OPTIMIZERS: tuple[str, ...] = (
     "scipy-lbfgsb",
     "nelder-mead",
     "powell",
+    "gauss-newton",
+    "levenberg-marquardt",
 )
 OPTAX_OPTIMIZERS: tuple[str, ...] = ("adam", "adamw", "sgd", "lbfgs")
 SCIPY_METHODS = {"scipy-lbfgsb": "L-BFGS-B", "nelder-mead": "Nelder-Mead", "powell": "Powell"}
+#: least-squares optimisers (optimistix) on the residuals of the mean FC (:func:`_residuals`)
+LEAST_SQUARES = {"gauss-newton": optx.GaussNewton, "levenberg-marquardt": optx.LevenbergMarquardt}
+#: loss terms with a residual form (:func:`_residuals`)
+RESIDUAL_TERMS: tuple[str, ...] = ("fc_corr", "fc_rmse")
+#: optimistix's termination: every change of the unconstrained values and of the residuals
+#: in one step below LSQ_ATOL + LSQ_RTOL · |value| (max norm; 1e-3 in sigmoid units moves a
+#: value by at most 1/4000 of its range)
+LSQ_RTOL = 1e-3
+LSQ_ATOL = 1e-3
+#: a least-squares start also stops after this many proposals refused in a row (each one
+#: shrinks LM's step 4-fold: the loss cannot be lowered within the objective's precision)
+LSQ_REFUSALS = 4
 SCHEDULES: tuple[str, ...] = ("constant", "cosine", "exponential", "warmup_cosine")
 NOISE_AVERAGES: tuple[str, ...] = ("loss", "fc")
 
@@ -214,6 +231,11 @@ class Stage:
         ):
             if not ok:
                 raise ConfigError(f"stage {self.name!r}: {field} must be {want}, got {value!r}")
+        if self.optimizer in LEAST_SQUARES and self.n_noise > 1 and self.noise_average != "fc":
+            raise ConfigError(
+                f"stage {self.name!r}: {self.optimizer} fits the mean FC of the n_noise "
+                "simulations: set noise_average: fc (or n_noise: 1)"
+            )
 
     @property
     def parameters(self) -> ParameterSet:
@@ -407,8 +429,7 @@ def _data_loss(problem: Problem, noise_average: str):
 
     def data_loss(params, keys):
         if noise_average == "fc":
-            fc = per_key(lambda k: problem.observe(params, k).fc, keys).mean(axis=0)
-            return problem.loss_of(Observed(fc))
+            return problem.loss_of(Observed(mean_fc(problem, params, keys)))
         return per_key(lambda k: problem.loss(params, k), keys).mean()
 
     return data_loss
@@ -435,16 +456,6 @@ def _objective(problem: Problem, pset: ParameterSet, noise_average: str = "loss"
         return loss + l2 * penalty / len(scale), loss
 
     return fn
-
-
-def per_key(f, keys: jax.Array) -> jax.Array:
-    """``f`` over the noise keys: one after the other on CPU, where one simulation's loops run
-    compiled whole (:mod:`bnmfit.xla_defaults`) and a few batched ones are slower per
-    simulation (W5 problem: gradient of 2 noise seeds 1.28 s batched, 2 × 0.28 s in turn);
-    batched (vmap) on accelerators."""
-    if jax.default_backend() == "cpu":
-        return jax.lax.map(f, keys)
-    return jax.vmap(f)(keys)
 
 
 def _evaluate_one(problem: Problem, pset: ParameterSet, u, fixed, key):
@@ -711,6 +722,8 @@ def refine(
     current = _normalise_starts(problem, starts)
     for s in stages:
         problem.check_names(s.parameters.names)
+        if s.optimizer in LEAST_SQUARES:
+            _least_squares_terms(problem, s)
         if s.noise_average == "fc" and "fcd_ks" in dict(problem.loss_weights):
             raise ConfigError(
                 f"stage {s.name!r}: noise_average 'fc' cannot be used with the fcd_ks loss "
@@ -730,7 +743,13 @@ def refine(
     for index in range(state["stage"], len(stages)):
         stage = stages[index]
         partial = state["partial"] if index == state["stage"] else None
-        runner = _run_optax if stage.uses_optax else _run_scipy
+        runner = (
+            _run_optax
+            if stage.uses_optax
+            else _run_least_squares
+            if stage.optimizer in LEAST_SQUARES
+            else _run_scipy
+        )
         record = runner(
             problem,
             stage,
@@ -1096,6 +1115,171 @@ def _scipy_callback(stage, s, unravel, state, history, dtype, progress):
             progress(stage.name, i + 1, stage.steps, float(res.fun))
 
     return callback
+
+
+# ---------------------------------------------------------------------------------------------
+# least squares: Gauss–Newton and Levenberg–Marquardt (optimistix) on the mean FC
+#
+# Fisher scoring: the objective is the loss of the mean FC of the stage's n_noise FIXED noise
+# seeds (a deterministic objective, as for SciPy), written as ½‖r‖² with one residual block
+# per loss term (M: entries of the FC upper triangle, w: the term's weight):
+#
+#   fc_corr: sqrt(w / 2M) · (z(sim) − z(emp)), z the z-scored triangles. With ‖z‖² = M and
+#            z(a)·z(b) = M·r, ‖z(a) − z(b)‖² = 2M(1 − r): the block's ‖·‖² is w·(1 − r).
+#   fc_rmse: sqrt(w / (M·RMSE)) · (sim − emp): ‖·‖² = w·‖d‖²/(M·RMSE) = w·RMSE. (The plain
+#            difference / sqrt(M) would fit RMSE², whose optimum differs from the loss's
+#            whenever fc_rmse is weighed against fc_corr.)
+#
+# So ‖r‖² is exactly the configured loss of the mean FC, the objective that best-start
+# selection and the end-of-stage guard judge. Gauss–Newton and LM take J (forward mode,
+# jax.linearize) and solve for their step by QR; LM's damping (trust region) refuses steps
+# that do not lower ½‖r‖², including steps into a diverging simulation. fcd_ks has no
+# residual form.
+
+
+def _least_squares_terms(problem: Problem, stage: Stage) -> tuple[tuple[str, float], ...]:
+    """The loss terms a least-squares stage turns into residuals (weights > 0); ConfigError
+    for a term without a residual form (fcd_ks) or a negative weight."""
+    for name, weight in problem.loss_weights:
+        if name not in RESIDUAL_TERMS:
+            raise ConfigError(
+                f"stage {stage.name!r}: the {stage.optimizer} optimizer needs loss terms with "
+                f"residuals ({', '.join(RESIDUAL_TERMS)}), the loss has {name}: remove it "
+                "from loss.expression or choose another optimizer for this stage"
+            )
+        if weight < 0:
+            raise ConfigError(
+                f"stage {stage.name!r}: the {stage.optimizer} optimizer needs loss terms with "
+                f"weights ≥ 0, {name} has {weight:g}: fix loss.expression"
+            )
+    return tuple((n, float(w)) for n, w in problem.loss_weights if w > 0)
+
+
+def _standardise(x: jax.Array) -> jax.Array:
+    return (x - x.mean()) / x.std()
+
+
+def _residuals(problem: Problem, pset: ParameterSet):
+    """(u, (fixed, keys)) → (residuals of the mean FC of one simulation per key, the
+    problem's loss of that mean FC); see the comment above."""
+    emp = upper(problem.empirical.fc)
+    m = emp.size
+    terms = tuple((n, w) for n, w in problem.loss_weights if w > 0)
+
+    def block(name, sim):
+        if name == "fc_corr":
+            return (_standardise(sim) - _standardise(emp)) / math.sqrt(2.0 * m)
+        d = sim - emp
+        return d / jnp.sqrt(m * jnp.sqrt(jnp.mean(d * d)))
+
+    def fn(u, args):
+        fixed, keys = args
+        fc = mean_fc(problem, {**fixed, **pset.constrain(u)}, keys)
+        sim = upper(fc)
+        blocks = [math.sqrt(w) * block(n, sim) for n, w in terms]
+        return jnp.concatenate(blocks), problem.loss_of(Observed(fc))
+
+    return fn
+
+
+@functools.lru_cache(maxsize=4)
+def _least_squares_fns(optimizer: str):
+    """Jitted ``init(problem, pset, u, fixed, keys)`` → solver state and ``step(problem,
+    pset, u, state, fixed, keys)`` → (u, state, record) of one optimistix iteration: the
+    record holds the data loss and ‖r‖² at the accepted point, whether this iteration's
+    point was accepted, whether to stop (optimistix terminates, or :data:`LSQ_REFUSALS`
+    refusals in a row), and the constrained values (read from optimistix's Gauss–Newton
+    state: f_info, aux, num_steps_since_acceptance). Equinox's filter_jit, as the state
+    holds a jaxpr: the problem's and set's arrays are traced, so one compilation serves
+    every subject with the same shapes and settings when the problem's number leaves are
+    arrays (a Python float would be static)."""
+    solver = LEAST_SQUARES[optimizer](rtol=LSQ_RTOL, atol=LSQ_ATOL)
+    tags: frozenset = frozenset()
+
+    def init(problem, pset, u, fixed, keys):
+        fn, args = _residuals(problem, pset), (fixed, keys)
+        f_struct, aux_struct = jax.eval_shape(fn, u, args)
+        return solver.init(fn, u, args, {}, f_struct, aux_struct, tags)
+
+    def step(problem, pset, u, state, fixed, keys):
+        fn, args = _residuals(problem, pset), (fixed, keys)
+        u, state, _ = solver.step(fn, u, args, {}, state, tags)
+        done, _ = solver.terminate(fn, u, args, {}, state, tags)
+        record = {
+            "loss": state.aux,
+            "objective": 2.0 * state.f_info.as_min(),
+            "accepted": state.num_steps_since_acceptance == 0,
+            "done": done | (state.num_steps_since_acceptance >= LSQ_REFUSALS),
+            "values": pset.to_values(u),
+        }
+        return u, state, record
+
+    return eqx.filter_jit(init), eqx.filter_jit(step)
+
+
+def _run_least_squares(problem, stage, index, current, root, hkeys, every, progress, partial, save):
+    """Gauss–Newton / Levenberg–Marquardt (:data:`LEAST_SQUARES`): each start in turn, one
+    jitted optimistix iteration per step (a step evaluates the residuals and their
+    Jacobian at the proposed point), up to ``stage.steps`` or until optimistix's
+    termination (:data:`LSQ_RTOL`, :data:`LSQ_ATOL`) or :data:`LSQ_REFUSALS` refusals in a
+    row. History per step at the accepted point: ``loss`` (the problem's loss of
+    the mean FC), ``objective`` (‖r‖²), ``rejected`` (the proposed point was refused: LM's
+    trust region, or a diverging simulation), no gradient norm. Stages resume from their
+    start after an interruption (no checkpoint within the stage)."""
+    t_start = time.perf_counter()
+    _least_squares_terms(problem, stage)
+    pset, fixed, u0, _ = _prepare(problem, stage, current)
+    n_starts = len(current)
+    init, step = _least_squares_fns(stage.optimizer)
+    arrays = jax.tree.map(jnp.asarray, problem)  # traced, not static (G, sigma as floats)
+    keys = _step_keys(root, index, 0, stage.n_noise, fresh=False)
+    history = _empty_history(pset, stage.steps, n_starts, u0)
+    finals, final_loss, steps_run = [], [], 0
+    for s in range(n_starts):
+        u, fixed_s = _take(u0, s), _take(fixed, s)
+        state = init(arrays, pset, u, fixed_s, keys) if stage.steps > 0 else None
+        loss = np.nan
+        for i in range(stage.steps):
+            new_u, new_state, rec = step(arrays, pset, u, state, fixed_s, keys)
+            ok = bool(np.isfinite(rec["loss"])) and bool(np.isfinite(rec["objective"]))
+            history["rejected"][i, s] = not (ok and bool(rec["accepted"]))
+            steps_run = max(steps_run, i + 1)
+            if not ok:  # the start diverges, or Gauss–Newton stepped into a divergence
+                loss = np.inf if i == 0 else loss
+                break
+            u, state, loss = new_u, new_state, float(rec["loss"])
+            history["loss"][i, s] = loss
+            history["objective"][i, s] = float(rec["objective"])
+            history["lr_scale"][i, s] = 1.0
+            for n in history["params"]:
+                history["params"][n][i, s] = np.asarray(rec["values"][n])
+            if progress is not None:
+                progress(stage.name, i + 1, stage.steps, loss)
+            if bool(rec["done"]):
+                break
+        finals.append(u)
+        final_loss.append(loss)
+    u_final = _stack(finals, problem.weights.dtype)
+    if stage.steps > 0:
+        h_loss = _evaluate(problem, pset, u_final, fixed, hkeys)[0]
+        history["heldout_loss"][max(steps_run - 1, 0)] = np.asarray(h_loss).mean(axis=1)
+    wall = time.perf_counter() - t_start
+    return _finish(
+        problem,
+        stage,
+        pset,
+        index,
+        current,
+        fixed,
+        u_final,
+        u0,
+        root,
+        hkeys,
+        history,
+        wall,
+        steps_run,
+        np.asarray(final_loss),
+    )
 
 
 def _take(tree, s: int):

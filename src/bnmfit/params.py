@@ -47,7 +47,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Literal
 
 import jax
@@ -524,6 +524,62 @@ class ParameterSet:
 
     def regional_names(self) -> tuple[str, ...]:
         return tuple(p.name for p in self.free if p.scope == "regional")
+
+    def free_values(self, u: Mapping[str, Array]) -> dict[str, Array]:
+        """The fitted numbers in reporting units, name → array in the order of the
+        free parameters; flattened in that order (each array raveled), one number per
+        :meth:`free_labels` entry. Global, regional and edge parameters report their values
+        (:meth:`to_values`)."""
+        return self.to_values(u)
+
+    def free_labels(self, labels: Sequence[str] | None = None) -> list[str]:
+        """One label per flattened number of :meth:`free_values`: ``G``, ``w[label]`` (or
+        ``w[i]`` without region ``labels``), ``weights[a,b]`` for the SC edge a → b (a
+        symmetric set: the pair), ``w:intercept`` and ``w:<map>`` (scope map), ``w[<group>]``
+        (scope group)."""
+        bound = self._bound(None) if self.has_edges or self.needs_regions else self
+        n = bound.n_regions if labels is None else len(labels)
+        if n is None and any(p.scope == "regional" for p in self.free):
+            raise ConfigError(
+                "region labels are needed for regional parameters: bind(problem) the "
+                "ParameterSet or pass labels="
+            )
+        names = [str(i) for i in range(n or 0)] if labels is None else [str(x) for x in labels]
+        out: list[str] = []
+        for p in self.free:
+            if p.scope == "global":
+                out.append(p.name)
+            elif p.scope == "regional":
+                out.extend(f"{p.name}[{x}]" for x in names)
+            elif p.scope == "map":
+                out.extend([f"{p.name}:intercept", *(f"{p.name}:{m}" for m in p.maps)])
+            elif p.scope == "group":
+                out.extend(f"{p.name}[{g}]" for g in dict(bound.group_names)[p.name])
+            else:
+                rows, cols = bound.edge_index[:2]
+                pairs = zip(rows, cols, strict=True)
+                out.extend(f"{p.name}[{names[i]},{names[j]}]" for i, j in pairs)
+        return out
+
+    def free_scales(self, u: Mapping[str, Array]) -> Array:
+        """Per flattened number of :meth:`free_values`, the width against which its standard
+        error is judged: the domain's hi − lo where the transform enforces both bounds, else
+        the number's magnitude |value|. A map coefficient (η units) is judged against that
+        width divided by the mean slope mean_i |dx_i/dη_i| at the current values (so
+        SE × slope is compared with the domain; unbounded: with the mean |x_i|)."""
+        values = self.free_values(u)
+        parts = []
+        for p in self.free:
+            v = jnp.ravel(values[p.name])
+            if p.scope == "map":
+                z = jnp.asarray(self._bound(None).designs[p.name], v.dtype)
+                eta = v[0] + z @ v[1:]
+                x, slope = jax.jvp(p.to_constrained, (eta,), (jnp.ones_like(eta),))
+                width = p.hi - p.lo if p.bounded else jnp.mean(jnp.abs(x))
+                parts.append(jnp.full_like(v, width / jnp.mean(jnp.abs(slope))))
+                continue
+            parts.append(jnp.full_like(v, p.hi - p.lo) if p.bounded else jnp.abs(v))
+        return jnp.concatenate(parts)
 
 
 def _edge_index(w: np.ndarray, symmetric: bool) -> tuple:

@@ -1,0 +1,348 @@
+"""Standard errors of fitted parameters: the Fisher information of the expected FC.
+
+At a stage's fitted point (its unconstrained free values ``u``), the FC upper triangle of
+one simulation, f(u, ξ) with noise ξ, has mean μ(u) (the expected FC) and sampling
+covariance Σ. The subject's empirical FC is modelled as the mean of ``runs`` independent
+simulated FCs, ``runs`` = the empirical recording's length / the simulated BOLD's length
+(FC's sampling covariance shrinks as one over the recording's length), so approximately
+Gaussian with mean μ(u) and covariance Σ / runs. Its Fisher information about ``u`` is
+
+    F_u = runs · Jᵀ Σ⁻¹ J,      J = ∂μ/∂u   (M entries × P free numbers),
+
+and F_u⁻¹ is the least covariance of any unbiased estimate of ``u`` from that FC (the
+Cramér–Rao bound), the usual large-sample covariance of a fit that matches FC.
+
+Estimation (:func:`fc_information`, :func:`fisher_information`):
+
+* J: the forward-mode Jacobian (``jax.jacfwd``) of the mean FC of ``n_jacobian``
+  simulations with common noise across the tangents; an unbiased estimate of ∂μ/∂u whose
+  own noise adds to JᵀΣ⁻¹J, so that the standard errors err on the small side.
+* Σ: the FC of ``n_noise`` single simulations at the fitted point, as ``factors`` leading
+  principal components plus a diagonal rest (FC's entries are strongly correlated: a run's
+  mean FC moves all of them together), inverted by the Woodbury identity.
+* Directions of ``u`` in F_u's numerical null space (eigenvalue ≤ P · ε · the largest, ε
+  the machine precision of J) carry no information: every number that depends on them has
+  an infinite standard error; elsewhere Cov_u is F_u's inverse on its range.
+
+The reported numbers are :meth:`ParameterSet.free_values` (the values of global, regional
+and edge parameters; other scopes report their own numbers), with the delta method
+Cov = D Cov_u Dᵀ, D = ∂ values / ∂u, a standard error per number and their correlation
+matrix. A number is *identified* when its standard error is at most ``fraction`` of its
+scale (:meth:`ParameterSet.free_scales`: the domain's width, or |value| where the
+transform enforces no upper bound).
+
+Neglected: the fit's own simulation noise (a fit to a noisy objective of ``n_noise``
+simulations scatters more than this bound), Σ's dependence on ``u``, FCD (only FC
+enters), model misspecification (the data are taken to come from the model) and the
+curvature beyond the delta method's first order.
+
+Noise keys: from ``seed`` folded with :data:`UNCERTAINTY_FOLD` and the stage index, so they
+never coincide with the fit's (:mod:`bnmfit.fit` folds 0 for steps, 1 for selection into
+``PRNGKey(seed)``) or with the held-out ones (``PRNGKey(heldout_seed)`` itself).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import Array
+from jax.flatten_util import ravel_pytree
+
+from bnmfit.errors import ConfigError
+from bnmfit.observables import upper
+
+if TYPE_CHECKING:  # pragma: no cover
+    from bnmfit.params import ParameterSet
+    from bnmfit.problem import Problem
+
+__all__ = [
+    "NOISE_FACTORS",
+    "UNCERTAINTY_FOLD",
+    "Uncertainty",
+    "covariance",
+    "fc_information",
+    "fisher_information",
+    "least_error_var",
+    "mean_fc",
+    "noise_keys",
+    "per_key",
+    "standard_errors",
+]
+
+#: principal components of FC's noise covariance (plus a diagonal rest), at most
+#: (n_noise − 1) // 2 of them
+NOISE_FACTORS = 20
+#: folded into ``PRNGKey(seed)`` for the uncertainty's noise (fit.py uses 0 and 1)
+UNCERTAINTY_FOLD = 2
+
+
+def per_key(f: Callable[[Array], Any], keys: Array) -> Any:
+    """``f`` over the noise keys: one after the other on CPU, where one simulation's loops run
+    compiled whole (:mod:`bnmfit.xla_defaults`) and a few batched ones are slower per
+    simulation (W5 problem: gradient of 2 noise seeds 1.28 s batched, 2 × 0.28 s in turn);
+    batched (vmap) on accelerators."""
+    if jax.default_backend() == "cpu":
+        return jax.lax.map(f, keys)
+    return jax.vmap(f)(keys)
+
+
+def mean_fc(problem: Problem, params: Mapping[str, Array], keys: Array) -> Array:
+    """The mean FC (N, N) of one simulation per noise key (``keys``: (K, 2))."""
+    return per_key(lambda k: problem.observe(params, k).fc, keys).mean(axis=0)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Uncertainty:
+    """Standard errors of a stage's fitted numbers (see the module docstring).
+
+    Attributes:
+        labels: one per number (:meth:`ParameterSet.free_labels`).
+        values: (P,) the fitted numbers.
+        se: (P,) standard errors; inf where the data carry no information about a number,
+            NaN where the simulation at the fitted point diverged.
+        corr: (P, P) correlation matrix (NaN in the rows and columns of numbers without a
+            finite, positive standard error; 1 on the diagonal).
+        scale: (P,) the width each standard error is judged against.
+        identified: (P,) bool: se ≤ fraction · scale.
+        fraction: the identifiability threshold used.
+        runs: simulated BOLD lengths the empirical FC averages.
+        n_jacobian, n_noise: simulations of the Jacobian and of FC's noise sample.
+        n_simulations: the cost in simulations: n_jacobian × (1 + tangents), a
+            forward-mode pass carrying the simulation and one tangent per free
+            unconstrained number, plus n_noise.
+    """
+
+    labels: tuple[str, ...]
+    values: np.ndarray
+    se: np.ndarray
+    corr: np.ndarray
+    scale: np.ndarray
+    identified: np.ndarray
+    fraction: float
+    runs: float
+    n_jacobian: int
+    n_noise: int
+    n_simulations: int
+
+    @property
+    def relative_se(self) -> np.ndarray:
+        """se / scale per number."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return self.se / self.scale
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain lists and numbers (JSON/HDF5 attributes); inf and NaN stay floats."""
+        return {
+            "labels": list(self.labels),
+            "values": self.values.tolist(),
+            "se": self.se.tolist(),
+            "corr": self.corr.tolist(),
+            "scale": self.scale.tolist(),
+            "identified": self.identified.tolist(),
+            "fraction": float(self.fraction),
+            "runs": float(self.runs),
+            "n_jacobian": int(self.n_jacobian),
+            "n_noise": int(self.n_noise),
+            "n_simulations": int(self.n_simulations),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Uncertainty:
+        """The inverse of :meth:`to_dict`."""
+        n = len(d["labels"])
+        return cls(
+            labels=tuple(str(x) for x in d["labels"]),
+            values=np.asarray(d["values"], np.float64).reshape(n),
+            se=np.asarray(d["se"], np.float64).reshape(n),
+            corr=np.asarray(d["corr"], np.float64).reshape(n, n),
+            scale=np.asarray(d["scale"], np.float64).reshape(n),
+            identified=np.asarray(d["identified"], bool).reshape(n),
+            fraction=float(d["fraction"]),
+            runs=float(d["runs"]),
+            n_jacobian=int(d["n_jacobian"]),
+            n_noise=int(d["n_noise"]),
+            n_simulations=int(d["n_simulations"]),
+        )
+
+
+def _flat(values: Mapping[str, Array]) -> Array:
+    """The numbers of ``free_values`` in their order, raveled and concatenated."""
+    return jnp.concatenate([jnp.ravel(v) for v in values.values()])
+
+
+@jax.jit
+def _information(problem, pset, u, fixed, jacobian_keys, noise_keys):
+    """(J (M, P), FC sample (n_noise, M), values (V,), D (V, P), scales (V,)) at ``u``."""
+    flat, unravel = ravel_pytree(u)
+
+    def params(x):
+        return {**fixed, **pset.constrain(unravel(x))}
+
+    def expected(x):
+        return upper(mean_fc(problem, params(x), jacobian_keys))
+
+    def values(x):
+        return _flat(pset.free_values(unravel(x)))
+
+    jac = jax.jacfwd(expected)(flat)
+    sample = per_key(lambda k: upper(problem.observe(params(flat), k).fc), noise_keys)
+    return jac, sample, values(flat), jax.jacfwd(values)(flat), pset.free_scales(u)
+
+
+def fc_information(
+    problem: Problem,
+    pset: ParameterSet,
+    u: Mapping[str, Array],
+    fixed: Mapping[str, Array],
+    jacobian_keys: Array,
+    noise_keys: Array,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(J, noise) at one start's unconstrained free values ``u`` (``fixed``: the values of
+    the parameters the set does not free): the Jacobian (M, P) of the mean FC upper
+    triangle of one simulation per ``jacobian_keys`` with respect to ``u`` flattened by
+    ``ravel_pytree`` (names sorted), and the FC upper triangles of one simulation per
+    ``noise_keys`` minus their mean (n_noise, M), float64."""
+    jac, sample, *_ = _information(problem, pset, u, fixed, jacobian_keys, noise_keys)
+    sample = np.asarray(sample, np.float64)
+    return np.asarray(jac, np.float64), sample - sample.mean(axis=0)
+
+
+def fisher_information(
+    J: np.ndarray, noise: np.ndarray, runs: float, factors: int = NOISE_FACTORS
+) -> np.ndarray:
+    """runs · Jᵀ Σ⁻¹ J, Σ from the centred sample ``noise`` (n, M) as its ``factors``
+    (at most (n − 1) // 2) leading principal components plus a diagonal rest, inverted by
+    the Woodbury identity."""
+    s = noise.shape[0] - 1
+    k = max(1, min(int(factors), s // 2))
+    _, sv, vt = np.linalg.svd(noise, full_matrices=False)
+    lam, V = sv[:k] ** 2 / s, vt[:k].T  # leading variances and directions
+    d = np.maximum((noise**2).sum(axis=0) / s - (V**2) @ lam, 1e-12)  # diagonal rest
+    DJ, DV = J / d[:, None], V / d[:, None]
+    inner = np.linalg.inv(np.diag(1.0 / lam) + V.T @ DV)
+    return runs * (J.T @ DJ - (J.T @ DV) @ inner @ (DV.T @ J))
+
+
+def covariance(
+    fisher: np.ndarray, D: np.ndarray | None = None, eps: float | None = None
+) -> np.ndarray:
+    """D F⁺ Dᵀ (D: the Jacobian of reported numbers with respect to F's parameters; None:
+    the identity), with infinite variance (and NaN covariances) for every number that
+    depends on a direction of F's numerical null space: eigenvalues ≤ P · ``eps`` · the
+    largest (``eps``: float64's machine precision unless given)."""
+    p = fisher.shape[0]
+    D = np.eye(p) if D is None else np.asarray(D, np.float64)
+    eps = np.finfo(np.float64).eps if eps is None else eps
+    lam, vec = np.linalg.eigh(0.5 * (fisher + fisher.T))
+    keep = lam > p * eps * max(lam.max(initial=0.0), 0.0)
+    proj = D @ vec
+    cov = (proj[:, keep] / lam[keep]) @ proj[:, keep].T
+    row = np.sqrt((D**2).sum(axis=1))
+    lost = np.sqrt((proj[:, ~keep] ** 2).sum(axis=1)) > 1e-8 * np.maximum(row, 1e-300)
+    cov[lost, :] = np.nan
+    cov[:, lost] = np.nan
+    cov[lost, lost] = np.inf
+    return cov
+
+
+def least_error_var(
+    J: np.ndarray, noise: np.ndarray, runs: float, factors: int = NOISE_FACTORS
+) -> np.ndarray:
+    """Cramér–Rao: each parameter's least error variance from an FC averaged over ``runs``
+    simulations (the diagonal of :func:`covariance` of :func:`fisher_information`)."""
+    return np.diag(covariance(fisher_information(J, noise, runs, factors)))
+
+
+def noise_keys(seed: int, stage: int, n_jacobian: int, n_noise: int) -> tuple[Array, Array]:
+    """(Jacobian keys (n_jacobian, 2), noise-sample keys (n_noise, 2)) of a fit's ``seed``
+    and stage index (the module docstring says why they never meet the fit's)."""
+    k = jax.random.fold_in(jax.random.PRNGKey(int(seed)), UNCERTAINTY_FOLD)
+    k = jax.random.fold_in(k, stage)
+    return (
+        jax.random.split(jax.random.fold_in(k, 0), n_jacobian),
+        jax.random.split(jax.random.fold_in(k, 1), n_noise),
+    )
+
+
+def standard_errors(
+    problem: Problem,
+    pset: ParameterSet,
+    u: Mapping[str, Array],
+    fixed: Mapping[str, Array],
+    *,
+    seed: int,
+    runs: float,
+    stage: int = 0,
+    n_jacobian: int = 4,
+    n_noise: int = 32,
+    fraction: float = 0.25,
+    factors: int = NOISE_FACTORS,
+    labels: Sequence[str] | None = None,
+) -> Uncertainty:
+    """Standard errors, correlations and identifiability of a stage's fitted numbers.
+
+    Args:
+        problem: the subject's problem.
+        pset: the stage's free parameters, bound to ``problem``.
+        u: one start's unconstrained free values (the fitted point).
+        fixed: the values of the parameters ``pset`` does not free (name → array).
+        seed: the fit's seed (folded, see the module docstring); ``stage``: its index.
+        runs: the empirical recording's length / the simulated BOLD's length (> 0).
+        n_jacobian: simulations averaged in the Jacobian (≥ 1).
+        n_noise: single simulations sampling FC's noise (≥ 4).
+        fraction: a number is identified when se ≤ fraction · its scale (> 0).
+        factors: principal components of the noise covariance (≤ (n_noise − 1) // 2).
+        labels: region labels for :meth:`ParameterSet.free_labels`.
+    Returns:
+        :class:`Uncertainty`.
+
+    One compilation per settings and shapes: the problem and the set are arguments.
+    """
+    for name, value, ok, want in (
+        ("n_jacobian", n_jacobian, isinstance(n_jacobian, int) and n_jacobian >= 1, "≥ 1"),
+        ("n_noise", n_noise, isinstance(n_noise, int) and n_noise >= 4, "≥ 4"),
+        ("runs", runs, np.isfinite(runs) and runs > 0, "> 0"),
+        ("fraction", fraction, np.isfinite(fraction) and fraction > 0, "> 0"),
+    ):
+        if not ok:
+            raise ConfigError(f"uncertainty: {name} must be {want}, got {value!r}")
+    jkeys, nkeys = noise_keys(seed, stage, n_jacobian, n_noise)
+    jac, sample, values, D, scale = (
+        np.asarray(a, np.float64) for a in _information(problem, pset, u, fixed, jkeys, nkeys)
+    )
+    noise = sample - sample.mean(axis=0)
+    n_numbers, n_free = D.shape
+    if np.all(np.isfinite(jac)) and np.all(np.isfinite(noise)) and np.all(np.isfinite(D)):
+        fisher = fisher_information(jac, noise, runs, factors)
+        eps = float(jnp.finfo(jnp.result_type(*jax.tree.leaves(u))).eps)
+        cov = covariance(fisher, D, eps)
+        se = np.sqrt(np.diag(cov))
+    else:
+        cov = np.full((n_numbers, n_numbers), np.nan)
+        se = np.full(n_numbers, np.nan)
+    good = np.isfinite(se) & (se > 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = np.clip(cov / np.outer(se, se), -1.0, 1.0)
+    corr[~good, :] = np.nan
+    corr[:, ~good] = np.nan
+    np.fill_diagonal(corr, 1.0)
+    with np.errstate(invalid="ignore"):
+        identified = np.isfinite(se) & (se <= fraction * scale)
+    return Uncertainty(
+        labels=tuple(pset.free_labels(labels)),
+        values=values,
+        se=se,
+        corr=corr,
+        scale=scale,
+        identified=identified,
+        fraction=float(fraction),
+        runs=float(runs),
+        n_jacobian=n_jacobian,
+        n_noise=n_noise,
+        n_simulations=n_jacobian * (1 + n_free) + n_noise,
+    )
