@@ -36,6 +36,12 @@ FILE = click.Path(exists=True, dir_okay=False)
               help="sub-X_fit.h5, one per --subject (optional).")
 @click.option("--benchmark", "benchmarks", multiple=True, type=click.Path(dir_okay=False),
               help="The refine step's Snakemake benchmark TSV, one per --subject (wall time).")
+@click.option("--connectome", "connectomes", multiple=True, type=FILE,
+              help="sub-X_connectome.h5, one per --subject (region count, warnings).")
+@click.option("--empirical", "empiricals", multiple=True, type=FILE,
+              help="sub-X_desc-empirical_fc.h5, one per --subject (TR, warnings).")
+@click.option("--atlas", "atlases", multiple=True,
+              help="The sheet's atlas column, one per --subject ('' when empty).")
 @cli.config_options
 @click.option("--figures", type=click.Path(file_okay=False),
               help="Also write the cohort figures as PNG files into this folder.")
@@ -47,11 +53,12 @@ FILE = click.Path(exists=True, dir_okay=False)
               help="Also write a BIDS dataset_description.json here.")
 @click.option("--resolved-config", type=click.Path(dir_okay=False),
               help="Also write the resolved configuration (YAML, defaults filled) here.")
-def main(subjects, params_jsons, fit_h5s, benchmarks, config_file, config_json, figures, output,
-         table, description, resolved_config):
-    """Summarise the cohort: one HTML page (sortable table of every subject's fitted
-    parameters and held-out FC r, FC RMSE, FCD KS and wall time, their distributions,
-    links to the subject pages) and the same table as TSV. With --description and
+def main(subjects, params_jsons, fit_h5s, benchmarks, connectomes, empiricals, atlases,
+         config_file, config_json, figures, output, table, description, resolved_config):
+    """Summarise the cohort: one HTML page (sortable table of every subject's atlas, region
+    count, TR, fitted parameters and held-out FC r, FC RMSE, FCD KS and wall time, their
+    distributions, every subject's warnings, links to the subject pages) and the same
+    table as TSV. With --description and
     --resolved-config, also write the results' dataset_description.json (name, version,
     git commit, GeneratedBy) and the configuration that produced them.
     """
@@ -64,7 +71,9 @@ def main(subjects, params_jsons, fit_h5s, benchmarks, config_file, config_json, 
         )
     cfg = cli.read_config(config_file, config_json)
     kw = dict(params_jsons=list(params_jsons), fit_h5s=list(fit_h5s) or None, config=cfg)
-    html, df = report.cohort_report(list(subjects), benchmarks=list(benchmarks) or None, **kw)
+    html, df = report.cohort_report(
+        list(subjects), benchmarks=list(benchmarks) or None, connectome_h5s=connectomes or None,
+        empirical_h5s=empiricals or None, atlases=atlases or None, **kw)
     results.write_bytes(output, html)
     results.write_bytes(table, df.to_csv(sep="\t", index=False, na_rep="n/a"))
     if figures:

@@ -36,6 +36,9 @@ FILE = click.Path(exists=True, dir_okay=False)
 @click.option("--atlas", help="Atlas of a QSIRecon *_connectivity.mat file.")
 @click.option("--measure", help="Weights measure of a QSIRecon file.")
 @click.option("--lengths-measure", help="Lengths measure of a QSIRecon file.")
+@click.option("--centres", type=FILE, help="Region centres: label, x, y, z (mm) per line.")
+@click.option("--dseg", type=FILE, help="NIfTI label image: region centres from its centroids.")
+@click.option("--dseg-tsv", type=FILE, help="BIDS index/name table of the label image.")
 @click.option("--normalise", type=click.Choice(schema_choices("connectome.normalise")),
               default=schema_default("connectome.normalise"), show_default=True,
               help="Normalisation of the weights.")
@@ -50,48 +53,37 @@ FILE = click.Path(exists=True, dir_okay=False)
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False),
               help="The connectome HDF5 to write.")
 def main(subject, weights, lengths, labels, fmt, key, lengths_key, atlas, measure,
-         lengths_measure, normalise, symmetrise, missing, isolated, output):
+         lengths_measure, centres, dseg, dseg_tsv, normalise, symmetrise, missing, isolated,
+         output):
     """Read a subject's structural connectome (weights, tract lengths, labels), check it,
     normalise it, and write sub-X_connectome.h5.
 
-    The file holds the datasets weights and lengths (N × N, normalised as asked), weights_raw
-    (as read), labels (N strings) and the attributes normalisation, symmetric, isolated
-    (labels of unconnected regions), inputs (paths and SHA-256) and provenance.
+    The file holds weights and lengths (N × N, normalised as asked), weights_raw (as read),
+    labels, centres (N × 3 mm) and networks when known, and the attributes normalisation,
+    symmetric, isolated, warnings, inputs (paths and SHA-256) and provenance.
     """
     from bnmfit import results
     from bnmfit.connectome import Connectome
-    from bnmfit.errors import DataError, short_list
-    from bnmfit.io import read_connectome
-    from bnmfit.io._files import is_default_labels
+    from bnmfit.io import read_connectome, read_networks, region_centres
 
     cfg = {"connectome": {"normalise": normalise, "symmetrise": symmetrise,
                           "missing": missing, "isolated": isolated}}
     cli.log(f"sub-{subject}: reading {weights}" + (f" and {lengths}" if lengths else ""))
-    w, ln, lab = read_connectome(
-        weights, lengths, fmt=fmt, key=key, atlas=atlas, measure=measure, missing=missing,
-        lengths_key=lengths_key, lengths_measure=lengths_measure,
-    )
-    if labels:
-        given = cli.read_labels(labels)
-        if len(given) != w.shape[0]:
-            raise DataError(
-                f"{labels}: {len(given)} labels for a connectome of {w.shape[0]} regions; "
-                "give one label per region"
-            )
-        if is_default_labels(lab):
-            lab = given
+    given = cli.read_labels(labels) if labels else None  # before any message names a region
+    w, ln, lab = read_connectome(weights, lengths, fmt=fmt, key=key, atlas=atlas, missing=missing,
+                                 measure=measure, lengths_key=lengths_key,
+                                 lengths_measure=lengths_measure, labels=given)
     conn = Connectome.from_arrays(w, ln, lab, normalise=normalise, symmetrise=symmetrise,
                                   isolated=isolated)
-    inputs = [p for p in (weights, lengths, labels) if p]
-    results.ConnectomeFile(
-        subject=subject, weights=conn.weights, lengths=conn.lengths, weights_raw=w,
-        labels=list(conn.labels), normalisation=conn.normalisation,
-        symmetric=bool(conn.symmetric), isolated=list(conn.isolated),
-        provenance=results.provenance(cfg, inputs),  # seeds None: no randomness
-    ).write(output)
-    if conn.isolated:
-        cli.log(f"warning: {len(conn.isolated)} regions have no connection: "
-                f"{short_list(conn.isolated)}")
+    xyz = region_centres(conn.labels, weights=weights, fmt=fmt, centres=centres, dseg=dseg,
+                         dseg_tsv=dseg_tsv)
+    nets = read_networks(labels) if given == list(conn.labels) else None  # the file's order
+    inputs = [p for p in (weights, lengths, labels, centres, dseg, dseg_tsv) if p]
+    out = results.ConnectomeFile.of(subject, conn, w, centres=xyz, networks=nets,
+                                    provenance=results.provenance(cfg, inputs))  # no seeds
+    out.write(output)
+    for warning in out.warnings:  # kept in the file: the report and the run's end list them
+        cli.log(f"warning: {warning}")
     cli.log(f"sub-{subject}: {conn.n_regions} regions, normalisation {normalise} → {output}")
 
 

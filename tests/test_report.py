@@ -42,6 +42,15 @@ def _sliding_fcd(bold, win=30, step=5):
     return np.corrcoef(np.asarray(fcs))
 
 
+def brain_centres(labels, seed=0) -> np.ndarray:
+    """Plausible centres (mm, MNI-like) for labels that name their hemisphere."""
+    rng = np.random.default_rng(seed)
+    n = len(labels)
+    side = np.array([1.0 if re.search(r"(^|[-_])(rh|RH)([-_]|$)", x) else -1.0 for x in labels])
+    u = rng.uniform(0, 1, (n, 3))
+    return np.c_[side * (12 + 50 * u[:, 0]), -95 + 155 * u[:, 1], -30 + 100 * u[:, 2]]
+
+
 def make_subject(
     root: Path,
     subject: str,
@@ -50,19 +59,36 @@ def make_subject(
     fcd: bool = True,
     regional: bool = True,
     seed: int = 0,
+    n: int = N,
+    labels: list[str] | None = None,
+    centres: np.ndarray | None = None,
+    fc_only: bool = False,
+    heldout_seeds=99,
+    raw_weights: np.ndarray | None = None,
+    fit_warnings: tuple[str, ...] = (),
 ) -> dict:
-    """Write the five result files of one subject; return their paths and the truth."""
+    """Write the five result files of one subject (the connectome and empirical FC through
+    bnmfit.results' records; ``fc_only``: an FC given as a matrix, no BOLD and no FCD;
+    ``raw_weights``: the SC as read, whose warnings the connectome keeps); return their
+    paths and the truth."""
+    from bnmfit import results
+    from bnmfit.connectome import Connectome
+
+    labels = labels or (
+        LABELS if n == N else [f"{h}-r{i:03d}" for h in ("lh", "rh") for i in range(n // 2)]
+    )
+    fcd = fcd and not fc_only
     rng = np.random.default_rng(seed)
     d = root / f"sub-{subject}"
     d.mkdir(parents=True, exist_ok=True)
     pre = f"sub-{subject}"
     # connectome
-    w = rng.lognormal(0, 1.2, (N, N))
+    w = rng.lognormal(0, 1.2, (n, n))
     w = (w + w.T) / 2
-    w[rng.random((N, N)) < 0.25] = 0
+    w[rng.random((n, n)) < 0.25] = 0
     w = np.triu(w, 1) + np.triu(w, 1).T
     w /= w.max()
-    ln = rng.uniform(20, 150, (N, N))
+    ln = rng.uniform(20, 150, (n, n))
     ln = np.triu(ln, 1) + np.triu(ln, 1).T
     inputs = {"resources/sub-01_weights.tsv": "ab" * 32, "resources/sub-01_lengths.tsv": "cd" * 32}
     paths = {
@@ -72,26 +98,31 @@ def make_subject(
         "fit_h5": d / f"{pre}_fit.h5",
         "params_json": d / f"{pre}_desc-fitted_params.json",
     }
-    with h5py.File(paths["connectome_h5"], "w") as f:
-        f["weights"], f["lengths"] = w, ln
-        _str_ds(f, "labels", LABELS)
-        f.attrs["normalisation"] = "max"
-        f.attrs["symmetric"] = True
-        f.attrs["inputs"] = json.dumps([{"path": k, "sha256": v} for k, v in inputs.items()])
+    raw = w if raw_weights is None else raw_weights
+    conn = Connectome.from_arrays(raw, ln, labels, normalise="max", symmetrise=False)
+    results.ConnectomeFile.of(
+        subject, conn, raw, centres=centres, provenance={"inputs": inputs}
+    ).write(paths["connectome_h5"])
     # empirical
-    mix = rng.normal(size=(N, N)) * 0.6 + np.eye(N)
-    bold = rng.normal(size=(180, N)) @ mix
+    mix = rng.normal(size=(n, n)) * 0.6 + np.eye(n)
+    bold = rng.normal(size=(180, n)) @ mix
     bold = (bold - bold.mean(0)) / bold.std(0)
     emp_fc = np.corrcoef(bold.T)
-    with h5py.File(paths["empirical_h5"], "w") as f:
-        f["bold"], f["fc"] = bold, emp_fc
-        if fcd:
-            f["fcd"] = _sliding_fcd(bold)
-        _str_ds(f, "labels", LABELS)
-        f.attrs["tr"] = 2.0
-        f.attrs["qc"] = json.dumps(
-            {"n_volumes": 180, "frac_zero_variance": 0.0, "n_interpolated": 3}
-        )
+    fc_note = f"resources/{pre}_fc.tsv: the FC diagonal is 0 at {n} of {n} regions"
+    results.EmpiricalFile(
+        subject=subject,
+        fc=emp_fc,
+        labels=list(labels),
+        bold=None if fc_only else bold,
+        fcd=_sliding_fcd(bold) if fcd else None,
+        tr=None if fc_only else 2.0,
+        n_tr=None if fc_only else 180,
+        discard=0,
+        fcd_window=30 if fcd else 0,
+        fcd_step=5,
+        qc={"notes": [fc_note]} if fc_only else {"n_interpolated": 3, "frac_zero": 0.0},
+        provenance={},
+    ).write(paths["empirical_h5"])
     # exploration landscape
     axes = [
         {"name": "G", "lo": 0.5, "hi": 3.0, "n": 9, "scale": "linear"},
@@ -154,7 +185,7 @@ def make_subject(
     # refinement: a global stage from the top-3 points, then (optionally) a regional one
     starts = pts[top]
     steps = 25
-    target = np.array([opt[n] for n in names])
+    target = np.array([opt[name] for name in names])
     logd = np.array([a["scale"] == "log" for a in axes])
     rates = np.array([4.0, 9.0, 6.0])[:dims]  # per-dimension rates: curved trajectories
     tt = 1 - np.exp(-np.arange(steps)[:, None, None] / rates)
@@ -168,20 +199,20 @@ def make_subject(
     rejected = np.zeros((steps, 3), bool)
     rejected[7, 2] = True
     best_start = int(np.argmin(tr_loss[-1]))
-    best = {n: float(traj[-1, best_start, i]) for i, n in enumerate(names)}
-    sim_fc = np.clip(emp_fc + rng.normal(0, 0.12, (N, N)), -1, 1)
+    best = {name: float(traj[-1, best_start, i]) for i, name in enumerate(names)}
+    sim_fc = np.clip(emp_fc + rng.normal(0, 0.12, (n, n)), -1, 1)
     sim_fc = (sim_fc + sim_fc.T) / 2
     np.fill_diagonal(sim_fc, 1)
-    sim_bold = rng.normal(size=(150, N)) @ mix
+    sim_bold = rng.normal(size=(150, n)) @ mix
     stages = {"stage-0-global": 21.5}
-    a_reg = np.linspace(-0.2, 0.3, N) + rng.normal(0, 0.05, N)
+    a_reg = np.linspace(-0.2, 0.3, n) + rng.normal(0, 0.05, n)
     with h5py.File(paths["fit_h5"], "w") as f:
         g = f.create_group("stage-0-global")
         g["loss"], g["heldout_loss"] = tr_loss, held
         g["grad_norm"] = np.exp(-np.arange(steps) / 8.0)[:, None] * np.array([1.0, 2.0, 0.5])
         g["rejected"] = rejected
-        for i, n in enumerate(names):
-            g[f"traj/{n}"] = traj[..., i]
+        for i, name in enumerate(names):
+            g[f"traj/{name}"] = traj[..., i]
         g.attrs.update(
             best_start=best_start,
             wall_time=21.5,
@@ -208,8 +239,15 @@ def make_subject(
         f["sim_bold"] = sim_bold
         if fcd:
             f["sim_fcd"] = _sliding_fcd(sim_bold)
-    r_true = float(np.corrcoef(emp_fc[np.triu_indices(N, 1)], sim_fc[np.triu_indices(N, 1)])[0, 1])
-    rmse = float(np.sqrt(np.mean((emp_fc - sim_fc)[np.triu_indices(N, 1)] ** 2)))
+    iu = np.triu_indices(n, 1)
+    r_true = float(np.corrcoef(emp_fc[iu], sim_fc[iu])[0, 1])
+    ks_one = None
+    if fcd:  # the exact KS statistic of the two FCDs, as the report's histogram computes it
+        e, s = (np.sort(m[np.triu_indices(len(m), 1)]) for m in map(_sliding_fcd, (bold, sim_bold)))
+        grid = np.concatenate([e, s])
+        cdf_e, cdf_s = (np.searchsorted(v, grid, "right") / v.size for v in (e, s))
+        ks_one = float(np.abs(cdf_e - cdf_s).max())
+    rmse = float(np.sqrt(np.mean((emp_fc - sim_fc)[np.triu_indices(n, 1)] ** 2)))
     params = dict(best)
     if regional:
         params["a"] = a_reg.tolist()
@@ -222,14 +260,16 @@ def make_subject(
         "metrics": {
             "fc_r": r_true,
             "fc_rmse": rmse,
-            "fcd_ks": 0.21 if fcd else None,
+            # one held-out seed: the KS of the FCDs in the files; several: their mean differs
+            "fcd_ks": None if not fcd else ks_one if np.ndim(heldout_seeds) == 0 else 0.21,
             "stages": st_metrics,
         },
         "wall_time": stages,
+        "warnings": list(fit_warnings),
         "provenance": {
             "config_hash": f"cfg{seed:04d}abcdef",
             "versions": {"bnmfit": "0.1.0", "jax": "0.4.35", "numpy": "1.26.4"},
-            "seeds": {"explore": [11, 12, 13], "refine": 5, "heldout": 99},
+            "seeds": {"explore": [11, 12, 13], "refine": 5, "heldout": heldout_seeds},
             "inputs": inputs,
             "xla_flags": "--xla_backend_extra_options=x_threshold=7",
         },
@@ -311,7 +351,7 @@ def test_subject_report_says_what_is_absent(cohort):
     assert "Absent:</b> no regional stage" in page
     assert "Absent:</b> no FCD" in page
     assert f"{subs['03']['best']['G']:.4g}" in page
-    assert 'FCD KS</div><div class="v">—' in page
+    assert 'FCD KS (held-out seed)</div><div class="v">—' in page
 
 
 def test_subject_report_with_optional_files_missing(cohort):
@@ -405,6 +445,9 @@ def _cohort(cohort_fixture, config=CONFIG):
         ids,
         params_jsons=[subs[s]["paths"]["params_json"] for s in ids],
         fit_h5s=[subs[s]["paths"]["fit_h5"] for s in ids],
+        connectome_h5s=[subs[s]["paths"]["connectome_h5"] for s in ids],
+        empirical_h5s=[subs[s]["paths"]["empirical_h5"] for s in ids],
+        atlases=["Schaefer100", "", ""],
         config=config,
     )
 
@@ -415,6 +458,9 @@ def test_cohort_table_and_page(cohort):
     assert list(table["subject"]) == ["01", "02", "03"]
     assert list(table.columns) == [
         "subject",
+        "atlas",
+        "n_regions",
+        "tr",
         "G",
         "sigma",
         "velocity",
@@ -439,6 +485,11 @@ def test_cohort_table_and_page(cohort):
     assert table.loc[0, "a_mean"] == pytest.approx(np.mean(subs["01"]["regional"]))
     assert table.loc[0, "wall_time_s"] == pytest.approx(85.5)
     assert np.isnan(table.loc[2, "fcd_ks"])
+    # atlas (the sheet's column, else none named), region count and TR of every subject
+    assert table["atlas"].iloc[0] == "Schaefer100" and table["atlas"].iloc[1:].isna().all()
+    assert list(table["n_regions"]) == [N] * 3 and list(table["tr"]) == [2.0] * 3
+    assert "<th>regions</th><th>TR (s)</th>" in page and "Schaefer100" in page
+    assert "No subject has warnings." in page
     assert _imgs(page) == 2
     assert 'class="sortable"' in page
     assert "different configs" in page  # each synthetic subject has its own config hash
@@ -447,9 +498,11 @@ def test_cohort_table_and_page(cohort):
     assert "<code>cfg0002abcdef</code></td>" in page
     # the table round-trips through the TSV the workflow writes
     tsv = root / "cohort_params.tsv"
-    table.to_csv(tsv, sep="\t", index=False)
+    table.to_csv(tsv, sep="\t", index=False, na_rep="n/a")  # as scripts/cohort_report.py
     back = pd.read_csv(tsv, sep="\t", dtype={"subject": str})
     assert back.shape == table.shape and list(back["subject"]) == ["01", "02", "03"]
+    assert list(back.columns[1:4]) == ["atlas", "n_regions", "tr"]
+    assert list(back["n_regions"]) == [N] * 3 and back["tr"].tolist() == [2.0] * 3
     assert list(back["config_hash"]) == list(table["config_hash"])
     (root / "cohort_report.html").write_text(page, encoding="utf-8")
 
@@ -603,3 +656,246 @@ def test_strip_labels_are_spread_apart_in_order_and_stay_near_their_points():
     assert np.abs(placed - y).max() < 3 * step
     far = np.array([0.1, 0.5, 0.9])
     np.testing.assert_array_equal(_spread(far, (0.0, 1.0), gap), far)
+
+
+# ----------------------------------------------------------------------------- issue 24
+
+
+def _tvb_zip(path: Path, centres: np.ndarray, labels: list[str]) -> Path:
+    import zipfile
+
+    n = len(labels)
+    w = np.ones((n, n)) - np.eye(n)
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("weights.txt", "\n".join(" ".join(map(str, r)) for r in w))
+        z.writestr("tract_lengths.txt", "\n".join(" ".join(map(str, r)) for r in 10 * w))
+        z.writestr(
+            "centres.txt",
+            "\n".join(f"{lab} {x} {y} {z}" for lab, (x, y, z) in zip(labels, centres, strict=True)),
+        )
+    return path
+
+
+def test_centres_from_a_tvb_zip_and_a_centres_table(tmp_path):
+    from bnmfit.io import read_connectome, region_centres
+
+    labels = ["lh-a", "lh-b", "rh-a", "rh-b"]
+    xyz = np.array([[-30.0, 10, 20], [-40, -50, 5], [30, 10, 20], [40, -50, 5.5]])
+    zp = _tvb_zip(tmp_path / "connectivity_4.zip", xyz, labels)
+    _, _, got_labels = read_connectome(zp)
+    np.testing.assert_array_equal(region_centres(got_labels, weights=zp), xyz)
+    # a centres table (header, any order) wins over the zip, put in the connectome's order
+    table = tmp_path / "centres.tsv"
+    table.write_text(
+        "name\tx\ty\tz\n" + "".join(f"{lab}\t{1 + i}\t0\t0\n" for i, lab in enumerate(labels[::-1]))
+    )
+    np.testing.assert_array_equal(
+        region_centres(labels, weights=zp, centres=table)[:, 0], [4.0, 3.0, 2.0, 1.0]
+    )
+    table.write_text("label\tx\ty\tz\nlh-a\t1\t2\t3\n")
+    with pytest.raises(DataError, match=r"sheet column centres.*none for 3 \(lh-b, rh-a, rh-b\)"):
+        region_centres(labels, centres=table)
+    assert region_centres(labels) is None  # no source: no centres
+
+
+def test_centres_are_the_centroids_of_a_dseg(tmp_path):
+    import nibabel as nib
+
+    from bnmfit.io import region_centres
+
+    seg = np.zeros((6, 4, 4), np.int16)
+    seg[0:2, :, :] = 1  # voxels i = 0, 1
+    seg[4:6, 0:2, :] = 3  # i = 4, 5; j = 0, 1
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    affine[:3, 3] = [-10.0, -20.0, 5.0]
+    nib.save(nib.Nifti1Image(seg, affine), tmp_path / "atlas_dseg.nii.gz")
+    (tmp_path / "atlas_dseg.tsv").write_text("index\tname\n1\tLeft-A\n2\tLeft-Empty\n3\tRight-B\n")
+    got = region_centres(
+        ["Right-B", "Left-A", "Left-Empty"],
+        dseg=tmp_path / "atlas_dseg.nii.gz",
+        dseg_tsv=tmp_path / "atlas_dseg.tsv",
+    )
+    # world = 2 * voxel + offset; centroids (4.5, 0.5, 1.5) and (0.5, 1.5, 1.5) in voxels
+    np.testing.assert_allclose(got[0], [-1.0, -19.0, 8.0])
+    np.testing.assert_allclose(got[1], [-9.0, -17.0, 8.0])
+    assert np.isnan(got[2]).all()  # a region of the table without voxels
+
+
+def test_connectome_record_keeps_its_warnings_and_centres(tmp_path):
+    from bnmfit import results
+    from bnmfit.connectome import Connectome
+
+    labels = ["lh-a", "lh-b", "rh-a", "rh-b"]
+    raw = np.array([[2.0, 1, 0, 0], [3, 0, 1, 0], [0, 1, 0, 0], [0, 0, 0, 0]])
+    conn = Connectome.from_arrays(raw, None, labels, normalise="max")
+    rec = results.ConnectomeFile.of(
+        "07", conn, raw, centres=np.zeros((4, 3)), networks=["Vis"] * 4, provenance={}
+    )
+    isolated, diagonal, asym = rec.warnings
+    assert isolated.startswith("sub-07: 1 region(s) of the SC weights (sheet column sc_weights)")
+    assert "rh-b" in isolated and "connectome.isolated" in isolated
+    assert "self-connections at 1 of 4 regions (lh-a)" in diagonal
+    assert (
+        "up to 0.67 of the largest weight, between lh-a and lh-b" in asym
+        and "connectome.symmetrise: true" in asym
+    )
+    rec.write(tmp_path / "c.h5")
+    back = results.ConnectomeFile.read(tmp_path / "c.h5")
+    assert back.warnings == rec.warnings and back.networks == ["Vis"] * 4
+    np.testing.assert_array_equal(back.centres, np.zeros((4, 3)))
+    sym = Connectome.from_arrays(raw, None, labels, symmetrise=True)
+    assert len(results.ConnectomeFile.of("07", sym, raw, provenance={}).warnings) == 2
+
+
+def test_grouped_ticks_for_200_regions():
+    from bnmfit import report_figures as rf
+
+    labels = [f"{h}_region{i}" for h in ("L", "R") for i in range(100)]
+    groups = rf.region_groups(labels)
+    assert groups == ["left"] * 100 + ["right"] * 100
+    rng = np.random.default_rng(0)
+    fc = np.corrcoef(rng.normal(size=(300, 200)).T)
+    fig = rf.fc_figure(fc, fc, labels, groups=groups)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["left", "right"]
+    assert all(t.get_fontsize() >= 8 for t in ax.get_xticklabels() + ax.get_yticklabels())
+    assert "grouped" in ax.get_xlabel()
+    # Schaefer labels and a labels table's network column group by network
+    schaefer = [
+        f"7Networks_{h}_{net}_{i}"
+        for h in ("LH", "RH")
+        for net in ("Vis", "Default")
+        for i in range(50)
+    ]
+    assert (
+        rf.region_groups(schaefer)[0] == "LH Vis" and rf.region_groups(schaefer)[-1] == "RH Default"
+    )
+    assert rf.region_groups(["a", "b"], ["Vis", "DMN"]) == ["Vis", "DMN"]
+    assert rf.region_groups(["a", "b"]) is None
+    # few regions: every name, at 8 pt or more
+    fig = rf.fc_figure(fc[:12, :12], None, labels[:6] + labels[100:106])
+    ticks = fig.axes[0].get_yticklabels()
+    assert len(ticks) == 12 and min(t.get_fontsize() for t in ticks) >= 8
+    fig = rf.regional_figure({"w": np.arange(200.0)}, labels, None, groups=groups)
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["left", "right"]
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory):
+    """A 100-region subject with centres and warnings, and an FC-only subject."""
+    root = tmp_path_factory.mktemp("big")
+    labels = [
+        f"7Networks_{h}_{net}_{i}"
+        for h in ("LH", "RH")
+        for net in ("Vis", "SomMot", "DorsAttn", "Default")
+        for i in range(1, 13)
+    ]
+    labels += [f"{h}-subcortex-{i}" for h in ("lh", "rh") for i in range(2)]
+    n = len(labels)
+    raw = np.abs(np.random.default_rng(5).normal(size=(n, n)))
+    raw = raw + raw.T
+    np.fill_diagonal(raw, 0.0)
+    raw[0, 1] += 1.0  # asymmetric, kept
+    subs = {
+        "100": make_subject(
+            root,
+            "100",
+            n=n,
+            labels=labels,
+            centres=brain_centres(labels),
+            seed=4,
+            raw_weights=raw,
+            heldout_seeds=[99, 100, 101],
+            fit_warnings=("the fitted parameters give non-finite held-out fc_r",),
+        ),
+        "fc": make_subject(root, "fc", fc_only=True, regional=False, seed=6),
+    }
+    pages = {}
+    for sid, s in subs.items():
+        pages[sid] = root / f"sub-{sid}" / f"sub-{sid}_report.html"
+        pages[sid].write_text(
+            report.subject_report(sid, **s["paths"], config=CONFIG), encoding="utf-8"
+        )
+    return root, subs, pages
+
+
+def test_glass_brain_where_centres_are_known_and_one_line_where_not(big, cohort):
+    _, _, pages = big
+    page = pages["100"].read_text(encoding="utf-8")
+    assert (
+        'id="brain"' in page
+        and 'alt="sub-100 regional parameters and strongest FC edges on a glass brain"' in page
+    )
+    page = cohort[2]["01"].read_text(encoding="utf-8")
+    section = re.search(r'<section id="brain">(.*?)</section>', page).group(1)
+    assert section.count("<p") == 1 and "no region centres" in section and "<img" not in section
+    assert "sheet column centres" in section
+
+
+def test_fc_only_page_says_what_is_absent_and_why(big):
+    page = html.unescape(big[2]["fc"].read_text(encoding="utf-8"))
+    assert "the FC was given as a matrix in the sheet's fc column, without its BOLD" in page
+    assert "Volumes it was computed from: unknown" in page
+    assert "No BOLD, so no FCD and no empirical BOLD traces" in page
+    assert "Absent:</b> no FCD: the FC was given as a matrix" in page
+    assert "the config asked for none" not in page
+    assert "empirical (preprocessed)" not in page  # no promise of empirical BOLD traces
+    assert "Simulated BOLD of a few regions" in page and "No empirical BOLD: the FC" in page
+
+
+def test_the_two_ks_numbers_are_labelled(big, cohort):
+    page = html.unescape(big[2]["100"].read_text(encoding="utf-8"))
+    assert "FCD KS (mean of 3 held-out seeds)</div>" in page
+    assert "averages the KS over the fit's 3 held-out seeds" in page
+    page = html.unescape(cohort[2]["01"].read_text(encoding="utf-8"))
+    assert (
+        "FCD KS (held-out seed)</div>" in page
+        and "is that of the held-out seed shown (seed 99): the two are the same number" in page
+    )
+
+
+def test_warnings_reach_the_page_the_cohort_and_the_end_of_the_run(big):
+    root, subs, pages = big
+    page = pages["100"].read_text(encoding="utf-8")
+    box = re.search(r'<section id="warnings">(.*?)</section>', page).group(1)
+    assert page.index('id="warnings"') < page.index('id="summary"')  # at the top
+    assert "sub-100: the SC weights (sheet column sc_weights) are asymmetric" in box
+    assert "between 7Networks_LH_Vis_1 and 7Networks_LH_Vis_2" in html.unescape(box)
+    assert "sub-100: the fitted parameters give non-finite held-out fc_r" in box
+    fc_page = pages["fc"].read_text(encoding="utf-8")
+    assert "sub-fc (sheet column fc): resources/sub-fc_fc.tsv: the FC diagonal is 0" in fc_page
+    got = report.collect_warnings(["100", "fc", "none"], root)
+    assert [len(got[s]) for s in ("100", "fc", "none")] == [2, 1, 0]
+    text = report.warnings_summary(["100", "fc", "none"], root)
+    lines = text.splitlines()
+    assert (
+        lines[0]
+        == "bnmfit: 3 warning(s) for 2 of 3 subjects (also in their reports and the cohort report):"
+    )
+    assert lines[1] == "  sub-100:" and lines[2].startswith("    - sub-100: the SC weights")
+    assert lines[4] == "  sub-fc:" and "sub-none" not in text
+    assert report.warnings_summary(["none"], root) == ""
+    ids = list(subs)
+    cohort_page, table = report.cohort_report(
+        ids,
+        params_jsons=[subs[s]["paths"]["params_json"] for s in ids],
+        fit_h5s=[subs[s]["paths"]["fit_h5"] for s in ids],
+        connectome_h5s=[subs[s]["paths"]["connectome_h5"] for s in ids],
+        empirical_h5s=[subs[s]["paths"]["empirical_h5"] for s in ids],
+        config=CONFIG,
+    )
+    box = re.search(r'<section id="warnings">(.*?)</section>', cohort_page).group(1)
+    assert "3 warning(s) for 2 of 2 subjects" in box
+    assert '<a href="sub-fc/sub-fc_report.html">sub-fc</a>' in box
+    assert list(table["n_regions"]) == [100, N] and np.isnan(table["tr"].iloc[1])
+    (root / "cohort_report.html").write_text(cohort_page, encoding="utf-8")
+
+
+def test_atlas_from_the_connectome_inputs():
+    def conn(*paths):
+        return {"@attrs": {"inputs": {p: "ab" for p in paths}}}
+
+    assert report._atlas(None, conn("d/sub-1_atlas-4S156Parcels_relmat.tsv")) == "4S156Parcels"
+    assert report._atlas(None, conn("res/connectivity_76.zip")) == "connectivity_76"
+    assert report._atlas("DK", conn("res/connectivity_76.zip")) == "DK"
+    assert report._atlas(None, conn("w.tsv")) is None

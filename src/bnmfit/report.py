@@ -27,7 +27,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +42,16 @@ from bnmfit.errors import ConfigError, DataError
 __all__ = [
     "COHORT_FIGURES",
     "SUBJECT_FIGURES",
+    "SUBJECT_SECTIONS",
     "cohort_figure_paths",
     "cohort_report",
+    "collect_warnings",
     "subject_figure_paths",
     "subject_page",
     "subject_prefix",
     "subject_report",
+    "subject_warnings",
+    "warnings_summary",
     "write_cohort_figures",
     "write_subject_figures",
 ]
@@ -62,6 +66,7 @@ SUBJECT_FIGURES: dict[str, str] = {
     "landscape": "Exploration landscape with every refinement start's trajectory and the best fit.",
     "loss": "Loss per refinement stage and start (training and held-out noise), best so far.",
     "regional": "Fitted regional parameters per region and against node strength.",
+    "brain": "Regional parameters and the strongest FC edges on a glass brain (region centres).",
 }
 #: the cohort figures written for ``snakemake --report``.
 COHORT_FIGURES: dict[str, str] = {
@@ -208,6 +213,18 @@ def _match(mapping: Mapping[str, Any] | None, stage: Mapping[str, Any]) -> Any:
     return None
 
 
+def _warnings(pre: str, conn: Mapping[str, Any], emp: Mapping[str, Any], pj: Mapping) -> list:
+    """A subject's warnings from its result files (as read): the connectome's, what the FC
+    reader changed (the empirical QC notes) and the fit's, each naming the subject."""
+    out = [str(w) for w in (conn.get("@attrs") or {}).get("warnings") or []]
+    qc = (emp.get("@attrs") or {}).get("qc")
+    col = "fc" if emp.get("bold") is None else "bold"
+    notes = qc.get("notes") if isinstance(qc, Mapping) else None
+    out += [f"{pre} (sheet column {col}): {n}" for n in notes or []]
+    out += [w if str(w).startswith(pre) else f"{pre}: {w}" for w in pj.get("warnings") or []]
+    return out
+
+
 def _load_subject(subject, connectome_h5, empirical_h5, explore_h5, fit_h5, params_json):
     conn = _read_h5(_check_file(connectome_h5, "connectome HDF5 (sub-X_connectome.h5)"))
     emp = _read_h5(_check_file(empirical_h5, "empirical FC HDF5 (sub-X_desc-empirical_fc.h5)"))
@@ -221,6 +238,7 @@ def _load_subject(subject, connectome_h5, empirical_h5, explore_h5, fit_h5, para
     emp_fc = _arr(emp.get("fc"), 2)
     n = next((a.shape[0] for a in (weights, emp_fc) if a is not None), None)
     labels = _labels(conn.get("labels"), emp.get("labels"), n=n)
+    networks = conn.get("networks") if isinstance(conn.get("networks"), list) else None
     params = pj.get("params") or {}
     glob = {k: float(v) for k, v in params.items() if np.ndim(v) == 0 and _float(v) is not None}
     regional = {
@@ -229,6 +247,11 @@ def _load_subject(subject, connectome_h5, empirical_h5, explore_h5, fit_h5, para
     return {
         "subject": subject,
         "labels": labels,
+        "groups": rf.region_groups(labels, networks),
+        "centres": _arr(conn.get("centres"), 2),
+        "warnings": _warnings(subject_prefix(subject), conn, emp, pj),
+        # the FC was given as a matrix (sheet column fc): no BOLD, so no FCD
+        "fc_only": emp_fc is not None and emp.get("bold") is None,
         "weights": weights,
         "lengths": _arr(conn.get("lengths"), 2),
         "conn_attrs": conn["@attrs"],
@@ -247,6 +270,66 @@ def _load_subject(subject, connectome_h5, empirical_h5, explore_h5, fit_h5, para
         "globals": glob,
         "regional": regional,
     }
+
+
+# =========================================================================== warnings
+
+
+def subject_warnings(
+    subject: str,
+    *,
+    connectome_h5: PathLike | None = None,
+    empirical_h5: PathLike | None = None,
+    params_json: PathLike | None = None,
+) -> list[str]:
+    """The warnings kept in one subject's result files, each naming the subject: the
+    connectome's (regions without connections, self-connections set to 0, asymmetric weights
+    kept), what the FC reader changed (the empirical QC notes, naming the sheet column) and
+    the fit's (e.g. a degenerate held-out simulation). A path that does not exist is a
+    DataError; None leaves that file out."""
+    pre = subject_prefix(subject)
+    conn = _read_h5(_check_file(connectome_h5, f"connectome HDF5 of {pre}")) or {}
+    emp = _read_h5(_check_file(empirical_h5, f"empirical FC HDF5 of {pre}")) or {}
+    pj = _read_json(_check_file(params_json, f"fitted parameters JSON of {pre}"))
+    return _warnings(pre, conn, emp, pj)
+
+
+def collect_warnings(subjects: Sequence[str], results_dir: PathLike = "results") -> dict:
+    """Every subject's warnings (:func:`subject_warnings`) from its result files in the
+    workflow's layout under ``results_dir`` (``sub-X/sub-X_connectome.h5``,
+    ``sub-X/sub-X_desc-empirical_fc.h5``, ``sub-X/sub-X_desc-fitted_params.json``; files
+    not written yet are left out). Returns subject → list of warnings, in the given order."""
+    out = {}
+    for subject in subjects:
+        pre = subject_prefix(subject)
+        paths = {
+            key: Path(results_dir) / pre / f"{pre}_{name}"
+            for key, name in (
+                ("connectome_h5", "connectome.h5"),
+                ("empirical_h5", "desc-empirical_fc.h5"),
+                ("params_json", "desc-fitted_params.json"),
+            )
+        }
+        out[str(subject)] = subject_warnings(
+            subject, **{k: p if p.is_file() else None for k, p in paths.items()}
+        )
+    return out
+
+
+def warnings_summary(subjects: Sequence[str], results_dir: PathLike = "results") -> str:
+    """The text that ends a run: every subject's warnings (:func:`collect_warnings`),
+    grouped by subject, or "" when there are none."""
+    have = {s: w for s, w in collect_warnings(subjects, results_dir).items() if w}
+    if not have:
+        return ""
+    lines = [
+        f"bnmfit: {sum(map(len, have.values()))} warning(s) for {len(have)} of "
+        f"{len(subjects)} subjects (also in their reports and the cohort report):"
+    ]
+    for subject, ws in have.items():
+        lines.append(f"  {subject_prefix(subject)}:")
+        lines += [f"    - {w}" for w in ws]
+    return "\n".join(lines)
 
 
 # =========================================================================== formatting
@@ -380,6 +463,8 @@ table.sortable th[data-dir=asc]::after{content:" ▲"}
 table.sortable th[data-dir=desc]::after{content:" ▼"}
 .absent{background:#fff6e0;border-left:4px solid #e0a800;padding:6px 10px;margin:8px 0;
   font-size:.92em}
+.warn{background:#fdecea;border-left:5px solid #c0392b;padding:6px 12px;margin:4px 0}
+.warn li{margin:3px 0}
 .prov{background:#f7f9fb;border:1px dashed #9aa8b8;border-radius:6px;padding:8px 14px}
 code,.mono{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:.86em;
   word-break:break-all}
@@ -548,12 +633,20 @@ def _make_figure(s: dict[str, Any], name: str, config: Mapping[str, Any]):
         if s["weights"] is None:
             return None
         return rf.connectome_figure(
-            s["weights"], s["lengths"], s["labels"], s["conn_attrs"].get("normalisation")
+            s["weights"],
+            s["lengths"],
+            s["labels"],
+            s["conn_attrs"].get("normalisation"),
+            groups=s["groups"],
         )
     if name == "fc":
         if s["emp_fc"] is None:
             return None
-        return rf.fc_figure(s["emp_fc"], s["sim_fc"], s["labels"])
+        return rf.fc_figure(s["emp_fc"], s["sim_fc"], s["labels"], groups=s["groups"])
+    if name == "brain":
+        if s["centres"] is None or s["centres"].shape != (len(s["labels"]), 3):
+            return None
+        return rf.brain_figure(s["centres"], s["regional"], s["emp_fc"], s["sim_fc"])
     if name == "scatter":
         if s["emp_fc"] is None or s["sim_fc"] is None:
             return None
@@ -578,28 +671,53 @@ def _make_figure(s: dict[str, Any], name: str, config: Mapping[str, Any]):
             return None
         return rf.loss_figure(s["stages"])
     if name == "regional":
-        return rf.regional_figure(s["regional"], s["labels"], _strength(s))
+        return rf.regional_figure(s["regional"], s["labels"], _strength(s), groups=s["groups"])
     if name == "fcd":
-        return rf.fcd_figure(s["emp_fcd"], s["sim_fcd"])
+        return rf.fcd_figure(s["emp_fcd"], s["sim_fcd"], seed=_heldout_seeds(s)[1])
     if name == "bold":
         tr = _float(s["emp_attrs"].get("tr"))
+        tr = tr if tr is not None and math.isfinite(tr) else None  # NaN: no TR known
         tr_sim = _float(s["fit_attrs"].get("tr")) or tr
         n_traces = int(_report_options(config).get("bold_traces", 4))
         return rf.bold_figure(s["emp_bold"], s["sim_bold"], s["labels"], tr, tr_sim, n_traces)
     raise ValueError(f"unknown figure {name!r}")
 
 
-_ABSENT_WHY = {
-    "connectome": "no SC weights in the connectome file",
-    "fc": "no empirical FC in the empirical file",
-    "scatter": "no simulated FC of the best fit (sim_fc) in the fit file",
-    "landscape": "no exploration landscape (sub-X_explore.h5 missing or without names, "
-    "points and mean_loss)",
-    "loss": "no refinement stages in the fit file",
-    "regional": "no regional stage: every fitted parameter is global",
-    "fcd": "no FCD (neither empirical nor simulated): the config asked for none",
-    "bold": "no BOLD time series (neither the empirical bold nor the simulated sim_bold)",
-}
+def _absent_why(s: dict[str, Any], name: str) -> str:
+    """Why figure ``name`` of subject ``s`` cannot be drawn (one line)."""
+    if name == "fcd" and s["fc_only"]:
+        return f"no FCD: {_FC_ONLY}, and an FCD needs the BOLD"
+    if name == "fcd" and not _float(s["emp_attrs"].get("fcd_window")):
+        return "no FCD (neither empirical nor simulated): observation.fcd_window is 0"
+    if name == "brain" and s["centres"] is None:
+        return (
+            "no region centres, so no view in brain space: give them in the sheet column "
+            "centres (label, x, y, z in mm), a TVB zip with centres.txt, or a dseg label image"
+        )
+    return {
+        "connectome": "no SC weights in the connectome file",
+        "fc": "no empirical FC in the empirical file",
+        "scatter": "no simulated FC of the best fit (sim_fc) in the fit file",
+        "landscape": "no exploration landscape (sub-X_explore.h5 missing or without names, "
+        "points and mean_loss)",
+        "loss": "no refinement stages in the fit file",
+        "regional": "no regional stage: every fitted parameter is global",
+        "fcd": "no FCD (neither empirical nor simulated)",
+        "bold": "no BOLD time series (neither the empirical bold nor the simulated sim_bold)",
+        "brain": "nothing to draw in brain space (no regional parameter, no FC)",
+    }[name]
+
+
+_FC_ONLY = "the FC was given as a matrix in the sheet's fc column, without its BOLD"
+
+
+def _heldout_seeds(s: dict[str, Any]) -> tuple[int, int | None]:
+    """(how many held-out seeds the fit's metrics average over, the seed of the simulated
+    observables shown), from the fitted parameters' provenance and the fit file."""
+    seeds = ((s["json"].get("provenance") or {}).get("seeds") or {}).get("heldout")
+    seeds = [seeds] if isinstance(seeds, (int, float)) else list(seeds or [])
+    shown = s["fit_attrs"].get("heldout_seed", seeds[0] if seeds else None)
+    return len(seeds), None if shown is None else int(shown)
 
 
 def _stage_rows(s: dict[str, Any]) -> list[dict[str, Any]]:
@@ -685,19 +803,48 @@ def _fc_stats(s: dict[str, Any], fm: dict[str, Any]) -> str:
     return "<div><h3>FC numbers</h3>" + _table(["quantity", "value"], rows) + "</div>"
 
 
-def _summary_section(s: dict[str, Any], fm: dict[str, Any], stage_rows) -> str:
+def _ks_label(s: dict[str, Any]) -> str:
+    """What the fit's FCD KS is: the mean over its held-out seeds, or that of its one seed."""
+    n = _heldout_seeds(s)[0]
+    return f"FCD KS (mean of {n} held-out seeds)" if n > 1 else "FCD KS (held-out seed)"
+
+
+def _data_line(s: dict[str, Any]) -> str:
+    """What the empirical target is: an FC from how many volumes, or an FC given as such."""
+    if s["emp_fc"] is None:
+        return ""
+    tr = _float(s["emp_attrs"].get("tr"))
+    tr_txt = f"TR {_num(tr)} s" if tr and math.isfinite(tr) else "TR unknown"
+    n = len(s["labels"])
+    if s["fc_only"]:
+        return _note(
+            f"Empirical target: {_FC_ONLY} ({n} regions, {tr_txt}). Volumes it was computed "
+            "from: unknown. No BOLD, so no FCD and no empirical BOLD traces."
+        )
+    n_tr = _float(s["emp_attrs"].get("n_tr"))
+    vols = (
+        f"{int(n_tr)} volumes" if n_tr is not None and n_tr >= 0 else "an unknown number of volumes"
+    )
+    return (
+        f'<p class="muted">Empirical target: FC (and FCD) of the BOLD in the sheet\'s bold '
+        f"column: {n} regions, {vols} (after discard), {tr_txt}.</p>"
+    )
+
+
+def _summary_section(s: dict[str, Any]) -> str:
+    fm, stage_rows = s["fm"], s["stage_rows"]
     walls = [r["wall_time"] for r in stage_rows if r["wall_time"] is not None]
     if "refine" in s.get("timings", {}):
         walls = [s["timings"]["refine"]]
     cards = [
         _card("FC r (held-out)", _r(fm["fc_r"])),
         _card("FC RMSE", _r(fm["fc_rmse"])),
-        _card("FCD KS", _r(fm["fcd_ks"])),
+        _card(_ks_label(s), _r(fm["fcd_ks"])),
     ]
     cards += [_card(k, _num(v)) for k, v in s["globals"].items()]
     if walls:
         cards.append(_card("fit wall time", _duration(sum(walls))))
-    parts = [f'<div class="cards">{"".join(cards)}</div>']
+    parts = [_data_line(s), f'<div class="cards">{"".join(cards)}</div>']
     prm = [(k, _num(v), "global", "") for k, v in s["globals"].items()]
     for k, v in s["regional"].items():
         prm.append(
@@ -792,7 +939,8 @@ def _explore_info(s: dict[str, Any]) -> str:
     return html_
 
 
-def _provenance_section(s: dict[str, Any], config: Mapping[str, Any], stage_rows) -> str:
+def _provenance_section(s: dict[str, Any]) -> str:
+    config, stage_rows = s["config"], s["stage_rows"]
     prov = s["json"].get("provenance") or {}
     from bnmfit import __version__
 
@@ -882,6 +1030,169 @@ def _provenance_section(s: dict[str, Any], config: Mapping[str, Any], stage_rows
     return "".join(parts)
 
 
+def _fig(s: dict[str, Any], name: str, alt: str, caption: str) -> str:
+    """Figure ``name`` of subject ``s`` as HTML, or the line saying why it is absent."""
+    f = _make_figure(s, name, s["config"])
+    if f is None:
+        return _absent(_absent_why(s, name))
+    alt = f"{subject_prefix(s['subject'])} {alt}"
+    return _figure(f, alt, caption, _report_options(s["config"]).get("dpi"))
+
+
+def _warnings_section(s: dict[str, Any]) -> str:
+    if not s["warnings"]:
+        return ""
+    items = "".join(f"<li>{_esc(w)}</li>" for w in s["warnings"])
+    return (
+        f'<div class="warn"><ul>{items}</ul><p class="muted">Recorded by the steps that '
+        "wrote this subject's results (their logs say the same); the run's end lists them "
+        "for every subject.</p></div>"
+    )
+
+
+def _connectome_section(s: dict[str, Any]) -> str:
+    return _fig(
+        s,
+        "connectome",
+        "SC weights and tract lengths",
+        "Left: SC weights on a log10 scale (white: no edge). Right: tract lengths in mm.",
+    )
+
+
+def _fc_section(s: dict[str, Any]) -> str:
+    fm = s["fm"]
+    fc_html = _fig(
+        s,
+        "fc",
+        "empirical, simulated and difference FC",
+        "Empirical FC, simulated FC of the best fit (held-out noise seed) and "
+        "simulated − empirical, all on one colour scale (diagonal omitted).",
+    )
+    if s["emp_fc"] is not None and s["sim_fc"] is None:
+        fc_html += _absent("no simulated FC of the best fit (sim_fc) in the fit file")
+    sc_html = _fig(
+        s,
+        "scatter",
+        "simulated vs empirical FC edges",
+        f"One point per edge (upper triangle). Held-out fit: "
+        f"r = {_r(fm['fc_r'])}, RMSE = {_r(fm['fc_rmse'])}.",
+    )
+    return fc_html + f'<div class="row">{sc_html}{_fc_stats(s, fm)}</div>'
+
+
+def _brain_section(s: dict[str, Any]) -> str:
+    if s["centres"] is None:
+        return _note(_absent_why(s, "brain"))
+    return _fig(
+        s,
+        "brain",
+        "regional parameters and strongest FC edges on a glass brain",
+        "Glass brain (left, top, right views; region centres in mm as given, drawn on the "
+        "MNI template's outline). Top: each regional parameter at its region's centre. "
+        f"Below: the strongest {rf.TOP_EDGES:.0%} of FC edges (at least {rf.MIN_EDGES}, at "
+        f"most {rf.MAX_EDGES}) of the empirical and of the simulated FC, on one colour scale.",
+    )
+
+
+def _landscape_section(s: dict[str, Any]) -> str:
+    land = _fig(
+        s,
+        "landscape",
+        "exploration landscape with refinement trajectories",
+        "Exploration landscape (loss averaged over noise seeds; grey: diverged). "
+        "Coloured lines: the refinement trajectory of every start (o: start, ■: end; "
+        "the best start drawn thicker); red ★: the best fit.",
+    )
+    return land + _explore_info(s)
+
+
+def _loss_section(s: dict[str, Any]) -> str:
+    return _fig(
+        s,
+        "loss",
+        "loss curves per stage",
+        "Per stage: training loss of every start (the start's colour matches the "
+        "landscape), held-out loss where evaluated (◆), best so far over all starts "
+        "(dashed), rejected steps (red ×); below: gradient norm.",
+    )
+
+
+def _regional_section(s: dict[str, Any]) -> str:
+    return _fig(
+        s,
+        "regional",
+        "fitted regional parameters",
+        "Fitted regional parameters per region (connectome order; dashed: mean) and "
+        "against node strength (sum of SC weights; r: Pearson correlation).",
+    )
+
+
+def _fcd_section(s: dict[str, Any]) -> str:
+    n_seeds, seed = _heldout_seeds(s)
+    seed_txt = "" if seed is None else f" (seed {seed})"
+    if n_seeds > 1:
+        why = (
+            f"averages the KS over the fit's {n_seeds} held-out seeds, while the histogram "
+            f"shows one of them{seed_txt}: the two differ by that seed's share of the noise"
+        )
+    else:
+        why = f"is that of the held-out seed shown{seed_txt}"
+        shown = s["emp_fcd"] is not None and s["sim_fcd"] is not None
+        ks = rf.ks_statistic(rf._upper(s["emp_fcd"]), rf._upper(s["sim_fcd"])) if shown else None
+        if ks is not None and s["fm"]["fcd_ks"] is not None and abs(ks - s["fm"]["fcd_ks"]) < 5e-4:
+            why += ": the two are the same number"
+    html_ = _fig(
+        s,
+        "fcd",
+        "FCD empirical vs simulated",
+        "FCD matrices on a shared colour scale and the distributions of their values. The "
+        "histogram's title gives the KS statistic of the two FCDs shown (exact, no "
+        f"smoothing); the summary's {_ks_label(s)} = {_r(s['fm']['fcd_ks'])} {why}.",
+    )
+    if (s["emp_fcd"] is None) != (s["sim_fcd"] is None):
+        which = "empirical" if s["emp_fcd"] is None else "simulated"
+        why = f" ({_FC_ONLY})" if s["fc_only"] else ""
+        html_ += _absent(f"no {which} FCD{why}; only the other one is shown")
+    return html_
+
+
+def _bold_section(s: dict[str, Any]) -> str:
+    if s["emp_bold"] is None and s["sim_bold"] is not None:
+        why = _FC_ONLY if s["fc_only"] else "the empirical file holds none"
+        caption = (
+            "Simulated BOLD of a few regions (best fit, held-out seed), z-scored, and its power "
+            f"spectrum. No empirical BOLD: {why}."
+        )
+    else:
+        caption = (
+            "BOLD of a few regions, empirical (preprocessed) and simulated (best fit, "
+            "held-out seed), each z-scored."
+        )
+    html_ = _fig(s, "bold", "BOLD traces", caption)
+    if s["emp_bold"] is not None and s["sim_bold"] is None:
+        html_ += _absent("no simulated BOLD (sim_bold) in the fit file")
+    return html_
+
+
+#: The subject page, in order: (anchor, title, section function). A section function takes
+#: the loaded subject (its records, ``config``, final metrics ``fm`` and ``stage_rows``) and
+#: returns the section's HTML, or "" to leave the section out; adding a section to the page
+#: is adding its function here.
+SUBJECT_SECTIONS: list[tuple[str, str, Callable[[dict[str, Any]], str]]] = [
+    ("warnings", "Warnings", _warnings_section),
+    ("summary", "Summary", _summary_section),
+    ("connectome", "Structural connectome", _connectome_section),
+    ("fc", "Functional connectivity", _fc_section),
+    ("brain", "Brain space", _brain_section),
+    ("landscape", "Exploration and refinement trajectories", _landscape_section),
+    ("loss", "Loss curves", _loss_section),
+    ("regional", "Regional parameters", _regional_section),
+    ("fcd", "Functional connectivity dynamics (FCD)", _fcd_section),
+    ("bold", "BOLD", _bold_section),
+    ("provenance", "Provenance", _provenance_section),
+]
+
+
 def subject_report(
     subject: str,
     *,
@@ -916,112 +1227,17 @@ def subject_report(
         for k, v in ((k, benchmark_seconds(p)) for k, p in (benchmarks or {}).items())
         if v is not None
     }
-    dpi = _report_options(config).get("dpi")
-    pre = subject_prefix(subject)
-    fm = _final_metrics(s)
-    stage_rows = _stage_rows(s)
-
-    def fig(name: str, alt: str, caption: str) -> str:
-        f = _make_figure(s, name, config)
-        if f is None:
-            return _absent(_ABSENT_WHY[name])
-        return _figure(f, alt, caption, dpi)
-
-    sections = [("summary", "Summary", _summary_section(s, fm, stage_rows))]
-    sections.append(
-        (
-            "connectome",
-            "Structural connectome",
-            fig(
-                "connectome",
-                f"{pre} SC weights and tract lengths",
-                "Left: SC weights on a log10 scale (white: no edge). Right: tract lengths in mm.",
-            ),
-        )
-    )
-    fc_html = fig(
-        "fc",
-        f"{pre} empirical, simulated and difference FC",
-        "Empirical FC, simulated FC of the best fit (held-out noise seed) and "
-        "simulated − empirical, all on one colour scale (diagonal omitted).",
-    )
-    if s["emp_fc"] is not None and s["sim_fc"] is None:
-        fc_html += _absent("no simulated FC of the best fit (sim_fc) in the fit file")
-    sc_html = fig(
-        "scatter",
-        f"{pre} simulated vs empirical FC edges",
-        f"One point per edge (upper triangle). Held-out fit: "
-        f"r = {_r(fm['fc_r'])}, RMSE = {_r(fm['fc_rmse'])}.",
-    )
-    sections.append(
-        (
-            "fc",
-            "Functional connectivity",
-            fc_html + f'<div class="row">{sc_html}{_fc_stats(s, fm)}</div>',
-        )
-    )
-    land = fig(
-        "landscape",
-        f"{pre} exploration landscape with refinement trajectories",
-        "Exploration landscape (loss averaged over noise seeds; grey: diverged). "
-        "Coloured lines: the refinement trajectory of every start (o: start, ■: end; "
-        "the best start drawn thicker); red ★: the best fit.",
-    )
-    sections.append(
-        ("landscape", "Exploration and refinement trajectories", land + _explore_info(s))
-    )
-    sections.append(
-        (
-            "loss",
-            "Loss curves",
-            fig(
-                "loss",
-                f"{pre} loss curves per stage",
-                "Per stage: training loss of every start (the start's colour matches the "
-                "landscape), held-out loss where evaluated (◆), best so far over all starts "
-                "(dashed), rejected steps (red ×); below: gradient norm.",
-            ),
-        )
-    )
-    sections.append(
-        (
-            "regional",
-            "Regional parameters",
-            fig(
-                "regional",
-                f"{pre} fitted regional parameters",
-                "Fitted regional parameters per region (connectome order; dashed: mean) and "
-                "against node strength (sum of SC weights; r: Pearson correlation).",
-            ),
-        )
-    )
-    fcd_html = fig(
-        "fcd",
-        f"{pre} FCD empirical vs simulated",
-        f"FCD matrices on a shared colour scale and the distributions of their "
-        f"values; held-out FCD KS = {_r(fm['fcd_ks'])}.",
-    )
-    if (s["emp_fcd"] is None) != (s["sim_fcd"] is None):
-        which = "empirical" if s["emp_fcd"] is None else "simulated"
-        fcd_html += _absent(f"no {which} FCD; only the other one is shown")
-    sections.append(("fcd", "Functional connectivity dynamics (FCD)", fcd_html))
-    bold_html = fig(
-        "bold",
-        f"{pre} BOLD traces",
-        "BOLD of a few regions, empirical (preprocessed) and simulated (best fit, "
-        "held-out seed), each z-scored.",
-    )
-    if s["emp_bold"] is not None and s["sim_bold"] is None:
-        bold_html += _absent("no simulated BOLD (sim_bold) in the fit file")
-    sections.append(("bold", "BOLD", bold_html))
-    sections.append(("provenance", "Provenance", _provenance_section(s, config, stage_rows)))
-    body = "".join(_section(a, t, c) for a, t, c in sections)
+    s.update(config=config, fm=_final_metrics(s), stage_rows=_stage_rows(s))
+    sections = [(a, title, fn(s)) for a, title, fn in SUBJECT_SECTIONS]
+    sections = [(a, title, html_) for a, title, html_ in sections if html_]
+    body = "".join(_section(a, title, c) for a, title, c in sections)
     model = _model_name(config)
     subtitle = (
         "Whole-brain network model fit"
         + (f" — model: {_esc(model)}" if model else "")
-        + f" — FC r = {_r(fm['fc_r'])}, RMSE = {_r(fm['fc_rmse'])}"
+        + f" — FC r = {_r(s['fm']['fc_r'])}, RMSE = {_r(s['fm']['fc_rmse'])}"
     )
+    pre = subject_prefix(subject)
     return _page(f"{pre} — fit report", subtitle, [(a, t) for a, t, _ in sections], body)
 
 
@@ -1048,7 +1264,7 @@ def write_subject_figures(
     for name, path in subject_figure_paths(subject, outdir).items():
         fig = _make_figure(s, name, config)
         if fig is None:
-            fig = rf.absent_figure(f"{subject_prefix(subject)}: {name}", _ABSENT_WHY[name])
+            fig = rf.absent_figure(f"{subject_prefix(subject)}: {name}", _absent_why(s, name))
         png = rf.to_png(fig, dpi=dpi)
         results.write_bytes(path, png)
         out.append(path)
@@ -1058,7 +1274,62 @@ def write_subject_figures(
 # =========================================================================== cohort
 
 
-def _cohort_data(subjects, params_jsons, fit_h5s, benchmarks=None):
+_ATLAS_ENTITY = re.compile(r"(?:^|[_/.-])(?:atlas|seg)-([A-Za-z0-9]+)")
+
+
+def _atlas(atlas: str | None, conn: Mapping[str, Any]) -> str | None:
+    """The atlas a subject's regions come from: the sheet's atlas column (``atlas``), else
+    a BIDS ``atlas-``/``seg-`` entity or a TVB zip's name among the connectome's inputs."""
+    if atlas:
+        return str(atlas)
+    inputs = (conn.get("@attrs") or {}).get("inputs") or {}
+    paths = [str(p) for p in (inputs if isinstance(inputs, Mapping) else [])]
+    for path in paths:
+        m = _ATLAS_ENTITY.search(Path(path).name)
+        if m:
+            return m.group(1)
+    return next((Path(p).stem for p in paths if p.lower().endswith(".zip")), None)
+
+
+def _subject_info(subj, pj, connectome_h5, empirical_h5, atlas) -> dict[str, Any]:
+    """Atlas, region count, TR and warnings of one subject of the cohort table."""
+    pre = subject_prefix(subj)
+    conn = _read_h5(_check_file(connectome_h5, f"connectome HDF5 of {pre}")) or {}
+    emp = _read_h5(_check_file(empirical_h5, f"empirical FC HDF5 of {pre}")) or {}
+    fc = _arr(emp.get("fc"), 2)
+    sizes = [np.size(v) for v in (pj.get("params") or {}).values() if np.ndim(v) == 1]
+    if isinstance(conn.get("labels"), list):
+        n = len(conn["labels"])
+    else:
+        n = fc.shape[0] if fc is not None else (max(sizes) if sizes else None)
+    tr = _float((emp.get("@attrs") or {}).get("tr"))
+    return {
+        "atlas": _atlas(atlas, conn),
+        "n_regions": n,
+        "tr": tr if tr is not None and math.isfinite(tr) else None,
+        "warnings": _warnings(pre, conn, emp, pj),
+    }
+
+
+def _per_subject(values, n: int, what: str) -> list:
+    values = list(values) if values is not None else [None] * n
+    if len(values) != n:
+        raise ConfigError(
+            f"cohort_report: expected one {what} per subject ({n}), got {len(values)}; pass "
+            "the lists in the order of the subjects"
+        )
+    return values
+
+
+def _cohort_data(
+    subjects,
+    params_jsons,
+    fit_h5s,
+    benchmarks=None,
+    connectome_h5s=None,
+    empirical_h5s=None,
+    atlases=None,
+):
     subjects = [str(x) for x in subjects]
     benchmarks = list(benchmarks) if benchmarks else [None] * len(subjects)
     params_jsons = list(params_jsons)
@@ -1069,14 +1340,20 @@ def _cohort_data(subjects, params_jsons, fit_h5s, benchmarks=None):
             f"subject ({len(subjects)}), got {len(params_jsons)} and "
             f"{len(fit_h5s)}; pass the lists in the order of the subjects"
         )
-    rows, stage_rows, global_names, regional_names = [], [], [], []
-    for subj, pj_path, fit_path, bench in zip(
-        subjects, params_jsons, fit_h5s, benchmarks, strict=True
+    n = len(subjects)
+    conns = _per_subject(connectome_h5s, n, "connectome file")
+    emps = _per_subject(empirical_h5s, n, "empirical FC file")
+    atlases = _per_subject(atlases, n, "atlas")
+    rows, stage_rows, global_names, regional_names, warnings = [], [], [], [], {}
+    for subj, pj_path, fit_path, bench, conn_path, emp_path, atlas in zip(
+        subjects, params_jsons, fit_h5s, benchmarks, conns, emps, atlases, strict=True
     ):
         pj = _read_json(_check_file(pj_path, f"fitted parameters JSON of {subject_prefix(subj)}"))
         fit = _read_h5(_check_file(fit_path, f"refinement HDF5 of {subject_prefix(subj)}"))
         stages = _stages(fit)
-        row: dict[str, Any] = {"subject": subj}
+        info = _subject_info(subj, pj, conn_path, emp_path, atlas)
+        warnings[subj] = info.pop("warnings")
+        row: dict[str, Any] = {"subject": subj, **info}
         for k, v in (pj.get("params") or {}).items():
             if np.ndim(v) == 0 and _float(v) is not None:
                 row[k] = float(v)
@@ -1137,11 +1414,16 @@ def _cohort_data(subjects, params_jsons, fit_h5s, benchmarks=None):
     for k in regional_names:
         cols += [f"{k}_mean", f"{k}_std"]
     cols += ["fc_r", "fc_rmse", "fcd_ks", "wall_time_s"]
-    table = pd.DataFrame(rows).reindex(columns=[*cols, "config_hash"])
-    for c in cols[1:]:
+    table = pd.DataFrame(rows).reindex(columns=["subject", *_INFO, *cols[1:], "config_hash"])
+    for c in cols[1:] + ["tr"]:
         table[c] = pd.to_numeric(table[c], errors="coerce").astype(float)
+    table["n_regions"] = pd.to_numeric(table["n_regions"], errors="coerce").astype("Int64")
     stage_df = pd.DataFrame(stage_rows, columns=["subject", "stage", "stage_index", "fc_r", "loss"])
-    return table, stage_df, global_names, regional_names
+    return table, stage_df, global_names, regional_names, warnings
+
+
+#: the cohort table's columns on each subject's data (before its fitted parameters)
+_INFO = ("atlas", "n_regions", "tr")
 
 
 def _cohort_figs(table, stage_df, global_names, regional_names, subjects):
@@ -1152,6 +1434,26 @@ def _cohort_figs(table, stage_df, global_names, regional_names, subjects):
     }
 
 
+#: cohort page column headers that differ from the table's column names
+_HEADERS = {"n_regions": "regions", "tr": "TR (s)"}
+
+
+def _cohort_warnings(warnings: Mapping[str, Sequence[str]]) -> str:
+    """Every subject's warnings, grouped by subject with a link to its page."""
+    have = {sj: w for sj, w in warnings.items() if w}
+    if not have:
+        return "<p>No subject has warnings.</p>"
+    items = "".join(
+        f'<li><a href="{_esc(subject_page(sj))}">{_esc(subject_prefix(sj))}</a>'
+        f"<ul>{''.join(f'<li>{_esc(x)}</li>' for x in w)}</ul></li>"
+        for sj, w in have.items()
+    )
+    return (
+        f'<div class="warn"><p>{sum(map(len, have.values()))} warning(s) for {len(have)} of '
+        f"{len(warnings)} subjects:</p><ul>{items}</ul></div>"
+    )
+
+
 def cohort_report(
     subjects: Sequence[str],
     *,
@@ -1159,18 +1461,27 @@ def cohort_report(
     fit_h5s: Sequence[PathLike | None] | None,
     config: Mapping[str, Any],
     benchmarks: Sequence[PathLike | None] | None = None,
+    connectome_h5s: Sequence[PathLike | None] | None = None,
+    empirical_h5s: Sequence[PathLike | None] | None = None,
+    atlases: Sequence[str | None] | None = None,
 ) -> tuple[str, pd.DataFrame]:
     """The cohort's summary page and table.
 
     Returns ``(html, table)``: the self-contained HTML page (meant to be written as
     ``results/cohort_report.html``; it links to ``sub-X/sub-X_report.html``) and one row per
-    subject with the fitted global parameters, ``<regional>_mean`` / ``<regional>_std``,
-    ``fc_r``, ``fc_rmse``, ``fcd_ks`` (held-out noise), ``wall_time_s`` (the refine job's, from
-    its Snakemake benchmark TSV in ``benchmarks``, one per subject; result files hold none) and
-    the ``config_hash`` the subject was fitted with, to be written as ``cohort_params.tsv``.
+    subject with its ``atlas`` (``atlases``, the sheet's atlas column, else read from the
+    connectome's input file names), ``n_regions``, ``tr`` (s; from ``connectome_h5s`` and
+    ``empirical_h5s``, one per subject), the fitted global parameters,
+    ``<regional>_mean`` / ``<regional>_std``, ``fc_r``, ``fc_rmse``, ``fcd_ks`` (held-out
+    noise), ``wall_time_s`` (the refine job's, from its Snakemake benchmark TSV in
+    ``benchmarks``, one per subject; result files hold none) and the ``config_hash`` the
+    subject was fitted with, to be written as ``cohort_params.tsv``. The page also lists
+    every subject's warnings (:func:`subject_warnings`).
     """
     subjects = [str(x) for x in subjects]
-    table, stage_df, gnames, rnames = _cohort_data(subjects, params_jsons, fit_h5s, benchmarks)
+    table, stage_df, gnames, rnames, warnings = _cohort_data(
+        subjects, params_jsons, fit_h5s, benchmarks, connectome_h5s, empirical_h5s, atlases
+    )
     dpi = _report_options(config).get("dpi")
     figs = _cohort_figs(table, stage_df, gnames, rnames, subjects)
 
@@ -1184,6 +1495,10 @@ def cohort_report(
             if c == "config_hash":
                 cells.append(f'<td data-v="{_esc(v or "")}"><code>{_esc(v or "—")}</code></td>')
                 continue
+            if c == "atlas":
+                v = v if isinstance(v, str) else ""
+                cells.append(f'<td data-v="{_esc(v)}">{_esc(v or "—")}</td>')
+                continue
             if c == "subject":
                 pre = subject_prefix(v)
                 cells.append(
@@ -1192,22 +1507,25 @@ def cohort_report(
                 )
                 continue
             fmt = ".3f" if c in ("fc_r", "fc_rmse", "fcd_ks") else ".4g"
-            missing = v is None or (isinstance(v, float) and math.isnan(v))
+            missing = v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v))
             txt = "—" if missing else _duration(v) if c == "wall_time_s" else _num(v, fmt)
             dv = "" if missing else repr(float(v))
             cells.append(f'<td class="num" data-v="{dv}">{txt}</td>')
         body_rows.append("<tr>" + "".join(cells) + "</tr>")
-    th = "".join(f"<th>{_esc(h)}</th>" for h in header)
+    th = "".join(f"<th>{_esc(_HEADERS.get(h, h))}</th>" for h in header)
     tbl = (
         f'<table class="sortable" id="cohort-table"><thead><tr>{th}</tr></thead>'
         f"<tbody>{''.join(body_rows)}</tbody></table>"
         '<p class="muted">Click a column header to sort. fc_r, fc_rmse, fcd_ks: best fit on '
-        "a held-out noise seed; regional parameters as mean and std over regions; "
+        "a held-out noise seed; atlas: the sheet's atlas column, else the connectome's "
+        "file names; TR: of the empirical BOLD (— where unknown, e.g. an FC given as a "
+        "matrix); regional parameters as mean and std over regions; "
         "wall time: the refine job's (Snakemake benchmark); config hash: the config the "
         "subject was fitted with.</p>"
     )
 
     parts = [_section("table", "Fitted parameters and fit metrics", tbl)]
+    parts.append(_section("warnings", "Warnings", _cohort_warnings(warnings)))
     parts.append(
         _section(
             "parameters",
@@ -1287,6 +1605,7 @@ def cohort_report(
     subtitle = f"{len(subjects)} subjects" + (f" — model: {_esc(model)}" if model else "") + med
     nav = [
         ("table", "Table"),
+        ("warnings", "Warnings"),
         ("parameters", "Parameters"),
         ("metrics", "Metrics"),
         ("subjects", "Subjects"),
@@ -1305,7 +1624,7 @@ def write_cohort_figures(
     """Write the cohort figures (:data:`COHORT_FIGURES`) as PNG files into ``outdir`` (names
     from :func:`cohort_figure_paths`) and return their paths."""
     subjects = [str(x) for x in subjects]
-    table, stage_df, gnames, rnames = _cohort_data(subjects, params_jsons, fit_h5s)
+    table, stage_df, gnames, rnames, _ = _cohort_data(subjects, params_jsons, fit_h5s)
     figs = _cohort_figs(table, stage_df, gnames, rnames, subjects)
     dpi = _report_options(config).get("dpi")
     out = []

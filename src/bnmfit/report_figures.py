@@ -19,12 +19,13 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib import patheffects as pe
 from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.colors import LogNorm, Normalize
+from matplotlib.colors import ListedColormap, LogNorm, Normalize
 from matplotlib.figure import Figure
 
 __all__ = [
     "absent_figure",
     "bold_figure",
+    "brain_figure",
     "cohort_metrics_figure",
     "cohort_params_figure",
     "connectome_figure",
@@ -36,7 +37,9 @@ __all__ = [
     "landscape_figure",
     "loss_figure",
     "new_figure",
+    "region_groups",
     "regional_figure",
+    "strongest_edges",
     "to_png",
 ]
 
@@ -100,21 +103,103 @@ def _short(label: str, n: int = 16) -> str:
     return label if len(label) <= n else label[: n - 1] + "…"
 
 
-def _region_ticks(ax, labels: Sequence[str], x: bool = True, y: bool = True) -> None:
+#: size of region and group names on the axes: 8 pt or more where the widest figure is
+#: shrunk to fit the page (by up to 1/0.89).
+TICK_PT = 9.0
+_HEMI = {
+    "left": re.compile(r"(^|[-_ .])(l|lh|left)([-_ .]|$)", re.I),
+    "right": re.compile(r"(^|[-_ .])(r|rh|right)([-_ .]|$)", re.I),
+}
+_SCHAEFER = re.compile(r"Networks_(LH|RH)_([A-Za-z]+)")
+
+
+def _hemisphere(label: str) -> str | None:
+    hits = [h for h, rx in _HEMI.items() if rx.search(str(label))]
+    return hits[0] if len(hits) == 1 else None
+
+
+def region_groups(labels: Sequence[str], networks: Sequence[str] | None = None) -> list[str] | None:
+    """The group of each region, for grouped axis ticks: its network (``networks``, from the
+    labels table, or read from Schaefer-style labels: ``7Networks_LH_Vis_1`` → ``LH Vis``),
+    else its hemisphere read from the label (``lh-``, ``_L``, ``Left-``, ...: ``left`` /
+    ``right``, ``other`` for the few that name none), else None."""
+    labels = [str(x) for x in labels]
+    n = len(labels)
+    if networks is not None and len(networks) == n and any(str(x).strip() for x in networks):
+        return [str(x).strip() or "other" for x in networks]
+    schaefer = [_SCHAEFER.search(x) for x in labels]
+    if n and sum(m is not None for m in schaefer) >= 0.75 * n:  # e.g. and subcortex
+        return [f"{m.group(1)} {m.group(2)}" if m else "other" for m in schaefer]
+    hemi = [_hemisphere(x) for x in labels]
+    if {"left", "right"} <= set(hemi) and sum(h is not None for h in hemi) >= 0.75 * n:
+        return [h or "other" for h in hemi]
+    return None
+
+
+def _runs(groups: Sequence[str]) -> list[tuple[int, int, str]]:
+    """(start, stop, group) of each run of consecutive regions in one group."""
+    out: list[tuple[int, int, str]] = []
+    for i, g in enumerate(groups):
+        if out and out[-1][2] == g:
+            out[-1] = (out[-1][0], i + 1, g)
+        else:
+            out.append((i, i + 1, g))
+    return out
+
+
+def _region_ticks(
+    ax,
+    labels: Sequence[str],
+    x: bool = True,
+    y: bool = True,
+    *,
+    groups: Sequence[str] | None = None,
+    room: float = 3.8,
+) -> str:
+    """Region ticks on an axis ``room`` inches long, at :data:`TICK_PT`: every name where they
+    fit; else one tick per run of a group (hemisphere or network) with lines between the
+    runs; else every k-th name. Returns what to add to the axis label (how they are shown)."""
     n = len(labels)
     if n == 0:
-        return
-    step = max(1, int(np.ceil(n / 32)))
-    idx = np.arange(0, n, step)
-    labels = [str(x) for x in labels]
-    common = os.path.commonprefix(labels) if n > 1 else ""
-    cut = max(common.rfind(c) for c in "-_ .") + 1 if common else 0  # e.g. "ctx-"
-    names = [_short(labels[i][cut:] or labels[i]) for i in idx]
-    fs = 7 if n <= 32 else 6
+        return ""
+    fit = max(1, int(room * 72 / (TICK_PT * 1.3)))  # names side by side at TICK_PT
+    runs = _runs(groups) if groups is not None and len(groups) == n else None
+    if n <= fit or runs is None or len(runs) > fit or len(runs) < 2:
+        step = int(np.ceil(n / fit))
+        idx = np.arange(0, n, step)
+        labels = [str(x) for x in labels]
+        common = os.path.commonprefix(labels) if n > 1 else ""
+        cut = max(common.rfind(c) for c in "-_ .") + 1 if common else 0  # e.g. "ctx-"
+        names = [_short(labels[i][cut:] or labels[i]) for i in idx]
+        if x:
+            ax.set_xticks(idx, names, rotation=90, fontsize=TICK_PT)
+        if y:
+            ax.set_yticks(idx, names, fontsize=TICK_PT)
+        return "" if step == 1 else f" (every {step}th named)"
+    per_region = room * 72 / n  # points
+    centres = [(a + b - 1) / 2 for a, b, _ in runs]
+    names = [g if (b - a) * per_region >= TICK_PT * 1.2 else "" for a, b, g in runs]
+    wide = any(
+        len(s) * TICK_PT * 0.62 > (b - a) * per_region
+        for (a, b, _), s in zip(runs, names, strict=True)
+    )
+    for a, _, _ in runs[1:]:
+        if x:
+            ax.axvline(a - 0.5, color="0.15", lw=0.7, alpha=0.8)
+        if y:
+            ax.axhline(a - 0.5, color="0.15", lw=0.7, alpha=0.8)
+    edges = [a - 0.5 for a, _, _ in runs] + [n - 0.5]
     if x:
-        ax.set_xticks(idx, names, rotation=90, fontsize=fs)
+        ax.set_xticks(centres, names, rotation=90 if wide else 0, fontsize=TICK_PT)
+        ax.set_xticks(edges, minor=True)
+        ax.tick_params(axis="x", which="major", length=0)
+        ax.tick_params(axis="x", which="minor", length=6)
     if y:
-        ax.set_yticks(idx, names, fontsize=fs)
+        ax.set_yticks(centres, names, fontsize=TICK_PT)
+        ax.set_yticks(edges, minor=True)
+        ax.tick_params(axis="y", which="major", length=0)
+        ax.tick_params(axis="y", which="minor", length=6)
+    return f" ({n}, grouped)"
 
 
 def _finite(a) -> np.ndarray:
@@ -169,8 +254,10 @@ def connectome_figure(
     lengths: np.ndarray | None,
     labels: Sequence[str],
     normalisation: str | None = None,
+    groups: Sequence[str] | None = None,
 ) -> Figure:
-    """SC weights on a log10 scale (absent edges grey) and tract lengths in mm."""
+    """SC weights on a log10 scale (absent edges grey) and tract lengths in mm; region ticks
+    grouped by ``groups`` (:func:`region_groups`) where the names do not fit."""
     w = _offdiag(weights)
     n = w.shape[0]
     pos = np.isfinite(w) & (w > 0)
@@ -186,9 +273,9 @@ def connectome_figure(
     axs[0].set_title(f"SC weights (log10)\n{n_edges}, density {density:.0%}")
     cb = fig.colorbar(im, ax=axs[0], shrink=0.85)
     cb.set_label(f"log10 weight (a.u.{norm_txt})")
-    axs[0].set_xlabel("source region")
-    axs[0].set_ylabel("target region")
-    _region_ticks(axs[0], labels)
+    how = _region_ticks(axs[0], labels, groups=groups)
+    axs[0].set_xlabel("source region" + how)
+    axs[0].set_ylabel("target region" + how)
     if lengths is None:
         _note(axs[1], "no tract lengths in the connectome file")
     else:
@@ -204,9 +291,9 @@ def connectome_figure(
         axs[1].set_title(f"Tract lengths{rng}")
         cb = fig.colorbar(im, ax=axs[1], shrink=0.85)
         cb.set_label("tract length (mm)")
-        axs[1].set_xlabel("source region")
-        axs[1].set_ylabel("target region")
-        _region_ticks(axs[1], labels)
+        how = _region_ticks(axs[1], labels, groups=groups)
+        axs[1].set_xlabel("source region" + how)
+        axs[1].set_ylabel("target region" + how)
     fig.text(
         0.5, 0.0, "white: no edge / diagonal", ha="center", va="bottom", fontsize=8, color="0.4"
     )
@@ -216,8 +303,14 @@ def connectome_figure(
 # --------------------------------------------------------------------------- FC
 
 
-def fc_figure(emp_fc: np.ndarray, sim_fc: np.ndarray | None, labels: Sequence[str]) -> Figure:
-    """Empirical FC, simulated FC and their difference on one shared, symmetric colour scale."""
+def fc_figure(
+    emp_fc: np.ndarray,
+    sim_fc: np.ndarray | None,
+    labels: Sequence[str],
+    groups: Sequence[str] | None = None,
+) -> Figure:
+    """Empirical FC, simulated FC and their difference on one shared, symmetric colour scale;
+    region ticks grouped by ``groups`` (:func:`region_groups`) where the names do not fit."""
     e = _offdiag(emp_fc)
     mats = [("Empirical FC\n", e)]
     if sim_fc is not None:
@@ -253,10 +346,10 @@ def fc_figure(emp_fc: np.ndarray, sim_fc: np.ndarray | None, labels: Sequence[st
     for i, (ax, (title, m)) in enumerate(zip(grid, mats, strict=False)):
         im = ax.imshow(m, cmap=_cmap("RdBu_r"), vmin=-vmax, vmax=vmax, interpolation="nearest")
         ax.set_title(title)
-        ax.set_xlabel("region")
-        _region_ticks(ax, labels)
+        how = _region_ticks(ax, labels, groups=groups)
+        ax.set_xlabel("region" + how)
         if i == 0:
-            ax.set_ylabel("region")
+            ax.set_ylabel("region" + how)
     cb = grid.cbar_axes[0].colorbar(im)
     cb.set_label("Pearson r (difference: Δr), one scale for all panels")
     return fig
@@ -809,28 +902,23 @@ def loss_figure(stages: Sequence[Mapping[str, Any]]) -> Figure:
 # --------------------------------------------------------------------------- regional
 
 
-_HEMI = {
-    "L": re.compile(r"(^|[-_ .])(l|lh|left)([-_ .]|$)", re.I),
-    "R": re.compile(r"(^|[-_ .])(r|rh|right)([-_ .]|$)", re.I),
-}
-
-
 def _hemispheres(labels: Sequence[str]) -> np.ndarray | None:
     """ "L"/"R" per region from its label (lh-, _L, Left_, ...), or None when not every
     label says which hemisphere it is in."""
-    out = []
-    for lab in labels:
-        hits = [h for h, rx in _HEMI.items() if rx.search(str(lab))]
-        if len(hits) != 1:
-            return None
-        out.append(hits[0])
-    return np.asarray(out)
+    hemi = [_hemisphere(lab) for lab in labels]
+    if None in hemi:
+        return None
+    return np.asarray(["L" if h == "left" else "R" for h in hemi])
 
 
 def regional_figure(
-    regional: Mapping[str, np.ndarray], labels: Sequence[str], strength: np.ndarray | None
+    regional: Mapping[str, np.ndarray],
+    labels: Sequence[str],
+    strength: np.ndarray | None,
+    groups: Sequence[str] | None = None,
 ) -> Figure | None:
-    """Per regional parameter: values by region (brain order) and against node strength."""
+    """Per regional parameter: values by region (brain order; ticks grouped by ``groups``
+    where the names do not fit) and against node strength."""
     if not regional:
         return None
     names = list(regional)
@@ -861,7 +949,7 @@ def regional_figure(
             f"{np.nanmean(v):.4g} ± {np.nanstd(v):.2g} (std)"
         )
         if v.size == n_reg:
-            _region_ticks(ax, labels, y=False)
+            ax.set_xlabel("region" + _region_ticks(ax, labels, y=False, groups=groups, room=8.4))
         else:
             ax.set_xlabel("region index")
         ax.grid(axis="y", alpha=0.3)
@@ -883,11 +971,111 @@ def regional_figure(
     return fig
 
 
+# --------------------------------------------------------------------------- brain space
+
+#: FC edges on the glass brain: YlOrRd without its near-white end (visible on white)
+_EDGE_CMAP = ListedColormap(colormaps["YlOrRd"](np.linspace(0.3, 1.0, 256)), "YlOrRd_visible")
+#: the share of FC edges drawn on the glass brain (the strongest), and their bounds in number.
+TOP_EDGES = 0.01
+MIN_EDGES, MAX_EDGES = 10, 200
+
+
+def strongest_edges(fc: np.ndarray, share: float = TOP_EDGES) -> np.ndarray:
+    """``fc`` with only its strongest (largest) ``share`` of edges, at least
+    :data:`MIN_EDGES` and at most :data:`MAX_EDGES`; every other entry 0."""
+    a = np.asarray(fc, dtype=float)
+    iu = np.triu_indices(a.shape[0], 1)
+    v = np.where(np.isfinite(a[iu]), a[iu], -np.inf)
+    k = int(np.clip(round(share * v.size), min(MIN_EDGES, v.size), MAX_EDGES))
+    keep = np.argsort(v, kind="stable")[::-1][:k]
+    keep = keep[np.isfinite(v[keep])]
+    out = np.zeros_like(a)
+    out[iu[0][keep], iu[1][keep]] = a[iu][keep]
+    return out + out.T
+
+
+def brain_figure(
+    centres: np.ndarray,
+    regional: Mapping[str, np.ndarray],
+    emp_fc: np.ndarray | None,
+    sim_fc: np.ndarray | None,
+) -> Figure | None:
+    """Glass-brain views (nilearn; left, top and right): each regional parameter as coloured
+    markers at the region centres (mm), then the strongest FC edges (:func:`strongest_edges`)
+    of the empirical and the simulated FC on one colour scale. None without anything to
+    draw. Regions without a centre (NaN) are left out."""
+    from nilearn import plotting
+
+    xyz = np.asarray(centres, dtype=float)
+    n = len(xyz)
+    ok = np.all(np.isfinite(xyz), axis=1)
+    rows = [
+        (f"{k}: fitted value per region", np.asarray(v, float).ravel(), None)
+        for k, v in regional.items()
+        if np.size(v) == n
+    ]
+    fcs = [
+        (f"{t} FC: the strongest {{k}} edges (top {TOP_EDGES:.0%})", strongest_edges(m))
+        for t, m in (("Empirical", emp_fc), ("Simulated (best fit)", sim_fc))
+        if m is not None and np.shape(m) == (n, n)
+    ]
+    edge_vals = [m[np.triu_indices(n, 1)] for _, m in fcs]
+    edge_vals = np.concatenate([e[e != 0] for e in edge_vals]) if edge_vals else np.zeros(0)
+    rows += [(title, None, m) for title, m in fcs]
+    if not rows or ok.sum() < 2:
+        return None
+    h = 3.0
+    fig = Figure(figsize=(11.0, h * len(rows)), dpi=DPI)
+    FigureCanvasAgg(fig)
+    for r, (title, values, adj) in enumerate(rows):
+        bottom = 1 - (r + 1) / len(rows)
+        ax = fig.add_axes((0.0, bottom, 1.0, 0.84 / len(rows)))
+        if values is not None:
+            use = ok & np.isfinite(values)
+            lo, hi = (float(values[use].min()), float(values[use].max())) if use.any() else (0, 1)
+            plotting.plot_markers(
+                values[use],
+                xyz[use],
+                node_size=28,
+                node_cmap="viridis",
+                node_vmin=lo,
+                node_vmax=hi if hi > lo else lo + 1e-9,
+                display_mode="lzr",
+                figure=fig,
+                axes=ax,
+                colorbar=True,
+                alpha=0.9,
+            )
+        else:
+            a = adj[np.ix_(ok, ok)]
+            title = title.format(k=int(np.count_nonzero(np.triu(a, 1))))
+            plotting.plot_connectome(
+                a,
+                xyz[ok],
+                node_color="0.45",
+                node_size=6,
+                edge_cmap=_EDGE_CMAP,
+                edge_vmin=float(edge_vals.min()),
+                edge_vmax=float(edge_vals.max()),
+                edge_kwargs={"linewidth": 1.4},
+                display_mode="lzr",
+                figure=fig,
+                axes=ax,
+                colorbar=True,
+            )
+        fig.text(0.01, bottom + 0.965 / len(rows), title, fontsize=11, weight="bold", va="top")
+    return fig
+
+
 # --------------------------------------------------------------------------- FCD
 
 
-def fcd_figure(emp_fcd: np.ndarray | None, sim_fcd: np.ndarray | None) -> Figure | None:
-    """FCD matrices (shared colour scale) and the distributions of their upper triangles."""
+def fcd_figure(
+    emp_fcd: np.ndarray | None, sim_fcd: np.ndarray | None, seed: int | None = None
+) -> Figure | None:
+    """FCD matrices (shared colour scale) and the distributions of their upper triangles,
+    titled with the exact KS statistic of the two FCDs shown (the simulated one on the
+    held-out noise ``seed``)."""
     mats = [
         (t, np.asarray(m, float))
         for t, m in (("Empirical FCD", emp_fcd), ("Simulated FCD (best fit)", sim_fcd))
@@ -921,9 +1109,10 @@ def fcd_figure(emp_fcd: np.ndarray | None, sim_fcd: np.ndarray | None) -> Figure
             label=title.split(" (")[0],
         )
     if len(mats) == 2:
+        on = "" if seed is None else f", simulated on seed {seed}"
         ax.set_title(
-            "FCD value distributions\n(KS statistic of these two FCDs = "
-            f"{ks_statistic(vals[0], vals[1]):.3f})"
+            f"FCD value distributions\nKS of the two FCDs shown{on}: "
+            f"{ks_statistic(vals[0], vals[1]):.3f}"
         )
     else:
         ax.set_title("FCD value distribution (only one FCD present)")
@@ -997,9 +1186,18 @@ def bold_figure(
             if r == 0:
                 dur = f"{len(data) * tr:.0f} s" if tr else f"{len(data)} volumes"
                 ax.set_title(f"{lab}, {dur}")
+            name = str(labels[j]) if j < len(labels) else f"region {j}"
+            ax.text(
+                0.005,
+                0.96,
+                name,
+                transform=ax.transAxes,
+                va="top",
+                fontsize=TICK_PT,
+                bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1},
+            )
             if c == 0:
-                name = labels[j] if j < len(labels) else f"region {j}"
-                ax.set_ylabel(f"{_short(str(name), 14)}\n(z)", fontsize=8)
+                ax.set_ylabel("z", fontsize=TICK_PT)
             else:
                 ax.tick_params(labelleft=False)
             if r == len(rows) - 1:
@@ -1158,8 +1356,16 @@ def cohort_metrics_figure(stage_metrics, final, subjects: Sequence[str]) -> Figu
         ax.set_title(title)
         ax.set_ylabel(col)
         ax.grid(alpha=0.3)
-        if len(subjects) <= 10:
-            ax.legend(fontsize=7, frameon=False, title="subject", title_fontsize=7)
+        if len(subjects) <= 10 and not fig.legends:  # one legend, beside the panels
+            fig.legend(
+                *ax.get_legend_handles_labels(),
+                loc="outside lower center",
+                ncol=min(len(subjects), 5),
+                fontsize=8,
+                frameon=False,
+                title="subject",
+                title_fontsize=8,
+            )
     rng = np.random.default_rng(1)
     if not metrics:
         _note(axs[2], "no final metrics")

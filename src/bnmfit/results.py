@@ -51,7 +51,7 @@ from typing import Any
 
 import numpy as np
 
-from bnmfit.errors import DataError
+from bnmfit.errors import DataError, short_list
 
 __all__ = [
     "ConnectomeFile",
@@ -565,6 +565,9 @@ class ConnectomeFile:
         normalisation, symmetric, isolated: how the SC was normalised, whether it is
             symmetric, the labels of regions without any connection.
         provenance: config hash, versions, seeds, input checksums, XLA flags.
+        centres: (N, 3) region centres in mm (world coordinates), None when unknown.
+        networks: N network names of the regions (from the labels file), None when unknown.
+        warnings: what the user must know about this SC, one sentence each (see :meth:`of`).
     """
 
     subject: str
@@ -576,6 +579,64 @@ class ConnectomeFile:
     symmetric: bool
     isolated: list[str]
     provenance: dict[str, Any]
+    centres: np.ndarray | None = None
+    networks: list[str] | None = None
+    warnings: list[str] = dataclasses.field(default_factory=list)
+
+    @classmethod
+    def of(
+        cls,
+        subject: str,
+        conn,
+        weights_raw: np.ndarray,
+        *,
+        provenance: Mapping[str, Any],
+        centres: np.ndarray | None = None,
+        networks: Sequence[str] | None = None,
+    ) -> ConnectomeFile:
+        """The record of a :class:`~bnmfit.connectome.Connectome` made from ``weights_raw``,
+        with the warnings on what was accepted: regions without any connection, a non-zero
+        diagonal set to 0, asymmetric weights kept as directed. Each names the subject, the
+        sheet column and the config key, and the regions by label."""
+        pre, col = f"sub-{subject}", "the SC weights (sheet column sc_weights)"
+        labels, raw = list(conn.labels), np.asarray(weights_raw, dtype=np.float64)
+        warnings = []
+        if conn.isolated:
+            warnings.append(
+                f"{pre}: {len(conn.isolated)} region(s) of {col} have no connection, so they "
+                f"receive no input from the network: {short_list(conn.isolated)}; "
+                "connectome.isolated: error refuses such subjects"
+            )
+        self_conn = [lab for lab, d in zip(labels, np.diag(raw), strict=True) if d != 0]
+        if self_conn:
+            warnings.append(
+                f"{pre}: {col} have non-zero self-connections at {len(self_conn)} of "
+                f"{len(labels)} regions ({short_list(self_conn)}); set to 0 (the model "
+                "couples regions only to others)"
+            )
+        off = np.where(np.eye(len(labels), dtype=bool), 0.0, raw)
+        gap = np.abs(off - off.T)
+        if not conn.symmetric and off.max() > 0 and gap.max() > 1e-6 * off.max():
+            i, j = np.unravel_index(np.argmax(gap), gap.shape)
+            warnings.append(
+                f"{pre}: {col} are asymmetric (|W - Wᵀ| up to {gap.max() / off.max():.2g} of "
+                f"the largest weight, between {labels[i]} and {labels[j]}); kept as directed "
+                "(row receives from column); connectome.symmetrise: true averages W and Wᵀ"
+            )
+        return cls(
+            subject=subject,
+            weights=conn.weights,
+            lengths=conn.lengths,
+            weights_raw=raw,
+            labels=labels,
+            normalisation=conn.normalisation,
+            symmetric=bool(conn.symmetric),
+            isolated=list(conn.isolated),
+            provenance=dict(provenance),
+            centres=None if centres is None else np.asarray(centres, dtype=np.float64),
+            networks=None if networks is None else [str(x) for x in networks],
+            warnings=warnings,
+        )
 
     @property
     def n_regions(self) -> int:
@@ -589,6 +650,9 @@ class ConnectomeFile:
                 "lengths": self.lengths,
                 "weights_raw": self.weights_raw,
                 "labels": list(self.labels),
+                # written only when known: files without them keep their layout
+                **({} if self.centres is None else {"centres": self.centres}),
+                **({} if self.networks is None else {"networks": list(self.networks)}),
             },
             {
                 "subject": self.subject,
@@ -596,6 +660,7 @@ class ConnectomeFile:
                 "symmetric": bool(self.symmetric),
                 "n_regions": self.n_regions,
                 "isolated": list(self.isolated),
+                "warnings": list(self.warnings),
                 **self.provenance,
             },
         )
@@ -614,6 +679,9 @@ class ConnectomeFile:
             symmetric=bool(a.get("symmetric", False)),
             isolated=list(a.get("isolated") or []),
             provenance=_provenance(a),
+            centres=d.get("centres"),
+            networks=None if d.get("networks") is None else list(d["networks"]),
+            warnings=list(a.get("warnings") or []),
         )
 
 

@@ -223,8 +223,9 @@ def connectome_inputs(wildcards):
     out = {"weights": row["sc_weights"]}
     if "sc_lengths" in row:
         out["lengths"] = row["sc_lengths"]
-    if "labels" in row:
-        out["labels"] = row["labels"]
+    for col in ("labels", "centres", "dseg", "dseg_tsv"):  # centres: also from a dseg
+        if col in row:
+            out[col] = row[col]
     return out
 
 
@@ -237,10 +238,9 @@ def connectome_options(wildcards, input):
         _opt("--missing", c["missing"]),
         _opt("--isolated", c["isolated"]),
     ]
-    if "lengths" in input.keys():
-        opts.append(_opt("--lengths", input.lengths))
-    if "labels" in input.keys():
-        opts.append(_opt("--labels", input.labels))
+    for key in ("lengths", "labels", "centres", "dseg", "dseg_tsv"):
+        if key in input.keys():
+            opts.append(_opt(f"--{key.replace('_', '-')}", input[key]))
     for col, flag in (
         ("sc_format", "--format"),
         ("sc_key", "--key"),
@@ -304,13 +304,27 @@ def empirical_options(wildcards, input):
 
 def cohort_options(wildcards, input):
     opts = []
-    for subject, params, fit in zip(SUBJECT_IDS, input.params, input.fits):
+    for subject, params, fit, conn, emp in zip(
+        SUBJECT_IDS, input.params, input.fits, input.connectomes, input.empiricals
+    ):
         opts += [_opt("--subject", subject), _opt("--params-json", params), _opt("--fit-h5", fit)]
         opts.append(_opt("--benchmark", f"logs/benchmarks/sub-{subject}/refine.tsv"))
+        opts += [_opt("--connectome", conn), _opt("--empirical", emp)]
+        opts.append(_opt("--atlas", SUBJECTS[subject].get("atlas", "")))
     return " ".join(opts)
 
 
 # ---------------------------------------------------------------- how a run ended
+
+
+def print_warnings():
+    """After a successful run: every subject's warnings, grouped by subject (they are also
+    in the subject reports and the cohort report)."""
+    from bnmfit.report import warnings_summary
+
+    text = warnings_summary(SUBJECT_IDS, "results")
+    if text:
+        print(text, file=sys.stderr)
 
 
 def explain_stop(logfile):
@@ -337,3 +351,7 @@ def explain_stop(logfile):
 
 onerror:
     explain_stop(log)
+
+
+onsuccess:
+    print_warnings()

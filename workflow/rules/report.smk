@@ -43,6 +43,8 @@ rule cohort_report:
     input:
         params=expand(f"{SUB}_desc-fitted_params.json", subject=SUBJECT_IDS),
         fits=expand(f"{SUB}_fit.h5", subject=SUBJECT_IDS),
+        connectomes=expand(f"{SUB}_connectome.h5", subject=SUBJECT_IDS),
+        empiricals=expand(f"{SUB}_desc-empirical_fc.h5", subject=SUBJECT_IDS),
         pages=expand(f"{SUB}_report.html", subject=SUBJECT_IDS),
     output:
         html=report(

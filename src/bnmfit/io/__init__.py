@@ -15,10 +15,13 @@ expected, what came and how to fix it.
   image. TR order: JSON sidecar, header, ``tr=``.
 * :func:`read_fc` — an empirical FC matrix given directly (checked correlation matrix).
 * :func:`align` — the BOLD column order that matches the connectome's regions.
+* :func:`region_centres` — region centres in mm (centres table, TVB zip, label image);
+  :func:`read_networks` — each region's network from a labels table.
 """
 
 from bnmfit.io._align import align
 from bnmfit.io._bold import ORIENTATIONS, Bold, read_bold, resolve_tr
+from bnmfit.io._centres import dseg_centroids, read_centres, read_networks, region_centres
 from bnmfit.io._files import FORMATS, default_labels, sidecar_path
 from bnmfit.io._matrix import FC_TRANSFORMS, read_connectome, read_fc, read_matrix
 from bnmfit.io._tvb import read_tvb_zip
@@ -30,11 +33,15 @@ __all__ = [
     "Bold",
     "align",
     "default_labels",
+    "dseg_centroids",
     "read_bold",
+    "read_centres",
     "read_connectome",
     "read_fc",
     "read_matrix",
+    "read_networks",
     "read_tvb_zip",
+    "region_centres",
     "resolve_tr",
     "sidecar_path",
 ]
