@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bnmfit import explore
+from bnmfit import explore, results
 from bnmfit.errors import ConfigError
 from bnmfit.explore import Axis, Space, chunk, evaluate, top_k
-from bnmfit.losses import Observed
+from bnmfit.losses import LossSpec, Observed
 from bnmfit.models import ReducedWongWang
 from bnmfit.problem import Observation, Problem
 from bnmfit.simulate import SimSpec
@@ -259,3 +259,220 @@ def test_evaluation_is_sharded_over_devices_with_the_same_result(tmp_path):
     pts = np.array([[0.1, 0.3], [0.2, 0.4], [0.3, 0.5]])
     single = evaluate(small_problem(), ("G", "w"), pts, [0, 1], batch_size=6)
     np.testing.assert_allclose(sharded, single.loss, rtol=1e-10)
+
+
+# ------------------------------------------------------------------------- box extension
+
+OFFSET_SPEC = LossSpec((("fc_corr", 1.0),), 0.5, "1 - correlation(fc, empirical_fc) + 0.5")
+
+
+def _result(names, points, f, seeds=(0,)):
+    """An ExploreResult whose loss on every seed is ``f(points)`` (a cheap objective)."""
+    loss = np.repeat(f(points)[:, None], len(seeds), axis=1)
+    return explore.ExploreResult(
+        names=tuple(names),
+        points=points,
+        seeds=np.asarray(seeds),
+        loss=loss,
+        mean_loss=loss.mean(1),
+        std_loss=loss.std(1),
+        fc_r=1 - loss.mean(1),
+        diverged=np.zeros(len(points), bool),
+    )
+
+
+def _gathered(space, result, tmp_path, starts=2):
+    """The landscape the workflow gathers from one chunk holding ``result``."""
+    path = tmp_path / "chunk-0.h5"
+    n = len(result.points)
+    results.ExploreChunk.of(
+        result,
+        subject="01",
+        space=space,
+        index=np.arange(n),
+        chunk=0,
+        n_chunks=1,
+        spec=OFFSET_SPEC,
+        provenance={"config_hash": "0123456789abcdef"},
+    ).write(path)
+    chunk_ = results.ExploreChunk.read(path)
+    return results.Landscape.gather(
+        [chunk_], [path], starts=starts, min_separation=0.1, config_hash="fedcba9876543210"
+    )
+
+
+def _extend_cheaply(space, f, tmp_path, domains, rounds=2):
+    """The gathered landscape of ``f`` over ``space``, extended with ``f`` as the evaluator
+    (what :func:`explore.extend_landscape` does with simulations)."""
+    land = _gathered(space, _result(space.names, space.points(), f), tmp_path)
+    seen = []
+
+    def run(points, progress):
+        progress(len(points), len(points))
+        return _result(space.names, points, f)
+
+    out = explore._extend(land, domains, rounds, run, lambda *a: seen.append(a))
+    return land, out, seen
+
+
+UNBOUNDED = {"G": (-math.inf, math.inf), "w": (-math.inf, math.inf)}
+
+
+def test_no_extension_when_the_best_point_is_inside_the_box(tmp_path):
+    for sampler, kw in (("grid", {}), ("sobol", {"n_samples": 64}), ("zip", {})):
+        space = Space((Axis("G", 0.0, 1.0, 5), Axis("w", 0.0, 1.0, 5)), sampler=sampler, **kw)
+        land, out, seen = _extend_cheaply(
+            space, lambda p: ((p - 0.5) ** 2).sum(1), tmp_path, UNBOUNDED
+        )
+        np.testing.assert_array_equal(out.points, land.points)
+        assert out.extensions == [] and out.edge == [] and seen == [], sampler
+        assert out.extend == 2 and out.edge_warning() is None
+        assert land.edge is None  # gathered: not checked yet
+
+
+def test_a_minimum_outside_the_grid_draws_the_box_toward_it(tmp_path):
+    """The minimum at w = 1.4 lies past the w = 1 face: round 1 adds w = 1.2 and 1.4 (n // 2
+    = 2 values at the grid's spacing) with every G value; the best point moves to 1.4, on the
+    new face, so round 2 adds 1.6 and 1.8, and the best point is inside the box."""
+    space = Space((Axis("G", 0.1, 0.5, 5), Axis("w", 0.2, 1.0, 5)))
+    f = lambda p: (p[:, 0] - 0.3) ** 2 + (p[:, 1] - 1.4) ** 2  # noqa: E731
+    land, out, seen = _extend_cheaply(space, f, tmp_path, UNBOUNDED)
+    new = out.points[out.extension_round == 1]
+    np.testing.assert_allclose(sorted(set(new[:, 1])), [1.2, 1.4])
+    np.testing.assert_array_equal(np.unique(new[:, 0]), np.unique(land.points[:, 0]))
+    assert len(new) == 10 and (out.extension_round[: land.n_points] == 0).all()
+    best = out.points[out.top[0]]
+    np.testing.assert_allclose(best, [0.3, 1.4])
+    assert land.points[land.top[0]][1] == 1.0  # the gathered best: on the face
+    # round 2 found the best on the new face and went on (nothing bounds it here)
+    assert [e["round"] for e in out.extensions] == [1, 2]
+    faces = out.extensions[0]["faces"]
+    assert faces == [
+        {"axis": "w", "side": "hi", "from": 1.0, "to": faces[0]["to"], "domain": False}
+    ]
+    assert faces[0]["to"] == pytest.approx(1.4)
+    assert out.edge == [] and out.edge_warning() is None
+    assert seen[0][:2] == (1, faces) and seen[0][2:] == (10, 10)
+    # the loss constant of the configured loss is added to the new points too
+    np.testing.assert_allclose(out.mean_loss, f(out.points) + 0.5)
+
+
+def test_a_corner_grows_along_both_axes_with_the_corner_filled(tmp_path):
+    space = Space((Axis("G", 0.0, 1.0, 3), Axis("w", 0.0, 1.0, 3)))
+    land, out, _ = _extend_cheaply(
+        space, lambda p: -p.sum(1), tmp_path, {"G": (0, 1.5), "w": (0, 1.5)}, rounds=1
+    )
+    new = out.points[land.n_points :]
+    assert len(new) == 16 - 9  # the 4 x 4 grid less the 3 x 3 explored
+    assert [0.0, 1.5] in new.tolist() and [1.5, 1.5] in new.tolist()
+    assert {f["axis"] for f in out.extensions[0]["faces"]} == {"G", "w"}
+    # the corner is the domain's end on both axes: flagged, and the box cannot grow further
+    assert out.edge == [
+        {"axis": "G", "side": "hi", "at": 1.5, "domain": True},
+        {"axis": "w", "side": "hi", "at": 1.5, "domain": True},
+    ]
+
+
+def test_the_extension_stops_at_the_domain_and_says_so(tmp_path):
+    """The refinement stage frees w within [0.2, 1.1]: the box grows to 1.1, not past it,
+    and the best point on that face is flagged as the domain's end."""
+    from bnmfit.fit import Stage
+    from bnmfit.params import FreeParameter
+
+    stages = [
+        Stage(
+            "global",
+            (FreeParameter("w", 0.2, 1.1), FreeParameter("sigma", 0.0, 1.0, transform="softplus")),
+        ),
+        Stage("regional", (FreeParameter("w", 0.0, 5.0, scope="regional"),)),
+    ]
+    domains = explore.extension_domains(stages, ("G", "w", "sigma", "I_o"))
+    assert domains == {
+        "G": (0.0, math.inf),  # no stage frees it: ≥ 0 by nature
+        "w": (0.2, 1.1),  # the first stage that frees it
+        "sigma": (0.0, math.inf),  # softplus: no upper bound
+        "I_o": (-math.inf, math.inf),
+    }
+    space = Space((Axis("G", 0.1, 0.5, 5), Axis("w", 0.2, 1.0, 5)))
+    land, out, _ = _extend_cheaply(
+        space, lambda p: (p[:, 0] - 0.3) ** 2 - p[:, 1], tmp_path, domains, rounds=3
+    )
+    assert out.points[:, 1].max() == 1.1 and len(out.extensions) == 1
+    assert out.extensions[0]["faces"][0]["to"] == 1.1
+    assert out.extensions[0]["faces"][0]["domain"] is True
+    assert out.edge == [{"axis": "w", "side": "hi", "at": 1.1, "domain": True}]
+    assert out.edge_warning() == (
+        "best explored point on the edge of the explored box after 1 extension(s): "
+        "w hi (1.1, the domain’s end)"
+    )
+    # a box that already ends at the domain is not extended, only flagged
+    _, flat, _ = _extend_cheaply(
+        space, lambda p: p[:, 1] + (p[:, 0] - 0.3) ** 2, tmp_path, {"G": (0, 1), "w": (0.2, 1)}
+    )
+    assert flat.extensions == [] and flat.edge == [
+        {"axis": "w", "side": "lo", "at": 0.2, "domain": True}
+    ]
+
+
+def test_a_log_axis_grows_in_log_steps(tmp_path):
+    space = Space((Axis("G", 0.01, 0.1, 3, scale="log"), Axis("w", 0.2, 1.0, 3)))
+    f = lambda p: np.log(p[:, 0]) ** 2 + (p[:, 1] - 0.6) ** 2  # noqa: E731  minimum at G = 1
+    _, out, _ = _extend_cheaply(space, f, tmp_path, explore.extension_domains([], ("G", "w")), 5)
+    g = np.unique(out.points[:, 0])
+    np.testing.assert_allclose(g, np.logspace(-2, 0.5, 6))  # 10^-2 ... 10^0.5, ratio √10
+    assert out.points[out.top[0]][0] == pytest.approx(1.0) and out.edge == []
+
+
+def test_zip_and_sobol_spaces_grow_their_own_way(tmp_path):
+    f = lambda p: (p[:, 0] - 1.3) ** 2 + (p[:, 1] - 1.3) ** 2  # noqa: E731
+    zipped = Space((Axis("G", 0.1, 0.5, 5), Axis("w", 0.2, 1.0, 5)), sampler="zip")
+    _, out, _ = _extend_cheaply(zipped, f, tmp_path, {"G": (0.0, 0.65), "w": (0.0, 9.0)})
+    # the walk goes on together (G + 0.1, w + 0.2 per step) until G's domain ends at 0.65
+    np.testing.assert_allclose(out.points[5:], [[0.6, 1.2], [0.65, 1.3]])
+    assert out.edge == [
+        {"axis": "G", "side": "hi", "at": 0.65, "domain": True},
+        {"axis": "w", "side": "hi", "at": 1.3, "domain": False},
+    ]
+    sobol = Space((Axis("G", 0.0, 1.0), Axis("w", 0.0, 1.0)), sampler="sobol", n_samples=128)
+    _, out, _ = _extend_cheaply(
+        sobol, lambda p: -p[:, 1], tmp_path, {"G": (0, 1), "w": (0, 1.5)}, rounds=1
+    )
+    new = out.points[128:]
+    # a strip w in (1, 1.5] sampled at the box's density: about 64 points
+    assert (new[:, 1] > 1.0).all() and (new[:, 1] <= 1.5).all() and 48 <= len(new) <= 80
+    assert out.edge[0]["axis"] == "w" and out.edge[0]["domain"] is True
+
+
+@pytest.mark.slow
+def test_the_box_extension_simulates_like_the_exploration(tmp_path):
+    """A real problem whose loss falls with G past the box's G = 0.4 face: two rounds add
+    G = 0.425 and 0.45 (one value per round: n = 3), the best point moves there, its loss is
+    the batched evaluator's on the same seeds (loss constant added), and the box is still
+    flagged (the rounds ran out, not the domain). The file reads back, and a repeat writes
+    the same bytes."""
+    problem = small_problem()
+    space = Space((Axis("G", 0.35, 0.4, 3), Axis("w", 0.3, 0.5, 1)))  # w: 0.4, not explored
+    seeds = [0]
+    res = evaluate(problem, space.names, space.points(), seeds, batch_size=3)
+    land = _gathered(space, res, tmp_path, starts=1)
+    domains = explore.extension_domains([], space.names)
+    steps = []
+    out = explore.extend_landscape(
+        problem, land, domains, rounds=2, batch_size=3, progress=lambda *a: steps.append(a)
+    )
+    np.testing.assert_allclose(out.points[3:], [[0.425, 0.4], [0.45, 0.4]])
+    assert list(out.extension_round) == [0, 0, 0, 1, 2] and [s[0] for s in steps] == [1, 2]
+    alone = evaluate(problem, space.names, out.points[3:], seeds, batch_size=3, n_total=3)
+    np.testing.assert_array_equal(out.mean_loss[3:], alone.mean_loss + 0.5)
+    assert out.mean_loss[4] < out.mean_loss[3] < out.mean_loss[:3].min()
+    assert list(out.top) == [4]
+    assert out.start_points() == [{"G": out.points[4, 0], "w": 0.4}]
+    assert out.edge == [{"axis": "G", "side": "hi", "at": out.points[4, 0], "domain": False}]
+    out.write(tmp_path / "a.h5")
+    back = results.Landscape.read(tmp_path / "a.h5")
+    np.testing.assert_array_equal(back.points, out.points)
+    assert (back.extensions, back.edge, back.extend) == (out.extensions, out.edge, 2)
+    np.testing.assert_array_equal(back.extension_round, out.extension_round)
+    again = explore.extend_landscape(problem, land, domains, rounds=2, batch_size=3)
+    again.write(tmp_path / "b.h5")
+    assert (tmp_path / "a.h5").read_bytes() == (tmp_path / "b.h5").read_bytes()

@@ -166,3 +166,47 @@ def test_write_together_leaves_no_part_of_a_failed_write(tmp_path):
     assert list(tmp_path.iterdir()) == []
     results.write_together([(good, tmp_path / "qc.json")])
     assert results.QualityFile.read(tmp_path / "qc.json") == good
+
+
+def test_an_extended_landscape_reads_back_what_was_written(tmp_path):
+    """The box extension's record (extension_round, extend, extensions, edge) survives the
+    file, and an older landscape file without it reads as unextended and unchecked."""
+    space = _space()
+    chunks = [_chunk(space, explore.chunk(6, k, 2), k) for k in range(2)]
+    paths = [tmp_path / f"chunk-{k}.h5" for k in range(2)]
+    for c, p in zip(chunks, paths, strict=True):
+        c.write(p)
+    land = results.Landscape.gather(
+        chunks, paths, starts=2, min_separation=0.1, config_hash="x", inputs=[paths[0]]
+    )
+    extra = explore.ExploreResult(
+        names=space.names,
+        points=np.array([[0.7, 0.2], [0.7, 0.8]]),
+        seeds=np.array([7, 8]),
+        loss=np.full((2, 2), 0.01),
+        mean_loss=np.full(2, 0.01),
+        std_loss=np.zeros(2),
+        fc_r=np.full(2, 0.99),
+        diverged=np.zeros(2, bool),
+    )
+    face = {"axis": "G", "side": "hi", "from": 0.5, "to": 0.7, "domain": True}
+    ext = dataclasses.replace(
+        land.extended(extra, round_=1, faces=[face]),
+        extend=2,
+        edge=[{"axis": "G", "side": "hi", "at": 0.7, "domain": True}],
+    )
+    assert list(ext.extension_round) == [0] * 6 + [1, 1]
+    assert ext.mean_loss[6] == pytest.approx(0.51)  # the loss constant, added once
+    assert set(ext.top) <= {6, 7} and ext.extensions == [{"round": 1, "points": 2, "faces": [face]}]
+    ext.write(tmp_path / "explore.h5")
+    _equal(results.Landscape.read(tmp_path / "explore.h5"), ext)
+    assert "G hi (0.7, the domain’s end)" in ext.edge_warning()
+    with pytest.raises(DataError, match="seeds"):
+        land.extended(dataclasses.replace(extra, seeds=np.array([1, 2])), round_=1, faces=[])
+    d, a = results.read_h5(tmp_path / "explore.h5")
+    d.pop("extension_round")
+    for k in ("extend", "extensions", "edge"):
+        a.pop(k)
+    results.write_h5(tmp_path / "old.h5", d, a)
+    old = results.Landscape.read(tmp_path / "old.h5")
+    assert old.edge is None and old.extensions == [] and not old.extension_round.any()

@@ -64,7 +64,6 @@ RULE_SECTIONS: dict[str, tuple] = {
         "exploration",
         "compute",
     ),
-    "gather_explore": ("exploration", ("refinement", ("starts", "min_separation"))),
     "refine": (
         "bold",
         "model",
@@ -77,6 +76,13 @@ RULE_SECTIONS: dict[str, tuple] = {
         "compute",
     ),
 }
+
+#: gather_explore extends the box with the explore jobs' simulations, within the domains of
+#: the refinement stages' free parameters (of the stages only those: see :func:`rule_config`)
+RULE_SECTIONS["gather_explore"] = (
+    *RULE_SECTIONS["explore"],
+    ("refinement", ("starts", "min_separation", "stages")),
+)
 
 
 # =========================================================================== files
@@ -638,8 +644,10 @@ def config_hash(config: Mapping[str, Any]) -> str:
 
 
 def rule_config(config: Mapping[str, Any], rule: str) -> dict[str, Any]:
-    """The part of ``config`` that ``rule`` depends on: :data:`RULE_SECTIONS`; for
-    ``report`` all but resources/compute; for other rules (cohort_report) all of it."""
+    """The part of ``config`` that ``rule`` depends on: :data:`RULE_SECTIONS` (of the
+    refinement stages, gather_explore sees the free_parameters entry of the first stage that
+    frees each parameter); for ``report`` all but resources/compute; for other rules
+    (cohort_report) all of it."""
     if rule == "report":  # everything a subject page shows; not how the jobs ran
         return {k: copy.deepcopy(v) for k, v in config.items() if k not in ("resources", "compute")}
     if rule not in RULE_SECTIONS:
@@ -653,4 +661,15 @@ def rule_config(config: Mapping[str, Any], rule: str) -> dict[str, Any]:
             section, keys = item
             sub = config.get(section) or {}
             out[section] = {k: copy.deepcopy(sub[k]) for k in keys if k in sub}
+    if rule == "gather_explore" and "stages" in out.get("refinement", {}):
+        # the box extension needs each parameter's domain in the first stage that frees it,
+        # not how the stages optimise: a learning rate, a step count or a later stage's
+        # bounds rerun nothing upstream of refine
+        stages, seen = [], set()
+        for st in out["refinement"]["stages"]:
+            first = [fp for fp in st["free_parameters"] if fp["name"] not in seen]
+            seen.update(fp["name"] for fp in first)
+            if first:
+                stages.append({"name": st["name"], "free_parameters": first})
+        out["refinement"]["stages"] = stages
     return out

@@ -12,6 +12,12 @@ more than one is visible. Seed s is the key ``jax.random.PRNGKey(s)`` for every 
 result for a point does not depend on the chunk or batch it was evaluated in. A point whose
 simulation diverges gets ``loss = inf`` for that seed and ``diverged = True``; the rest of the
 batch is unaffected. :func:`top_k` picks starts for refinement in distinct basins.
+
+:func:`extend_landscape` grows the explored box while its best point lies on an edge: it
+evaluates points beyond that edge (within the parameter's domain, :func:`extension_domains`)
+the same way and adds them to the :class:`~bnmfit.results.Landscape`, for up to a given
+number of rounds, and records which faces were extended and which face the final best point
+is on (if any).
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import functools
 import itertools
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Literal
 
 import jax
@@ -35,7 +41,9 @@ from bnmfit.losses import pearson
 from bnmfit.observables import upper
 
 if TYPE_CHECKING:  # pragma: no cover
+    from bnmfit.fit import Stage
     from bnmfit.problem import Problem
+    from bnmfit.results import Landscape
 
 __all__ = [
     "SAMPLERS",
@@ -43,7 +51,10 @@ __all__ = [
     "ExploreResult",
     "Space",
     "chunk",
+    "describe_faces",
     "evaluate",
+    "extend_landscape",
+    "extension_domains",
     "top_k",
 ]
 
@@ -459,3 +470,281 @@ def top_k(
                 chosen.append(int(i))
     chosen.sort(key=lambda i: (fl[i], i))
     return finite[np.array(chosen, dtype=np.int64)]
+
+
+# ------------------------------------------------------------------------- box extension
+
+#: parameters that are ≥ 0 by nature: their domain when no refinement stage frees them
+NONNEGATIVE: tuple[str, ...] = ("G", "sigma")
+
+#: how close (in units of an axis' explored range) a value must be to a domain's end to
+#: count as on it
+_EPS = 1e-9
+
+#: ``progress(round, faces, points_done, points_total)`` of :func:`extend_landscape`
+ExtendProgress = Callable[[int, list, int, int], None]
+
+
+def extension_domains(
+    stages: Sequence[Stage], names: Sequence[str]
+) -> dict[str, tuple[float, float]]:
+    """How far the explored box may grow along each parameter of ``names``: the bounds of
+    the first refinement stage that frees it, as its transform enforces them (sigmoid, log:
+    ``(lo, hi)``; softplus: ``(lo, inf)``; identity: unbounded), since refinement cannot
+    start outside them; a parameter no stage frees: ``[0, inf)`` for G and sigma
+    (:data:`NONNEGATIVE`), else unbounded. A log-scale axis grows in geometric steps, so it
+    stays above 0 whatever its domain."""
+    out = {}
+    for name in names:
+        fp = next((p for st in stages for p in st.free if p.name == name), None)
+        if fp is None:
+            out[name] = (0.0 if name in NONNEGATIVE else -math.inf, math.inf)
+        else:
+            lo, hi = fp.scipy_bounds
+            out[name] = (-math.inf if lo is None else lo, math.inf if hi is None else hi)
+    return out
+
+
+def describe_faces(faces: Sequence[Mapping]) -> str:
+    """``w hi (1)``-style text of box faces (``to`` where a face moved: ``G hi 0.7 → 0.9``);
+    ``, the domain's end`` marks a face where the parameter's domain ends."""
+    parts = []
+    for f in faces:
+        where = f"{f['from']:.4g} → {f['to']:.4g}" if "to" in f else f"{f['at']:.4g}"
+        parts.append(
+            f"{f['axis']} {f['side']} ({where}{', the domain’s end' if f['domain'] else ''})"
+        )
+    return ", ".join(parts)
+
+
+def _best(mean_loss: np.ndarray) -> int:
+    return int(np.argmin(np.where(np.isfinite(mean_loss), mean_loss, np.inf)))
+
+
+def _box(space: Space, points: np.ndarray, extensions: Sequence[Mapping]) -> np.ndarray:
+    """The explored box (D, 2) in the axes' units: grid/zip: each axis' smallest and largest
+    value; sobol/lhs: the axes' lo/hi moved by every recorded extension."""
+    if space.sampler in ("grid", "zip"):
+        return np.stack([points.min(axis=0), points.max(axis=0)], axis=1)
+    box = np.array([[a.lo, a.hi] for a in space.axes])
+    col = {n: i for i, n in enumerate(space.names)}
+    for ext in extensions:
+        for f in ext["faces"]:
+            box[col[f["axis"]], 0 if f["side"] == "lo" else 1] = f["to"]
+    return box
+
+
+def _unit_domain(axis: Axis, domain: tuple[float, float]) -> np.ndarray:
+    return axis.to_unit(np.asarray(domain, dtype=np.float64))
+
+
+def _faces(
+    space: Space, points: np.ndarray, mean_loss: np.ndarray, box: np.ndarray, domains: Mapping
+) -> list[dict]:
+    """The faces of ``box`` the best point (lowest finite mean loss) lies on, as dicts
+    ``axis``, ``side`` (lo/hi), ``at`` (the face's value), ``domain`` (the parameter's
+    domain ends there). Grid/zip: the best value is the axis' smallest or largest (axes of
+    one value have no faces); sobol/lhs: it lies within half a typical spacing of the face
+    (the D-th root of the box's volume per point, in the unit box of the axes)."""
+    b = _best(mean_loss)
+    scattered = space.sampler in ("sobol", "lhs")
+    if scattered:
+        ubox = space.to_unit(box.T).T
+        ubest = space.to_unit(points[b : b + 1])[0]
+        tol = 0.5 * (float(np.prod(ubox[:, 1] - ubox[:, 0])) / len(points)) ** (
+            1.0 / len(space.axes)
+        )
+    faces = []
+    for i, a in enumerate(space.axes):
+        if not scattered and a.n == 1:
+            continue
+        ud, ub = _unit_domain(a, domains[a.name]), a.to_unit(box[i])
+        for s, side in enumerate(("lo", "hi")):
+            on = abs(ubest[i] - ubox[i, s]) <= tol if scattered else points[b, i] == box[i, s]
+            if on:
+                end = ub[0] <= ud[0] + _EPS if s == 0 else ub[1] >= ud[1] - _EPS
+                faces.append({"axis": a.name, "side": side, "at": float(box[i, s]), "domain": end})
+    return [{**f, "domain": bool(f["domain"])} for f in faces]
+
+
+def _grow(axis: Axis, face: float, side: str, domain, step: float, count: int):
+    """Up to ``count`` values beyond ``face`` (toward ``side``), ``step`` apart in the axis'
+    unit (so a log axis steps geometrically); the first past the domain's end is replaced by
+    that end and the rest dropped. Returns the values and whether the end was reached."""
+    s = 0 if side == "lo" else 1
+    sign = 2 * s - 1
+    end = _unit_domain(axis, domain)[s]
+    u = axis.to_unit(np.array([face]))[0] + sign * step * np.arange(1, count + 1)
+    past = sign * (u - end) >= -_EPS
+    values = axis.from_unit(u[~past])
+    if past.any():
+        values = np.append(values, domain[s])
+    return values, bool(past.any())
+
+
+def _extension(
+    space: Space,
+    points: np.ndarray,
+    box: np.ndarray,
+    faces: Sequence[Mapping],
+    domains: Mapping,
+    round_: int,
+) -> tuple[np.ndarray, list[dict]]:
+    """The points beyond ``faces`` and one record per face (``axis``, ``side``, ``from``,
+    ``to``, ``domain``: whether the face reached the domain's end).
+
+    Grid: up to half the axis' n more values at its spacing, in product with every value the
+    other axes have so far (corners included). Zip: the walk continued the same way, all
+    axes together, until the first axis' domain ends. Sobol/lhs: the face moves out by half
+    the axis' explored range, and a sample of the same sampler (seed ``round_``) and density
+    fills what the box gained."""
+    col = {n: i for i, n in enumerate(space.names)}
+    records = []
+    if space.sampler == "zip":
+        side = faces[0]["side"]
+        s = 0 if side == "lo" else 1
+        ends = np.array([_unit_domain(a, domains[a.name])[s] for a in space.axes])
+        k = int(np.argmin((2 * s - 1) * ends))  # the axis whose domain ends first on the walk
+        lead, n = space.axes[k], space.axes[k].n
+        walk, end = _grow(lead, box[k, s], side, domains[lead.name], 1 / (n - 1), n // 2)
+        u = lead.to_unit(walk)
+        new = np.stack([a.from_unit(u) for a in space.axes], axis=1)
+        new[:, k] = walk
+        for i, a in enumerate(space.axes):
+            at_end = end and abs(ends[i] - ends[k]) <= _EPS
+            if at_end:
+                new[-1, i] = domains[a.name][s]
+            records.append(
+                {
+                    "axis": a.name,
+                    "side": side,
+                    "from": float(box[i, s]),
+                    "to": float(new[-1, i]),
+                    "domain": bool(at_end),
+                }
+            )
+        return new, records
+    if space.sampler == "grid":
+        added = [np.empty(0) for _ in space.axes]
+        for f in faces:
+            i = col[f["axis"]]
+            a = space.axes[i]
+            added[i], end = _grow(a, f["at"], f["side"], domains[a.name], 1 / (a.n - 1), a.n // 2)
+            records.append({**_moved(f, added[i][-1]), "domain": end})
+        axes_values = [
+            np.sort(np.concatenate([np.unique(points[:, i]), added[i]]))
+            for i in range(len(space.axes))
+        ]
+        grid = np.array(list(itertools.product(*axes_values)), dtype=np.float64)
+        fresh = np.zeros(len(grid), dtype=bool)
+        for i, x in enumerate(added):
+            fresh |= np.isin(grid[:, i], x)
+        return grid[fresh], records
+    grown = box.copy()
+    for f in faces:
+        i = col[f["axis"]]
+        a = space.axes[i]
+        (to,), end = _grow(a, f["at"], f["side"], domains[a.name], 0.5, 1)
+        grown[i, 0 if f["side"] == "lo" else 1] = to
+        records.append({**_moved(f, to), "domain": end})
+    volume = float(np.prod(np.diff(space.to_unit(grown.T).T, axis=1)))
+    sample = Space(
+        tuple(
+            Axis(a.name, lo, hi, n=a.n, scale=a.scale)
+            for a, (lo, hi) in zip(space.axes, grown, strict=True)
+        ),
+        sampler=space.sampler,
+        n_samples=math.ceil(space.n_samples * volume),
+        seed=round_,
+    ).points()
+    return sample[((sample < box[:, 0]) | (sample > box[:, 1])).any(axis=1)], records
+
+
+def _moved(face: Mapping, to: float) -> dict:
+    return {"axis": face["axis"], "side": face["side"], "from": face["at"], "to": float(to)}
+
+
+def _extend(
+    landscape: Landscape,
+    domains: Mapping[str, tuple[float, float]],
+    rounds: int,
+    run: Callable[[np.ndarray, Callable[[int, int], None] | None], ExploreResult],
+    progress: ExtendProgress | None,
+) -> Landscape:
+    """:func:`extend_landscape` with ``run(points, progress)`` evaluating the points."""
+    if isinstance(rounds, bool) or int(rounds) != rounds or rounds < 0:
+        raise ConfigError(f"exploration.extend must be a whole number ≥ 0, got {rounds!r}")
+    missing = [n for n in landscape.names if n not in domains]
+    if missing:
+        raise ConfigError(f"no extension domain for {', '.join(missing)}: give one per axis")
+    space = landscape.space()
+    land = landscape
+    for r in range(1, int(rounds) + 1):
+        box = _box(space, land.points, land.extensions)
+        faces = _faces(space, land.points, land.mean_loss, box, domains)
+        grow = [f for f in faces if not f["domain"]]
+        if not grow or (space.sampler == "zip" and len(grow) < len(faces)):
+            break
+        new, records = _extension(space, land.points, box, grow, domains, r)
+        if not len(new):
+            break
+        step = None if progress is None else functools.partial(progress, r, records)
+        land = land.extended(run(new, step), round_=r, faces=records)
+    box = _box(space, land.points, land.extensions)
+    return dataclasses.replace(
+        land,
+        extend=int(rounds),
+        edge=_faces(space, land.points, land.mean_loss, box, domains),
+    )
+
+
+def extend_landscape(
+    problem: Problem | None,
+    landscape: Landscape,
+    domains: Mapping[str, tuple[float, float]],
+    *,
+    rounds: int,
+    batch_size: int = 64,
+    progress: ExtendProgress | None = None,
+) -> Landscape:
+    """Grow the explored box while its best point lies on an edge, then record where it is.
+
+    Each round finds the faces of the box that the best point (lowest finite mean loss)
+    lies on (grid/zip: the axis' first or last value; sobol/lhs: within half a typical
+    point spacing of the face), evaluates points beyond those faces (see
+    :func:`_extension`: grid axes at their spacing, up to half their n more values; log
+    axes in geometric steps; never past the parameter's domain) on the landscape's seeds
+    with :func:`evaluate` (the same batch shape as the exploration's chunks), and adds them
+    to the landscape (:meth:`~bnmfit.results.Landscape.extended`: the refinement starts
+    are chosen again among all points). It stops after ``rounds`` rounds, or earlier when
+    the best point is inside the box or only on faces where the domain ends.
+
+    Args:
+        problem: the subject's problem (unused when nothing is evaluated, e.g.
+            ``rounds=0``).
+        landscape: the gathered exploration.
+        domains: parameter → (lo, hi) beyond which the box does not grow
+            (:func:`extension_domains`; ±inf for none), one per axis.
+        rounds: at most this many extensions (``exploration.extend``; 0: none).
+        batch_size: as in :func:`evaluate`.
+        progress: ``progress(round, faces, points_done, points_total)`` after every batch,
+            ``faces`` as recorded in ``Landscape.extensions``.
+    Returns:
+        The landscape with the new points (``extension_round`` ≥ 1), ``extensions`` (per
+        round: the faces moved and the points added), ``extend`` and ``edge``: the faces
+        the final best point lies on (empty: inside the box), each saying whether the
+        parameter's domain ends there.
+    """
+
+    def run(points, step):
+        return evaluate(
+            problem,
+            landscape.names,
+            points,
+            landscape.seeds,
+            batch_size=batch_size,
+            progress=step,
+            n_total=landscape.n_points,
+        )
+
+    return _extend(landscape, domains, rounds, run, progress)

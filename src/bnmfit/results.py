@@ -15,8 +15,9 @@ Records (one per file; ``record.write(path)`` / ``Record.read(path)``):
   parameters, held-out metrics per stage, warnings, provenance.
 
 Loss values in every record are those of the configured loss expression (its constant
-included, :attr:`bnmfit.losses.LossSpec.offset`); they are added in :meth:`ExploreChunk.of`
-and :meth:`FitFile.of`, the only places where library results become records.
+included, :attr:`bnmfit.losses.LossSpec.offset`); they are added in :meth:`ExploreChunk.of`,
+:meth:`Landscape.extended` and :meth:`FitFile.of`, the only places where library results
+become records.
 
 Every writer goes through :func:`atomic_path`: the data are written to a hidden temporary
 file in the target's directory, flushed, then renamed over the target in one step, so a
@@ -833,6 +834,17 @@ def _write_exploration(path: PathLike, rec, datasets: dict, attrs: dict) -> None
     )
 
 
+def _space(rec):
+    """The :class:`bnmfit.explore.Space` of an exploration record (its axes and sampler)."""
+    from bnmfit.explore import Axis, Space
+
+    return Space(
+        tuple(Axis(a["name"], a["lo"], a["hi"], n=a["n"], scale=a["scale"]) for a in rec.axes),
+        sampler=rec.sampler,
+        n_samples=rec.n_samples,
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class ExploreChunk:
     """``explore/chunk-k.h5``: chunk ``chunk`` of ``n_chunks`` of one exploration.
@@ -935,13 +947,7 @@ class ExploreChunk:
 
     def space(self):
         """The :class:`bnmfit.explore.Space` the chunk's points come from."""
-        from bnmfit.explore import Axis, Space
-
-        return Space(
-            tuple(Axis(a["name"], a["lo"], a["hi"], n=a["n"], scale=a["scale"]) for a in self.axes),
-            sampler=self.sampler,
-            n_samples=self.n_samples,
-        )
+        return _space(self)
 
     def _same_exploration(self, other: ExploreChunk) -> bool:
         return (
@@ -961,12 +967,22 @@ class Landscape:
     Attributes:
         names, points, loss, mean_loss, std_loss, fc_r, diverged: as in
             :class:`ExploreChunk`, for every point of the space in order.
-        top: indices into ``points`` of the refinement starts, best first.
-        axes, sampler, n_samples, seeds, n_points, loss_spec: the exploration's.
+        top: indices into ``points`` (all of them, extension included) of the refinement
+            starts, best first.
+        axes, sampler, n_samples, seeds, n_points, loss_spec: the exploration's
+            (``n_points``: of the space, before any extension).
         n_chunks: how many chunk files were joined; starts, min_separation: how ``top`` was
             chosen (no wall time: see :class:`ExploreChunk`).
-        chunk_inputs: chunk file → SHA-256; provenance: of the chunks (config hash of this
-            step, versions, seeds), with ``chunk_config_hash``.
+        extension_round: (P) 0 for the space's points, r for those added by extension round
+            r (:func:`bnmfit.explore.extend_landscape`); extend: the rounds allowed
+            (``exploration.extend``); extensions: per round done, ``round``, ``points`` (how
+            many were added) and ``faces``: ``axis``, ``side`` (lo/hi), ``from``, ``to`` (the
+            face's value before and after) and ``domain`` (the parameter's domain ends at
+            ``to``). edge: the faces of the final box that the best point lies on (``axis``,
+            ``side``, ``at``, ``domain``: whether the domain ends there, so the box could
+            not grow); empty when the best point is inside, None when never checked.
+        provenance: of the chunks (config hash of this step, versions, seeds, the inputs'
+            SHA-256), with ``chunk_config_hash``.
     """
 
     subject: str
@@ -987,6 +1003,10 @@ class Landscape:
     n_chunks: int
     starts: int
     min_separation: float
+    extension_round: np.ndarray
+    extend: int
+    extensions: list[dict[str, Any]]
+    edge: list[dict[str, Any]] | None
     provenance: dict[str, Any]
 
     @classmethod
@@ -998,10 +1018,13 @@ class Landscape:
         starts: int,
         min_separation: float,
         config_hash: str,
+        inputs: Sequence[PathLike] = (),
     ) -> Landscape:
         """Join the chunk files ``paths`` (read as ``chunks``, in any order) into the whole
         landscape and pick the ``starts`` best points at least ``min_separation`` apart (in
-        the unit box of the axes) as refinement starts.
+        the unit box of the axes) as refinement starts. ``inputs``: further files the
+        landscape depends on (checksummed in its provenance, e.g. the connectome and
+        empirical FC of a box extension); its edge is not checked yet (``edge`` None).
 
         Raises:
             DataError: chunks of different explorations, points given twice or missing, or
@@ -1048,7 +1071,7 @@ class Landscape:
         )
         prov = {
             **first.provenance,
-            "inputs": {str(p): sha256(p) for p in paths},
+            "inputs": {str(p): sha256(p) for p in (*paths, *inputs)},
             "chunk_config_hash": first.provenance.get("config_hash"),
             "config_hash": config_hash,
         }
@@ -1066,18 +1089,82 @@ class Landscape:
             n_chunks=len(chunks),
             starts=int(starts),
             min_separation=float(min_separation),
+            extension_round=np.zeros(len(data["points"]), dtype=np.int64),
+            extend=0,
+            extensions=[],
+            edge=None,
             provenance=prov,
+        )
+
+    def space(self):
+        """The :class:`bnmfit.explore.Space` the explored points (before any extension) come
+        from."""
+        return _space(self)
+
+    def extended(self, result, *, round_: int, faces: Sequence[Mapping[str, Any]]) -> Landscape:
+        """The landscape with the points of ``result`` (a :class:`bnmfit.explore.ExploreResult`
+        on this landscape's seeds, without the loss constant, which is added here) added as
+        extension round ``round_`` beyond ``faces``, and the refinement starts chosen again
+        among all points."""
+        from bnmfit.explore import top_k
+
+        if list(result.names) != list(self.names) or [int(s) for s in result.seeds] != [
+            int(s) for s in self.seeds
+        ]:
+            raise DataError(
+                f"sub-{self.subject}: expected extension points on the landscape's parameters "
+                f"({', '.join(self.names)}) and seeds {self.seeds}, got "
+                f"{', '.join(result.names)} and {list(result.seeds)}"
+            )
+        off = self.loss_spec.offset
+        new = {
+            "loss": result.loss + off,
+            "mean_loss": result.mean_loss + off,
+            "std_loss": result.std_loss,
+            "fc_r": result.fc_r,
+            "diverged": result.diverged,
+            "points": result.points,
+        }
+        data = {k: np.concatenate([getattr(self, k), v]) for k, v in new.items()}
+        data["extension_round"] = np.concatenate(
+            [self.extension_round, np.full(len(result.points), int(round_), dtype=np.int64)]
+        )
+        top = top_k(
+            data["points"],
+            data["mean_loss"],
+            self.starts,
+            min_separation=self.min_separation,
+            space=self.space(),
+        )
+        record = {"round": int(round_), "points": len(result.points), "faces": list(faces)}
+        return dataclasses.replace(self, **data, top=top, extensions=[*self.extensions, record])
+
+    def edge_warning(self) -> str | None:
+        """The flag "best explored point on the edge of the explored box", with the faces
+        and whether the domain ends there; None when it lies inside (or was never
+        checked)."""
+        if not self.edge:
+            return None
+        from bnmfit.explore import describe_faces
+
+        grown = f" after {len(self.extensions)} extension(s)" if self.extensions else ""
+        return (
+            f"best explored point on the edge of the explored box{grown}: "
+            f"{describe_faces(self.edge)}"
         )
 
     def write(self, path: PathLike) -> None:
         _write_exploration(
             path,
             self,
-            {"top": self.top},
+            {"top": self.top, "extension_round": self.extension_round},
             {
                 "n_chunks": self.n_chunks,
                 "starts": self.starts,
                 "min_separation": self.min_separation,
+                "extend": self.extend,
+                "extensions": self.extensions,
+                "edge": self.edge,
             },
         )
 
@@ -1103,11 +1190,21 @@ class Landscape:
             n_chunks=int(a.get("n_chunks", 1)),
             starts=int(a.get("starts", 0)),
             min_separation=float(a.get("min_separation", 0)),
+            extension_round=np.asarray(
+                d["extension_round"]
+                if d.get("extension_round") is not None
+                else np.zeros(len(d["points"])),
+                dtype=np.int64,
+            ),
+            extend=int(a.get("extend", 0)),
+            extensions=list(a.get("extensions") or []),
+            edge=a.get("edge"),
             provenance=prov,
         )
 
     def start_points(self) -> list[dict[str, float]]:
-        """The refinement starts as parameter dicts, best first (DataError when none)."""
+        """The refinement starts as parameter dicts, best first, chosen among all points
+        (extension included) (DataError when none)."""
         if len(self.top) == 0:
             raise DataError(
                 f"sub-{self.subject}: the exploration has no refinement starts "

@@ -1,5 +1,6 @@
 # Stage 3: coarse exploration of the parameter space, scattered over K chunks per subject,
-# then gathered into one landscape with the refinement starts (top-k points).
+# then gathered into one landscape (its box extended where the best point lies on an edge)
+# with the refinement starts (top-k points).
 
 
 rule explore:
@@ -34,20 +35,28 @@ rule explore:
 rule gather_explore:
     input:
         chunks=explore_chunks,
+        # the box extension simulates the subject as the explore jobs did
+        connectome=f"{SUB}_connectome.h5",
+        empirical=f"{SUB}_desc-empirical_fc.h5",
     output:
         h5=f"{SUB}_explore.h5",
     log:
         "logs/sub-{subject}/gather_explore.log",
+    benchmark:
+        "logs/benchmarks/sub-{subject}/gather_explore.tsv"
     params:
         script=script_path("gather_explore.py"),
         stale=stale_pages,  # no page outlives what it shows
         cfg=config_json("gather_explore"),
-    localrule: True
-    threads: 1
+    threads: rule_threads("explore")
     resources:
-        **rule_resources("default"),
+        # sized as an explore job: it simulates the points of the extension
+        **rule_resources("explore", gpu=True)
+        | {"mem_mb": lambda wildcards, attempt: rule_resources("explore")["mem_mb"] * attempt},
     conda:
         "../envs/bnmfit.yaml"
     shell:
         "rm -f {params.stale} && python {params.script:q} --subject {wildcards.subject:q}"
-        " --config-json {params.cfg:q} --output {output.h5:q} {input.chunks:q} > {log:q} 2>&1"
+        " --connectome {input.connectome:q} --empirical {input.empirical:q}"
+        " --config-json {params.cfg:q} --gpus {resources.gpu}"
+        " --output {output.h5:q} {input.chunks:q} > {log:q} 2>&1"
