@@ -13,11 +13,12 @@ known truth (``RUNS`` × 300 TRs = one HCP session). The cases:
 * ``regional``: w per region (a permuted ramp around w0) with G known; the regional stage
   from the homogeneous w0; the Pearson r of the fitted and the true pattern.
 * ``global bound`` and ``regional bound``: how well *any* unbiased estimator could recover
-  the parameters from the synthetic FC (the Cramér–Rao bound): the Jacobian J of the
-  expected FC (upper triangle) with respect to (G, w), or to the 80 regional w, at the truth
-  (forward mode, averaged over ``BOUND_SEEDS`` noise seeds), FC's noise covariance Σ from
-  ``NOISE_SEEDS`` single simulations (its leading principal components plus a diagonal rest),
-  and the Fisher information J' (Σ / runs)^-1 J of a target averaged over ``runs``
+  the parameters from the synthetic FC (the Cramér–Rao bound, computed by
+  :mod:`bnmfit.uncertainty`, which gives every fit its standard errors): the Jacobian J of
+  the expected FC (upper triangle) with respect to (G, w), or to the 80 regional w, at the
+  truth (forward mode, averaged over ``BOUND_SEEDS`` noise seeds), FC's noise covariance Σ
+  from ``NOISE_SEEDS`` single simulations (its leading principal components plus a diagonal
+  rest), and the Fisher information J' (Σ / runs)^-1 J of a target averaged over ``runs``
   simulations. Its inverse gives each parameter's least error variance e²; a regional
   pattern of spread s then correlates with its estimate at most about s / √(s² + e²). Noise
   left in J reads as extra sensitivity, so the bound errs towards smaller errors. On the
@@ -40,7 +41,6 @@ RUNS = 4  # simulations averaged into the synthetic empirical FC
 TRUTH_KEY = 777  # the truth's noise seed (never one of the fit's)
 BOUND_SEEDS = 24  # noise seeds averaged in the Jacobian of the bound
 NOISE_SEEDS = 256  # single simulations that sample FC's noise for the bound
-NOISE_FACTORS = 20  # principal components of FC's noise covariance (plus a diagonal)
 BOUND_RUNS = (1, RUNS, 16, 64)  # targets averaged over this many simulations
 
 
@@ -178,54 +178,34 @@ def case_recovery(grid: int, steps: int) -> dict:
     return out
 
 
-def fc_information(problem, truth: dict, n_seeds: int, n_noise: int = NOISE_SEEDS):
-    """(J, noise): the Jacobian of the expected FC (upper triangle) with respect to the
-    truth's parameters, flattened in ``ravel_pytree``'s order (keys sorted), by forward mode
-    averaged over ``n_seeds`` noise seeds; and the FC of ``n_noise`` single simulations minus
-    their mean (n_noise, entries), the sample of FC's sampling noise."""
-    import dataclasses
+def fc_information(problem, truth: dict, n_seeds: int):
+    """(J, noise) of :func:`bnmfit.uncertainty.fc_information` with respect to the truth's
+    values themselves (identity transforms; columns in ``ravel_pytree``'s order, keys
+    sorted): J of the mean FC of ``n_seeds`` simulations, and ``NOISE_SEEDS`` single
+    simulations' FC minus their mean; noise keys of the fit seed ``TRUTH_KEY`` (never the
+    synthetic FC's own: those are split from ``PRNGKey(TRUTH_KEY)``)."""
+    import math
 
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
-    from jax.flatten_util import ravel_pytree
-
-    from bnmfit.observables import upper
-
-    problem = dataclasses.replace(problem, spec=dataclasses.replace(problem.spec, checkpoint=False))
-    x, unravel = ravel_pytree({k: jnp.asarray(v, problem.weights.dtype) for k, v in truth.items()})
-
-    def fc(x, key):
-        return upper(problem.observe(unravel(x), key).fc)
-
-    jac = jax.jit(jax.jacfwd(fc))
-    J = np.mean(
-        [np.asarray(jac(x, jax.random.PRNGKey(200 + i)), np.float64) for i in range(n_seeds)],
-        axis=0,
-    )
-    fwd = jax.jit(jax.vmap(fc, (None, 0)))
-    keys = jax.random.split(jax.random.PRNGKey(300), n_noise)
-    sample = np.concatenate(
-        [np.asarray(fwd(x, keys[i : i + 16]), np.float64) for i in range(0, n_noise, 16)]
-    )
-    return J, sample - sample.mean(axis=0)
-
-
-def least_error_var(J, noise, runs: int, k: int = NOISE_FACTORS):
-    """Cramér–Rao: each parameter's least error variance from a target FC averaged over
-    ``runs`` simulations. FC's noise covariance is modelled as its ``k`` leading principal
-    components plus a diagonal rest (the entries' noise is strongly correlated: the mean FC
-    of a run moves all of them together), inverted by the Woodbury identity."""
     import numpy as np
 
-    s = noise.shape[0] - 1
-    _, sv, vt = np.linalg.svd(noise, full_matrices=False)
-    lam, V = sv[:k] ** 2 / s, vt[:k].T  # leading variances and directions
-    d = np.maximum((noise**2).sum(axis=0) / s - (V**2) @ lam, 1e-12)  # diagonal rest
-    DJ, DV = J / d[:, None], V / d[:, None]
-    inner = np.linalg.inv(np.diag(1.0 / lam) + V.T @ DV)
-    fisher = runs * (J.T @ DJ - (J.T @ DV) @ inner @ (DV.T @ J))
-    return np.diag(np.linalg.pinv(fisher))
+    from bnmfit.params import FreeParameter, ParameterSet
+    from bnmfit.uncertainty import fc_information as information
+    from bnmfit.uncertainty import noise_keys
+
+    free = tuple(
+        FreeParameter(
+            k,
+            -math.inf,
+            math.inf,
+            scope="regional" if np.ndim(v) else "global",
+            transform="identity",
+        )
+        for k, v in truth.items()
+    )
+    pset = ParameterSet(free).bind(problem)
+    u = pset.init(problem, truth)
+    jacobian_keys, sample_keys = noise_keys(TRUTH_KEY, 0, n_seeds, NOISE_SEEDS)
+    return information(problem, pset, u, {}, jacobian_keys, sample_keys)
 
 
 def regional_bound(problem, w_true, n_seeds: int) -> dict:
@@ -233,6 +213,8 @@ def regional_bound(problem, w_true, n_seeds: int) -> dict:
     import time
 
     import numpy as np
+
+    from bnmfit.uncertainty import least_error_var
 
     t0 = time.perf_counter()
     J, noise = fc_information(problem, {"w": w_true}, n_seeds)
@@ -253,6 +235,8 @@ def regional_bound(problem, w_true, n_seeds: int) -> dict:
 def global_bound(problem, truth: dict, n_seeds: int) -> dict:
     """The least relative errors of G and w from FC, free together and G alone (w known)."""
     import time
+
+    from bnmfit.uncertainty import least_error_var
 
     t0 = time.perf_counter()
     J, noise = fc_information(problem, truth, n_seeds)  # columns: G, w
