@@ -322,7 +322,10 @@ def print_warnings():
     in the subject reports and the cohort report)."""
     from bnmfit.report import warnings_summary
 
-    text = warnings_summary(SUBJECT_IDS, "results")
+    try:
+        text = warnings_summary(SUBJECT_IDS, "results")
+    except BnmfitError as e:  # a result file changed since: say so, do not fail the run
+        text = f"bnmfit: the subjects' warnings could not be collected: {e}"
     if text:
         print(text, file=sys.stderr)
 
