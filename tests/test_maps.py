@@ -243,3 +243,47 @@ def test_regional_maps_script_writes_the_maps_of_one_subject(tmp_path):
     )
     assert done.returncode == 2
     assert "Error: sub-s0: unknown map 'myelin'" in done.stderr
+
+
+# ------------------------------------------------------------------------- in a fit
+
+
+@pytest.mark.slow  # two stages compile (~2 min on 2 loaded cores)
+def test_refine_fits_map_and_group_parameters_and_hands_on_regional_values():
+    from bnmfit import fit
+    from bnmfit.params import FreeParameter
+    from tests.test_explore import small_problem
+
+    prob = small_problem()
+    n = prob.n_regions
+    regions = RegionalMaps(
+        tuple(f"R{i}" for i in range(n)),
+        {"m": np.linspace(0.0, 1.0, n), "s": maps.node_strength(prob.weights)},
+        {"half": tuple("a" if i < n // 2 else "b" for i in range(n))},
+    )
+    on_map = FreeParameter("w", 0.05, 1.0, scope="map", maps=("m", "s"))
+    by_group = FreeParameter("w", 0.05, 1.0, scope="group", groups="half")
+    stages = [
+        fit.Stage("map", (on_map,), learning_rate=0.2, steps=3, patience=0),
+        fit.Stage("group", (by_group,), optimizer="scipy-lbfgsb", steps=2),
+    ]
+    starts = [{"G": 0.3, "w": 0.4}]
+    with pytest.raises(ConfigError, match="needs the subject's regional maps"):
+        fit.refine(prob, stages, starts)
+    result = fit.refine(prob, stages, starts, heldout_seeds=(1000,), regions=regions)
+    # the map stage moved its 3 coefficients (history: steps x starts x 3)
+    coef = result.stages[0].history["params"]["w"]
+    assert coef.shape == (3, 1, 3) and np.all(np.isfinite(coef))
+    assert not np.allclose(coef[-1], coef[0])
+    # each stage hands on regional values inside the domain; the group stage's are equal
+    # within each half
+    assert result.stages[0].params["w"].shape == (n,)
+    w = result.params["w"]
+    assert w.shape == (n,) and np.all((w > 0.05) & (w < 1.0))
+    np.testing.assert_allclose(w[: n // 2], w[0])
+    np.testing.assert_allclose(w[n // 2 :], w[-1])
+    # other maps, another checkpoint: a resumed fit never reuses state made with other maps
+    other = RegionalMaps(regions.labels, {**regions.maps, "m": regions.maps["m"][::-1]})
+    args = (prob, stages, [dict(starts[0])], 0, (1000,), 10)
+    assert fit._fingerprint(*args, regions) == fit._fingerprint(*args, regions)
+    assert fit._fingerprint(*args, regions) != fit._fingerprint(*args, other)

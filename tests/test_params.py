@@ -258,6 +258,20 @@ def test_gradients_flow_to_map_coefficients_and_group_values():
         assert np.all(np.isfinite(g["w"])) and np.any(g["w"] != 0)
 
 
+def test_free_numbers_of_map_and_group(problem):
+    regions = regions_of(problem)
+    ps = ParameterSet((MAP_W, FreeParameter("G", 0.0, 1.0))).bind(problem, regions=regions)
+    u = ps.init(problem, {"w": 0.5, "G": 0.4})
+    assert ps.free_labels() == ["w:intercept", "w:m1", "w:m2", "G"]
+    values = ps.free_values(u)
+    np.testing.assert_allclose(values["w"], [0.0, 0.0, 0.0], atol=1e-12)  # T^-1(0.5) = 0
+    # at the centre the sigmoid's slope is (hi - lo) / 4: scale = (hi - lo) / slope = 4
+    np.testing.assert_allclose(ps.free_scales(u), [4.0, 4.0, 4.0, 1.0])
+    pg = ParameterSet((GROUP_W,)).bind(problem, regions=regions)
+    assert pg.free_labels() == ["w[A]", "w[B]", "w[C]"]
+    np.testing.assert_allclose(pg.free_scales(pg.init(problem, {"w": 0.5})), 0.8)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

@@ -87,6 +87,7 @@ from bnmfit.results import write_bytes
 from bnmfit.uncertainty import mean_fc, per_key
 
 if TYPE_CHECKING:  # pragma: no cover
+    from bnmfit.maps import RegionalMaps
     from bnmfit.problem import Problem
 
 __all__ = [
@@ -601,9 +602,14 @@ def _config(stage: Stage, dtype) -> dict[str, jax.Array]:
 # checkpoints
 
 
-def _fingerprint(problem, stages, starts, seed, heldout_seeds, every) -> str:
+def _fingerprint(problem, stages, starts, seed, heldout_seeds, every, regions=None) -> str:
     h = hashlib.sha256()
     h.update(repr((tuple(stages), seed, tuple(heldout_seeds), every)).encode())
+    if regions is not None:  # the maps and groupings of map and group parameters
+        h.update(repr((regions.labels, sorted(regions.groupings.items()))).encode())
+        for name in sorted(regions.maps):
+            h.update(name.encode())
+            h.update(np.ascontiguousarray(regions.maps[name], np.float64).tobytes())
     for s in starts:
         for k in sorted(s):
             h.update(k.encode())
@@ -685,6 +691,7 @@ def refine(
     checkpoint_dir: str | Path | None = None,
     checkpoint_every: int = 10,
     progress: Callable[[str, int, int, float], None] | None = None,
+    regions: RegionalMaps | None = None,
 ) -> FitResult:
     """Fit ``problem`` stage by stage from ``starts``.
 
@@ -700,6 +707,8 @@ def refine(
         checkpoint_every: steps per jitted segment; history's held-out loss, checkpoints and
             ``progress`` come once per segment.
         progress: ``progress(stage_name, step, steps, best_loss)`` after every segment.
+        regions: the subject's regional maps and groupings (:mod:`bnmfit.maps`), needed by
+            free parameters of scope map or group; part of the checkpoint's fingerprint.
     Returns:
         :class:`FitResult`.
     """
@@ -721,7 +730,7 @@ def refine(
         raise ConfigError(f"checkpoint_every must be a whole number ≥ 1, got {checkpoint_every}")
     current = _normalise_starts(problem, starts)
     for s in stages:
-        problem.check_names(s.parameters.names)
+        s.parameters.bind(problem, regions=regions)  # names, maps and groupings, up front
         if s.optimizer in LEAST_SQUARES:
             _least_squares_terms(problem, s)
         if s.noise_average == "fc" and "fcd_ks" in dict(problem.loss_weights):
@@ -732,7 +741,7 @@ def refine(
 
     ckpt = _Checkpoints(
         checkpoint_dir,
-        _fingerprint(problem, stages, current, seed, heldout_seeds, checkpoint_every),
+        _fingerprint(problem, stages, current, seed, heldout_seeds, checkpoint_every, regions),
     )
     state = ckpt.load() or {"stage": 0, "records": [], "current": current, "partial": None}
     records: list[StageRecord] = list(state["records"])
@@ -763,6 +772,7 @@ def refine(
             lambda partial, index=index, current=current: ckpt.save(
                 {"stage": index, "records": records, "current": current, "partial": partial}
             ),
+            regions=regions,
         )
         records.append(record)
         current = [record.params]
@@ -806,8 +816,13 @@ def _stack(dicts: Sequence[Mapping[str, np.ndarray]], dtype) -> dict[str, jax.Ar
     return out
 
 
-def _prepare(problem: Problem, stage: Stage, current: Sequence[Mapping[str, np.ndarray]]):
-    pset = stage.parameters.bind(problem)
+def _prepare(
+    problem: Problem,
+    stage: Stage,
+    current: Sequence[Mapping[str, np.ndarray]],
+    regions: RegionalMaps | None = None,
+):
+    pset = stage.parameters.bind(problem, regions=regions)
     dtype = problem.weights.dtype
     fixed = _stack([{k: v for k, v in c.items() if k not in pset.names} for c in current], dtype)
     starts = [pset.start_values(problem, c) for c in current]
@@ -918,9 +933,11 @@ def _empty_history(pset: ParameterSet, steps: int, n_starts: int, u0) -> dict[st
     }
 
 
-def _run_optax(problem, stage, index, current, root, hkeys, every, progress, partial, save):
+def _run_optax(
+    problem, stage, index, current, root, hkeys, every, progress, partial, save, regions=None
+):
     t_start = time.perf_counter()
-    pset, fixed, u0, ref = _prepare(problem, stage, current)
+    pset, fixed, u0, ref = _prepare(problem, stage, current, regions)
     n_starts = len(current)
     dtype = problem.weights.dtype
     segment, tx = _segment_fn(_structural(stage), every)
@@ -1015,9 +1032,11 @@ def _scipy_fns(noise_average: str):
     return jax.jit(objective), jax.jit(jax.value_and_grad(objective, argnums=2, has_aux=True))
 
 
-def _run_scipy(problem, stage, index, current, root, hkeys, every, progress, partial, save):
+def _run_scipy(
+    problem, stage, index, current, root, hkeys, every, progress, partial, save, regions=None
+):
     t_start = time.perf_counter()
-    pset, fixed, u0, ref = _prepare(problem, stage, current)
+    pset, fixed, u0, ref = _prepare(problem, stage, current, regions)
     n_starts = len(current)
     dtype = problem.weights.dtype
     value_fn, grad_fn = _scipy_fns(stage.noise_average)
@@ -1217,7 +1236,9 @@ def _least_squares_fns(optimizer: str):
     return eqx.filter_jit(init), eqx.filter_jit(step)
 
 
-def _run_least_squares(problem, stage, index, current, root, hkeys, every, progress, partial, save):
+def _run_least_squares(
+    problem, stage, index, current, root, hkeys, every, progress, partial, save, regions=None
+):
     """Gauss–Newton / Levenberg–Marquardt (:data:`LEAST_SQUARES`): each start in turn, one
     jitted optimistix iteration per step (a step evaluates the residuals and their
     Jacobian at the proposed point), up to ``stage.steps`` or until optimistix's
@@ -1228,7 +1249,7 @@ def _run_least_squares(problem, stage, index, current, root, hkeys, every, progr
     start after an interruption (no checkpoint within the stage)."""
     t_start = time.perf_counter()
     _least_squares_terms(problem, stage)
-    pset, fixed, u0, _ = _prepare(problem, stage, current)
+    pset, fixed, u0, _ = _prepare(problem, stage, current, regions)
     n_starts = len(current)
     init, step = _least_squares_fns(stage.optimizer)
     arrays = jax.tree.map(jnp.asarray, problem)  # traced, not static (G, sigma as floats)
