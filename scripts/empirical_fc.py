@@ -13,7 +13,7 @@ import click  # noqa: E402
 
 from bnmfit import cli  # noqa: E402
 from bnmfit.config import schema_default  # noqa: E402
-from bnmfit.io import FC_TRANSFORMS, ORIENTATIONS  # noqa: E402
+from bnmfit.io import FC_TRANSFORMS, ORIENTATIONS, sidecar_path  # noqa: E402
 
 EXAMPLE = """\b
 Example:
@@ -33,6 +33,11 @@ FILE = click.Path(exists=True, dir_okay=False)
 @click.option("--connectome", required=True, type=FILE, help="sub-X_connectome.h5.")
 @click.option("--bold", type=FILE, help="Regional BOLD time series.")
 @click.option("--fc", "fc_path", type=FILE, help="A precomputed FC instead of BOLD (no FCD).")
+@click.option("--validation-bold", type=FILE, help="A second run, for validation only.")
+@click.option("--validation-fc", type=FILE, help="A second run's FC, for validation only.")
+@click.option("--validation-split", type=click.FloatRange(0, 1, max_open=True),
+              default=schema_default("validation.split"), show_default=True,
+              help="Without a second run: the last part of the volumes held out for validation.")
 @click.option("--labels", type=FILE, help="Region labels of a BOLD file without any.")
 @click.option("--dseg", type=FILE, help="Label image of a 4-D NIfTI BOLD.")
 @click.option("--dseg-tsv", type=FILE, help="BIDS index/name table of the label image.")
@@ -59,41 +64,36 @@ FILE = click.Path(exists=True, dir_okay=False)
               help="The empirical-FC HDF5 to write.")
 @click.option("--qc", "qc_path", type=click.Path(dir_okay=False),
               help="Also write the quality numbers as JSON here.")
-def main(subject, connectome, bold, fc_path, labels, dseg, dseg_tsv, fmt, key, fc_transform,
-         orientation, tr, discard, detrend, bandpass, max_nan_run, fcd_window, fcd_step,
-         output, qc_path):
-    """Compute a subject's empirical FC (and FCD) from its regional BOLD, in the region
-    order of its connectome, with exactly the processing the simulated BOLD gets (discard,
-    detrend, band-pass, z-score): sub-X_desc-empirical_fc.h5 (bold, fc, fcd, labels, tr,
-    n_tr, qc, provenance)."""
-    from bnmfit import results
-    from bnmfit.empirical import empirical_record
-    from bnmfit.io import sidecar_path
+def main(subject, connectome, bold, fc_path, validation_bold, validation_fc, validation_split,
+         labels, dseg, dseg_tsv, fmt, key, fc_transform, orientation, tr, discard, detrend,
+         bandpass, max_nan_run, fcd_window, fcd_step, output, qc_path):
+    """A subject's empirical FC/FCD in its connectome's region order, processed as the
+    simulated BOLD is, and its validation FC/FCD (a second run, or the run's last part)."""
+    from bnmfit import empirical, results
 
-    if (bold is None) == (fc_path is None):
-        raise click.UsageError("give exactly one of --bold and --fc")
-    sidecar = next((str(p) for p in [bold and sidecar_path(bold)] if p and p.is_file()), None)
-    inputs = [p for p in (bold, fc_path, sidecar, labels, dseg, dseg_tsv, connectome) if p]
+    sidecars = [str(sidecar_path(p)) for p in (bold, validation_bold) if p]
+    inputs = [p for p in (bold, fc_path, validation_bold, validation_fc, labels, dseg, dseg_tsv,
+                          connectome, *sidecars) if p and Path(p).is_file()]
     prep = {"discard": discard, "detrend": detrend, "max_nan_run": max_nan_run,
             "bandpass": tuple(bandpass) if bandpass else None}
     obs = {"fcd_window": fcd_window, "fcd_step": fcd_step}
-    prov = results.provenance({"bold": prep, "observation": obs}, inputs)
+    prov = results.provenance({"bold": prep, "observation": obs,
+                               "validation": {"split": validation_split}}, inputs)
     cli.log(f"sub-{subject}: reading {bold or fc_path}")
     opts = {"fmt": fmt, "key": key, "dseg": dseg, "dseg_tsv": dseg_tsv,
             "orientation": orientation, "fc_transform": fc_transform}
-    out = empirical_record(subject, results.ConnectomeFile.read(connectome), bold=bold,
-                           fc=fc_path, labels=cli.read_labels(labels) if labels else None,
-                           read_options=opts, tr=tr, provenance=prov, **prep, **obs)
+    out = empirical.empirical_record(
+        subject, results.ConnectomeFile.read(connectome), bold=bold, fc=fc_path,
+        validation_bold=validation_bold, validation_fc=validation_fc, split=validation_split,
+        labels=labels and cli.read_labels(labels), read_options=opts, tr=tr, provenance=prov,
+        **prep, **obs)
     if fc_path and fcd_window:  # not an error: the loss may not need an FCD
         cli.log(f"sub-{subject}: no BOLD, so no FCD: the fcd_ks loss is unavailable")
     for note in out.qc.get("notes") or []:  # what the FC reader changed, e.g. its diagonal
         cli.log(f"sub-{subject}: note: {note}")
     results.write_together([(out, output)]
                            + ([(results.QualityFile.of(out), qc_path)] if qc_path else []))
-    sc_fc = out.qc.get("sc_fc_r")
-    msg = f"mean FC {out.qc['mean_fc']:.3f}" + (f", SC–FC r {sc_fc:.3f}" if sc_fc else "")
-    cli.log(f"sub-{subject}: {len(out.labels)} regions, {out.n_tr} TRs of {out.tr} s, {msg} "
-            f"→ {output}")
+    cli.log(f"sub-{subject}: {out.describe()} → {output}")
 
 
 if __name__ == "__main__":

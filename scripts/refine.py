@@ -31,9 +31,12 @@ FILE = click.Path(exists=True, dir_okay=False)
 @cli.command(epilog=EXAMPLE)
 @click.option("--subject", required=True, help="Subject label (without sub-).")
 @click.option("--connectome", required=True, type=FILE, help="sub-X_connectome.h5.")
-@click.option("--empirical", required=True, type=FILE, help="sub-X_desc-empirical_fc.h5.")
+@click.option("--empirical", required=True, type=FILE,
+              help="sub-X_desc-empirical_fc.h5 (the target and the validation data).")
 @click.option("--explore", "explore_h5", required=True, type=FILE,
               help="sub-X_explore.h5 (the refinement starts: its top points).")
+@click.option("--maps", "maps_tsv", type=FILE,
+              help="sub-X_desc-maps.tsv: regional maps and groupings (scope map or group).")
 @cli.config_options
 @click.option("--gpus", type=click.IntRange(min=0), default=None,
               help="GPUs of this job (default: resources.gpu of the config).")
@@ -44,56 +47,41 @@ FILE = click.Path(exists=True, dir_okay=False)
               help="The fitted parameters JSON to write.")
 @click.option("--output-fit", required=True, type=click.Path(dir_okay=False),
               help="The fit history HDF5 to write.")
-def main(subject, connectome, empirical, explore_h5, config_file, config_json, gpus,
+def main(subject, connectome, empirical, explore_h5, maps_tsv, config_file, config_json, gpus,
          checkpoint_dir, output_params, output_fit):
     """Refine a subject's fit through the simulator from the best explored points (the top
-    of sub-X_explore.h5): refinement.stages in order, each from where the previous ended;
-    keep the best start and score it on held-out noise seeds. Writes sub-X_fit.h5 (history
-    per stage and start, the fit's simulated FC/FCD/BOLD) and sub-X_desc-fitted_params.json.
+    of sub-X_explore.h5): refinement.stages in order, each from where the previous ended,
+    each judged on the validation data and given standard errors; then score the fit on
+    held-out noise and the validation data, and flag what to know before trusting it.
+    Writes sub-X_fit.h5 (history per stage and start, the fit's simulated FC/FCD/BOLD) and
+    sub-X_desc-fitted_params.json.
     """
     from bnmfit import config as bconfig
-    from bnmfit import fit, recipe, results, scoring
+    from bnmfit import recipe, results
     from bnmfit.losses import loss_spec
 
     cfg = bconfig.rule_config(cli.read_config(config_file, config_json), "refine")
     cli.configure_jax(cfg, gpu=gpus)
     t_start, label = time.time(), f"refine sub-{subject}"
-    problem = recipe.problem_from_files(cfg, connectome, empirical)
-    landscape = results.Landscape.read(explore_h5)
-    starts = landscape.start_points()
-    stages, spec, ref = recipe.build_stages(cfg), loss_spec(cfg), cfg["refinement"]
-    heldout_seeds, seed = [int(s) for s in ref["heldout_seeds"]], int(cfg["noise"]["seed"])
+    stages, spec = recipe.build_stages(cfg), loss_spec(cfg)
     ckpt = Path(checkpoint_dir) / bconfig.config_hash(cfg) if checkpoint_dir else None
     plan = ", ".join(f"{s.name} ({s.steps} steps)" for s in stages) or "none"
-    cli.log(f"{label}: {len(starts)} starts, stages {plan}; {problem.spec.n_tr} TRs at dt "
-            f"{problem.spec.dt:g} ms; loss {spec.describe()}")
-    result, params = None, starts[0]
-    if stages:
-        with cli.StageProgress(label, offset=spec.offset) as progress:
-            result = fit.refine(problem, stages, starts, seed=seed,
-                                heldout_seeds=tuple(heldout_seeds), checkpoint_dir=ckpt,
-                                checkpoint_every=int(ref["checkpoint_every"]),
-                                progress=progress)
-        params = dict(result.params)
-    cli.log(f"{label}: evaluating the fit on held-out seeds {heldout_seeds}")
-    heldout = scoring.score_heldout(problem, params, heldout_seeds, offset=spec.offset,
-                                    result=result)
-    for w in heldout.warnings:  # recorded, never a silent number
+    cli.log(f"{label}: stages {plan}; loss {spec.describe()}")
+    with cli.StageProgress(label, offset=spec.offset) as progress:
+        fit_file, fitted = recipe.fit_subject(cfg, subject, connectome, empirical, explore_h5,
+                                              maps_tsv=maps_tsv, checkpoint_dir=ckpt,
+                                              progress=progress)
+    for w in fitted.warnings:  # recorded, never a silent number
         cli.log(f"warning: sub-{subject}: {w}")
-    prov = results.provenance(cfg, [connectome, empirical, explore_h5],
-                          {"fit": seed, "heldout": heldout_seeds, "explore": landscape.seeds})
-    fit_file = results.FitFile.of(result, heldout, subject=subject, stages=stages,
-                                  landscape=landscape, spec=spec, provenance=prov)
-    fitted = results.FittedParams.of(
-        fit_file, heldout, params=params, model=cfg["model"]["name"], starts=starts,
-        fixed={"G": problem.G, "sigma": problem.sigma, **(cfg["model"]["parameters"] or {})},
-        warnings=heldout.warnings)
+    for f in fitted.flags:
+        cli.log(f"flag: sub-{subject}: {f['code']}: {f['message']}")
     results.write_together([(fit_file, output_fit), (fitted, output_params)])
     if ckpt is not None and Path(checkpoint_dir).is_dir():
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
-    cli.log(f"{label}: {cli.describe(params)}; held-out {cli.describe(heldout.metrics)}; "
-            f"{time.time() - t_start:.1f} s ({cli.describe(result.wall_time if result else {})}"
-            f" per stage) → {output_params}, {output_fit}")
+    cost = {name: u["n_simulations"] for name, u in fitted.uncertainty.items()}
+    cli.log(f"{label}: {cli.describe(fitted.params)}; held-out {cli.describe(fit_file.heldout)};"
+            f" standard errors: {cli.describe(cost) or 'none'} simulations; "
+            f"{time.time() - t_start:.1f} s → {output_params}, {output_fit}")
 
 
 if __name__ == "__main__":

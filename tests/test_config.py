@@ -431,9 +431,12 @@ def test_rule_config_selects_what_a_rule_depends_on():
     ref = rule_config(cfg, "refine")
     assert "exploration" not in ref and ref["refinement"] == cfg["refinement"]
     g = rule_config(cfg, "gather_explore")
-    assert g["refinement"] == {
+    assert g["refinement"] == {  # and each parameter's first domain (the box's limits)
         "starts": cfg["refinement"]["starts"],
         "min_separation": cfg["refinement"]["min_separation"],
+        "stages": [
+            {"name": "global", "free_parameters": cfg["refinement"]["stages"][0]["free_parameters"]}
+        ],
     }
     assert rule_config(cfg, "cohort_report") == cfg
     assert set(rule_config(cfg, "report")) == set(cfg) - {"resources", "compute"}

@@ -167,3 +167,91 @@ def test_too_few_volumes_and_bad_options():
     y[3, 3] = np.inf
     with pytest.raises(DataError, match="expected finite BOLD samples, got 1 inf values"):
         empirical_fc(y, 1.0)
+
+
+# ------------------------------------------------------------------------- validation data
+
+
+def _connectome(n: int):
+    from bnmfit.results import ConnectomeFile
+
+    w = np.ones((n, n)) - np.eye(n)
+    return ConnectomeFile(
+        subject="01",
+        weights=w,
+        lengths=None,
+        weights_raw=w,
+        labels=[f"r{i}" for i in range(n)],
+        normalisation="none",
+        symmetric=True,
+        isolated=[],
+        provenance={},
+    )
+
+
+def _bold_file(path, x, tr=0.8, labels=None):
+    import json
+
+    header = "\t".join(labels or [f"r{i}" for i in range(x.shape[1])])
+    np.savetxt(path, x, delimiter="\t", header=header, comments="")
+    path.with_suffix(".json").write_text(json.dumps({"RepetitionTime": tr}))
+    return str(path)
+
+
+def test_one_run_is_split_in_time_and_processed_alike(tmp_path):
+    """validation.split: the last part of the volumes (after discard) becomes validation
+    data, preprocessed separately exactly like the first part; the record says where they
+    came from and how far the two FCs agree, and survives a write/read."""
+    from bnmfit.empirical import empirical_record
+    from bnmfit.results import EmpiricalFile
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((120, 5))
+    path = _bold_file(tmp_path / "bold.tsv", x)
+    kw = {"discard": 10, "fcd_window": 10, "fcd_step": 2}
+    rec = empirical_record("01", _connectome(5), bold=path, split=0.5, **kw)
+    assert rec.n_tr == 55 and rec.validation.n_tr == 55  # (120 - 10) / 2 each
+    alike = {"detrend": True, "fcd_window": 10, "fcd_step": 2}
+    np.testing.assert_allclose(rec.fc, empirical_fc(x[10:65], 0.8, **alike).fc, atol=1e-12)
+    want = empirical_fc(x[65:], 0.8, **alike)
+    np.testing.assert_allclose(rec.validation.fc, want.fc, atol=1e-12)
+    np.testing.assert_allclose(rec.validation.fcd, want.fcd, atol=1e-12)
+    assert "volumes 66–120" in rec.validation.source
+    up = np.triu_indices(5, 1)
+    r = np.corrcoef(rec.fc[up], want.fc[up])[0, 1]
+    assert rec.qc["validation"]["fc_r_training"] == pytest.approx(r)
+    rec.write(tmp_path / "e.h5")
+    back = EmpiricalFile.read(tmp_path / "e.h5")
+    np.testing.assert_array_equal(back.validation.fcd, rec.validation.fcd)
+    assert back.validation.source == rec.validation.source and back.validation.n_tr == 55
+    assert "validation:" in back.describe()
+    # no split: every volume trains, and there is no validation data
+    whole = empirical_record("01", _connectome(5), bold=path, split=0.0, **kw)
+    assert whole.n_tr == 110 and whole.validation is None
+    with pytest.raises(DataError, match=r"validation.split = 0.95 leaves 6 training"):
+        empirical_record("01", _connectome(5), bold=path, split=0.95, **kw)
+
+
+def test_a_second_run_is_the_validation_data(tmp_path):
+    """validation_bold: the whole first run trains, the second run (its own sidecar TR,
+    the same discard and processing) validates; with validation_fc only an FC."""
+    from bnmfit.empirical import empirical_record
+
+    rng = np.random.default_rng(1)
+    first, second = rng.standard_normal((80, 4)), rng.standard_normal((60, 4))
+    a = _bold_file(tmp_path / "run1.tsv", first)
+    reversed_labels = [f"r{i}" for i in (3, 2, 1, 0)]  # another column order
+    b = _bold_file(tmp_path / "run2.tsv", second[:, ::-1], labels=reversed_labels)
+    rec = empirical_record("01", _connectome(4), bold=a, validation_bold=b, split=0.5, discard=5)
+    assert rec.n_tr == 75 and rec.validation.n_tr == 55
+    np.testing.assert_allclose(rec.validation.fc, empirical_fc(second[5:], 0.8).fc, atol=1e-12)
+    assert rec.validation.source == f"a second run: {b}"
+    fc = np.corrcoef(second.T)
+    np.save(tmp_path / "fc2.npy", fc)
+    rec = empirical_record("01", _connectome(4), bold=a, validation_fc=str(tmp_path / "fc2.npy"))
+    np.testing.assert_allclose(rec.validation.fc, fc, atol=1e-12)
+    assert rec.validation.fcd is None and rec.validation.n_tr is None
+    with pytest.raises(ConfigError, match="one of the sheet's validation_bold and validation_fc"):
+        empirical_record(
+            "01", _connectome(4), bold=a, validation_bold=b, validation_fc=str(tmp_path / "fc2.npy")
+        )

@@ -392,18 +392,51 @@ def test_a_stage_that_ends_worse_returns_its_start(problem):
     assert s.heldout["loss"] < s.heldout["start_loss"]
 
 
+def test_a_stage_is_judged_on_validation_data():
+    """With validation data, a stage is accepted or rejected on them, not on its own target:
+    a stage that fits its target better is kept on the target alone, and rejected when the
+    validation data disagree with the target (here: its off-diagonal FC negated, so every
+    gain on the target is a loss on them); held-out scores carry the validation r and loss."""
+    from bnmfit.losses import Observed
+
+    problem = small_problem()
+    stage = Stage("v", FREE, learning_rate=0.3, steps=6, n_noise=2, patience=0)
+    start = [{"G": 0.8, "w": 0.75, "tau_s": 100.0}]
+    plain = refine(problem, [stage], start, seed=5, heldout_seeds=HELDOUT, checkpoint_every=6)
+    s = plain.stages[0]
+    assert not s.kept_start and s.acceptance["judged_on"] == "fit noise"
+    assert s.acceptance["end_loss"] < s.acceptance["start_loss"]
+    assert np.isnan(s.heldout["validation_fc_r"])
+    fc = problem.empirical.fc
+    judged = dataclasses.replace(problem, validation=Observed(2 * jnp.eye(fc.shape[0]) - fc))
+    res = refine(judged, [stage], start, seed=5, heldout_seeds=HELDOUT, checkpoint_every=6)
+    s = res.stages[0]
+    assert s.acceptance["judged_on"] == "validation" and s.kept_start
+    assert s.acceptance["end_loss"] > s.acceptance["start_loss"] and s.acceptance["p_value"] < 0.05
+    assert float(res.params["G"]) == pytest.approx(0.8, rel=1e-6)
+    assert s.history["params"]["G"][-1, 0] < 0.7  # it did move
+    assert s.heldout["validation_fc_r"] == pytest.approx(-s.heldout["fc_r"], abs=1e-5)
+
+
 def test_the_end_of_stage_guard_is_a_paired_test():
-    """The guard (``_worse``) keeps a start only when its end is worse beyond the noise of
-    the paired differences, or diverged where the start did not."""
-    from bnmfit.fit import _worse
+    """The guard (``_judge``) keeps a start only when its end is worse beyond the noise of
+    the paired differences (at the stage's level), or diverged where the start did not."""
+    from bnmfit.fit import _judge
+
+    def worse(end, start, level=0.05):
+        return _judge(end, start, level)["kept_start"]
 
     start = np.array([0.50, 0.40, 0.60, 0.45, 0.55, 0.42, 0.58, 0.48])
     jitter = np.array([0.03, -0.02, 0.01, -0.03, 0.02, -0.01, 0.03, -0.02])
-    assert not _worse(start + 0.005 + jitter, start)  # slightly worse on average: noise
-    assert _worse(start + 0.05 + jitter, start)  # worse on every seed
-    assert not _worse(start - 0.05 + jitter, start)
-    assert _worse(np.where(np.arange(8) == 3, np.inf, start), start)  # diverged at the end
-    assert not _worse(start, np.full(8, np.inf))  # the start itself diverges
+    assert not worse(start + 0.005 + jitter, start)  # slightly worse on average: noise
+    assert worse(start + 0.05 + jitter, start)  # worse on every seed
+    assert not worse(start - 0.05 + jitter, start)
+    assert worse(np.where(np.arange(8) == 3, np.inf, start), start)  # diverged at the end
+    assert not worse(start, np.full(8, np.inf))  # the start itself diverges
+    judged = _judge(start + 0.012 + jitter, start)
+    assert 0.0 < judged["p_value"] < 0.5 and judged["draws"] == 8
+    # the level decides: the same differences are noise at 1 % and a rejection at 45 %
+    assert worse(start + 0.012 + jitter, start, 0.45) != worse(start + 0.012 + jitter, start, 0.01)
 
 
 # ------------------------------------------------------------------------- recovery
@@ -521,6 +554,46 @@ def test_recovers_a_regional_w_pattern():
     assert w.shape == (8,)
     r = np.corrcoef(w, truth)[0, 1]
     assert r >= 0.8, f"regional w recovered with r = {r:.2f}"
+
+
+@pytest.mark.slow
+def test_every_stage_gets_standard_errors_when_asked(tmp_path):
+    """refine(uncertainty=...) gives each stage's fitted numbers standard errors at its
+    result (the record's unconstrained values), and a resumed run ends with the same ones."""
+    problem = small_problem()
+    settings = {"runs": 4.0, "n_jacobian": 2, "n_noise": 8, "fraction": 0.25}
+    stage = Stage("g", FREE, learning_rate=0.1, steps=4, n_noise=1, patience=0)
+    res = refine(
+        problem,
+        [stage],
+        [GOOD],
+        seed=2,
+        heldout_seeds=HELDOUT,
+        checkpoint_every=2,
+        uncertainty=settings,
+        checkpoint_dir=tmp_path,
+    )
+    u = res.stages[0].uncertainty
+    assert u.labels == ("G", "w") and u.runs == 4.0 and u.n_noise == 8
+    np.testing.assert_allclose(u.values, [float(res.params["G"]), float(res.params["w"])])
+    assert np.all(np.isfinite(u.se)) and np.all(u.se > 0)
+    again = refine(
+        problem,
+        [stage],
+        [GOOD],
+        seed=2,
+        heldout_seeds=HELDOUT,
+        checkpoint_every=2,
+        uncertainty=settings,
+        checkpoint_dir=tmp_path,
+    )  # resumed from the end
+    np.testing.assert_array_equal(again.stages[0].uncertainty.se, u.se)
+    assert (
+        refine(problem, [stage], [GOOD], seed=2, heldout_seeds=HELDOUT, checkpoint_every=2)
+        .stages[0]
+        .uncertainty
+        is None
+    )
 
 
 # ------------------------------------------------------------------------- least squares

@@ -52,7 +52,7 @@ __all__ = [
 #: the configuration each rule depends on: top-level sections, or (section, keys) pairs.
 RULE_SECTIONS: dict[str, tuple] = {
     "ingest_connectome": ("connectome",),
-    "empirical_fc": ("bold", ("observation", ("fcd_window", "fcd_step"))),
+    "empirical_fc": ("bold", ("observation", ("fcd_window", "fcd_step")), "validation"),
     "explore": (
         "bold",
         "model",
@@ -73,6 +73,7 @@ RULE_SECTIONS: dict[str, tuple] = {
         "observation",
         "loss",
         "refinement",
+        "validation",
         "compute",
     ),
 }
@@ -607,6 +608,9 @@ SUBJECT_FILE_COLUMNS: tuple[str, ...] = (
     "labels",
     "dseg",
     "dseg_tsv",
+    "validation_bold",
+    "validation_fc",
+    "centres",
 )
 
 

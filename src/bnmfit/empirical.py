@@ -256,12 +256,44 @@ def empirical_fc(
     return EmpiricalFC(bold=y, fc=fc, fcd=fcd, qc=qc)
 
 
+def _read_fc(path, sc_labels, subject: str, opts: Mapping[str, Any], fc_transform):
+    """A precomputed FC file in the connectome's region order, and the reader's notes."""
+    from bnmfit.io import align, read_fc
+
+    matrix, fl, notes = read_fc(
+        path, fmt=opts.get("fmt"), key=opts.get("key"), transform=fc_transform
+    )
+    idx = align(sc_labels, fl if fl is not None else matrix.shape[0], n_sc=len(sc_labels))
+    matrix = matrix[np.ix_(idx, idx)]
+    if not np.all(np.isfinite(matrix)):
+        raise DataError(f"sub-{subject}: the empirical FC {path} has non-finite entries")
+    return matrix, notes
+
+
+def _split_at(n_volumes: int, discard: int, split: float, need: int, where: str) -> int:
+    """The first held-out volume when the last ``split`` of the volumes after ``discard``
+    become validation data; both parts keep at least ``need`` volumes."""
+    used = n_volumes - discard
+    n_val = int(round(split * used))
+    if n_val < need or used - n_val < need:
+        raise DataError(
+            f"{where}: validation.split = {split:g} leaves {used - n_val} training and {n_val} "
+            f"validation volumes of {used}, and each part needs at least {need} (FC, and the FCD "
+            "window); lower validation.split (0: no split), shorten observation.fcd_window, or "
+            "give a second run in the sheet's validation_bold column"
+        )
+    return n_volumes - n_val
+
+
 def empirical_record(
     subject: str,
     connectome: ConnectomeFile,
     *,
     bold: str | None = None,
     fc: str | None = None,
+    validation_bold: str | None = None,
+    validation_fc: str | None = None,
+    split: float = 0.0,
     labels: Sequence[str] | None = None,
     read_options: Mapping[str, Any] | None = None,
     tr: float | None = None,
@@ -274,51 +306,76 @@ def empirical_record(
     provenance: Mapping[str, Any] | None = None,
 ) -> EmpiricalFile:
     """A subject's empirical observables from its BOLD file (``bold``) or a precomputed FC
-    file (``fc``: no FCD then), in the region order of its ``connectome``.
+    file (``fc``: no FCD then), in the region order of its ``connectome``, and its validation
+    observables, which the fit never uses: those of a second run (``validation_bold`` or
+    ``validation_fc``, read and processed like the first), or else, for a BOLD run and
+    ``split`` > 0, those of the last ``split`` of its volumes after ``discard`` (the first
+    part is the training data; both parts are preprocessed alike and separately).
 
     ``labels`` name the columns of a BOLD file without labels; ``read_options`` go to
     :func:`bnmfit.io.read_bold` (``fmt``, ``key``, ``dseg``, ``dseg_tsv``, ``orientation``) or
     :func:`bnmfit.io.read_fc` (``fmt``, ``key``, ``fc_transform`` as its ``transform``; the
     others are ignored; what read_fc changed goes to ``qc["notes"]``); ``tr`` (s) is used
     when neither sidecar nor header gives one. The rest is :func:`empirical_fc`'s.
+    ``qc["validation"]`` says where the validation data came from, its length, and the
+    Pearson r between the training and validation FCs (how far any model could agree).
     """
-    from bnmfit.io import align, read_bold, read_fc
-    from bnmfit.results import EmpiricalFile
+    from bnmfit.io import align, read_bold
+    from bnmfit.results import EmpiricalFile, ValidationData
 
     if (bold is None) == (fc is None):
         raise ConfigError("give exactly one of a BOLD file and an FC file")
+    if validation_bold is not None and validation_fc is not None:
+        raise ConfigError(
+            f"sub-{subject}: give one of the sheet's validation_bold and validation_fc columns"
+        )
+    if not 0.0 <= float(split) < 1.0:
+        raise ConfigError(f"validation.split must be in [0, 1), got {split!r}")
     opts = dict(read_options or {})
     fc_transform = opts.pop("fc_transform", None)
     sc_labels = list(connectome.labels)
     n = len(sc_labels)
-    if bold is not None:
-        b = read_bold(bold, tr=tr, labels=labels, **opts)
+    fcd_args = {"fcd_window": fcd_window or None, "fcd_step": fcd_step}
+    prep = {"detrend": detrend, "bandpass": bandpass, "max_nan_run": max_nan_run}
+
+    def bold_of(path):
+        b = read_bold(path, tr=tr, labels=labels, **opts)
         idx = align(sc_labels, b.labels if b.labels is not None else b.n_regions, n_sc=n)
-        emp = empirical_fc(
-            b.data[:, idx],
-            b.tr,
-            discard=discard,
-            detrend=detrend,
-            bandpass=bandpass,
-            fcd_window=fcd_window or None,
-            fcd_step=fcd_step,
-            max_nan_run=max_nan_run,
+        return b, b.data[:, idx]
+
+    def observed(data, tr_s, source, skip):
+        return empirical_fc(
+            data,
+            tr_s,
+            discard=skip,
             sc_weights=connectome.weights_raw,
             labels=sc_labels,
-            source=str(bold),
+            source=source,
+            **prep,
+            **fcd_args,
         )
-        data = {"bold": emp.bold, "fc": emp.fc, "fcd": emp.fcd, "n_tr": emp.bold.shape[0]}
+
+    validation = None
+    if bold is not None:
+        b, data = bold_of(bold)
+        cut = data.shape[0]
+        if validation_bold is None and validation_fc is None and split > 0:
+            need = MIN_TRS if not fcd_window else max(MIN_TRS, fcd_window + fcd_step)
+            cut = _split_at(data.shape[0], discard, float(split), need, f"sub-{subject}: {bold}")
+            v = observed(data[cut:], b.tr, f"{bold} (volumes {cut + 1}–{data.shape[0]})", 0)
+            validation = ValidationData(
+                v.fc,
+                v.fcd,
+                v.bold.shape[0],
+                f"the last {split:.0%} of the run: volumes {cut + 1}–{data.shape[0]} of {bold}",
+            )
+        emp = observed(data[:cut], b.tr, str(bold), discard)
+        data_ = {"bold": emp.bold, "fc": emp.fc, "fcd": emp.fcd, "n_tr": emp.bold.shape[0]}
         tr_s, tr_source, qc = float(b.tr), b.tr_source, dict(emp.qc)
     else:
-        matrix, fl, notes = read_fc(
-            fc, fmt=opts.get("fmt"), key=opts.get("key"), transform=fc_transform
-        )  # no BOLD options
-        idx = align(sc_labels, fl if fl is not None else matrix.shape[0], n_sc=n)
-        matrix = matrix[np.ix_(idx, idx)]
-        if not np.all(np.isfinite(matrix)):
-            raise DataError(f"sub-{subject}: the empirical FC has non-finite entries")
+        matrix, notes = _read_fc(fc, sc_labels, subject, opts, fc_transform)
         tr_s, tr_source = (float(tr), "argument") if tr else (None, "")
-        data = {"bold": None, "fc": matrix, "fcd": None, "n_tr": None}
+        data_ = {"bold": None, "fc": matrix, "fcd": None, "n_tr": None}
         qc = {
             "n_tr_used": None,
             "n_regions": n,
@@ -326,7 +383,23 @@ def empirical_record(
             "mean_fc": float(matrix[np.triu_indices(n, 1)].mean()),
             "notes": notes,
         }
+    if validation_bold is not None:
+        vb, vdata = bold_of(validation_bold)
+        v = observed(vdata, vb.tr, str(validation_bold), discard)
+        validation = ValidationData(
+            v.fc, v.fcd, v.bold.shape[0], f"a second run: {validation_bold}"
+        )
+    elif validation_fc is not None:
+        matrix, _ = _read_fc(validation_fc, sc_labels, subject, opts, fc_transform)
+        validation = ValidationData(matrix, None, None, f"a second run's FC: {validation_fc}")
     qc.update({"subject": subject, "tr_source": tr_source})
+    if validation is not None:
+        up = np.triu_indices(n, 1)
+        qc["validation"] = {
+            "source": validation.source,
+            "n_tr": validation.n_tr,
+            "fc_r_training": float(np.corrcoef(data_["fc"][up], validation.fc[up])[0, 1]),
+        }
     return EmpiricalFile(
         subject=subject,
         labels=sc_labels,
@@ -336,5 +409,6 @@ def empirical_record(
         fcd_window=fcd_window,
         fcd_step=fcd_step,
         provenance=dict(provenance or {}),
-        **data,
+        validation=validation,
+        **data_,
     )

@@ -34,10 +34,12 @@ Within a stage:
 * A stage never hands on a clearly worse result than it started from: the best start's
   data loss as the stage sees it (``n_noise`` realisations, averaged by ``noise_average``)
   is evaluated at its start and at its end on the same ``SELECTION_DRAWS`` draws of
-  selection seeds, and if the end is worse by more than the noise explains (one-sided
-  paired t-test at ``GUARD_LEVEL``; or it diverges where the start does not: noisy steps
-  near a steep edge of the landscape), the stage returns its start values
-  (``kept_start``). A difference within the noise keeps the fitted values.
+  selection seeds — against the problem's validation data (a second run or a held-out part
+  of the run, which nothing else in the fit uses) when it has them, else against its
+  target — and if the end is worse by more than the noise explains (one-sided paired
+  t-test at the stage's ``accept_level``; or it diverges where the start does not), the
+  stage returns its start values (``kept_start``, the stage is rejected). A difference
+  within the noise keeps the fitted values.
 * With ``checkpoint_dir``, the parameters, optimiser state and history are written
   atomically every ``checkpoint_every`` steps and after every stage; a re-run with the same
   arguments resumes from the last checkpoint and gives the same result as an uninterrupted
@@ -80,7 +82,7 @@ import scipy.stats
 from jax.flatten_util import ravel_pytree
 
 from bnmfit.errors import ConfigError, DataError, unknown_choice
-from bnmfit.losses import Observed, pearson
+from bnmfit.losses import Observed, fc_rmse, fcd_ks, pearson
 from bnmfit.observables import upper
 from bnmfit.params import FreeParameter, ParameterSet, current_value
 from bnmfit.results import write_bytes
@@ -89,6 +91,7 @@ from bnmfit.uncertainty import mean_fc, per_key
 if TYPE_CHECKING:  # pragma: no cover
     from bnmfit.maps import RegionalMaps
     from bnmfit.problem import Problem
+    from bnmfit.uncertainty import Uncertainty
 
 __all__ = [
     "OPTIMIZERS",
@@ -164,6 +167,8 @@ class Stage:
             empirical FC is biased towards parameters whose FC is less noisy (stronger
             correlations, closer to criticality); averaging the FCs first divides that bias
             by n_noise. Not with FCD losses (FCDs do not average).
+        accept_level: the stage hands on its result unless it is worse than its start at
+            this significance (see :func:`_judge`; config ``validation.level``).
     """
 
     name: str
@@ -179,6 +184,7 @@ class Stage:
     min_delta: float = 1e-4
     l2_regional: float = 0.0
     noise_average: str = "loss"
+    accept_level: float = GUARD_LEVEL
 
     def __post_init__(self):
         object.__setattr__(self, "free", tuple(self.free))
@@ -216,6 +222,12 @@ class Stage:
                 "a whole number ≥ 0",
             ),
             ("learning_rate", self.learning_rate, _positive(self.learning_rate), "> 0"),
+            (
+                "accept_level",
+                self.accept_level,
+                _finite(self.accept_level) and 0 < self.accept_level <= 0.5,
+                "in (0, 0.5]",
+            ),
             ("min_delta", self.min_delta, _finite(self.min_delta) and self.min_delta >= 0, "≥ 0"),
             (
                 "l2_regional",
@@ -316,7 +328,14 @@ class StageRecord:
         steps_run: steps taken until every start stopped.
         n_rejected: rejected steps over all starts.
         kept_start: the best start ended with a significantly higher loss than it started
-            with on the selection seeds, so the stage returned its start values instead.
+            with on the selection seeds — on the validation data where the problem has
+            them — so the stage returned its start values instead (stage rejected).
+        acceptance: how that was decided: ``judged_on`` (``validation`` or ``fit noise``),
+            the mean ``start_loss`` and ``end_loss`` on the selection draws, ``p_value``
+            and ``draws`` (see :func:`_judge`).
+        u: the best start's unconstrained free values after the stage (what it hands on).
+        uncertainty: the standard errors of the stage's fitted numbers
+            (:class:`bnmfit.uncertainty.Uncertainty`), None when not asked for.
     """
 
     name: str
@@ -330,6 +349,9 @@ class StageRecord:
     steps_run: int
     n_rejected: int
     kept_start: bool = False
+    acceptance: dict[str, Any] = dataclasses.field(default_factory=dict)
+    u: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    uncertainty: Uncertainty | None = None
 
     # flat views of the history and held-out report (for writers)
     @property
@@ -459,17 +481,43 @@ def _objective(problem: Problem, pset: ParameterSet, noise_average: str = "loss"
     return fn
 
 
-def _evaluate_one(problem: Problem, pset: ParameterSet, u, fixed, key):
-    """(loss, fc r) of one start on one noise key (loss inf and r NaN when not finite)."""
+def _evaluate_one(problem: Problem, pset: ParameterSet, u, fixed, key) -> dict[str, jax.Array]:
+    """The metrics of one start on one noise key: ``loss``, ``fc_r``, ``fc_rmse`` and
+    ``fcd_ks`` against the target, and the same against the validation data of the same
+    simulation as ``validation_<metric>`` (losses inf and the others NaN when not finite; NaN
+    where there is nothing to compare: no FCD, no validation data, or a validation FC file
+    when the loss needs an FCD)."""
     params = {**fixed, **pset.constrain(u)}
     observed = problem.observe(params, key)
-    loss = problem.loss_of(observed)
-    r = pearson(upper(observed.fc), upper(problem.empirical.fc))
-    ok = jnp.isfinite(loss) & jnp.isfinite(r)
-    return jnp.where(ok, loss, jnp.inf), jnp.where(ok, r, jnp.nan)
+    nan = jnp.asarray(jnp.nan, problem.weights.dtype)
+
+    def score(target: Observed, loss_problem: Problem | None, prefix: str):
+        out = {
+            "fc_r": pearson(upper(observed.fc), upper(target.fc)),
+            "fc_rmse": fc_rmse(observed.fc, target.fc),
+            "fcd_ks": nan,
+            "loss": nan,
+        }
+        ok = jnp.isfinite(out["fc_r"]) & jnp.isfinite(out["fc_rmse"])
+        if observed.fcd is not None and target.fcd is not None:
+            out["fcd_ks"] = fcd_ks(observed.fcd, target.fcd, None)
+            ok = ok & jnp.isfinite(out["fcd_ks"])
+        if loss_problem is not None:
+            loss = loss_problem.loss_of(observed)
+            ok = ok & jnp.isfinite(loss) & jnp.isfinite(out["fc_r"])
+            out["loss"] = jnp.where(ok, loss, jnp.inf)
+        return {prefix + k: v if k == "loss" else jnp.where(ok, v, jnp.nan) for k, v in out.items()}
+
+    out = score(problem.empirical, problem, "")
+    if problem.validation is not None:
+        out.update(score(problem.validation, problem.validation_problem(), "validation_"))
+    else:
+        out.update({f"validation_{k}": nan for k in ("fc_r", "fc_rmse", "fcd_ks", "loss")})
+    return out
 
 
-#: jitted (problem, pset, u (S, ...), fixed (S, ...), keys (K, 2)) → loss (S, K), fc r (S, K)
+#: jitted (problem, pset, u (S, ...), fixed (S, ...), keys (K, 2)) → metric name → (S, K)
+#: (see :func:`_evaluate_one`)
 _evaluate = jax.jit(
     jax.vmap(jax.vmap(_evaluate_one, (None, None, None, None, 0)), (None, None, 0, 0, None))
 )
@@ -627,12 +675,7 @@ def _fingerprint(problem, stages, starts, seed, heldout_seeds, every, regions=No
             )
         ).encode()
     )
-    leaves = [problem.weights, problem.empirical.fc, *jax.tree.leaves(problem.model)]
-    if problem.empirical.fcd is not None:
-        leaves.append(problem.empirical.fcd)
-    if problem.delays is not None:
-        leaves.append(problem.delays)
-    for leaf in leaves:
+    for leaf in jax.tree.leaves(problem):  # model, SC, delays, targets, validation data
         h.update(np.ascontiguousarray(np.asarray(leaf, np.float64)).tobytes())
     return h.hexdigest()
 
@@ -692,6 +735,7 @@ def refine(
     checkpoint_every: int = 10,
     progress: Callable[[str, int, int, float], None] | None = None,
     regions: RegionalMaps | None = None,
+    uncertainty: Mapping[str, Any] | None = None,
 ) -> FitResult:
     """Fit ``problem`` stage by stage from ``starts``.
 
@@ -709,6 +753,10 @@ def refine(
         progress: ``progress(stage_name, step, steps, best_loss)`` after every segment.
         regions: the subject's regional maps and groupings (:mod:`bnmfit.maps`), needed by
             free parameters of scope map or group; part of the checkpoint's fingerprint.
+        uncertainty: when given, the keyword arguments of
+            :func:`bnmfit.uncertainty.standard_errors` (``runs``, ``n_jacobian``,
+            ``n_noise``, ``fraction``, ``labels``): every stage's fitted numbers get their
+            standard errors (:attr:`StageRecord.uncertainty`); None: none.
     Returns:
         :class:`FitResult`.
     """
@@ -774,6 +822,10 @@ def refine(
             ),
             regions=regions,
         )
+        if uncertainty is not None:
+            record.uncertainty = _standard_errors(
+                problem, stage, index, record, seed, regions, uncertainty
+            )
         records.append(record)
         current = [record.params]
         ckpt.save({"stage": index + 1, "records": records, "current": current, "partial": None})
@@ -785,6 +837,18 @@ def refine(
         seed=int(seed),
         heldout_seeds=heldout_seeds,
     )
+
+
+def _standard_errors(problem, stage, index, record, seed, regions, settings):
+    """:func:`bnmfit.uncertainty.standard_errors` at a stage's result (its best start's
+    unconstrained values, the other parameters fixed at theirs)."""
+    from bnmfit.uncertainty import standard_errors
+
+    pset = stage.parameters.bind(problem, regions=regions)
+    dtype = problem.weights.dtype
+    u = {k: jnp.asarray(v, dtype) for k, v in record.u.items()}
+    fixed = {k: jnp.asarray(v, dtype) for k, v in record.params.items() if k not in pset.names}
+    return standard_errors(problem, pset, u, fixed, seed=seed, stage=index, **settings)
 
 
 def _normalise_starts(problem: Problem, starts) -> list[dict[str, np.ndarray]]:
@@ -850,39 +914,46 @@ def _finish(
 ) -> StageRecord:
     """Pick the best start by its loss in the fit (``fit_loss``: the smoothed loss of the
     last steps, many noise realisations; where no start has one, its mean loss on selection
-    seeds derived from the fit's seed), keep its start values if its end is significantly
-    worse on the selection seeds (:func:`_worse`), and report it on the held-out seeds."""
+    seeds derived from the fit's seed), judge its end against its start (:func:`_judge`),
+    and report it on the held-out seeds."""
     skeys = _select_keys(root, index, SELECTION_DRAWS * stage.n_noise).reshape(
         SELECTION_DRAWS, stage.n_noise, -1
     )
 
-    def stage_loss(u, fx):
-        return np.asarray(_stage_loss(problem, pset, u, fx, skeys, stage.noise_average), np.float64)
+    def stage_loss(target, u, fx):
+        return np.asarray(_stage_loss(target, pset, u, fx, skeys, stage.noise_average), np.float64)
 
     sel = np.asarray(fit_loss, np.float64)
     if not np.isfinite(sel).any():
-        sel = stage_loss(u_final, fixed).mean(axis=1)
+        sel = stage_loss(problem, u_final, fixed).mean(axis=1)
     best = int(np.argmin(np.where(np.isfinite(sel), sel, np.inf))) if np.isfinite(sel).any() else 0
-    # the best start's end and start, side by side in one evaluation
+    # the best start's end and start, side by side in one evaluation, on the validation data
+    # when there are any (the data the fit never saw), else on the fit's own target
+    judge = problem.validation_problem()
     pair = lambda a, b: jnp.stack([a[best], b[best]])  # noqa: E731
-    end, begin = stage_loss(jax.tree.map(pair, u_final, u0), jax.tree.map(pair, fixed, fixed))
-    kept_start = _worse(end, begin)
+    both = stage_loss(
+        judge or problem, jax.tree.map(pair, u_final, u0), jax.tree.map(pair, fixed, fixed)
+    )
+    acceptance = _judge(both[0], both[1], stage.accept_level)
+    acceptance["judged_on"] = "validation" if judge is not None else "fit noise"
+    kept_start = acceptance["kept_start"]
     if kept_start:
         u_final = jax.tree.map(lambda f, s: f.at[best].set(s[best]), u_final, u0)
-    h_loss, h_r = (np.asarray(a) for a in _evaluate(problem, pset, u_final, fixed, hkeys))
-    s_loss, s_r = (np.asarray(a) for a in _evaluate(problem, pset, u0, fixed, hkeys))
+    end = {
+        k: np.asarray(v)[best] for k, v in _evaluate(problem, pset, u_final, fixed, hkeys).items()
+    }
+    begin = {k: np.asarray(v)[best] for k, v in _evaluate(problem, pset, u0, fixed, hkeys).items()}
     with np.errstate(invalid="ignore"):
         heldout = {
-            "loss": float(np.mean(h_loss[best])),
-            "fc_corr": float(np.mean(1.0 - h_r[best])),
-            "fc_r": float(np.mean(h_r[best])),
-            "fc_r_std": float(np.std(h_r[best])),
-            "loss_per_seed": h_loss[best],
-            "fc_r_per_seed": h_r[best],
-            "start_loss": float(np.mean(s_loss[best])),
-            "start_fc_r": float(np.mean(s_r[best])),
+            **{k: float(np.mean(v)) for k, v in end.items()},
+            **{f"start_{k}": float(np.mean(v)) for k, v in begin.items()},
+            "fc_corr": float(np.mean(1.0 - end["fc_r"])),
+            "fc_r_std": float(np.std(end["fc_r"])),
+            "loss_per_seed": end["loss"],
+            "fc_r_per_seed": end["fc_r"],
         }
-    values = pset.constrain(jax.tree.map(lambda x: x[best], u_final))
+    u_best = jax.tree.map(lambda x: x[best], u_final)
+    values = pset.constrain(u_best)
     params = {k: np.asarray(v, np.float64) for k, v in current[best].items()}
     params.update({k: np.asarray(v, np.float64) for k, v in values.items()})
     return StageRecord(
@@ -897,22 +968,35 @@ def _finish(
         steps_run=int(steps_run),
         n_rejected=int(np.sum(history["rejected"])),
         kept_start=kept_start,
+        acceptance={k: v for k, v in acceptance.items() if k != "kept_start"},
+        u={k: np.asarray(v) for k, v in u_best.items()},
     )
 
 
-def _worse(end: np.ndarray, start: np.ndarray) -> bool:
-    """Whether the losses ``end`` are worse than ``start`` (both on the same noise seeds)
-    beyond the noise: the end diverged where the start did not, or the paired differences
-    are positive at significance :data:`GUARD_LEVEL` (one-sided t-test)."""
+def _judge(end: np.ndarray, start: np.ndarray, level: float = GUARD_LEVEL) -> dict[str, Any]:
+    """Whether a stage keeps its start: its losses ``end`` are worse than ``start`` (both on
+    the same noise draws) beyond the noise — the end diverged where the start did not, or the
+    paired differences are positive at significance ``level`` (one-sided t-test; the
+    seed-to-seed spread of the differences is the noise). Returns ``kept_start``, the mean
+    ``start_loss`` and ``end_loss``, ``p_value`` (NaN where no test was needed) and
+    ``draws``."""
+    out = {
+        "kept_start": False,
+        "start_loss": float(np.mean(start)),
+        "end_loss": float(np.mean(end)),
+        "p_value": float("nan"),
+        "draws": int(np.size(end)),
+    }
     if not np.isfinite(start).all():
-        return False
+        return out
     if not np.isfinite(end).all():
-        return True
+        return {**out, "kept_start": True}
     d = end - start
-    if d.mean() <= 0.0:
-        return False
     se = d.std(ddof=1) / math.sqrt(d.size)
-    return bool(se == 0.0 or d.mean() > scipy.stats.t.ppf(1.0 - GUARD_LEVEL, d.size - 1) * se)
+    if se == 0.0:
+        return {**out, "kept_start": bool(d.mean() > 0.0), "p_value": float(d.mean() <= 0.0)}
+    p = float(scipy.stats.t.sf(d.mean() / se, d.size - 1))
+    return {**out, "kept_start": p < level, "p_value": p}
 
 
 def _empty_history(pset: ParameterSet, steps: int, n_starts: int, u0) -> dict[str, Any]:
@@ -982,7 +1066,7 @@ def _run_optax(
             history[k][t:stop] = np.asarray(rec[k])[:n]
         for k, v in rec["params"].items():
             history["params"][k][t:stop] = np.asarray(v)[:n]
-        h_loss, _ = _evaluate(problem, pset, u, fixed, hkeys)
+        h_loss = _evaluate(problem, pset, u, fixed, hkeys)["loss"]
         history["heldout_loss"][stop - 1] = np.asarray(h_loss).mean(axis=1)
         t = stop
         wall = elapsed + time.perf_counter() - t_start
@@ -1091,7 +1175,7 @@ def _run_scipy(
     history["loss"][:] = history["objective"]
     u_final = jax.vmap(pset.from_values)(_stack(finals, dtype))
     if stage.steps > 0:
-        h_loss, _ = _evaluate(problem, pset, u_final, fixed, hkeys)
+        h_loss = _evaluate(problem, pset, u_final, fixed, hkeys)["loss"]
         last = max(steps_run - 1, 0)
         history["heldout_loss"][last] = np.asarray(h_loss).mean(axis=1)
     wall = time.perf_counter() - t_start
@@ -1282,7 +1366,7 @@ def _run_least_squares(
         final_loss.append(loss)
     u_final = _stack(finals, problem.weights.dtype)
     if stage.steps > 0:
-        h_loss = _evaluate(problem, pset, u_final, fixed, hkeys)[0]
+        h_loss = _evaluate(problem, pset, u_final, fixed, hkeys)["loss"]
         history["heldout_loss"][max(steps_run - 1, 0)] = np.asarray(h_loss).mean(axis=1)
     wall = time.perf_counter() - t_start
     return _finish(

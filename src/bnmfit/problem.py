@@ -74,7 +74,7 @@ class Observation:
 
 @functools.partial(
     jax.tree_util.register_dataclass,
-    data_fields=["model", "weights", "empirical", "G", "sigma", "delays"],
+    data_fields=["model", "weights", "empirical", "G", "sigma", "delays", "validation"],
     meta_fields=["spec", "observation", "loss_weights", "ks_smooth"],
 )
 @dataclasses.dataclass(frozen=True)
@@ -91,6 +91,9 @@ class Problem:
         G, sigma: fixed global coupling and noise unless freed.
         delays: (N, N) integer delays in steps when ``spec.max_delay > 0``.
         ks_smooth: width of the smooth KS distance (None: exact).
+        validation: the subject's validation observables (a second run or a held-out part
+            of the run), which no loss or gradient uses: only scoring and the stages'
+            acceptance (:meth:`validation_problem`); None without.
     """
 
     model: NeuralMass
@@ -103,6 +106,7 @@ class Problem:
     sigma: float = 0.0
     delays: Array | None = None
     ks_smooth: float | None = None
+    validation: losses.Observed | None = None
 
     def __post_init__(self):
         names = dict(self.loss_weights)
@@ -112,6 +116,15 @@ class Problem:
                 "the loss uses fcd_ks but no FCD is available: set an FCD window and give BOLD "
                 "(not a precomputed FC) for the subject"
             )
+
+    def validation_problem(self) -> Problem | None:
+        """This problem with the validation observables as its target (its loss is the
+        validation loss), or None without validation data or when the loss needs an FCD
+        that the validation data lack (a validation FC file)."""
+        v = self.validation
+        if v is None or ("fcd_ks" in dict(self.loss_weights) and v.fcd is None):
+            return None
+        return dataclasses.replace(self, empirical=v, validation=None)
 
     @property
     def n_regions(self) -> int:

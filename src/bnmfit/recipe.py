@@ -34,6 +34,7 @@ __all__ = [
     "build_spec",
     "build_stages",
     "choose_dt",
+    "fit_subject",
     "length_warnings",
     "noise_seeds",
     "problem_from_files",
@@ -41,6 +42,7 @@ __all__ = [
     "simulation_dt",
     "subject_warnings",
     "transient_tr_count",
+    "uncertainty_settings",
 ]
 
 
@@ -227,6 +229,7 @@ def build_problem(
     fcd=None,
     tr: float,
     n_tr: int | None,
+    validation=None,
 ):
     """One subject's :class:`~bnmfit.problem.Problem` from its (normalised) connectome and
     empirical observables.
@@ -234,6 +237,7 @@ def build_problem(
     Args:
         weights, lengths: (N, N) from ``sub-X_connectome.h5``.
         fc, fcd: the empirical FC (and FCD) from ``sub-X_desc-empirical_fc.h5``.
+        validation: its :class:`~bnmfit.results.ValidationData` (fc, fcd), or None.
         tr: the subject's TR in s (``observation.tr`` overrides it for the simulation).
         n_tr: the empirical TRs after discard (the simulated length when
             ``simulation.n_tr`` is ``all``); None when only an FC was given.
@@ -294,6 +298,11 @@ def build_problem(
     )
     if empirical.fcd is None and observation.fcd_window:
         observation = dataclasses.replace(observation, fcd_window=0)
+    if validation is not None:
+        vfcd = validation.fcd if observation.fcd_window else None
+        validation = losses.Observed(
+            jnp.asarray(validation.fc, dtype), None if vfcd is None else jnp.asarray(vfcd, dtype)
+        )
     return Problem(
         model=build_model(config, n),
         weights=jnp.asarray(weights, dtype),
@@ -305,6 +314,7 @@ def build_problem(
         sigma=float(config["noise"]["sigma"]),
         delays=delays,
         ks_smooth=config["loss"]["ks_smooth"],
+        validation=validation,
     )
 
 
@@ -322,6 +332,7 @@ def problem_from_files(config: Mapping[str, Any], connectome_h5, empirical_h5):
         fcd=emp.fcd,
         tr=emp.tr,
         n_tr=emp.n_tr,
+        validation=emp.validation,
     )
 
 
@@ -388,6 +399,143 @@ def build_stages(config: Mapping[str, Any]) -> list:
                 min_delta=float(st["min_delta"]),
                 l2_regional=float(st["l2_regional"]),
                 noise_average=st["noise_average"],
+                accept_level=float(config["validation"]["level"]),
             )
         )
     return stages
+
+
+def uncertainty_settings(config: Mapping[str, Any], problem, empirical) -> dict | None:
+    """The keyword arguments of :func:`bnmfit.uncertainty.standard_errors` for a subject
+    (``refinement.uncertainty``), None when disabled. ``runs``, the simulated BOLD lengths
+    that the empirical FC averages, is the training recording's length over the simulated
+    one; for an FC file of unknown length it is 1 (said in the fit's warnings)."""
+    u = config["refinement"]["uncertainty"]
+    if not u["enabled"]:
+        return None
+    runs = 1.0
+    if empirical.n_tr and empirical.tr:
+        runs = empirical.n_tr * empirical.tr * 1000.0 / (problem.spec.n_tr * problem.spec.tr)
+    return {
+        "runs": float(runs),
+        "n_jacobian": int(u["n_jacobian"]),
+        "n_noise": int(u["n_noise"]),
+        "fraction": float(u["fraction"]),
+        "labels": list(empirical.labels),
+    }
+
+
+def _unidentified(result) -> list[str]:
+    """One message per stage with numbers that its data do not identify."""
+    out = []
+    for rec in result.stages if result is not None else ():
+        u = rec.uncertainty
+        if u is None or u.identified.all():
+            continue
+        bad = [i for i in range(len(u.labels)) if not u.identified[i]]
+        shown = ", ".join(
+            f"{u.labels[i]} (SE {u.se[i]:.3g} = {u.relative_se[i]:.0%} of its domain)"
+            for i in bad[:4]
+        ) + (", ..." if len(bad) > 4 else "")
+        out.append(
+            f"stage {rec.name!r}: {len(bad)} of {len(u.labels)} fitted numbers not identified "
+            f"by these data (standard error above {u.fraction:.0%} of the domain): {shown}; "
+            "fit fewer numbers (scope map or group instead of regional) or more data"
+        )
+    return out
+
+
+def fit_subject(
+    config: Mapping[str, Any],
+    subject: str,
+    connectome_h5,
+    empirical_h5,
+    explore_h5,
+    *,
+    maps_tsv=None,
+    checkpoint_dir=None,
+    progress=None,
+):
+    """Refine one subject from its explored landscape and judge the fit: the refinement
+    stages (:func:`bnmfit.fit.refine`, with standard errors per stage), held-out-noise and
+    validation scores (:func:`bnmfit.scoring.score_heldout`) and the fit's flags
+    (:func:`bnmfit.scoring.fit_flags`).
+
+    Returns:
+        (:class:`~bnmfit.results.FitFile`, :class:`~bnmfit.results.FittedParams`), ready to
+        be written together.
+    """
+    from bnmfit import fit, results, scoring
+    from bnmfit.losses import loss_spec
+    from bnmfit.maps import RegionalMaps
+
+    problem = problem_from_files(config, connectome_h5, empirical_h5)
+    emp = results.EmpiricalFile.read(empirical_h5)
+    landscape = results.Landscape.read(explore_h5)
+    starts = landscape.start_points()
+    stages, spec, ref = build_stages(config), loss_spec(config), config["refinement"]
+    heldout_seeds, seed = [int(s) for s in ref["heldout_seeds"]], int(config["noise"]["seed"])
+    unc = uncertainty_settings(config, problem, emp)
+    warnings = list(length_warnings(problem.spec, emp.tr, emp.n_tr))
+    if unc is not None and not (emp.n_tr and emp.tr):
+        warnings.append(
+            "the empirical FC's recording length is unknown (an FC file): its standard errors "
+            "assume it is as long as the simulated BOLD"
+        )
+    if problem.validation is not None and problem.validation_problem() is None:
+        warnings.append(
+            "the validation data have no FCD (an FC file) but the loss uses fcd_ks: stages "
+            "are judged on the fit's own noise, the fit is scored on validation FC only"
+        )
+    result = None
+    if stages:
+        result = fit.refine(
+            problem,
+            stages,
+            starts,
+            seed=seed,
+            heldout_seeds=tuple(heldout_seeds),
+            checkpoint_dir=checkpoint_dir,
+            checkpoint_every=int(ref["checkpoint_every"]),
+            progress=progress,
+            regions=RegionalMaps.read(maps_tsv) if maps_tsv else None,
+            uncertainty=unc,
+        )
+    params = dict(result.params) if result is not None else dict(starts[0])
+    heldout = scoring.score_heldout(
+        problem, params, heldout_seeds, offset=spec.offset, result=result
+    )
+    edge = landscape.edge_warning()
+    flags = scoring.fit_flags(
+        result,
+        stages,
+        problem,
+        starts[result.best_start if result is not None else 0],
+        box_edge=[edge] if edge else [],
+        unidentified=_unidentified(result),
+        labels=emp.labels,
+    )
+    inputs = [connectome_h5, empirical_h5, explore_h5] + ([maps_tsv] if maps_tsv else [])
+    seeds = {"fit": seed, "heldout": heldout_seeds, "explore": landscape.seeds}
+    prov = results.provenance(config, inputs, seeds)
+    fit_file = results.FitFile.of(
+        result,
+        heldout,
+        subject=subject,
+        stages=stages,
+        landscape=landscape,
+        spec=spec,
+        provenance=prov,
+        flags=flags,
+    )
+    fixed = {"G": problem.G, "sigma": problem.sigma, **(config["model"]["parameters"] or {})}
+    fitted = results.FittedParams.of(
+        fit_file,
+        heldout,
+        params=params,
+        model=config["model"]["name"],
+        starts=starts,
+        fixed=fixed,
+        warnings=warnings + heldout.warnings,
+    )
+    return fit_file, fitted

@@ -64,6 +64,7 @@ __all__ = [
     "LossRecord",
     "QualityFile",
     "StageFile",
+    "ValidationData",
     "atomic_path",
     "dataset_description",
     "git_commit",
@@ -694,6 +695,38 @@ def _provenance(attrs: Mapping[str, Any]) -> dict[str, Any]:
 
 
 @dataclasses.dataclass(frozen=True)
+class ValidationData:
+    """Observables the fit never sees, on which it is judged (group ``validation`` of
+    ``sub-X_desc-empirical_fc.h5``).
+
+    Attributes:
+        fc: (N, N) FC; fcd: (W, W) FCD or None; n_tr: volumes behind them (None for an FC
+        file); source: where they came from, in words (a second run, or which volumes).
+    """
+
+    fc: np.ndarray
+    fcd: np.ndarray | None
+    n_tr: int | None
+    source: str
+
+    def _tree(self) -> dict[str, Any]:
+        return {
+            "fc": self.fc,
+            "fcd": self.fcd,
+            _GROUP_ATTRS: {
+                "n_tr": -1 if self.n_tr is None else int(self.n_tr),
+                "source": self.source,
+            },
+        }
+
+    @classmethod
+    def _from_tree(cls, g: Mapping[str, Any]) -> ValidationData:
+        a = g.get(_GROUP_ATTRS, {})
+        n_tr = int(a.get("n_tr", -1))
+        return cls(g["fc"], g.get("fcd"), None if n_tr < 0 else n_tr, str(a.get("source", "")))
+
+
+@dataclasses.dataclass(frozen=True)
 class EmpiricalFile:
     """``sub-X_desc-empirical_fc.h5``: the target observables of one subject.
 
@@ -705,6 +738,7 @@ class EmpiricalFile:
         tr: the TR in s (None when unknown); n_tr: T' (None without BOLD).
         discard, fcd_window, fcd_step: how the BOLD was cut and windowed.
         qc: quality numbers (mean FC, SC–FC r, interpolated volumes, ...).
+        validation: the subject's validation data (:class:`ValidationData`), or None.
     """
 
     subject: str
@@ -719,11 +753,27 @@ class EmpiricalFile:
     fcd_step: int
     qc: dict[str, Any]
     provenance: dict[str, Any]
+    validation: ValidationData | None = None
+
+    def describe(self) -> str:
+        """One line for the log: size, length, mean FC, SC–FC r and the validation data."""
+        length = f"{self.n_tr} TRs of {self.tr} s" if self.n_tr else "an FC file (no BOLD)"
+        mean_fc = float(self.qc.get("mean_fc", float("nan")))
+        out = f"{len(self.labels)} regions, {length}, mean FC {mean_fc:.3f}"
+        if self.qc.get("sc_fc_r") is not None:
+            out += f", SC–FC r {self.qc['sc_fc_r']:.3f}"
+        v = self.qc.get("validation")
+        if v is None:
+            return out + "; no validation data (give a second run in validation_bold/_fc)"
+        return out + f"; validation: {v['source']} (FC r with training {v['fc_r_training']:.3f})"
 
     def write(self, path: PathLike) -> None:
+        tree = {"bold": self.bold, "fc": self.fc, "fcd": self.fcd, "labels": list(self.labels)}
+        if self.validation is not None:
+            tree["validation"] = self.validation._tree()
         write_h5(
             path,
-            {"bold": self.bold, "fc": self.fc, "fcd": self.fcd, "labels": list(self.labels)},
+            tree,
             {
                 "subject": self.subject,
                 "tr": self.tr if self.tr is not None else float("nan"),
@@ -754,6 +804,7 @@ class EmpiricalFile:
             fcd_step=int(a.get("fcd_step", 1)),
             qc=dict(a.get("qc") or {}),
             provenance=_provenance(a),
+            validation=ValidationData._from_tree(d["validation"]) if "validation" in d else None,
         )
 
 
@@ -1214,6 +1265,10 @@ class Landscape:
 
 
 _HISTORY = ("loss", "objective", "heldout_loss", "grad_norm", "rejected", "lr_scale")
+#: a fit's metrics (:data:`bnmfit.scoring.METRICS` and its validation metrics)
+_FIT_METRICS = ("fc_r", "fc_rmse", "fcd_ks", "loss") + tuple(
+    f"validation_{k}" for k in ("fc_r", "fc_rmse", "fcd_ks", "loss")
+)
 _LOSS_VALUED = ("loss", "objective", "heldout_loss", "selection_loss")
 
 
@@ -1230,6 +1285,11 @@ class StageFile:
             :class:`bnmfit.fit.StageRecord` (its wall time goes to the log, not the file).
         heldout_fc_r, heldout_loss: the stage's result on the held-out seeds.
         free: the names of the stage's free parameters.
+        scores: the stage's result and start on the held-out seeds, against the target and
+            the validation data (:attr:`bnmfit.scoring.Heldout.stages`).
+        acceptance: how the stage was judged (:attr:`bnmfit.fit.StageRecord.acceptance`).
+        uncertainty: the standard errors of its free numbers
+            (:meth:`bnmfit.uncertainty.Uncertainty.to_dict`), empty when not computed.
     """
 
     name: str
@@ -1245,6 +1305,9 @@ class StageFile:
     kept_start: bool
     heldout_fc_r: float
     heldout_loss: float
+    scores: dict[str, Any] = dataclasses.field(default_factory=dict)
+    acceptance: dict[str, Any] = dataclasses.field(default_factory=dict)
+    uncertainty: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def _tree(self) -> dict[str, Any]:
         out: dict[str, Any] = {k: v for k, v in self.history.items()}
@@ -1261,6 +1324,9 @@ class StageFile:
             "heldout_fc_r": self.heldout_fc_r,
             "heldout_loss": self.heldout_loss,
             "free": list(self.free),
+            "scores": dict(self.scores),
+            "acceptance": dict(self.acceptance),
+            "uncertainty": dict(self.uncertainty),
         }
         return out
 
@@ -1281,6 +1347,9 @@ class StageFile:
             kept_start=bool(a.get("kept_start", False)),
             heldout_fc_r=float(a.get("heldout_fc_r", float("nan"))),
             heldout_loss=float(a.get("heldout_loss", float("nan"))),
+            scores=dict(a.get("scores") or {}),
+            acceptance=dict(a.get("acceptance") or {}),
+            uncertainty=dict(a.get("uncertainty") or {}),
         )
 
 
@@ -1301,6 +1370,7 @@ class FitFile:
         heldout: the fit's metrics averaged over the held-out seeds: ``fc_r``, ``fc_rmse``,
             ``fcd_ks``, ``loss`` (NaN where unavailable); heldout_seed: the first seed.
         loss_spec: the configured loss. No wall time (see :class:`ExploreChunk`).
+        flags: what to know before trusting the fit (:func:`bnmfit.scoring.fit_flags`).
     """
 
     subject: str
@@ -1316,6 +1386,7 @@ class FitFile:
     heldout_seed: int
     loss_spec: LossRecord
     provenance: dict[str, Any]
+    flags: list[dict[str, str]] = dataclasses.field(default_factory=list)
 
     @classmethod
     def of(
@@ -1328,10 +1399,11 @@ class FitFile:
         landscape: Landscape,
         spec,
         provenance: Mapping[str, Any],
+        flags: Sequence[Mapping[str, str]] = (),
     ) -> FitFile:
         """From a :class:`bnmfit.fit.FitResult` (None when no stage ran) of ``stages``
-        started from ``landscape``'s top points, and its :class:`bnmfit.scoring.Heldout`;
-        the loss constant of ``spec`` is added to every loss value here."""
+        started from ``landscape``'s top points, its :class:`bnmfit.scoring.Heldout` and its
+        ``flags``; the loss constant of ``spec`` is added to every loss value here."""
         files = []
         for i, rec in enumerate(result.stages if result is not None else ()):
             hist = dict(rec.history)
@@ -1358,6 +1430,12 @@ class FitFile:
                     kept_start=bool(rec.kept_start),
                     heldout_fc_r=h["fc_r"],
                     heldout_loss=h["loss"],
+                    scores={k: v for k, v in h.items() if k not in ("kept_start", "judged_on")},
+                    acceptance={
+                        k: v + spec.offset if k.endswith("_loss") else v
+                        for k, v in rec.acceptance.items()
+                    },
+                    uncertainty=rec.uncertainty.to_dict() if rec.uncertainty else {},
                 )
             )
         return cls(
@@ -1374,6 +1452,7 @@ class FitFile:
             heldout_seed=int(heldout.seeds[0]),
             loss_spec=LossRecord.of(spec),
             provenance=dict(provenance),
+            flags=[dict(f) for f in flags],
         )
 
     def write(self, path: PathLike) -> None:
@@ -1398,11 +1477,9 @@ class FitFile:
             {
                 "subject": self.subject,
                 "best_start": self.best_start,
-                **{
-                    f"heldout_{k}": self.heldout.get(k, nan)
-                    for k in ("fc_rmse", "fcd_ks", "fc_r", "loss")
-                },
+                **{f"heldout_{k}": self.heldout.get(k, nan) for k in _FIT_METRICS},
                 "heldout_seed": self.heldout_seed,
+                "flags": list(self.flags),
                 **self.loss_spec.attrs(),
                 **self.provenance,
             },
@@ -1432,13 +1509,11 @@ class FitFile:
             start_names=list(d.get("start_names") or []),
             start_points=np.asarray(d.get("start_points", np.zeros((0, 0)))),
             best_start=int(a.get("best_start", 0)),
-            heldout={
-                k: float(a.get(f"heldout_{k}", float("nan")))
-                for k in ("fc_r", "fc_rmse", "fcd_ks", "loss")
-            },
+            heldout={k: float(a.get(f"heldout_{k}", float("nan"))) for k in _FIT_METRICS},
             heldout_seed=int(a.get("heldout_seed", 0)),
             loss_spec=LossRecord.from_attrs(a),
             provenance=_provenance(a),
+            flags=list(a.get("flags") or []),
         )
 
 
@@ -1462,6 +1537,10 @@ class FittedParams:
         best_start, starts: the start the fit descends from, and every start.
         loss: the configured loss (terms, offset, expression).
         warnings: what the user must know about this fit (e.g. a degenerate simulation).
+        flags: ``{"code", "message"}`` (:func:`bnmfit.scoring.fit_flags`): not moved, at a
+            bound, box edge, stage rejected, not identified.
+        uncertainty: per stage, the standard errors and correlations of its free numbers
+            (:meth:`bnmfit.uncertainty.Uncertainty.to_dict`).
     """
 
     subject: str
@@ -1474,6 +1553,8 @@ class FittedParams:
     loss: dict[str, Any]
     warnings: list[str]
     provenance: dict[str, Any]
+    flags: list[dict[str, str]] = dataclasses.field(default_factory=list)
+    uncertainty: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def of(
@@ -1499,6 +1580,8 @@ class FittedParams:
             loss=dataclasses.asdict(fit.loss_spec),
             warnings=list(warnings),
             provenance=fit.provenance,
+            flags=list(fit.flags),
+            uncertainty={s.name: s.uncertainty for s in fit.stages if s.uncertainty},
         )
 
     def write(self, path: PathLike) -> None:
@@ -1525,4 +1608,6 @@ _EMPTY: dict[str, Any] = {
     "loss": {},
     "warnings": [],
     "provenance": {},
+    "flags": [],
+    "uncertainty": {},
 }

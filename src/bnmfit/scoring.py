@@ -19,15 +19,19 @@ import numpy as np
 
 from bnmfit import losses
 from bnmfit.observables import upper
+from bnmfit.params import current_value
 
 if TYPE_CHECKING:  # pragma: no cover
     from bnmfit.fit import FitResult
     from bnmfit.problem import Problem
 
-__all__ = ["METRICS", "Heldout", "score_heldout"]
+__all__ = ["METRICS", "VALIDATION_METRICS", "Heldout", "fit_flags", "score_heldout"]
 
-#: the metrics of a held-out score, in the order reports show them
+#: the metrics of a held-out score, in the order reports show them: against the fit's
+#: target on held-out noise, then against the validation data (a second run or a held-out
+#: part of the run) on the same simulations
 METRICS: tuple[str, ...] = ("fc_r", "fc_rmse", "fcd_ks", "loss")
+VALIDATION_METRICS: tuple[str, ...] = tuple(f"validation_{k}" for k in METRICS)
 
 
 def _run(problem: Problem, params, key):
@@ -47,10 +51,21 @@ def _run(problem: Problem, params, key):
     if obs.fcd is not None and emp.fcd is not None:
         out["fcd_ks"] = losses.fcd_ks(obs.fcd, emp.fcd, None)
         out["fcd"] = obs.fcd
+    val = problem.validation
+    if val is not None:  # the same simulation against the data the fit never saw
+        out["validation_fc_r"] = losses.pearson(upper(obs.fc), upper(val.fc))
+        out["validation_fc_rmse"] = losses.fc_rmse(obs.fc, val.fc)
+        if obs.fcd is not None and val.fcd is not None:
+            out["validation_fcd_ks"] = losses.fcd_ks(obs.fcd, val.fcd, None)
+        vproblem = problem.validation_problem()
+        if vproblem is not None:
+            out["validation_loss"] = vproblem.loss_of(obs)
     return out
 
 
 _run_jit = jax.jit(_run)
+
+
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,10 +75,13 @@ class Heldout:
     Attributes:
         seeds: the held-out seeds.
         metrics: the fit's ``fc_r``, ``fc_rmse``, ``loss`` (and ``fcd_ks`` with an FCD),
-            each the mean over the seeds, NaN when any seed's simulation is degenerate.
-        stages: per refinement stage, its result's ``fc_r`` and ``loss`` and its start's
-            ``start_fc_r`` and ``start_loss``; the last stage's result is the fit, so it
-            also carries every metric of ``metrics``.
+            each the mean over the seeds, NaN when any seed's simulation is degenerate;
+            with validation data the same against them as ``validation_<metric>`` (the
+            loss only where the validation data have what the loss needs).
+        stages: per refinement stage, its result's metrics (those of ``metrics``, on the
+            same seeds), its start's as ``start_<metric>``, whether it was rejected
+            (``kept_start``) and on what (``judged_on``); the last stage's result is the fit,
+            so its metrics are ``metrics``.
         fc, fcd, bold, bold_raw: the simulated observables on the first seed (``fcd``
             None without one).
     """
@@ -113,21 +131,25 @@ def score_heldout(
         for s in seeds
     ]
     metrics = {}
-    for k in METRICS:
+    for k in METRICS + VALIDATION_METRICS:
         if k in runs[0]:
             vals = np.array([float(r[k]) for r in runs])
             metrics[k] = float(np.mean(vals)) if np.all(np.isfinite(vals)) else float("nan")
-    if "loss" in metrics:
-        metrics["loss"] += offset
+    for k in ("loss", "validation_loss"):
+        if k in metrics:
+            metrics[k] += offset
     nan = float("nan")
     stages = {}
     for rec in result.stages if result is not None else ():
         h = rec.heldout
+        scores = {}
+        for k in METRICS + VALIDATION_METRICS:
+            for key in (k, f"start_{k}"):
+                scores[key] = float(h.get(key, nan)) + (offset if k.endswith("loss") else 0.0)
         stages[rec.name] = {
-            "fc_r": float(h.get("fc_r", nan)),
-            "loss": float(h.get("loss", nan)) + offset,
-            "start_fc_r": float(h.get("start_fc_r", nan)),
-            "start_loss": float(h.get("start_loss", nan)) + offset,
+            **scores,
+            "kept_start": bool(rec.kept_start),
+            "judged_on": str(rec.acceptance.get("judged_on", "")),
         }
     if stages:  # the last stage's result is the final fit: all its metrics are known
         stages[result.stages[-1].name].update(metrics)
@@ -141,3 +163,101 @@ def score_heldout(
         first["bold"],
         first["bold_raw"],
     )
+
+
+#: a fitted value this close to a bound (fraction of the domain) counts as "at the bound"
+BOUND_MARGIN = 0.01
+#: a fit whose free values all moved less than this fraction of their domain "never moved"
+MOVED_MARGIN = 1e-3
+
+
+def _flag(code: str, message: str) -> dict[str, str]:
+    return {"code": code, "message": message}
+
+
+def fit_flags(
+    result: FitResult | None,
+    stages: Sequence,
+    problem: Problem,
+    start: Mapping[str, Any],
+    *,
+    box_edge: Sequence[str] = (),
+    unidentified: Sequence[str] = (),
+    labels: Sequence[str] | None = None,
+) -> list[dict[str, str]]:
+    """What a user must know before trusting a fit, as ``{"code", "message"}`` flags:
+
+    * ``not_moved``: refinement handed on its start (every free value within
+      :data:`MOVED_MARGIN` of its domain of where the fit started, or no stage ran);
+    * ``at_bound``: a fitted value (or how many regions' values) within
+      :data:`BOUND_MARGIN` of its domain's bound — the data may want a value outside it;
+    * ``stage_rejected``: a stage ended worse on its judge (validation data, else the fit's
+      noise) and handed on its start;
+    * ``box_edge``: the best explored point lies on an edge of the explored box
+      (``box_edge``: one message per edge, from the exploration);
+    * ``not_identified``: a parameter whose standard error is too large for the data to
+      determine it (``unidentified``: one message per parameter).
+
+    ``result`` is :func:`bnmfit.fit.refine`'s outcome for ``problem`` and ``stages`` from
+    ``start`` (the start the fit descends from; values it lacks are the problem's);
+    ``labels`` name regions in messages.
+    """
+    flags = [_flag("box_edge", m) for m in box_edge]
+    if result is None or not result.stages:
+        flags.append(_flag("not_moved", "no refinement stage ran: the fit is the explored start"))
+        return flags + [_flag("not_identified", m) for m in unidentified]
+    last: dict[str, Any] = {}  # each free parameter's domain in the last stage freeing it
+    for stage in stages:
+        for p in stage.free:
+            if p.scope != "edges":
+                last[p.name] = (p, stage.name)
+    moved = False
+    for name, (p, stage_name) in last.items():
+        x = np.asarray(result.params[name], np.float64)
+        width = p.hi - p.lo if np.isfinite(p.hi - p.lo) else max(1.0, float(np.abs(x).max()))
+        x0 = start.get(name)
+        x0 = current_value(problem, name) if x0 is None else x0
+        x0 = np.broadcast_to(np.asarray(x0, np.float64), x.shape)
+        moved |= bool(np.any(np.abs(x - x0) > MOVED_MARGIN * width))
+        if not p.bounded:
+            continue
+        for side, bound in (("lower", p.lo), ("upper", p.hi)):
+            at = np.abs(x - bound) <= BOUND_MARGIN * width
+            if not at.any():
+                continue
+            where = f"{name} = {float(x.reshape(-1)[np.argmax(at)]):.4g}"
+            if x.ndim:
+                regions = np.flatnonzero(at)
+                names = ", ".join(
+                    labels[i] if labels is not None else str(i) for i in regions[:5]
+                ) + (", ..." if regions.size > 5 else "")
+                where = f"{name} in {regions.size} of {x.size} regions ({names})"
+            flags.append(
+                _flag(
+                    "at_bound",
+                    f"{where} at the {side} bound {bound:g} of stage {stage_name!r}: the data "
+                    "may want a value beyond it; widen refinement.stages[].free_parameters"
+                    "[].domain if the model allows it",
+                )
+            )
+    for rec in result.stages:
+        if rec.kept_start:
+            a = rec.acceptance
+            flags.append(
+                _flag(
+                    "stage_rejected",
+                    f"stage {rec.name!r} ended worse on the {a.get('judged_on', 'fit noise')} "
+                    f"data (loss {a.get('start_loss', float('nan')):.4g} → "
+                    f"{a.get('end_loss', float('nan')):.4g}, p = "
+                    f"{a.get('p_value', float('nan')):.2g}) and handed on its start",
+                )
+            )
+    if not moved:
+        flags.append(
+            _flag(
+                "not_moved",
+                "refinement never moved from its start (every stage handed on its start, or "
+                "its steps were too small): the fit is the explored point",
+            )
+        )
+    return flags + [_flag("not_identified", m) for m in unidentified]

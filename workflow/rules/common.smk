@@ -264,7 +264,11 @@ def empirical_inputs(wildcards):
             out["sidecar"] = str(side)
     else:
         out["fc"] = row["fc"]
-    for col in ("labels", "dseg", "dseg_tsv"):
+    if "validation_bold" in row:
+        side = sidecar_path(row["validation_bold"])
+        if side.is_file():
+            out["validation_sidecar"] = str(side)
+    for col in ("labels", "dseg", "dseg_tsv", "validation_bold", "validation_fc"):
         if col in row:
             out[col] = row[col]
     return out
@@ -278,9 +282,10 @@ def empirical_options(wildcards, input):
         opts.append(_opt("--bold", input.bold))
     else:
         opts.append(_opt("--fc", input.fc))
-    for key in ("labels", "dseg", "dseg_tsv"):
+    for key in ("labels", "dseg", "dseg_tsv", "validation_bold", "validation_fc"):
         if key in input.keys():
             opts.append(_opt(f"--{key.replace('_', '-')}", input[key]))
+    opts.append(_opt("--validation-split", config["validation"]["split"]))
     for col, flag in (
         ("bold_format", "--format"),
         ("bold_key", "--key"),
