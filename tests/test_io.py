@@ -546,7 +546,11 @@ def test_read_fc_recognises_fisher_z_and_converts_it_when_asked(tmp_path, diag):
     np.fill_diagonal(want, 1.0)
     np.testing.assert_allclose(got, want, atol=1e-15)
     assert notes == [f"{p}: read as Fisher z and converted to correlations by tanh"]
-    with fails("expected the FC transform to be None or one of fisher_z", exc=ConfigError, name=p):
+    with fails(
+        "expected the sheet column fc_transform to be empty or one of fisher_z",
+        exc=ConfigError,
+        name=p,
+    ):
         read_fc(p, transform="atanh")
     weak = np.arctanh(0.5 * _fc(6))  # |z| < 1: the inf diagonal tells
     np.fill_diagonal(weak, np.inf)
@@ -738,7 +742,9 @@ def test_read_bold_xcpd_tsv_and_sidecar(tmp_path):
     sidecar_path(p).unlink()
     with fails("expected the TR in seconds, got 2000, almost certainly milliseconds"):
         read_bold(p, tr=2000)
-    with fails("expected the TR .sheet column tr. > 0, got -1", name=p):
+    with fails(
+        r"expected the TR \(the sheet column tr, else bold.default_tr\) > 0, got -1", name=p
+    ):
         read_bold(p, tr=-1)
 
 
@@ -781,7 +787,8 @@ def test_read_bold_arrays_orientation(tmp_path):
     b = read_bold(tmp_path / "rt.npy", tr=0.72, labels=list("abcde"))
     np.testing.assert_array_equal(b.data, x)
     with fails(
-        r"expected one axis of 4 regions \(one per label\), got shape 5 × 50",
+        "expected one axis of 4 regions, one per label of the sheet column labels, got shape "
+        "5 × 50",
         name=tmp_path / "rt.npy",
     ):
         read_bold(tmp_path / "rt.npy", tr=0.72, labels=list("abcd"))
@@ -790,7 +797,7 @@ def test_read_bold_arrays_orientation(tmp_path):
         read_bold(tmp_path / "short.npy", tr=1.0)
     b = read_bold(tmp_path / "short.npy", tr=1.0, orientation="region-by-time")
     np.testing.assert_array_equal(b.data, x[:5].T)
-    with fails("expected orientation to be one of", exc=ConfigError):
+    with fails("expected the sheet column orientation to be one of", exc=ConfigError):
         read_bold(tmp_path / "short.npy", tr=1.0, orientation="TN")
     scipy.io.savemat(tmp_path / "TC.mat", {"tc": x.T, "sc": np.eye(5)})
     b = read_bold(tmp_path / "TC.mat", tr=0.72)
@@ -875,7 +882,7 @@ def test_read_bold_nifti_with_dseg(tmp_path):
     nohead = write(tmp_path / "nohead_dseg.tsv", "1\tFrontal\n")
     with fails("expected a BIDS dseg.tsv with columns 'index' and 'name'", name=nohead):
         read_bold(bold_p, dseg=seg_p, dseg_tsv=nohead)
-    with fails("expected a label image .dseg=.", exc=ConfigError, name=bold_p):
+    with fails("set the sheet column dseg", exc=ConfigError, name=bold_p):
         read_bold(bold_p)
 
 

@@ -195,7 +195,7 @@ BAD_CONNECTOMES = [
         "duplicated labels in --labels",
         _c_duplicate_label_file,
         1,
-        "region labels must be unique, duplicated: b",
+        "the sheet column labels: expected unique region labels, got duplicates b",
     ),
 ]
 
@@ -329,8 +329,8 @@ BAD_BOLD = [
         "region count differs, no labels",
         _b_count_no_labels,
         1,
-        "expected the same number of regions, got 6 in the connectome and 5 in the BOLD (no "
-        "labels to match by)",
+        "expected the same number of regions, got 6 in the connectome and 5 in the BOLD, with "
+        "no region labels to match them by",
     ),
     ("labels do not match", _b_labels_mismatch, 1, "6 connectome regions not in the BOLD (R0, R1"),
     ("missing TR", _b_no_tr, 1, "expected a repetition time, got none"),
@@ -824,7 +824,7 @@ def test_disk_full_at_the_second_output_leaves_no_output_of_the_rule(
     monkeypatch.undo()
     assert r.exit_code == 1, r.output
     assert error_line(r).startswith(
-        f"Error: {qc}: expected to write the result, got No space "
+        f"Error: sub-01: {qc}: expected to write the result, got No space "
         "left on device; nothing was written."
     )
     assert not out.exists() and not qc.exists() and not _leftovers(tmp_path)
@@ -865,9 +865,9 @@ def test_disk_full_while_ingesting_is_one_line_and_keeps_the_valid_output(tiny_d
     r = run("ingest_connectome", ["--subject", "01", "--weights", wb, "--output", out])
     assert r.exit_code == 1, r.output
     assert error_line(r) == (
-        f"Error: {out}: expected to write the result, got No space left on device; the "
-        f"previous file is unchanged. Free space on the file system of {tiny_disk} (or raise "
-        "the quota) and re-run"
+        f"Error: sub-01: {out}: expected to write the result, got No space left on device; "
+        f"the previous file is unchanged. Free space on the file system of {tiny_disk} (or "
+        "raise the quota) and re-run"
     )
     assert out.read_bytes() == before and not _leftovers(tiny_disk)
 
@@ -1061,7 +1061,7 @@ def test_refine_killed_midway_resumes_to_the_same_result(prepared, reference_fit
         assert proc.returncode == 128 + signal.SIGTERM, output[-3000:]
         errors = [ln for ln in output.splitlines() if ln.startswith("Error:")]
         assert errors == [
-            "Error: terminated by SIGTERM before finishing; unfinished outputs "
+            "Error: sub-01: terminated by SIGTERM before finishing; unfinished outputs "
             "were discarded (a re-run resumes refine from its last checkpoint)"
         ]
     else:

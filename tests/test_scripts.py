@@ -603,7 +603,8 @@ def test_ingest_errors(tmp_path):
     )
     assert r.exit_code == 1
     assert error_line(r) == (
-        f"Error: {labels}: 2 labels for a connectome of 3 regions; give one label per region"
+        f"Error: sub-01: {good}: expected 2 regions, one per label of the sheet column labels, "
+        "got 3; give a labels file of this parcellation, one label per line"
     )
 
     r = run(
@@ -675,13 +676,13 @@ def test_explore_errors(pipeline, tmp_path):
     r = run("explore", base + ["--chunk", 5, "--config-json", json.dumps(CONFIG)])
     assert r.exit_code == 2
     assert error_line(r) == (
-        "Error: --chunk 5 is out of range: exploration.chunks is 2, so use 0 ≤ chunk < 2"
+        "Error: sub-01: --chunk 5 is out of range: exploration.chunks is 2, so use 0 ≤ chunk < 2"
     )
     r = run("explore", base + ["--config-json", json.dumps({"explortion": {}})])
     assert r.exit_code == 2
     assert error_line(r).startswith(
-        "Error: --config-json: unknown key 'explortion' (did you mean 'exploration'?) at the "
-        "top level; allowed keys: subjects, connectome"
+        "Error: sub-01: --config-json: unknown key 'explortion' (did you mean 'exploration'?) "
+        "at the top level; allowed keys: subjects, connectome"
     )
     r = run("explore", base + ["--config-json", "{not json"])
     assert r.exit_code == 2 and "--config-json: invalid JSON" in error_line(r)
@@ -693,7 +694,7 @@ def test_explore_errors(pipeline, tmp_path):
     r = run("explore", base + ["--config-json", json.dumps(bad)])
     assert r.exit_code == 2
     assert error_line(r) == (
-        "Error: simulation.dt = 7 ms does not divide the TR (720 ms): "
+        "Error: sub-01: simulation.dt = 7 ms does not divide the TR (720 ms): "
         "choose a dt that divides it (e.g. 4, 5, 6 ms), or null to let "
         "the workflow choose one"
     )
@@ -717,7 +718,7 @@ def test_gather_errors(pipeline, tmp_path):
     )
     assert r.exit_code == 1
     assert error_line(r) == (
-        "Error: the chunks cover 2 of 4 points (missing [2, 3]); give every chunk file"
+        "Error: sub-01: the chunks cover 2 of 4 points (missing [2, 3]); give every chunk file"
     )
     r = run(
         "gather_explore",
@@ -874,7 +875,7 @@ def test_read_labels(tmp_path):
     p.write_text("index\tname\n1\tA\n2\tB\n")
     assert cli.read_labels(p) == ["A", "B"]
     p.write_text("index\tcolour\n1\tred\n")
-    with pytest.raises(DataError, match="needs a name or label column"):
+    with pytest.raises(DataError, match="expected a TSV of labels to have a name or label column"):
         cli.read_labels(p)
 
 

@@ -3,7 +3,8 @@
 * :func:`command` — a ``click.command`` with ``-h/--help`` and bnmfit's error handling:
   a :class:`~bnmfit.errors.BnmfitError` (or an unreadable/unwritable file) becomes
   ``Error: <one line>`` on stderr and the exit code 1 (data error) or 2 (configuration or
-  usage error); click's own usage errors exit 2. Unexpected exceptions keep their traceback
+  usage error); click's own usage errors exit 2. With a ``--subject`` option, errors and the
+  library's warnings start with ``sub-X:``. Unexpected exceptions keep their traceback
   (they are bugs).
 * :func:`config_options` / :func:`read_config` — ``--config FILE`` or ``--config-json TEXT``
   (the workflow passes the resolved, rule-specific part of the configuration inline).
@@ -20,6 +21,7 @@ import os
 import signal
 import sys
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,7 @@ from typing import Any
 import click
 
 from bnmfit import xla_defaults
-from bnmfit.errors import BnmfitError, ConfigError, DataError
+from bnmfit.errors import BnmfitError, ConfigError, DataError, for_subject
 
 __all__ = [
     "CONTEXT_SETTINGS",
@@ -87,8 +89,33 @@ def _terminate_cleanly():
         signal.signal(signal.SIGTERM, previous)
 
 
+# where bnmfit's own warnings come from: the library, and the checkout's rule scripts
+_OURS = (str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[2] / "scripts"))
+
+
+@contextlib.contextmanager
+def _library_warnings_logged(subject: str | None):
+    """bnmfit's own warnings (``warnings.warn`` in the library) become ``warning: sub-X: ...``
+    log lines while the command runs; other packages' warnings keep Python's format (their
+    file and line help whoever reads them)."""
+    with warnings.catch_warnings():
+        shown = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if not str(filename).startswith(_OURS):
+                return shown(message, category, filename, lineno, file, line)
+            log(f"warning: {for_subject(_one_line(message), subject)}")
+
+        warnings.showwarning = show
+        yield
+
+
 class Command(click.Command):
     """A click command that turns bnmfit's errors into one-line messages and exit codes.
+
+    Every message names the subject when the command has a ``--subject`` option: errors read
+    ``Error: sub-X: ...`` and the library's warnings ``warning: sub-X: ...`` (the library's
+    messages already name the sheet column or config key to fix).
 
     Before the command's function runs, bnmfit's XLA settings are added to ``XLA_FLAGS``
     (:func:`bnmfit.xla_defaults.apply`): scripts import JAX's users inside that function, so
@@ -96,26 +123,30 @@ class Command(click.Command):
 
     def invoke(self, ctx: click.Context):
         xla_defaults.apply()
+        subject = ctx.params.get("subject")
+        subject = subject if isinstance(subject, str) else None  # not a cohort's tuple
+
+        def failure(message: str, exit_code: int) -> _Failure:
+            return _Failure(for_subject(_one_line(message), subject), exit_code)
+
         try:
-            with _terminate_cleanly():
+            with _terminate_cleanly(), _library_warnings_logged(subject):
                 return super().invoke(ctx)
         except Terminated as e:
             name = signal.Signals(e.signum).name
-            raise _Failure(
+            raise failure(
                 f"terminated by {name} before finishing; unfinished outputs were "
                 "discarded (a re-run resumes refine from its last checkpoint)",
                 128 + e.signum,
             ) from None
         except BnmfitError as e:
-            raise _Failure(_one_line(e), e.exit_code) from None
+            raise failure(str(e), e.exit_code) from None
         except (FileNotFoundError, PermissionError, IsADirectoryError) as e:
-            raise _Failure(
-                _one_line(f"{e.filename or ''}: {e.strerror}; check the path"), 1
-            ) from None
+            raise failure(f"{e.filename or ''}: {e.strerror}; check the path", 1) from None
         except OSError as e:
             if e.errno is None:
                 raise
-            raise _Failure(_one_line(f"{e.filename or ''}: {e.strerror}"), 1) from None
+            raise failure(f"{e.filename or ''}: {e.strerror}", 1) from None
 
 
 def command(**kwargs) -> Callable:
@@ -302,7 +333,10 @@ def read_labels(path: str | os.PathLike) -> list[str]:
     lines = [ln.rstrip("\n") for ln in Path(path).read_text(encoding="utf-8").splitlines()]
     lines = [ln for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
     if not lines:
-        raise DataError(f"{path}: expected region labels, one per line, got an empty file")
+        raise DataError(
+            f"{path} (sheet column labels): expected region labels, one per line, got an empty "
+            "file; write one label per line"
+        )
     head = [h.strip().lower() for h in lines[0].split("\t")]
     if len(head) > 1:
         for col in ("name", "label", "labels", "region"):
@@ -310,7 +344,8 @@ def read_labels(path: str | os.PathLike) -> list[str]:
                 k = head.index(col)
                 return [ln.split("\t")[k].strip() for ln in lines[1:]]
         raise DataError(
-            f"{path}: a TSV of labels needs a name or label column, got {', '.join(head)}"
+            f"{path} (sheet column labels): expected a TSV of labels to have a name or label "
+            f"column, got {', '.join(head)}; name the column of region labels 'name'"
         )
     return [ln.strip() for ln in lines]
 

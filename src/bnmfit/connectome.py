@@ -113,7 +113,10 @@ class Connectome:
         if isolated not in ISOLATED_MODES:
             raise ConfigError(unknown_choice("isolated mode", isolated, ISOLATED_MODES))
         if not w.any():
-            raise DataError("the weights are all zero off the diagonal: no region is connected")
+            raise DataError(
+                "the weights are all zero off the diagonal: no region is connected; check the "
+                "file in the sheet column sc_weights (and sc_key or measure for a .mat file)"
+            )
         if normalise == "max":
             w = w / w.max()
         elif normalise == "log1p":

@@ -3,6 +3,12 @@
 Every error raised on bad input is one of these, with a message that says what was
 expected, what came, and how to fix it. The command-line scripts turn them into a
 one-line message and an exit code: :class:`DataError` exits 1, :class:`ConfigError` exits 2.
+
+Messages are written in the user's words: the fix names the subjects-sheet column or the
+config key the user writes (``sc_key``, ``connectome.missing``, ``bold.max_nan_run``), with
+the Python argument in parentheses where a library caller needs another one, and regions by
+their labels when any are known (:func:`region_name`). A script adds the subject
+(:func:`for_subject`), so that every line of a cohort's run says whose data it is about.
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ __all__ = [
     "ConfigError",
     "DataError",
     "close_match",
+    "for_subject",
+    "region_name",
     "short_list",
     "unknown_choice",
 ]
@@ -26,6 +34,22 @@ def short_list(items: Sequence[object], limit: int = 8, sep: str = ", ") -> str:
     if len(items) <= limit:
         return sep.join(items)
     return sep.join(items[:limit]) + f" (+{len(items) - limit} more)"
+
+
+def for_subject(message: str, subject: str | None) -> str:
+    """``sub-<subject>: message``; the message unchanged when ``subject`` is None or the
+    message already starts with that prefix."""
+    if not subject:
+        return message
+    prefix = f"sub-{subject}:"
+    return message if message.startswith(prefix) else f"{prefix} {message}"
+
+
+def region_name(labels: Sequence[str] | None, j: int, axis: str = "column") -> str:
+    """Region ``j`` (0-based) as a message names it: ``Left-Thalamus (column 3)`` when
+    labels are known, else ``column 3``."""
+    where = f"{axis} {j + 1}"
+    return f"{labels[j]} ({where})" if labels is not None else where
 
 
 def close_match(name: object, options: Iterable[object]) -> str | None:

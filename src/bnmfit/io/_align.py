@@ -11,6 +11,9 @@ from bnmfit.io._files import check_unique, is_default_labels, short_list
 
 __all__ = ["align"]
 
+#: how messages name the two sides of :func:`align` by default: their subjects-sheet columns
+SOURCES = ("the connectome (sheet column sc_weights)", "the BOLD or FC (sheet column bold or fc)")
+
 
 def _side(labels, n, what: str) -> tuple[list[str] | None, int | None]:
     if labels is None:
@@ -32,6 +35,7 @@ def align(
     *,
     n_sc: int | None = None,
     n_bold: int | None = None,
+    sources: tuple[str, str] = SOURCES,
 ) -> np.ndarray:
     """The BOLD column index that puts BOLD regions in connectome (SC) order.
 
@@ -40,6 +44,8 @@ def align(
     its region count instead (an int, or ``n_sc=``/``n_bold=``); generated labels
     (``region-001``, ... from :func:`~bnmfit.io.read_connectome`) count as no labels. Without
     labels on a side the regions are matched by position, and the counts must agree.
+    ``sources`` name the two sides in messages (e.g. their files); by default their sheet
+    columns.
 
     Raises:
         DataError: a label on one side only (both lists are given in the message), duplicate
@@ -52,19 +58,20 @@ def align(
         sl = None
     if bl is not None and is_default_labels(bl):
         bl = None
+    sc_src, bold_src = sources
     if sl is not None and bl is not None:
-        check_unique(sl, "connectome")
-        check_unique(bl, "BOLD")
+        check_unique(sl, sc_src)
+        check_unique(bl, bold_src)
         pos = {x: k for k, x in enumerate(bl)}
         only_sc = [x for x in sl if x not in pos]
         sset = set(sl)
         only_bold = [x for x in bl if x not in sset]
         if only_sc or only_bold:
             raise DataError(
-                f"BOLD and connectome: expected the same regions, got {len(only_sc)} connectome "
-                f"regions not in the BOLD ({short_list(only_sc) or '-'}) and {len(only_bold)} "
-                f"BOLD regions not in the connectome ({short_list(only_bold) or '-'}); use the "
-                "same atlas (and label names) for both"
+                f"{bold_src} and {sc_src}: expected the same regions, got {len(only_sc)} "
+                f"connectome regions not in the BOLD ({short_list(only_sc) or '-'}) and "
+                f"{len(only_bold)} BOLD regions not in the connectome "
+                f"({short_list(only_bold) or '-'}); use the same atlas (and label names) for both"
             )
         return np.array([pos[x] for x in sl], dtype=np.intp)
     if ns is None or nb is None:
@@ -76,8 +83,9 @@ def align(
         )
     if ns != nb:
         raise DataError(
-            f"BOLD and connectome: expected the same number of regions, got {ns} in the "
-            f"connectome and {nb} in the BOLD (no labels to match by); use the same atlas for "
-            "both"
+            f"{bold_src} and {sc_src}: expected the same number of regions, got {ns} in the "
+            f"connectome and {nb} in the BOLD, with no region labels to match them by; use the "
+            "same atlas for both, and name the regions (a header row of names in the files, "
+            "or a labels file in the sheet column labels)"
         )
     return np.arange(ns, dtype=np.intp)

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from bnmfit.errors import ConfigError, DataError
+from bnmfit.errors import ConfigError, DataError, region_name
 from bnmfit.io._arrays import load_container, load_npy, select_array
 from bnmfit.io._files import (
     MISSING_TOKENS,
@@ -48,6 +48,8 @@ __all__ = ["ORIENTATIONS", "Bold", "read_bold", "resolve_tr"]
 ORIENTATIONS = ("time-by-region", "region-by-time")
 BOLD_FORMATS = ("tsv", "csv", "txt", "npy", "npz", "mat", "ptseries", "nifti")
 MAX_TR_S = 100.0
+#: where the ``tr=`` argument comes from in the workflow, as messages name it
+TR_WORDS = "the sheet column tr, else bold.default_tr"
 
 _TIME_INDEX_HEADERS = frozenset(
     {"", "time", "index", "unnamed: 0", "tr", "volume", "frame", "timepoint", "t"}
@@ -218,8 +220,8 @@ def _read_nifti_dseg(path: PathLike, dseg: PathLike | None, dseg_tsv: PathLike |
     name = describe(path)
     if dseg is None:
         raise ConfigError(
-            f"{name}: expected a label image (dseg=) to average the 4-D BOLD within regions, "
-            "got none; give the atlas as a NIfTI in the BOLD grid"
+            f"{name}: expected a label image to average the 4-D BOLD within regions, got "
+            "none; set the sheet column dseg to the atlas as a NIfTI in the BOLD grid"
         )
     imgs = []
     for p in (path, dseg):
@@ -308,30 +310,37 @@ def resolve_tr(path: PathLike, header_tr: float | None, tr: float | None) -> tup
     elif header_tr is not None and header_tr > 0:
         value, src = float(header_tr), f"{describe(path)} (header)"
     elif tr is not None:
-        value = as_positive_float(tr, "the TR (sheet column tr)", describe(path))
+        value = as_positive_float(tr, f"the TR ({TR_WORDS})", describe(path))
         src = "tr argument"
     else:
         raise DataError(
             f"{describe(path)}: expected a repetition time, got none (no RepetitionTime in "
-            f"{sc}, none in the header, no tr given); add a sidecar, a tr column to the "
-            "subject sheet, or a default TR in the config"
+            f"{sc}, none in the header, and neither the sheet column tr nor bold.default_tr "
+            "is set); add a JSON sidecar, fill the sheet column tr, or set bold.default_tr "
+            "in the config (seconds)"
         )
     if value > MAX_TR_S:
+        where = f"{describe(path)}: the TR ({TR_WORDS})" if src == "tr argument" else src
         raise DataError(
-            f"{src}: expected the TR in seconds, got {value:g}, almost certainly milliseconds; "
-            f"give it in seconds ({value / 1000:g})"
+            f"{where}: expected the TR in seconds, got {value:g}, almost certainly "
+            f"milliseconds; give it in seconds ({value / 1000:g})"
         )
     return value, src
 
 
 def _orient(
-    data: np.ndarray, name: str, orientation: str | None, fixed: str | None, n_labels: int | None
+    data: np.ndarray,
+    name: str,
+    orientation: str | None,
+    fixed: str | None,
+    n_labels: int | None,
+    labels_from: str,
 ) -> np.ndarray:
     if orientation is not None:
         if orientation not in ORIENTATIONS:
             raise ConfigError(
-                f"{name}: expected orientation to be one of {', '.join(ORIENTATIONS)}, got "
-                f"{orientation!r}; give the layout of the array in the file"
+                f"{name}: expected the sheet column orientation to be one of "
+                f"{', '.join(ORIENTATIONS)}, got {orientation!r}; give the array's layout"
             )
         if fixed is not None and orientation != fixed:
             raise ConfigError(
@@ -350,14 +359,15 @@ def _orient(
                 o = "region-by-time"
             elif r == c == n_labels:
                 raise ConfigError(
-                    f"{name}: expected a layout that the {n_labels} labels decide, got a "
-                    f"square {r} × {c} array; set the sheet column orientation "
+                    f"{name}: expected a layout that the {n_labels} labels of {labels_from} "
+                    f"decide, got a square {r} × {c} array; set the sheet column orientation "
                     f"({' or '.join(ORIENTATIONS)})"
                 )
             else:
                 raise DataError(
-                    f"{name}: expected one axis of {n_labels} regions (one per label), got "
-                    f"shape {r} × {c}; give BOLD of the same parcellation as the labels"
+                    f"{name}: expected one axis of {n_labels} regions, one per label of "
+                    f"{labels_from}, got shape {r} × {c}; give BOLD of the same parcellation "
+                    "as the labels (and as the connectome)"
                 )
         elif r > c:
             o = "time-by-region"  # more volumes than regions: the longer axis is time
@@ -440,17 +450,18 @@ def read_bold(
         fixed = "time-by-region"
     given = None if labels is None else [str(x) for x in labels]
     use_labels = file_labels if file_labels is not None else given
+    src = "the file" if file_labels is not None else "the sheet column labels"
     data = _orient(
         np.asarray(data, dtype=np.float64),
         name,
         orientation,
         fixed,
         None if use_labels is None else len(use_labels),
+        src,
     )
     n_t, n = data.shape
     if use_labels is not None:
         if len(use_labels) != n:
-            src = "the file" if file_labels is not None else "the sheet column labels"
             raise DataError(
                 f"{name}: expected one label per region ({n}), got {len(use_labels)} from "
                 f"{src}; give labels of this parcellation"
@@ -465,7 +476,8 @@ def read_bold(
         i, j = np.argwhere(np.isinf(data))[0]
         raise DataError(
             f"{name}: expected finite BOLD samples, got {int(np.isinf(data).sum())} inf values "
-            f"(first at volume {i + 1}, region {j + 1}); mark bad samples as n/a instead"
+            f"(first at volume {i + 1}, {region_name(use_labels, j, 'region')}); mark bad "
+            "samples as n/a instead"
         )
     tr_s, tr_src = resolve_tr(path, header_tr, tr)
     return Bold(data=data, tr=tr_s, labels=use_labels, source=name, tr_source=tr_src)

@@ -111,9 +111,16 @@ def detect_format(
                 "(e.g. wb_command -cifti-parcellate) or give a regional file"
             )
     if kind not in allowed:
+        if fmt is not None:
+            got, fix = (
+                f"{kind} (the sheet column {column})",
+                f"or set {column} to the file's format",
+            )
+        else:
+            got, fix = f"a {kind} file", f"or set the sheet column {column} if its name misleads"
         raise DataError(
-            f"{describe(path)}: expected {what} ({_suffix_list(allowed)}), got a {kind} file; "
-            "give a file of one of those formats"
+            f"{describe(path)}: expected {what} ({_suffix_list(allowed)}), got {got}; "
+            f"give a file of one of those formats, {fix}"
         )
     return kind
 

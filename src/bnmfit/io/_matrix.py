@@ -232,6 +232,7 @@ def read_connectome(
     missing: str = "error",
     lengths_key: str | None = None,
     lengths_measure: str | None = None,
+    labels: Sequence[str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Read a structural connectome: weights, tract lengths (mm) and region labels.
 
@@ -241,9 +242,11 @@ def read_connectome(
     and ``len``, or the only measure without / with "length" in its name). Without a
     lengths file the lengths are zero (no conduction delays).
 
-    Labels come from the weights file, else the lengths file, else ``region-001``, ....
-    When both files carry labels they must name the same regions (the lengths are reordered
-    to the weights' order if needed).
+    Labels come from the weights file, else the lengths file, else ``labels`` (the sheet
+    column labels), else ``region-001``, .... When both files carry labels they must name the
+    same regions (the lengths are reordered to the weights' order if needed). ``labels``, when
+    given, must have one label per region even if the files carry their own; they name the
+    regions of headerless files in every message (missing, negative or non-finite entries).
 
     Args:
         fmt: forces the weights file's format; the lengths file's format follows its name
@@ -251,7 +254,8 @@ def read_connectome(
         missing: as in :func:`read_matrix`, for both files.
 
     Raises:
-        DataError: non-square or unequal shapes, NaN/inf, negative entries, disagreeing labels.
+        DataError: non-square or unequal shapes, NaN/inf, negative entries, disagreeing labels,
+            ``labels`` of another length.
     """
     kind = detect_format(weights_path, fmt, MATRIX_FORMATS, "a connectome", column="sc_format")
     if kind == "tvb":
@@ -264,7 +268,6 @@ def read_connectome(
             weights_path, kind, key=key, atlas=atlas, measure=measure, role="weights"
         )
         ln_path, ln, ll = None, None, None
-    w = apply_missing(w, weights_path, missing, wl)
     if lengths_path is not None:
         lkind = _kind_for(lengths_path, fmt, "tract lengths")
         ln, ll = read_raw_matrix(
@@ -276,10 +279,21 @@ def read_connectome(
             role="lengths",
         )
         ln_path = lengths_path
+    if labels is not None:
+        labels = [str(x) for x in labels]
+        if len(labels) != w.shape[0]:
+            raise DataError(
+                f"{describe(weights_path)}: expected {len(labels)} regions, one per label of "
+                f"the sheet column labels, got {w.shape[0]}; give a labels file of this "
+                "parcellation, one label per line"
+            )
+        check_unique(labels, "the sheet column labels")
+    named = next((x for x in (wl, ll, labels) if x is not None), None)  # for messages
+    w = apply_missing(w, weights_path, missing, named)
     if ln is None:
         ln = np.zeros_like(w)
     else:
-        ln = apply_missing(ln, ln_path, missing, ll)
+        ln = apply_missing(ln, ln_path, missing, ll if ll is not None else named)
     if ln.shape != w.shape:
         raise DataError(
             f"{describe(ln_path)}: expected tract lengths of the weights' shape {w.shape} "
@@ -298,12 +312,10 @@ def read_connectome(
         pos = {x: k for k, x in enumerate(ll)}
         idx = np.array([pos[x] for x in wl])
         ln = ln[np.ix_(idx, idx)]
-    labels = list(wl) if wl is not None else (list(ll) if ll is not None else None)
-    if labels is None:
-        labels = default_labels(w.shape[0])
-    check_structural("weights", w, weights_path, labels)
-    check_structural("tract lengths", ln, ln_path, labels)
-    return w, ln, labels
+    out = list(named) if named is not None else default_labels(w.shape[0])
+    check_structural("weights", w, weights_path, out)
+    check_structural("tract lengths", ln, ln_path, out)
+    return w, ln, out
 
 
 FC_TRANSFORMS = ("fisher_z",)
@@ -346,8 +358,8 @@ def read_fc(
     name = describe(path)
     if transform not in (None, *FC_TRANSFORMS):
         raise ConfigError(
-            f"{name}: expected the FC transform to be None or one of "
-            f"{', '.join(FC_TRANSFORMS)}, got {transform!r}; use 'fisher_z' for arctanh(r) files"
+            f"{name}: expected the sheet column fc_transform to be empty or one of "
+            f"{', '.join(FC_TRANSFORMS)}, got {transform!r}; use fisher_z for arctanh(r) files"
         )
     kind = detect_format(
         path,
