@@ -80,7 +80,7 @@ def test_nan_runs_interpolated_or_refused():
     with pytest.raises(
         DataError,
         match=r"src.tsv: expected at most 0 consecutive n/a volumes per region, got 1 in M1 "
-        r"\(column 2\) at volumes 1–1; raise max_nan_run",
+        r"\(column 2\) at volumes 1–1; raise bold.max_nan_run in the config",
     ) as ei:
         empirical_fc(x, 1.0, labels=LABELS, source="src.tsv")
     _one_line(ei)

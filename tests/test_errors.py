@@ -309,7 +309,7 @@ def test_nan_runs_in_bold_name_max_nan_run_and_the_region(tmp_path):
     bold.write_text("\n".join(rows) + "\n")
     line = _error(_empirical(tmp_path, "--connectome", conn, "--bold", bold, "--tr", 2))
     assert "got 2 in Left-Putamen (column 3) at volumes 11–12" in line
-    assert "max_nan_run" in line
+    assert "raise bold.max_nan_run in the config" in line
     r = _empirical(tmp_path, "--connectome", conn, "--bold", bold, "--tr", 2, "--max-nan-run", 2)
     assert r.exit_code == 0, r.output
 

@@ -96,8 +96,9 @@ def _interpolate(x: np.ndarray, max_nan_run: int, offset: int, labels, where: st
                 raise DataError(
                     f"{where}: expected at most {max_nan_run} consecutive n/a volumes per "
                     f"region, got {b - a} in {_name(labels, j)} at volumes "
-                    f"{a + 1 + offset}–{b + offset}; raise max_nan_run to interpolate them, or "
-                    "drop the region from both connectome and BOLD"
+                    f"{a + 1 + offset}–{b + offset}; raise bold.max_nan_run in the config "
+                    "(max_nan_run= in Python) to interpolate them, or drop the region from both "
+                    "connectome and BOLD"
                 )
         x[col, j] = np.interp(t[col], t[~col], x[~col, j])
         n_interp += int(col.sum())
