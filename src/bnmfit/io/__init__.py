@@ -2,7 +2,9 @@
 
 Readers choose the format by file name (``fmt=`` overrides) and fail with a
 :class:`~bnmfit.errors.DataError` whose one-line message names the file, says what was
-expected, what came and how to fix it.
+expected, what came and how to fix it, naming the subjects-sheet column or config key that
+fixes it (``sc_format``, ``sc_key``, ``labels``, ``connectome.missing``, ...) and regions by
+their labels (the sheet's ``labels`` file names those of headerless files: ``labels=``).
 
 * :func:`read_matrix` — one square matrix (+ labels): TSV/CSV (headerless, labelled header,
   XCP-D ``Node`` relmat, integer-ID header; ``.gz`` too), ``.npy``, ``.npz``, MATLAB
