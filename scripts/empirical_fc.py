@@ -35,9 +35,8 @@ FILE = click.Path(exists=True, dir_okay=False)
 @click.option("--fc", "fc_path", type=FILE, help="A precomputed FC instead of BOLD (no FCD).")
 @click.option("--validation-bold", type=FILE, help="A second run, for validation only.")
 @click.option("--validation-fc", type=FILE, help="A second run's FC, for validation only.")
-@click.option("--validation-split", type=click.FloatRange(0, 1, max_open=True),
-              default=schema_default("validation.split"), show_default=True,
-              help="Without a second run: the last part of the volumes held out for validation.")
+@click.option("--validation-split", type=click.FloatRange(0, 1, max_open=True), show_default=True,
+              default=schema_default("validation.split"), help="Last part held out (one run).")
 @click.option("--labels", type=FILE, help="Region labels of a BOLD file without any.")
 @click.option("--dseg", type=FILE, help="Label image of a 4-D NIfTI BOLD.")
 @click.option("--dseg-tsv", type=FILE, help="BIDS index/name table of the label image.")
@@ -67,10 +66,11 @@ FILE = click.Path(exists=True, dir_okay=False)
 def main(subject, connectome, bold, fc_path, validation_bold, validation_fc, validation_split,
          labels, dseg, dseg_tsv, fmt, key, fc_transform, orientation, tr, discard, detrend,
          bandpass, max_nan_run, fcd_window, fcd_step, output, qc_path):
-    """A subject's empirical FC/FCD in its connectome's region order, processed as the
-    simulated BOLD is, and its validation FC/FCD (a second run, or the run's last part)."""
+    """A subject's FC/FCD and validation FC/FCD, processed as the simulated BOLD is."""
     from bnmfit import empirical, results
 
+    if (bold is None) == (fc_path is None):
+        raise click.UsageError("give exactly one of --bold and --fc")
     sidecars = [str(sidecar_path(p)) for p in (bold, validation_bold) if p]
     inputs = [p for p in (bold, fc_path, validation_bold, validation_fc, labels, dseg, dseg_tsv,
                           connectome, *sidecars) if p and Path(p).is_file()]

@@ -218,7 +218,11 @@ def test_isolated_regions_warn_by_default_and_are_recorded(tmp_path):
         ["--subject", "01", "--weights", *_c_isolated(tmp_path, "warn"), "--output", out],
     )
     assert r.exit_code == 0, r.output
-    assert "warning: 1 regions have no connection: R3" in r.output
+    assert (
+        "warning: sub-01: 1 region(s) of the SC weights (sheet column sc_weights) have no "
+        "connection, so they receive no input from the network: R3; connectome.isolated: "
+        "error refuses such subjects" in r.output
+    )
     assert read_h5(out)[1]["isolated"] == ["R3"]
     assert validate_config({})["connectome"]["isolated"] == "warn"
 

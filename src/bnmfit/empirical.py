@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bnmfit import observables
-from bnmfit.errors import ConfigError, DataError, short_list
+from bnmfit.errors import ConfigError, DataError, region_name, short_list
 
 if TYPE_CHECKING:  # pragma: no cover
     from bnmfit.results import ConnectomeFile, EmpiricalFile
@@ -60,12 +60,8 @@ class EmpiricalFC:
     qc: dict
 
 
-def _name(labels: Sequence[str] | None, j: int) -> str:
-    return f"{labels[j]} (column {j + 1})" if labels is not None else f"column {j + 1}"
-
-
 def _names(labels: Sequence[str] | None, cols: Sequence[int], limit: int = 8) -> str:
-    return short_list([_name(labels, int(j)) for j in cols], limit)
+    return short_list([region_name(labels, int(j)) for j in cols], limit)
 
 
 def _nan_runs(mask: np.ndarray) -> list[tuple[int, int]]:
@@ -95,7 +91,7 @@ def _interpolate(x: np.ndarray, max_nan_run: int, offset: int, labels, where: st
             if b - a > max_nan_run:
                 raise DataError(
                     f"{where}: expected at most {max_nan_run} consecutive n/a volumes per "
-                    f"region, got {b - a} in {_name(labels, j)} at volumes "
+                    f"region, got {b - a} in {region_name(labels, j)} at volumes "
                     f"{a + 1 + offset}–{b + offset}; raise bold.max_nan_run in the config "
                     "(max_nan_run= in Python) to interpolate them, or drop the region from both "
                     "connectome and BOLD"
@@ -257,14 +253,19 @@ def empirical_fc(
     return EmpiricalFC(bold=y, fc=fc, fcd=fcd, qc=qc)
 
 
-def _read_fc(path, sc_labels, subject: str, opts: Mapping[str, Any], fc_transform):
+def _read_fc(path, sc_labels, subject: str, opts: Mapping[str, Any], fc_transform, column: str):
     """A precomputed FC file in the connectome's region order, and the reader's notes."""
     from bnmfit.io import align, read_fc
 
     matrix, fl, notes = read_fc(
         path, fmt=opts.get("fmt"), key=opts.get("key"), transform=fc_transform
     )
-    idx = align(sc_labels, fl if fl is not None else matrix.shape[0], n_sc=len(sc_labels))
+    idx = align(
+        sc_labels,
+        fl if fl is not None else matrix.shape[0],
+        n_sc=len(sc_labels),
+        sources=("the connectome (sheet column sc_weights)", f"{path} (sheet column {column})"),
+    )
     matrix = matrix[np.ix_(idx, idx)]
     if not np.all(np.isfinite(matrix)):
         raise DataError(f"sub-{subject}: the empirical FC {path} has non-finite entries")
@@ -339,9 +340,14 @@ def empirical_record(
     fcd_args = {"fcd_window": fcd_window or None, "fcd_step": fcd_step}
     prep = {"detrend": detrend, "bandpass": bandpass, "max_nan_run": max_nan_run}
 
-    def bold_of(path):
+    def bold_of(path, column):
         b = read_bold(path, tr=tr, labels=labels, **opts)
-        idx = align(sc_labels, b.labels if b.labels is not None else b.n_regions, n_sc=n)
+        idx = align(
+            sc_labels,
+            b.labels if b.labels is not None else b.n_regions,
+            n_sc=n,
+            sources=("the connectome (sheet column sc_weights)", f"{path} (sheet column {column})"),
+        )
         return b, b.data[:, idx]
 
     def observed(data, tr_s, source, skip):
@@ -358,10 +364,16 @@ def empirical_record(
 
     validation = None
     if bold is not None:
-        b, data = bold_of(bold)
+        b, data = bold_of(bold, "bold")
         cut = data.shape[0]
-        if validation_bold is None and validation_fc is None and split > 0:
-            need = MIN_TRS if not fcd_window else max(MIN_TRS, fcd_window + fcd_step)
+        need = MIN_TRS if not fcd_window else max(MIN_TRS, fcd_window + fcd_step)
+        # too short even without a split: empirical_fc says so below
+        if (
+            validation_bold is None
+            and validation_fc is None
+            and split > 0
+            and cut - discard >= need
+        ):
             cut = _split_at(data.shape[0], discard, float(split), need, f"sub-{subject}: {bold}")
             v = observed(data[cut:], b.tr, f"{bold} (volumes {cut + 1}–{data.shape[0]})", 0)
             validation = ValidationData(
@@ -374,7 +386,7 @@ def empirical_record(
         data_ = {"bold": emp.bold, "fc": emp.fc, "fcd": emp.fcd, "n_tr": emp.bold.shape[0]}
         tr_s, tr_source, qc = float(b.tr), b.tr_source, dict(emp.qc)
     else:
-        matrix, notes = _read_fc(fc, sc_labels, subject, opts, fc_transform)
+        matrix, notes = _read_fc(fc, sc_labels, subject, opts, fc_transform, "fc")
         tr_s, tr_source = (float(tr), "argument") if tr else (None, "")
         data_ = {"bold": None, "fc": matrix, "fcd": None, "n_tr": None}
         qc = {
@@ -385,13 +397,13 @@ def empirical_record(
             "notes": notes,
         }
     if validation_bold is not None:
-        vb, vdata = bold_of(validation_bold)
+        vb, vdata = bold_of(validation_bold, "validation_bold")
         v = observed(vdata, vb.tr, str(validation_bold), discard)
         validation = ValidationData(
             v.fc, v.fcd, v.bold.shape[0], f"a second run: {validation_bold}"
         )
     elif validation_fc is not None:
-        matrix, _ = _read_fc(validation_fc, sc_labels, subject, opts, fc_transform)
+        matrix, _ = _read_fc(validation_fc, sc_labels, subject, opts, fc_transform, "validation_fc")
         validation = ValidationData(matrix, None, None, f"a second run's FC: {validation_fc}")
     qc.update({"subject": subject, "tr_source": tr_source})
     if validation is not None:
