@@ -134,21 +134,30 @@ def test_every_output_exists_and_is_valid(run_dir):
         assert d["weights"].shape == (80, 80) and len(d["labels"]) == 80
         assert a["normalisation"] == "max"
         d, a = read_h5(sub / f"sub-{s}_desc-empirical_fc.h5")
-        assert d["fc"].shape == (80, 80) and d["bold"].shape == (1200, 80)
+        # the first half trains, the second half is the validation data (validation.split)
+        assert d["fc"].shape == (80, 80) and d["bold"].shape == (600, 80)
         assert a["tr"] == pytest.approx(0.72) and d["fcd"].ndim == 2
+        assert d["validation"]["fc"].shape == (80, 80) and d["validation"]["fcd"].ndim == 2
         qc = json.loads((sub / f"sub-{s}_desc-empirical_qc.json").read_text())
-        assert qc["n_tr_used"] == 1200
+        assert qc["n_tr_used"] == 600 and qc["validation"]["n_tr"] == 600
+        assert 0.3 < qc["validation"]["fc_r_training"] < 1.0
         for k in range(cfg["exploration"]["chunks"]):
             d, a = read_h5(sub / "explore" / f"chunk-{k}.h5")
             assert a["chunk"] == k and d["loss"].shape[1] == cfg["exploration"]["seeds"]
         d, a = read_h5(sub / f"sub-{s}_explore.h5")
-        assert d["points"].shape == (4, 2) and len(d["top"]) >= 1
+        assert d["points"].shape[1] == 2 and d["points"].shape[0] >= 4 and len(d["top"]) >= 1
         assert np.isfinite(d["mean_loss"]).any()
         p = json.loads((sub / f"sub-{s}_desc-fitted_params.json").read_text())
         assert p["subject"] == s and len(p["params"]["w"]) == 80  # regional w
         assert np.isfinite(p["params"]["G"])
         assert set(p["metrics"]["stages"]) == {"global", "regional"}
-        assert all(np.isfinite(p["metrics"][k]) for k in ("fc_r", "fc_rmse", "fcd_ks"))
+        keys = ("fc_r", "fc_rmse", "fcd_ks", "validation_fc_r", "validation_fcd_ks")
+        assert all(np.isfinite(p["metrics"][k]) for k in keys)
+        assert {f["code"] for f in p["flags"]} <= {
+            "not_moved", "at_bound", "box_edge", "stage_rejected", "not_identified"
+        }
+        unc = p["uncertainty"]["regional"]
+        assert len(unc["labels"]) == 80 and len(unc["se"]) == 80 and unc["n_noise"] == 8
         assert set(p["provenance"]) >= {"config_hash", "versions", "seeds", "inputs"}
         d, a = read_h5(sub / f"sub-{s}_fit.h5")
         assert {"stage-0-global", "stage-1-regional"} <= set(d)
@@ -333,12 +342,12 @@ def _synthetic_subject(
 
 @pytest.mark.slow
 def test_a_cohort_of_tr_2_and_1_s_runs_with_no_dt_in_the_config(tmp_path, jax_cache):
-    """Subjects with TRs of 2.0 and 1.0 s (8 regions, 100 volumes) run end to end on the
-    recipe with no dt anywhere: each gets a step that divides its TR, and the logs warn that
-    the simulation (60 TRs) is shorter than the data."""
+    """Subjects with TRs of 2.0 and 1.0 s (8 regions, 200 volumes: 100 to fit, 100 to
+    validate) run end to end on the recipe with no dt anywhere: each gets a step that divides
+    its TR, and the logs warn that the simulation (60 TRs) is shorter than the data."""
     rows = [
-        _synthetic_subject(tmp_path / "data", "01", 2.0, seed=1),
-        _synthetic_subject(tmp_path / "data", "02", 1.0, seed=2),
+        _synthetic_subject(tmp_path / "data", "01", 2.0, n_vol=200, seed=1),
+        _synthetic_subject(tmp_path / "data", "02", 1.0, n_vol=200, seed=2),
     ]
     cols = list(rows[0])
     (tmp_path / "subjects.tsv").write_text(

@@ -611,6 +611,7 @@ SUBJECT_FILE_COLUMNS: tuple[str, ...] = (
     "validation_bold",
     "validation_fc",
     "centres",
+    "maps",
 )
 
 

@@ -1409,6 +1409,9 @@ class FitFile:
             hist = dict(rec.history)
             params = {k: np.asarray(v) for k, v in (hist.get("params") or {}).items()}
             h = heldout.stages[rec.name]
+            # only regional parameters' trajectories are per region (map and group ones are
+            # coefficients: the history is not drawn per region, the final values are)
+            regional = {p.name for p in stages[i].free if p.scope == "regional"}
             files.append(
                 StageFile(
                     name=rec.name,
@@ -1423,7 +1426,9 @@ class FitFile:
                     },
                     selection_loss=np.asarray(rec.selection_loss) + spec.offset,
                     traj={k: v for k, v in params.items() if v.ndim == 2},
-                    traj_regional={k: v for k, v in params.items() if v.ndim == 3},
+                    traj_regional={
+                        k: v for k, v in params.items() if v.ndim == 3 and k in regional
+                    },
                     best_start=int(rec.best_start),
                     steps_run=int(rec.steps_run),
                     n_rejected=int(rec.n_rejected),

@@ -79,6 +79,8 @@ def final_outputs():
         f"{SUB}_fit.h5",
         f"{SUB}_report.html",
     ]
+    if any(heterogeneity_used()):
+        per_subject.append(f"{SUB}_desc-maps.tsv")
     chunks = "results/sub-{subject}/explore/chunk-{chunk}.h5"
     return (
         [
