@@ -66,6 +66,14 @@ def script_path(name):
     return os.path.relpath(Path(workflow.basedir) / "scripts" / name)
 
 
+def heterogeneity_used():
+    """(maps, groupings) that the refinement stages name, in order of appearance."""
+    free = [fp for st in config["refinement"]["stages"] for fp in st["free_parameters"]]
+    maps = [m for fp in free if fp["scope"] == "map" for m in fp["maps"]]
+    groups = [fp["groups"] for fp in free if fp["scope"] == "group"]
+    return list(dict.fromkeys(maps)), list(dict.fromkeys(groups))
+
+
 def final_outputs():
     """Every result, the per-subject intermediates too: a deleted or invalid one is rebuilt
     by the plain command (and everything after it, being older), not skipped as a mere
@@ -322,14 +330,6 @@ def cohort_options(wildcards, input):
 
 
 # ---------------------------------------------------------------- regional maps (scope map, group)
-
-
-def heterogeneity_used():
-    """(maps, groupings) that the refinement stages name, in order of appearance."""
-    free = [fp for st in config["refinement"]["stages"] for fp in st["free_parameters"]]
-    maps = [m for fp in free if fp["scope"] == "map" for m in fp["maps"]]
-    groups = [fp["groups"] for fp in free if fp["scope"] == "group"]
-    return list(dict.fromkeys(maps)), list(dict.fromkeys(groups))
 
 
 def maps_inputs(wildcards):
