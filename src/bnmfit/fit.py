@@ -978,8 +978,8 @@ def _judge(end: np.ndarray, start: np.ndarray, level: float = GUARD_LEVEL) -> di
     the same noise draws) beyond the noise — the end diverged where the start did not, or the
     paired differences are positive at significance ``level`` (one-sided t-test; the
     seed-to-seed spread of the differences is the noise). Returns ``kept_start``, the mean
-    ``start_loss`` and ``end_loss``, ``p_value`` (NaN where no test was needed) and
-    ``draws``."""
+    ``start_loss`` and ``end_loss``, ``p_value`` (NaN where no test was needed), ``draws``
+    and, where both are finite, ``spread`` (the standard deviation of the differences)."""
     out = {
         "kept_start": False,
         "start_loss": float(np.mean(start)),
@@ -992,7 +992,8 @@ def _judge(end: np.ndarray, start: np.ndarray, level: float = GUARD_LEVEL) -> di
     if not np.isfinite(end).all():
         return {**out, "kept_start": True}
     d = end - start
-    se = d.std(ddof=1) / math.sqrt(d.size)
+    out["spread"] = float(d.std(ddof=1))  # the seed-to-seed spread of the difference
+    se = out["spread"] / math.sqrt(d.size)
     if se == 0.0:
         return {**out, "kept_start": bool(d.mean() > 0.0), "p_value": float(d.mean() <= 0.0)}
     p = float(scipy.stats.t.sf(d.mean() / se, d.size - 1))
