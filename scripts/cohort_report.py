@@ -56,9 +56,10 @@ FILE = click.Path(exists=True, dir_okay=False)
 def main(subjects, params_jsons, fit_h5s, benchmarks, connectomes, empiricals, atlases,
          config_file, config_json, figures, output, table, description, resolved_config):
     """Summarise the cohort: one HTML page (sortable table of every subject's atlas, region
-    count, TR, fitted parameters and held-out FC r, FC RMSE, FCD KS and wall time, their
-    distributions, every subject's warnings, links to the subject pages) and the same
-    table as TSV. With --description and
+    count, TR, fitted parameters, held-out FC r, FC RMSE, FCD KS, validation FC r and its
+    ceiling, wall time and flags, subjects with flags shaded; their distributions, FC r per
+    stage, every subject's warnings, links to the subject pages) and the same table as
+    TSV. With --description and
     --resolved-config, also write the results' dataset_description.json (name, version,
     git commit, GeneratedBy) and the configuration that produced them.
     """

@@ -43,9 +43,10 @@ FILE = click.Path(exists=True, dir_okay=False)
 def main(subject, connectome, empirical, explore_h5, fit_h5, params_json, benchmarks,
          config_file, config_json, figures, output):
     """Write one subject's report: a single HTML file with every figure embedded
-    (connectome, empirical vs simulated FC and FCD, exploration landscape with the
-    refinement paths, loss histories, regional parameters, provenance). Pieces left out
-    are named as absent in the page.
+    (the fit's flags first; validation and held-out scores, each stage's verdict, standard
+    errors and correlations of the fitted numbers; connectome, empirical vs simulated FC
+    and FCD, exploration landscape with the refinement paths, loss histories, regional
+    parameters, provenance). Pieces left out are named as absent in the page.
     """
     from bnmfit import report
     from bnmfit.results import write_bytes

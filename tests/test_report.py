@@ -328,7 +328,9 @@ def test_subject_report_has_every_figure_and_the_numbers(cohort, sid):
     assert f"{np.mean(a):.4g}" in page  # regional mean ± std
     for sec in ("connectome", "fc", "landscape", "loss", "regional", "fcd", "bold", "provenance"):
         assert f'id="{sec}"' in page and f'href="#{sec}"' in page
-    assert "Absent:" not in page
+    # every figure is there; what files of this age lack is named: validation, SEs
+    absent = re.findall(r"<b>Absent:</b> (no [a-z ]+)", page)
+    assert absent == ["no validation data", "no standard errors"]
     # provenance: config hash, versions, seeds, checksums, wall times
     assert s["json"]["provenance"]["config_hash"] in page
     assert "jax" in page and "0.4.35" in page
@@ -469,9 +471,15 @@ def test_cohort_table_and_page(cohort):
         "fc_r",
         "fc_rmse",
         "fcd_ks",
+        "validation_fc_r",
+        "fc_r_ceiling",
         "wall_time_s",
+        "flags",
         "config_hash",
     ]
+    # files written before validation data and flags: those columns are empty, not made up
+    assert table[["validation_fc_r", "fc_r_ceiling"]].isna().all().all()
+    assert table["flags"].isna().all() and 'class="flagged"' not in page
     for i, sid in enumerate(subs):
         s = subs[sid]
         assert table.loc[i, "G"] == pytest.approx(s["best"]["G"])
@@ -899,3 +907,401 @@ def test_atlas_from_the_connectome_inputs():
     assert report._atlas(None, conn("res/connectivity_76.zip")) == "connectivity_76"
     assert report._atlas("DK", conn("res/connectivity_76.zip")) == "DK"
     assert report._atlas(None, conn("w.tsv")) is None
+
+
+# ----------------------------------------------------------------------------- issue 23
+
+
+def _uncertainty(labels, se, identified, seed=0, values=None):
+    """An Uncertainty record of ``labels`` with these SEs (values: random in 0.2–0.8)."""
+    from bnmfit.uncertainty import Uncertainty
+
+    p = len(labels)
+    rng = np.random.default_rng(seed)
+    values = np.round(rng.uniform(0.2, 0.8, p), 3) if values is None else values
+    a = rng.normal(size=(p, p + 3))
+    cov = a @ a.T
+    corr = cov / np.sqrt(np.outer(np.diag(cov), np.diag(cov)))
+    bad = ~np.isfinite(np.asarray(se, float))
+    corr[bad, :] = corr[:, bad] = np.nan
+    corr[np.diag_indices(p)] = 1.0
+    return Uncertainty(
+        labels=tuple(labels),
+        values=np.asarray(values, float),
+        se=np.asarray(se, float),
+        corr=corr,
+        scale=np.ones(p),
+        identified=np.asarray(identified, bool),
+        fraction=0.25,
+        runs=2.5,
+        n_jacobian=4,
+        n_noise=32,
+        n_simulations=4 * (1 + p) + 32,
+    )
+
+
+#: the flags of a fitted subject (as bnmfit.scoring.fit_flags writes them)
+FLAGS = [
+    {
+        "code": "stage_rejected",
+        "message": "stage 'regional' ended worse on the validation data (loss 0.4121 → "
+        "0.4388, p = 0.012) and handed on its start",
+    },
+    {
+        "code": "box_edge",
+        "message": "best explored point on the edge of the explored box after 1 "
+        "extension(s): G hi (3.6, the domain’s end)",
+    },
+]
+#: held-out-noise and validation scores of the fitted subject: (start, end) per stage
+STAGE_SCORES = {
+    "global": {"fc_r": (0.21, 0.48), "validation_fc_r": (0.18, 0.36), "loss": (0.79, 0.52)},
+    "regional": {"fc_r": (0.48, 0.51), "validation_fc_r": (0.36, 0.33), "loss": (0.52, 0.49)},
+}
+
+
+def make_fitted(root: Path, subject: str, *, n: int = N, flags=FLAGS, **kw) -> dict:
+    """A subject whose explore, fit and fitted-parameter files are written by
+    bnmfit.results' records, with what issue 23 added: validation data and scores, stage
+    verdicts, standard errors, flags, a box extended once beyond G's upper edge."""
+    import dataclasses
+
+    from bnmfit import results
+
+    s = make_subject(root, subject, n=n, **kw)
+    p = s["paths"]
+    labels = results.ConnectomeFile.read(p["connectome_h5"]).labels
+    # validation data: the last half of the run
+    emp = results.EmpiricalFile.read(p["empirical_h5"])
+    rng = np.random.default_rng(7)
+    val_fc = np.clip(emp.fc + rng.normal(0, 0.2, emp.fc.shape), -1, 1)
+    val_fc = (val_fc + val_fc.T) / 2
+    np.fill_diagonal(val_fc, 1.0)
+    iu = np.triu_indices(n, 1)
+    ceiling = float(np.corrcoef(emp.fc[iu], val_fc[iu])[0, 1])
+    source = f"the last 50% of the run: volumes 91–180 of resources/sub-{subject}_bold.tsv"
+    dataclasses.replace(
+        emp,
+        validation=results.ValidationData(val_fc, None, 90, source),
+        qc={**emp.qc, "validation": {"source": source, "n_tr": 90, "fc_r_training": ceiling}},
+    ).write(p["empirical_h5"])
+    # a landscape over G and sigma, extended once beyond G's upper edge
+    g, sig = np.linspace(0.5, 3.0, 6), np.geomspace(1e-3, 1e-1, 5)
+    g_ext = np.array([3.3, 3.6])
+    pts = np.array([[a, b] for a in (*g, *g_ext) for b in sig])
+    mean = 0.3 + 0.1 * (pts[:, 0] - 3.6) ** 2 + 0.3 * (np.log10(pts[:, 1]) + 2) ** 2
+    loss = mean[:, None] + rng.normal(0, 0.01, (len(pts), 3))
+    axes = [
+        {"name": "G", "lo": 0.5, "hi": 3.0, "n": 6, "scale": "linear"},
+        {"name": "sigma", "lo": 1e-3, "hi": 1e-1, "n": 5, "scale": "log"},
+    ]
+    spec = results.LossRecord([["fc_corr", 1.0]], 0.0, None)
+    top = np.argsort(loss.mean(1))[:2]
+    results.Landscape(
+        subject=subject,
+        names=["G", "sigma"],
+        points=pts,
+        loss=loss,
+        mean_loss=loss.mean(1),
+        std_loss=loss.std(1),
+        fc_r=0.7 - loss.mean(1) / 2,
+        diverged=np.zeros(len(pts), bool),
+        top=top,
+        axes=axes,
+        sampler="grid",
+        n_samples=0,
+        seeds=[11, 12, 13],
+        n_points=30,
+        loss_spec=spec,
+        n_chunks=2,
+        starts=2,
+        min_separation=0.1,
+        extension_round=np.repeat([0, 1], [30, 10]),
+        extend=2,
+        extensions=[
+            {
+                "round": 1,
+                "points": 10,
+                "faces": [{"axis": "G", "side": "hi", "from": 3.0, "to": 3.6, "domain": True}],
+            }
+        ],
+        edge=[{"axis": "G", "side": "hi", "at": 3.6, "domain": True}],
+        provenance={},
+    ).write(p["explore_h5"])
+    # the fit: a global stage (accepted) and a regional one (rejected: it handed on its start)
+    steps, k = 12, 2
+    t = np.linspace(0, 1, steps)[:, None]
+    starts = pts[top]
+    gl = {"G": starts[:, 0] + t * (3.5 - starts[:, 0]), "sigma": starts[:, 1] * (1 + 0 * t)}
+    unc = {
+        "global": _uncertainty(["G", "sigma"], [0.04, 0.5], [True, False], values=[3.5, 0.01]),
+        "regional": _uncertainty(
+            [f"w[{x}]" for x in labels],
+            [0.03] * (n - 2) + [0.4, np.inf],
+            [True] * (n - 2) + [False, False],
+            seed=1,
+        ),
+    }
+    acceptance = {  # on the validation data
+        "global": {"start_loss": 0.8, "end_loss": 0.62, "p_value": 1.0},
+        "regional": {"start_loss": 0.4121, "end_loss": 0.4388, "p_value": 0.012},
+    }
+    stages, js = [], {}
+    for name, sc in STAGE_SCORES.items():
+        scores = {}
+        for key, (a, b) in sc.items():
+            scores[f"start_{key}"], scores[key] = a, b
+        kept = name == "regional"
+        hist = {
+            "loss": 0.5 + 0.3 * (1 - t) * np.ones((1, k)),
+            "grad_norm": np.exp(-3 * t) * np.ones((1, k)),
+            "rejected": np.zeros((steps, k), bool),
+        }
+        stages.append(
+            results.StageFile(
+                name=name,
+                optimizer="adam",
+                free=["G", "sigma"] if name == "global" else ["w"],
+                history=hist,
+                selection_loss=np.array([0.5, 0.6]),
+                traj=gl if name == "global" else {},
+                traj_regional={} if name == "global" else {"w": np.full((steps, k, n), 0.5)},
+                best_start=0,
+                steps_run=steps,
+                n_rejected=0,
+                kept_start=kept,
+                heldout_fc_r=sc["fc_r"][1],
+                heldout_loss=sc["loss"][1],
+                scores=scores,
+                acceptance={**acceptance[name], "judged_on": "validation", "draws": 32},
+                uncertainty=unc[name].to_dict(),
+            )
+        )
+        js[name] = {**scores, "kept_start": kept, "judged_on": "validation"}
+    old = results.read_h5(p["fit_h5"])[0]
+    final = {"fc_r": 0.48, "fc_rmse": 0.21, "fcd_ks": 0.3, "loss": 0.52}
+    final.update({"validation_fc_r": 0.36, "validation_fc_rmse": 0.25, "validation_loss": 0.64})
+    results.FitFile(
+        subject=subject,
+        stages=stages,
+        sim_fc=old["sim_fc"],
+        sim_fcd=old.get("sim_fcd"),
+        sim_bold=old["sim_bold"],
+        sim_bold_raw=old["sim_bold"],
+        start_names=["G", "sigma"],
+        start_points=starts,
+        best_start=0,
+        heldout=final,
+        heldout_seed=99,
+        loss_spec=spec,
+        provenance={},
+        flags=list(flags),
+    ).write(p["fit_h5"])
+    js["regional"].update(final)
+    params = {"G": 3.5, "sigma": 0.01, "w": unc["regional"].values.tolist()}
+    results.FittedParams(
+        subject=subject,
+        params=params,
+        fixed={},
+        model="hopf",
+        metrics={**final, "stages": js},
+        best_start=0,
+        starts=[],
+        loss={},
+        warnings=[],
+        provenance={"config_hash": f"cfg-{subject}", "seeds": {"heldout": [99]}},
+        flags=list(flags),
+        uncertainty={k: u.to_dict() for k, u in unc.items()},
+    ).write(p["params_json"])
+    page = report.subject_report(subject, **p, config={**CONFIG, "validation": {"level": 0.05}})
+    out = root / f"sub-{subject}" / f"sub-{subject}_report.html"
+    out.write_text(page, encoding="utf-8")
+    return {**s, "page": out, "ceiling": ceiling, "final": final, "unc": unc}
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    """Subjects written by the results module: one with flags, one without, and one of 40
+    regions (more regional numbers than a table or an annotated heat map shows)."""
+    root = tmp_path_factory.mktemp("fitted")
+    return root, {
+        "f1": make_fitted(root, "f1", seed=1),
+        "f2": make_fitted(root, "f2", flags=[]),
+        "f40": make_fitted(root, "f40", n=40, seed=2),
+    }
+
+
+def _section_of(page: Path, anchor: str) -> str:
+    text = page.read_text(encoding="utf-8")
+    return html.unescape(re.search(rf'<section id="{anchor}">(.*?)</section>', text, re.S)[1])
+
+
+def test_flags_are_at_the_top_of_the_page(fitted, cohort):
+    _, subs = fitted
+    page = subs["f1"]["page"].read_text(encoding="utf-8")
+    assert page.index("<section") == page.index('<section id="flags">')  # first on the page
+    box = _section_of(subs["f1"]["page"], "flags")
+    assert "2 flag(s)" in box and 'class="ok"' not in box
+    for f in FLAGS:
+        assert f["message"] in box
+    assert box.count('<span class="flag"') == 2
+    assert 'title="stage_rejected">stage rejected</span>' in box
+    assert 'title="box_edge">box edge</span>' in box
+    none = _section_of(subs["f2"]["page"], "flags")
+    assert '<p class="ok"><b>No flags.</b>' in none and 'class="flag"' not in none
+    # a fit whose files predate flags says so instead of claiming there are none
+    old = _section_of(cohort[2]["01"], "flags")
+    assert "record no flags" in old and "No flags." not in old
+
+
+def test_validation_scores_their_source_and_the_ceiling(fitted):
+    s = fitted[1]["f1"]
+    page = html.unescape(s["page"].read_text(encoding="utf-8"))
+    summary = _section_of(s["page"], "summary")
+    assert 'FC r (validation)</div><div class="v">0.360</div>' in summary
+    assert f'FC r ceiling</div><div class="v">{s["ceiling"]:.3f}</div>' in summary
+    assert (
+        "Validation data: the last 50% of the run: volumes 91–180 of "
+        "resources/sub-f1_bold.tsv (90 volumes)" in summary
+    )
+    assert f"agree at r = <b>{s['ceiling']:.3f}</b>" in summary
+    assert "<tr><td>FC r</td><td>0.480</td><td>0.360</td></tr>" in summary  # noise | validation
+    assert "<tr><td>FC RMSE</td><td>0.210</td><td>0.250</td></tr>" in summary
+    assert "<tr><td>loss</td><td>0.52</td><td>0.64</td></tr>" in summary
+    # every stage: its verdict on its judge, start → end on validation and held-out noise
+    assert (
+        "<tr><td>global</td><td>validation</td><td>0.8 → 0.62 (32 draws)</td>"
+        "<td>accepted (p = 1)</td><td>0.180 → 0.360</td>" in summary
+    )
+    assert (
+        "<td>regional</td><td>validation</td><td>0.4121 → 0.4388 (32 draws)</td>"
+        '<td><b class="bad">rejected</b>: handed on its start (p = 0.012)</td>' in summary
+    )
+    assert "p < validation.level = 0.05" in summary
+    assert "validation FC r = 0.360" in page.split("</header>")[0]  # and in the subtitle
+
+
+def test_no_validation_data_says_why(cohort, big):
+    summary = _section_of(big[2]["fc"], "summary")  # an FC given as a matrix
+    assert (
+        "no validation data: the FC was given as a matrix in the sheet's fc column, without "
+        "its BOLD, which has no volumes to split in time; give a second run's FC in the "
+        "sheet's validation_fc column" in summary
+    )
+    assert "FC r (validation)" not in summary and "Each stage judged" not in summary
+    p = cohort[1]["01"]["paths"]
+    page = report.subject_report("01", **p, config={**CONFIG, "validation": {"split": 0}})
+    assert "no validation data: validation.split is 0 and the sheet names no second run" in (
+        html.unescape(page)
+    )
+
+
+def test_standard_errors_with_their_cost_and_heat_maps(fitted):
+    _, subs = fitted
+    sec = _section_of(subs["f1"]["page"], "uncertainty")
+    assert "Stage global: 2 fitted number(s), 1 identified" in sec
+    assert "<tr><td>G</td><td>3.5 ± 0.04</td><td>4 %</td><td>yes</td></tr>" in sec
+    assert '<td>sigma</td><td>0.01 ± 0.5</td><td>50 %</td><td><b class="bad">no</b></td>' in sec
+    assert "Stage regional: 10 fitted number(s), 8 identified" in sec
+    w = subs["f1"]["unc"]["regional"].values
+    assert f"<td>w[lh-front]</td><td>{w[0]:.4g} ± 0.03</td><td>3 %</td><td>yes</td>" in sec
+    assert f"<td>w[rh-occip]</td><td>{w[8]:.4g} ± 0.4</td><td>40 %</td>" in sec
+    assert f'<td>w[rh-cingul]</td><td>{w[9]:.4g} ± ∞</td><td>∞</td><td><b class="bad">no</b>' in sec
+    assert "Cost: 44 simulations" in sec and "Cost: 76 simulations" in sec  # 4·(1+P) + 32
+    assert sec.count("<img") == 2
+    for stage in ("global", "regional"):
+        assert f'alt="sub-f1 correlations of the fitted numbers of stage {stage}"' in sec
+    # 40 regional numbers: one row and a figure of them sorted, a heat map without values
+    sec = _section_of(subs["f40"]["page"], "uncertainty")
+    assert "<td>w (40 numbers: see the figure)</td><td>median SE 0.03</td>" in sec
+    assert "<td>38 of 40</td>" in sec and "w[lh-r000]" not in sec
+    assert 'alt="sub-f40 w ± standard error per number, stage regional"' in sec
+    assert "(more than 30: no values)" in sec and sec.count("<img") == 3
+
+
+def test_heat_map_values_up_to_30_numbers_and_sorted_standard_errors():
+    from bnmfit import report_figures as rf
+
+    u = _uncertainty([f"w[{i}]" for i in range(10)], [0.1] * 9 + [np.inf], [True] * 8 + [0, 0])
+    fig = rf.correlation_figure(u.corr, u.labels, u.identified)
+    ax = fig.axes[0]
+    assert len(ax.texts) == 9 * 9 + 1  # the number without a finite SE: its diagonal only
+    colours = [t.get_color() for t in ax.get_yticklabels()]
+    assert colours[:8] == ["black"] * 8 and colours[8:] == ["#c0392b"] * 2  # not identified
+    labels = [f"w[{i}]" for i in range(60)]  # more names than fit: ticks by group
+    fig = rf.correlation_figure(np.eye(60), labels, groups=["a"] * 30 + ["b"] * 30)
+    assert len(fig.axes[0].texts) == 0
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["a", "b"]
+    fig = rf.se_figure("w", np.arange(40.0)[::-1], np.full(40, 0.5), [True] * 39 + [False])
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "identified (39)",
+        "not identified (1)",
+    ]
+    x, y = ax.lines[0].get_data()  # sorted by value
+    assert list(y) == sorted(y) and len(y) == 39
+
+
+def test_landscape_marks_the_box_extension_and_the_original_box(fitted):
+    from bnmfit import report_figures as rf
+    from bnmfit.results import Landscape
+
+    land = Landscape.read(fitted[1]["f1"]["paths"]["explore_h5"])
+    args = (land.names, land.points, land.mean_loss, land.axes)
+    ax = rf.landscape_figure(*args, extension_round=land.extension_round).axes[0]
+    (ext,) = [ln for ln in ax.lines if ln.get_label() == "box extension"]
+    assert ext.get_marker() == "D" and ext.get_markerfacecolor() == "none"
+    assert sorted(set(ext.get_xdata())) == [3.3, 3.6] and len(ext.get_xdata()) == 10
+    (box,) = [p for p in ax.patches if p.get_label() == "original box"]
+    assert (box.get_x(), box.get_x() + box.get_width()) == (0.5, 3.0)
+    assert box.get_y() == pytest.approx(1e-3) and box.get_height() == pytest.approx(0.099)
+    plain = rf.landscape_figure(*args).axes[0]  # no extension recorded: nothing drawn
+    assert not plain.patches and "box extension" not in [ln.get_label() for ln in plain.lines]
+    sec = _section_of(fitted[1]["f1"]["page"], "landscape")
+    assert "40 points (30 of the box, 10 beyond it) over G, sigma" in sec
+    assert "round 1: 10 points beyond G hi (3 → 3.6, the domain’s end)" in sec
+    assert "Hollow ◇: points added by extending the box" in sec
+
+
+def test_cohort_table_has_validation_ceiling_and_flags(fitted, tmp_path):
+    root, subs = fitted
+    ids = list(subs)
+    page, table = report.cohort_report(
+        ids,
+        params_jsons=[subs[s]["paths"]["params_json"] for s in ids],
+        fit_h5s=[subs[s]["paths"]["fit_h5"] for s in ids],
+        connectome_h5s=[subs[s]["paths"]["connectome_h5"] for s in ids],
+        empirical_h5s=[subs[s]["paths"]["empirical_h5"] for s in ids],
+        config=CONFIG,
+    )
+    cols = list(table.columns)
+    assert cols[cols.index("fcd_ks") :] == [
+        "fcd_ks",
+        "validation_fc_r",
+        "fc_r_ceiling",
+        "wall_time_s",
+        "flags",
+        "config_hash",
+    ]
+    assert table["validation_fc_r"].tolist() == [0.36] * 3
+    assert table["fc_r_ceiling"].tolist() == pytest.approx([subs[s]["ceiling"] for s in ids])
+    assert table["flags"].tolist() == ["stage_rejected;box_edge", "", "stage_rejected;box_edge"]
+    # the page: flagged subjects' rows shaded, their flags named; validation r per stage
+    assert page.count('<tr class="flagged">') == 2
+    assert '<tr><td data-v="sub-f2">' in page and "2 of 3 subjects have flags" in page
+    stage = re.search(r"<h3>Validation FC r per stage</h3>(<table.*?</table>)", page)[1]
+    assert "<td>0.360</td><td>0.360</td>" in stage  # global, regional
+    # the TSV as scripts/cohort_report.py writes it: "" is no flag, n/a is not recorded
+    tsv = tmp_path / "cohort_params.tsv"
+    table.to_csv(tsv, sep="\t", index=False, na_rep="n/a")
+    back = pd.read_csv(tsv, sep="\t", dtype=str, keep_default_na=False)
+    assert back["flags"].tolist() == ["stage_rejected;box_edge", "", "stage_rejected;box_edge"]
+    assert back["fc_r_ceiling"].astype(float).tolist() == pytest.approx(
+        table["fc_r_ceiling"].tolist()
+    )
+
+
+@needs_chromium
+def test_fitted_page_renders_in_chromium(fitted, tmp_path):
+    # connectome, FC, scatter, landscape, loss, regional, FCD, BOLD and two heat maps
+    _check_render(render(fitted[1]["f1"]["page"], tmp_path, "sub-f1_report"), 10)

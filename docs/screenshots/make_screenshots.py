@@ -1,6 +1,8 @@
-"""Screenshots of the reports (issue 24): a 100-region subject with region centres and
-warnings, an FC-only subject, and the cohort page, built from the synthetic results of
-tests/test_report.py and rendered by headless Chromium at a 1400 px wide window.
+"""Screenshots of the reports (issues 23 and 24): a 100-region subject with region centres,
+warnings, flags, validation scores, standard errors and an extended exploration box; an
+FC-only subject whose files predate those (so its page says what is absent); and the cohort
+page, built from the synthetic results of tests/test_report.py and rendered by headless
+Chromium at a 1400 px wide window.
 
 Run from the checkout's root: ``python docs/screenshots/make_screenshots.py``.
 """
@@ -20,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
 from bnmfit import report  # noqa: E402
-from tests.test_report import CONFIG, brain_centres, make_subject  # noqa: E402
+from tests.test_report import CONFIG, brain_centres, make_fitted, make_subject  # noqa: E402
 
 OUT = Path(__file__).resolve().parent
 WIDTH = 1400
@@ -64,7 +66,7 @@ def main() -> None:
     np.fill_diagonal(raw, 0.0)
     raw[0, 1] += 1.0  # an asymmetric SC, kept: a warning
     subs = {
-        "100": make_subject(
+        "100": make_fitted(
             root,
             "100",
             n=100,
@@ -75,11 +77,10 @@ def main() -> None:
             heldout_seeds=[99, 100, 101],
         ),
         "fc": make_subject(root, "fc", fc_only=True, regional=False, seed=6),
-        "01": make_subject(root, "01", seed=1),
+        "01": make_fitted(root, "01", seed=1, flags=[]),
     }
-    for sid, s in subs.items():
-        page = root / f"sub-{sid}" / f"sub-{sid}_report.html"
-        page.write_text(report.subject_report(sid, **s["paths"], config=CONFIG), "utf-8")
+    page = root / "sub-fc" / "sub-fc_report.html"
+    page.write_text(report.subject_report("fc", **subs["fc"]["paths"], config=CONFIG), "utf-8")
     ids = list(subs)
     html, _ = report.cohort_report(
         ids,

@@ -38,6 +38,7 @@ from bnmfit import report_figures as rf
 from bnmfit import results
 from bnmfit.config import config_hash
 from bnmfit.errors import ConfigError, DataError
+from bnmfit.scoring import METRICS, VALIDATION_METRICS
 
 __all__ = [
     "COHORT_FIGURES",
@@ -186,6 +187,11 @@ def _stages(fit: Mapping[str, Any] | None) -> list[dict[str, Any]]:
                 "heldout_fc_r": _float(attrs.get("heldout_fc_r", grp.get("heldout_fc_r"))),
                 "heldout_loss_final": _float(attrs.get("heldout_loss")),
                 "traj": traj,
+                # how the stage was judged and its standard errors (results.StageFile)
+                "scores": dict(attrs.get("scores") or {}),
+                "acceptance": dict(attrs.get("acceptance") or {}),
+                "kept_start": attrs.get("kept_start"),
+                "uncertainty": dict(attrs.get("uncertainty") or {}),
             }
         )
     return sorted(out, key=lambda s: s["index"])
@@ -200,6 +206,12 @@ def _float(x: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return float(a.ravel()[0]) if a.size == 1 else None
+
+
+def _finite(x: Any) -> float | None:
+    """A finite number as float, else None."""
+    v = _float(x)
+    return v if v is not None and math.isfinite(v) else None
 
 
 def _match(mapping: Mapping[str, Any] | None, stage: Mapping[str, Any]) -> Any:
@@ -244,10 +256,17 @@ def _load_subject(subject, connectome_h5, empirical_h5, explore_h5, fit_h5, para
     regional = {
         k: np.asarray(v, float) for k, v in params.items() if np.ndim(v) >= 1 and np.size(v) > 1
     }
+    qc = emp["@attrs"].get("qc")
+    validation = qc.get("validation") if isinstance(qc, Mapping) else None
+    flags = pj["flags"] if "flags" in pj else fit_attrs.get("flags")
     return {
         "subject": subject,
         "labels": labels,
         "groups": rf.region_groups(labels, networks),
+        # None: the files predate flags; []: the fit has none
+        "flags": None if flags is None else [f for f in flags if isinstance(f, Mapping)],
+        "have_empirical": empirical_h5 is not None,
+        "validation": validation if isinstance(validation, Mapping) else None,
         "centres": _arr(conn.get("centres"), 2),
         "warnings": _warnings(subject_prefix(subject), conn, emp, pj),
         # the FC was given as a matrix (sheet column fc): no BOLD, so no FCD
@@ -449,7 +468,8 @@ section h2{margin:4px 0 10px;font-size:1.25em;color:#1f3b57}
 figure{margin:10px 0;text-align:center} figure img{max-width:100%;height:auto}
 figcaption{font-size:.85em;color:#4a5564;margin-top:4px;text-align:left}
 .row{display:flex;flex-wrap:wrap;gap:18px;align-items:flex-start}
-.row>*{flex:1 1 380px} .row>figure{flex:0 1 auto}
+.row>*{flex:1 1 380px} .row>figure{flex:0 1 auto} .row.tight>figure{flex:0 0 auto;display:table}
+.row.tight figcaption{display:table-caption;caption-side:bottom}
 .cards{display:flex;flex-wrap:wrap;gap:12px;margin:8px 0 4px}
 .card{background:#eef3f9;border:1px solid #c9d6e6;border-radius:8px;padding:8px 14px;
   min-width:120px}
@@ -465,6 +485,15 @@ table.sortable th[data-dir=desc]::after{content:" ▼"}
   font-size:.92em}
 .warn{background:#fdecea;border-left:5px solid #c0392b;padding:6px 12px;margin:4px 0}
 .warn li{margin:3px 0}
+.flags{background:#fff1e0;border-left:5px solid #d35400;padding:6px 12px;margin:4px 0}
+.flags li{margin:4px 0} .flags p{margin:4px 0}
+.flag{display:inline-block;background:#d35400;color:#fff;border-radius:4px;padding:0 6px;
+  margin-right:4px;font-size:.8em;font-weight:600;white-space:nowrap}
+.ok{background:#e7f5ec;border-left:5px solid #2e8b57;padding:6px 12px;margin:4px 0;
+  color:#1e5631}
+.bad{color:#c0392b}
+tr.flagged td{background:#fff1e0}
+.scroll{overflow-x:auto}
 .prov{background:#f7f9fb;border:1px dashed #9aa8b8;border-radius:6px;padding:8px 14px}
 code,.mono{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:.86em;
   word-break:break-all}
@@ -609,6 +638,7 @@ def _landscape_inputs(s: dict[str, Any]) -> dict[str, Any] | None:
         "names": names,
         "points": points,
         "mean_loss": mean_loss,
+        "extension_round": _arr(ex.get("extension_round")),
         "axes_meta": axes_meta,
         "std_loss": _arr(ex.get("std_loss")),
         "fc_r": _arr(ex.get("fc_r")),
@@ -665,6 +695,7 @@ def _make_figure(s: dict[str, Any], name: str, config: Mapping[str, Any]):
             top=li["top"],
             trajectories=li["trajectories"],
             best=li["best"],
+            extension_round=li["extension_round"],
         )
     if name == "loss":
         if not s["stages"]:
@@ -765,8 +796,14 @@ def _stage_rows(s: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _final_metrics(s: dict[str, Any]) -> dict[str, float | None]:
-    m = s["json"].get("metrics") or {}
-    out = {k: _float(m.get(k)) for k in ("fc_r", "fc_rmse", "fcd_ks")}
+    """The fit's metrics (:data:`bnmfit.scoring.METRICS` on held-out noise and their
+    ``validation_`` twins): the JSON's, else the fit file's (which writes NaN for those it
+    has not), else (FC r, RMSE, FCD KS) computed from the simulated observables."""
+    m, fa = s["json"].get("metrics") or {}, s["fit_attrs"]
+    out = {
+        k: _float(m[k]) if m.get(k) is not None else _finite(fa.get(f"heldout_{k}"))
+        for k in METRICS + VALIDATION_METRICS
+    }
     if s["emp_fc"] is not None and s["sim_fc"] is not None:
         r, rmse, _ = rf.edge_stats(s["emp_fc"], s["sim_fc"])
         out["fc_r"] = r if out["fc_r"] is None else out["fc_r"]
@@ -831,20 +868,208 @@ def _data_line(s: dict[str, Any]) -> str:
     )
 
 
+def _stage_info(s: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per stage, how it was judged and how well its numbers are determined: ``name``,
+    ``scores`` (:attr:`bnmfit.results.StageFile.scores`, the JSON's per-stage metrics over
+    them), ``acceptance``, ``kept_start`` and ``uncertainty`` (the fit file's, else the
+    JSON's); stages only the JSON has are included."""
+    js = (s["json"].get("metrics") or {}).get("stages") or {}
+    ju = s["json"].get("uncertainty") or {}
+    out, seen = [], set()
+    for st in s["stages"]:
+        sc = {**st["scores"], **(_match(js, st) or {})}
+        out.append(
+            {
+                "name": st["name"],
+                "scores": sc,
+                "acceptance": {"judged_on": sc.get("judged_on"), **st["acceptance"]},
+                "kept_start": sc.get("kept_start", st["kept_start"]),
+                "uncertainty": st["uncertainty"] or _match(ju, st) or {},
+            }
+        )
+        seen |= {st["key"], st["name"], str(st["index"])}
+    for k in dict.fromkeys([*js, *ju]):
+        sc = js.get(k) if isinstance(js.get(k), Mapping) else {}
+        if k not in seen:
+            out.append(
+                {
+                    "name": k,
+                    "scores": dict(sc),
+                    "acceptance": {"judged_on": sc.get("judged_on")},
+                    "kept_start": sc.get("kept_start"),
+                    "uncertainty": ju.get(k) if isinstance(ju.get(k), Mapping) else {},
+                }
+            )
+    return out
+
+
+#: the flags' codes (:func:`bnmfit.scoring.fit_flags`) in words
+FLAG_TITLES = {
+    "not_moved": "not moved",
+    "at_bound": "at a bound",
+    "box_edge": "box edge",
+    "stage_rejected": "stage rejected",
+    "not_identified": "not identified",
+}
+
+
+def _flag_badge(code: str) -> str:
+    return f'<span class="flag" title="{_esc(code)}">{_esc(FLAG_TITLES.get(code, code))}</span>'
+
+
+def _flags_section(s: dict[str, Any]) -> str:
+    flags = s["flags"]
+    if flags is None:
+        return _note(
+            "this fit's files record no flags (they predate flagging: re-run refine to have "
+            "the fit checked)"
+        )
+    if not flags:
+        return (
+            '<p class="ok"><b>No flags.</b> Refinement moved from its start, no fitted value '
+            "is at a bound, the best explored point lies inside the explored box, every stage "
+            "was accepted and every number with a standard error is identified.</p>"
+        )
+    items = "".join(
+        f"<li>{_flag_badge(str(f.get('code', '')))} {_esc(f.get('message', ''))}</li>"
+        for f in flags
+    )
+    return (
+        f'<div class="flags"><p><b>{len(flags)} flag(s)</b>: what to know before trusting '
+        f"this fit.</p><ul>{items}</ul></div>"
+    )
+
+
+def _no_validation_why(s: dict[str, Any]) -> str:
+    """Why a subject has no validation data (one clause)."""
+    if not s["have_empirical"]:
+        return "no empirical file was given to the report"
+    if s["fc_only"]:
+        return (
+            f"{_FC_ONLY}, which has no volumes to split in time; give a second run's FC in "
+            "the sheet's validation_fc column"
+        )
+    opts = (s["config"] or {}).get("validation")
+    if isinstance(opts, Mapping) and opts.get("split") == 0:
+        return (
+            "validation.split is 0 and the sheet names no second run (columns "
+            "validation_bold / validation_fc)"
+        )
+    return (
+        "the empirical file holds none (no second run in the sheet's validation_bold / "
+        "validation_fc columns, and validation.split 0 or a file that predates validation "
+        "data: re-run empirical_fc)"
+    )
+
+
+def _start_end(sc: Mapping[str, Any], key: str, fmt: Callable[[Any], str]) -> str:
+    start, end = _finite(sc.get(f"start_{key}")), _finite(sc.get(key))
+    return "—" if start is None and end is None else f"{fmt(start)} → {fmt(end)}"
+
+
+def _verdict(st: Mapping[str, Any]) -> str:
+    """Accepted or rejected (HTML), with the p-value of the test that decided it."""
+    kept, acc = st["kept_start"], st["acceptance"]
+    if kept is None:
+        return "—"
+    p = _finite(acc.get("p_value"))
+    if kept:
+        why = f"p = {p:.2g}" if p is not None else "its end diverged"
+        return f'<b class="bad">rejected</b>: handed on its start ({why})'
+    return "accepted" + (f" (p = {p:.2g})" if p is not None else "")
+
+
+def _judge_table(s: dict[str, Any]) -> str:
+    """Each stage's start → end on validation data and held-out noise, and its verdict."""
+    info = s["stage_info"]
+    judged = [st for st in info if st["kept_start"] is not None or st["acceptance"].get("end_loss")]
+    if not judged:  # files that predate stage verdicts: "Refinement per stage" says it all
+        return ""
+    cols = [("validation_fc_r", _r), ("validation_loss", _num), ("fc_r", _r), ("loss", _num)]
+    heads = ["validation FC r", "validation loss", "held-out FC r", "held-out loss"]
+    if not any(_finite(st["scores"].get(k)) is not None for st in info for k in VALIDATION_METRICS):
+        cols, heads = cols[2:], heads[2:]
+    rows = []
+    for st in info:
+        acc = st["acceptance"]
+        judge = "—"
+        if _finite(acc.get("end_loss")) is not None:
+            draws = f" ({_num(acc.get('draws'))} draws)" if acc.get("draws") is not None else ""
+            judge = f"{_num(acc.get('start_loss'))} → {_num(acc.get('end_loss'))}{draws}"
+        rows.append(
+            [_esc(st["name"]), _esc(acc.get("judged_on") or "—"), judge, _verdict(st)]
+            + [_start_end(st["scores"], k, fmt) for k, fmt in cols]
+        )
+    level = ((s["config"] or {}).get("validation") or {}).get("level")
+    level = f" = {_num(level)}" if level is not None else ""
+    return (
+        "<h3>Each stage judged: start → end</h3>"
+        + _table(["stage", "judged on", "its loss", "verdict", *heads], rows, raw=True)
+        + '<p class="muted">A stage compares its best start\'s loss at its start and at its '
+        "end on the same noise draws, on the validation data where there are any, else on "
+        "the fit's own data; it is rejected, and hands on its start, when the end is worse "
+        f"beyond the noise (one-sided paired t-test, p &lt; validation.level{level}). The "
+        "other columns score start and end on the held-out noise seeds.</p>"
+    )
+
+
+def _validation_html(s: dict[str, Any]) -> str:
+    """The summary's validation part: the fit on data it never saw beside held-out noise,
+    where the validation data came from, the training–validation ceiling, each stage's
+    verdict."""
+    fm, v = s["fm"], s["validation"]
+    scored = any(fm[k] is not None for k in VALIDATION_METRICS)
+    parts = ["<h3>Validation: data the fit never saw</h3>"]
+    if v is None and not scored:
+        parts.append(
+            _absent(
+                f"no validation data: {_no_validation_why(s)}. The fit is scored on held-out "
+                "noise of its own data only."
+            )
+        )
+        return "".join(parts) + _judge_table(s)
+    if v is not None:
+        n_tr = _float(v.get("n_tr"))
+        vols = f"{int(n_tr)} volumes" if n_tr is not None else "an FC, volumes unknown"
+        parts.append(
+            f"<p>Validation data: {_esc(v.get('source', '?'))} ({vols}). The training and "
+            f"validation FCs agree at r = <b>{_r(v.get('fc_r_training'))}</b>: the ceiling "
+            "of any model's validation FC r.</p>"
+        )
+    if not scored:
+        parts.append(
+            _absent(
+                "no validation scores in the fit's files (they predate validation scoring: "
+                "re-run refine)"
+            )
+        )
+    else:
+        names = {"fc_r": "FC r", "fc_rmse": "FC RMSE", "fcd_ks": "FCD KS", "loss": "loss"}
+        fmt = {"loss": _num}
+        rows = [
+            (names[k], fmt.get(k, _r)(fm[k]), fmt.get(k, _r)(fm[f"validation_{k}"]))
+            for k in METRICS
+            if fm[k] is not None or fm[f"validation_{k}"] is not None
+        ]
+        parts.append(_table(["metric", "held-out noise (training data)", "validation data"], rows))
+    return "".join(parts) + _judge_table(s)
+
+
 def _summary_section(s: dict[str, Any]) -> str:
     fm, stage_rows = s["fm"], s["stage_rows"]
     walls = [r["wall_time"] for r in stage_rows if r["wall_time"] is not None]
     if "refine" in s.get("timings", {}):
         walls = [s["timings"]["refine"]]
-    cards = [
-        _card("FC r (held-out)", _r(fm["fc_r"])),
-        _card("FC RMSE", _r(fm["fc_rmse"])),
-        _card(_ks_label(s), _r(fm["fcd_ks"])),
-    ]
+    cards = [_card("FC r (held-out)", _r(fm["fc_r"]))]
+    if fm["validation_fc_r"] is not None:
+        cards.append(_card("FC r (validation)", _r(fm["validation_fc_r"])))
+    if s["validation"] is not None:
+        cards.append(_card("FC r ceiling", _r(s["validation"].get("fc_r_training"))))
+    cards += [_card("FC RMSE", _r(fm["fc_rmse"])), _card(_ks_label(s), _r(fm["fcd_ks"]))]
     cards += [_card(k, _num(v)) for k, v in s["globals"].items()]
     if walls:
         cards.append(_card("fit wall time", _duration(sum(walls))))
-    parts = [_data_line(s), f'<div class="cards">{"".join(cards)}</div>']
+    parts = [_data_line(s), f'<div class="cards">{"".join(cards)}</div>', _validation_html(s)]
     prm = [(k, _num(v), "global", "") for k, v in s["globals"].items()]
     for k, v in s["regional"].items():
         prm.append(
@@ -865,7 +1090,7 @@ def _summary_section(s: dict[str, Any]) -> str:
     if stage_rows:
         wall = any(r["wall_time"] is not None for r in stage_rows)  # older files only
         parts.append(
-            "<h3>Fit metrics per stage (held-out noise seed)</h3>"
+            "<h3>Refinement per stage (held-out noise seeds)</h3>"
             + _table(
                 [
                     "stage",
@@ -899,6 +1124,35 @@ def _summary_section(s: dict[str, Any]) -> str:
     return "".join(parts)
 
 
+def _extension_info(attrs: Mapping[str, Any]) -> str:
+    """How the explored box grew (:attr:`bnmfit.results.Landscape.extensions`) and the faces
+    its best point still lies on (:attr:`~bnmfit.results.Landscape.edge`)."""
+    from bnmfit.explore import describe_faces
+
+    done = [e for e in attrs.get("extensions") or [] if isinstance(e, Mapping)]
+    edge = attrs.get("edge")
+    if not done and not edge:
+        return ""
+    items = [
+        f"round {_num(e.get('round'))}: {_num(e.get('points'))} points beyond "
+        f"{_esc(describe_faces(e.get('faces') or []))}"
+        for e in done
+    ]
+    out = ""
+    if items:
+        out += (
+            f"<p>The best explored point lay on an edge of the box, so exploration extended "
+            f"it ({len(items)} of at most {_num(attrs.get('extend'))} rounds): "
+            f"{'; '.join(items)}.</p>"
+        )
+    if edge:
+        out += (
+            f"<p>The best explored point still lies on the edge: "
+            f"{_esc(describe_faces(edge))} (a flag).</p>"
+        )
+    return out
+
+
 def _explore_info(s: dict[str, Any]) -> str:
     ex = s["explore"]
     if not ex:
@@ -908,15 +1162,21 @@ def _explore_info(s: dict[str, Any]) -> str:
     pts = _arr(ex.get("points"))
     loss = _arr(ex.get("loss"))
     div = _arr(ex.get("diverged"))
+    ext = _arr(ex.get("extension_round"))
+    grown = (
+        f" ({len(pts) - int((ext > 0).sum())} of the box, {int((ext > 0).sum())} beyond it)"
+        if ext is not None and pts is not None and (ext > 0).any()
+        else ""
+    )
     items = [
-        f"{len(pts) if pts is not None else '?'} points over {', '.join(names) or '?'}",
+        f"{len(pts) if pts is not None else '?'} points{grown} over {', '.join(names) or '?'}",
         f"{loss.shape[1] if loss is not None and loss.ndim == 2 else '?'} noise seeds per point",
     ]
     if attrs.get("sampler"):
         items.append(f"sampler: {_esc(attrs['sampler'])}")
     if div is not None:
         items.append(f"{int(np.nansum(div))} diverged")
-    html_ = f'<p class="muted">{"; ".join(items)}.</p>'
+    html_ = f'<p class="muted">{"; ".join(items)}.</p>' + _extension_info(attrs)
     li = _landscape_inputs(s)
     if li and li["top"] is not None and pts is not None:
         rows = []
@@ -1035,8 +1295,13 @@ def _fig(s: dict[str, Any], name: str, alt: str, caption: str) -> str:
     f = _make_figure(s, name, s["config"])
     if f is None:
         return _absent(_absent_why(s, name))
+    return _fig_of(s, f, alt, caption)
+
+
+def _fig_of(s: dict[str, Any], fig, alt: str, caption: str) -> str:
+    """A figure of subject ``s`` as HTML (its alt text names the subject)."""
     alt = f"{subject_prefix(s['subject'])} {alt}"
-    return _figure(f, alt, caption, _report_options(s["config"]).get("dpi"))
+    return _figure(fig, alt, caption, _report_options(s["config"]).get("dpi"))
 
 
 def _warnings_section(s: dict[str, Any]) -> str:
@@ -1048,6 +1313,118 @@ def _warnings_section(s: dict[str, Any]) -> str:
         "wrote this subject's results (their logs say the same); the run's end lists them "
         "for every subject.</p></div>"
     )
+
+
+def _pm(value: float, se: float) -> str:
+    """``value ± se`` (∞ where the data carry no information)."""
+    err = "∞" if np.isinf(se) else _num(se, ".2g")
+    return f"{_num(value)} ± {err}"
+
+
+def _number_groups(s: dict[str, Any], labels: Sequence[str]) -> list[str]:
+    """A group per fitted number for grouped ticks: its parameter, with its region's group
+    (network or hemisphere, :func:`~bnmfit.report_figures.region_groups`) for a regional
+    number (``w[<region>]``); the group alone when the stage fits one parameter."""
+    region_group = dict(zip(s["labels"], s["groups"] or [], strict=False))
+    pars = [rf.parameter_of(x) for x in labels]
+    one = len(set(pars)) == 1
+    out = []
+    for label, par in zip(labels, pars, strict=True):
+        m = re.fullmatch(r"[^\[]+\[(.+)\]", str(label))
+        g = region_group.get(m.group(1)) if m else None
+        out.append(par if g is None else g if one else f"{par} {g}")
+    return out
+
+
+def _stage_uncertainty(s: dict[str, Any], name: str, u) -> str:
+    """One stage's standard errors: a table of value ± SE per fitted number (a parameter
+    with more than :data:`~bnmfit.report_figures.MAX_ANNOTATED` numbers as one row and a
+    figure of its numbers sorted), the cost, and the correlation heat map."""
+    p = len(u.labels)
+    rel = u.relative_se
+    blocks: dict[str, list[int]] = {}
+    for i, label in enumerate(u.labels):
+        blocks.setdefault(rf.parameter_of(label), []).append(i)
+    rows, figs = [], []
+    yes, no = "yes", '<b class="bad">no</b>'
+    for par, idx in blocks.items():
+        if len(idx) <= rf.MAX_ANNOTATED:
+            rows += [
+                (
+                    _esc(u.labels[i]),
+                    _pm(u.values[i], u.se[i]),
+                    "∞" if np.isinf(rel[i]) else _num(100 * rel[i], ".3g") + " %",
+                    yes if u.identified[i] else no,
+                )
+                for i in idx
+            ]
+            continue
+        i = np.asarray(idx)
+        with np.errstate(invalid="ignore"):
+            med = float(np.nanmedian(rel[i])) if np.isfinite(rel[i]).any() else float("inf")
+        rows.append(
+            (
+                f"{_esc(par)} ({len(idx)} numbers: see the figure)",
+                f"median SE {_num(np.nanmedian(u.se[i]), '.2g')}",
+                "∞" if np.isinf(med) else _num(100 * med, ".3g") + " % (median)",
+                f"{int(u.identified[i].sum())} of {len(idx)}",
+            )
+        )
+        figs.append(
+            _fig_of(
+                s,
+                rf.se_figure(par, u.values[i], u.se[i], u.identified[i]),
+                f"{par} ± standard error per number, stage {name}",
+                f"Stage {_esc(name)}: every fitted number of {_esc(par)} ± its standard error, "
+                "sorted by value; hollow red: not identified by these data.",
+            )
+        )
+    n_ok = int(np.sum(u.identified))
+    table = _table(["number", "value ± SE", "SE / scale", "identified"], rows, raw=True) + (
+        f'<p class="muted">Cost: {u.n_simulations} simulations ({u.n_jacobian} forward-mode '
+        f"passes for the Jacobian, each carrying one tangent per free number, and "
+        f"{u.n_noise} single simulations for FC's noise); the empirical FC counts as "
+        f"{_num(u.runs, '.3g')} simulated runs. Identified: SE at most "
+        f"{_num(100 * u.fraction, '.3g')} % of the number's scale (its domain's width, or "
+        "|value| without an upper bound; refinement.uncertainty.fraction).</p>"
+    )
+    heat = ""
+    if p > 1:
+        annotated = "" if p <= rf.MAX_ANNOTATED else f" (more than {rf.MAX_ANNOTATED}: no values)"
+        heat = _fig_of(
+            s,
+            rf.correlation_figure(u.corr, u.labels, u.identified, _number_groups(s, u.labels)),
+            f"correlations of the fitted numbers of stage {name}",
+            f"Stage {_esc(name)}: correlations of the estimates of its fitted numbers"
+            f"{annotated}; strongly correlated numbers trade off against each other (the data "
+            "fix a combination of them); grey: a number without a finite standard error.",
+        )
+    return (
+        f"<h3>Stage {_esc(name)}: {p} fitted number(s), {n_ok} identified</h3>"
+        + f'<div class="row tight"><div>{table}</div>{heat}</div>'
+        + "".join(figs)
+    )
+
+
+def _uncertainty_section(s: dict[str, Any]) -> str:
+    from bnmfit.uncertainty import Uncertainty
+
+    have = [(st["name"], st["uncertainty"]) for st in s["stage_info"] if st["uncertainty"]]
+    if not have:
+        why = (
+            "no refinement stages"
+            if not s["stage_info"]
+            else "none recorded (refinement.uncertainty.enabled is false, or the fit's files "
+            "predate standard errors: re-run refine)"
+        )
+        return _absent(f"no standard errors: {why}")
+    intro = (
+        '<p class="muted">Standard errors of each stage\'s fitted numbers from the Fisher '
+        "information of the expected FC at the stage's result (the least error of any "
+        "estimate from an FC of this length, if the model is right; the fit's own noise "
+        "adds to it).</p>"
+    )
+    return intro + "".join(_stage_uncertainty(s, n, Uncertainty.from_dict(d)) for n, d in have)
 
 
 def _connectome_section(s: dict[str, Any]) -> str:
@@ -1094,6 +1471,12 @@ def _brain_section(s: dict[str, Any]) -> str:
     )
 
 
+def _extended(s: dict[str, Any]) -> bool:
+    """Whether the subject's exploration added points beyond its original box."""
+    ext = _arr((s["explore"] or {}).get("extension_round"))
+    return ext is not None and bool((ext > 0).any())
+
+
 def _landscape_section(s: dict[str, Any]) -> str:
     land = _fig(
         s,
@@ -1101,7 +1484,13 @@ def _landscape_section(s: dict[str, Any]) -> str:
         "exploration landscape with refinement trajectories",
         "Exploration landscape (loss averaged over noise seeds; grey: diverged). "
         "Coloured lines: the refinement trajectory of every start (o: start, ■: end; "
-        "the best start drawn thicker); red ★: the best fit.",
+        "the best start drawn thicker); red ★: the best fit."
+        + (
+            " Hollow ◇: points added by extending the box beyond an edge the best point lay "
+            "on; dashed: the original box."
+            if _extended(s)
+            else ""
+        ),
     )
     return land + _explore_info(s)
 
@@ -1179,8 +1568,10 @@ def _bold_section(s: dict[str, Any]) -> str:
 #: returns the section's HTML, or "" to leave the section out; adding a section to the page
 #: is adding its function here.
 SUBJECT_SECTIONS: list[tuple[str, str, Callable[[dict[str, Any]], str]]] = [
+    ("flags", "Flags", _flags_section),
     ("warnings", "Warnings", _warnings_section),
     ("summary", "Summary", _summary_section),
+    ("uncertainty", "Parameter uncertainty", _uncertainty_section),
     ("connectome", "Structural connectome", _connectome_section),
     ("fc", "Functional connectivity", _fc_section),
     ("brain", "Brain space", _brain_section),
@@ -1227,7 +1618,9 @@ def subject_report(
         for k, v in ((k, benchmark_seconds(p)) for k, p in (benchmarks or {}).items())
         if v is not None
     }
-    s.update(config=config, fm=_final_metrics(s), stage_rows=_stage_rows(s))
+    s.update(
+        config=config, fm=_final_metrics(s), stage_rows=_stage_rows(s), stage_info=_stage_info(s)
+    )
     sections = [(a, title, fn(s)) for a, title, fn in SUBJECT_SECTIONS]
     sections = [(a, title, html_) for a, title, html_ in sections if html_]
     body = "".join(_section(a, title, c) for a, title, c in sections)
@@ -1236,6 +1629,11 @@ def subject_report(
         "Whole-brain network model fit"
         + (f" — model: {_esc(model)}" if model else "")
         + f" — FC r = {_r(s['fm']['fc_r'])}, RMSE = {_r(s['fm']['fc_rmse'])}"
+        + (
+            f", validation FC r = {_r(s['fm']['validation_fc_r'])}"
+            if s["fm"]["validation_fc_r"] is not None
+            else ""
+        )
     )
     pre = subject_prefix(subject)
     return _page(f"{pre} — fit report", subtitle, [(a, t) for a, t, _ in sections], body)
@@ -1303,12 +1701,25 @@ def _subject_info(subj, pj, connectome_h5, empirical_h5, atlas) -> dict[str, Any
     else:
         n = fc.shape[0] if fc is not None else (max(sizes) if sizes else None)
     tr = _float((emp.get("@attrs") or {}).get("tr"))
+    qc = (emp.get("@attrs") or {}).get("qc")
+    val = qc.get("validation") if isinstance(qc, Mapping) else None
     return {
         "atlas": _atlas(atlas, conn),
         "n_regions": n,
         "tr": tr if tr is not None and math.isfinite(tr) else None,
+        "fc_r_ceiling": _float(val.get("fc_r_training")) if isinstance(val, Mapping) else None,
         "warnings": _warnings(pre, conn, emp, pj),
     }
+
+
+def _flag_codes(pj: Mapping[str, Any], fit: Mapping[str, Any] | None) -> str | None:
+    """A fit's flag codes joined by ``;`` (each once, in order; "" for none), None when its
+    files predate flags."""
+    flags = pj["flags"] if "flags" in pj else (fit or {}).get("@attrs", {}).get("flags")
+    if flags is None:
+        return None
+    codes = [str(f.get("code", "")) for f in flags if isinstance(f, Mapping)]
+    return ";".join(dict.fromkeys(codes))
 
 
 def _per_subject(values, n: int, what: str) -> list:
@@ -1366,8 +1777,9 @@ def _cohort_data(
                 if k not in regional_names:
                     regional_names.append(k)
         m = pj.get("metrics") or {}
-        for k in ("fc_r", "fc_rmse", "fcd_ks"):
+        for k in ("fc_r", "fc_rmse", "fcd_ks", "validation_fc_r"):
             row[k] = _float(m.get(k))
+        row["flags"] = _flag_codes(pj, fit)
         walls = pj.get("wall_time") or {}
         wall_vals = (
             [_float(v) for v in walls.values() if _float(v) is not None]
@@ -1384,6 +1796,7 @@ def _cohort_data(
         seen = set()
         for st in stages:
             sm = _match(js, st) or {}
+            val = sm.get("validation_fc_r", st["scores"].get("validation_fc_r"))
             stage_rows.append(
                 {
                     "subject": subj,
@@ -1395,6 +1808,7 @@ def _cohort_data(
                     "loss": _float(sm.get("loss"))
                     if sm.get("loss") is not None
                     else st["heldout_loss_final"],
+                    "validation_fc_r": _float(val),
                 }
             )
             seen |= {st["key"], st["name"], str(st["index"])}
@@ -1408,22 +1822,29 @@ def _cohort_data(
                         "stage_index": int(mm.group(1)) if mm else i,
                         "fc_r": _float(sm.get("fc_r")),
                         "loss": _float(sm.get("loss")),
+                        "validation_fc_r": _float(sm.get("validation_fc_r")),
                     }
                 )
     cols = ["subject", *global_names]
     for k in regional_names:
         cols += [f"{k}_mean", f"{k}_std"]
-    cols += ["fc_r", "fc_rmse", "fcd_ks", "wall_time_s"]
-    table = pd.DataFrame(rows).reindex(columns=["subject", *_INFO, *cols[1:], "config_hash"])
+    cols += ["fc_r", "fc_rmse", "fcd_ks", "validation_fc_r", "fc_r_ceiling", "wall_time_s"]
+    table = pd.DataFrame(rows).reindex(
+        columns=["subject", *_INFO, *cols[1:], "flags", "config_hash"]
+    )
     for c in cols[1:] + ["tr"]:
         table[c] = pd.to_numeric(table[c], errors="coerce").astype(float)
     table["n_regions"] = pd.to_numeric(table["n_regions"], errors="coerce").astype("Int64")
-    stage_df = pd.DataFrame(stage_rows, columns=["subject", "stage", "stage_index", "fc_r", "loss"])
+    stage_df = pd.DataFrame(
+        stage_rows, columns=["subject", "stage", "stage_index", "fc_r", "loss", "validation_fc_r"]
+    )
     return table, stage_df, global_names, regional_names, warnings
 
 
 #: the cohort table's columns on each subject's data (before its fitted parameters)
 _INFO = ("atlas", "n_regions", "tr")
+#: metrics shown with three decimals in the cohort table
+_R_COLUMNS = ("fc_r", "fc_rmse", "fcd_ks", "validation_fc_r", "fc_r_ceiling")
 
 
 def _cohort_figs(table, stage_df, global_names, regional_names, subjects):
@@ -1454,6 +1875,29 @@ def _cohort_warnings(warnings: Mapping[str, Sequence[str]]) -> str:
     )
 
 
+def _codes(flags: Any) -> list[str]:
+    """The codes of a cohort table's ``flags`` cell (none for "" or a missing value)."""
+    return flags.split(";") if isinstance(flags, str) and flags else []
+
+
+def _stage_table(stage_df: pd.DataFrame, subjects: Sequence[str], col: str, title: str) -> str:
+    """One metric of every subject (rows, linked) after each stage (columns)."""
+    piv = stage_df.pivot_table(
+        index="subject", columns="stage", values=col, aggfunc="first", dropna=False
+    )
+    order = list(dict.fromkeys(stage_df.sort_values("stage_index")["stage"]))
+    piv = piv.reindex(columns=order, index=[s for s in subjects if s in piv.index])
+    return f"<h3>{_esc(title)}</h3>" + _table(
+        ["subject", *order],
+        [
+            [f'<a href="{_esc(subject_page(sj))}">{_esc(subject_prefix(sj))}</a>']
+            + [_r(piv.loc[sj, c]) if np.isfinite(piv.loc[sj, c]) else "—" for c in order]
+            for sj in piv.index
+        ],
+        raw=True,
+    )
+
+
 def cohort_report(
     subjects: Sequence[str],
     *,
@@ -1473,10 +1917,14 @@ def cohort_report(
     connectome's input file names), ``n_regions``, ``tr`` (s; from ``connectome_h5s`` and
     ``empirical_h5s``, one per subject), the fitted global parameters,
     ``<regional>_mean`` / ``<regional>_std``, ``fc_r``, ``fc_rmse``, ``fcd_ks`` (held-out
-    noise), ``wall_time_s`` (the refine job's, from its Snakemake benchmark TSV in
-    ``benchmarks``, one per subject; result files hold none) and the ``config_hash`` the
-    subject was fitted with, to be written as ``cohort_params.tsv``. The page also lists
-    every subject's warnings (:func:`subject_warnings`).
+    noise), ``validation_fc_r`` (on the validation data), ``fc_r_ceiling`` (the r between
+    the training and validation FCs, from ``empirical_h5s``), ``wall_time_s`` (the refine
+    job's, from its Snakemake benchmark TSV in ``benchmarks``, one per subject; result
+    files hold none), ``flags`` (the fit's flag codes joined by ``;``, "" for none, missing
+    where the files predate flags) and the ``config_hash`` the subject was fitted with, to
+    be written as ``cohort_params.tsv``. The page highlights the subjects with flags, shows
+    held-out and validation FC r per stage and lists every subject's warnings
+    (:func:`subject_warnings`).
     """
     subjects = [str(x) for x in subjects]
     table, stage_df, gnames, rnames, warnings = _cohort_data(
@@ -1492,6 +1940,12 @@ def cohort_report(
         cells = []
         for c in header:
             v = row[c]
+            if c == "flags":
+                txt = "".join(map(_flag_badge, _codes(v))) or (
+                    "none" if isinstance(v, str) else "—"
+                )
+                cells.append(f'<td data-v="{_esc(v if isinstance(v, str) else "")}">{txt}</td>')
+                continue
             if c == "config_hash":
                 cells.append(f'<td data-v="{_esc(v or "")}"><code>{_esc(v or "—")}</code></td>')
                 continue
@@ -1506,18 +1960,26 @@ def cohort_report(
                     f"{_esc(pre)}</a></td>"
                 )
                 continue
-            fmt = ".3f" if c in ("fc_r", "fc_rmse", "fcd_ks") else ".4g"
+            fmt = ".3f" if c in _R_COLUMNS else ".4g"
             missing = v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v))
             txt = "—" if missing else _duration(v) if c == "wall_time_s" else _num(v, fmt)
             dv = "" if missing else repr(float(v))
             cells.append(f'<td class="num" data-v="{dv}">{txt}</td>')
-        body_rows.append("<tr>" + "".join(cells) + "</tr>")
+        flagged = ' class="flagged"' if _codes(row["flags"]) else ""
+        body_rows.append(f"<tr{flagged}>" + "".join(cells) + "</tr>")
     th = "".join(f"<th>{_esc(_HEADERS.get(h, h))}</th>" for h in header)
+    n_flagged = int(table["flags"].map(lambda v: bool(_codes(v))).sum())
     tbl = (
-        f'<table class="sortable" id="cohort-table"><thead><tr>{th}</tr></thead>'
-        f"<tbody>{''.join(body_rows)}</tbody></table>"
-        '<p class="muted">Click a column header to sort. fc_r, fc_rmse, fcd_ks: best fit on '
-        "a held-out noise seed; atlas: the sheet's atlas column, else the connectome's "
+        f"<p>{n_flagged} of {len(table)} subjects have flags (rows shaded; hover a flag for "
+        "its code, the subject's page has its message).</p>"
+        f'<div class="scroll"><table class="sortable" id="cohort-table"><thead><tr>{th}</tr>'
+        f"</thead><tbody>{''.join(body_rows)}</tbody></table></div>"
+        '<p class="muted">Click a column header to sort. fc_r, fc_rmse, fcd_ks: the fit on '
+        "held-out noise seeds; validation_fc_r: on the subject's validation data (a second "
+        "run, or the held-out end of its run), which the fit never saw; fc_r_ceiling: the r "
+        "between the training and validation FCs, the most any model can reach there; "
+        "flags: what to know before trusting the fit (— where the files predate flags); "
+        "atlas: the sheet's atlas column, else the connectome's "
         "file names; TR: of the empirical BOLD (— where unknown, e.g. an FC given as a "
         "matrix); regional parameters as mean and std over regions; "
         "wall time: the refine job's (Snakemake benchmark); config hash: the config the "
@@ -1538,22 +2000,12 @@ def cohort_report(
             ),
         )
     )
-    stage_tbl = ""
     if len(stage_df):
-        piv = stage_df.pivot_table(
-            index="subject", columns="stage", values="fc_r", aggfunc="first", dropna=False
-        )
-        order = list(dict.fromkeys(stage_df.sort_values("stage_index")["stage"]))
-        piv = piv.reindex(columns=order, index=[s for s in subjects if s in piv.index])
-        stage_tbl = "<h3>Held-out FC r per stage</h3>" + _table(
-            ["subject", *order],
-            [
-                [f'<a href="{_esc(subject_page(sj))}">{_esc(subject_prefix(sj))}</a>']
-                + [_r(piv.loc[sj, c]) if np.isfinite(piv.loc[sj, c]) else "—" for c in order]
-                for sj in piv.index
-            ],
-            raw=True,
-        )
+        stage_tbl = _stage_table(stage_df, subjects, "fc_r", "Held-out FC r per stage")
+        if np.isfinite(stage_df["validation_fc_r"].to_numpy(float)).any():
+            stage_tbl += _stage_table(
+                stage_df, subjects, "validation_fc_r", "Validation FC r per stage"
+            )
     else:
         stage_tbl = _absent("no per-stage metrics in the fitted-parameters JSONs or fit files")
     parts.append(
@@ -1563,17 +2015,26 @@ def cohort_report(
             _figure(
                 figs["metrics"],
                 "fit metrics per stage across subjects",
-                "Left: held-out FC r and loss after each stage, one line per subject. Right: final "
-                "held-out metrics (FC r, FC RMSE, FCD KS) across subjects.",
+                "Top: held-out FC r (validation FC r, where recorded) and loss after each "
+                "stage, one line per subject. Bottom: the final metrics (held-out FC r, "
+                "validation FC r, FC RMSE, FCD KS) across subjects.",
                 dpi,
             )
             + stage_tbl,
         )
     )
-    fc_by = dict(zip(table["subject"], table["fc_r"], strict=True))
+    by = table.set_index("subject")
     links = "".join(
         f'<li><a href="{_esc(subject_page(sj))}">{_esc(subject_prefix(sj))}</a>'
-        f' <span class="muted">FC r = {_r(fc_by.get(sj))}</span></li>'
+        f' <span class="muted">FC r = {_r(by.loc[sj, "fc_r"])}'
+        + (
+            f", validation FC r = {_r(by.loc[sj, 'validation_fc_r'])}"
+            if np.isfinite(by.loc[sj, "validation_fc_r"])
+            else ""
+        )
+        + "</span> "
+        + "".join(map(_flag_badge, _codes(by.loc[sj, "flags"])))
+        + "</li>"
         for sj in subjects
     )
     fitted_with = table.dropna(subset="config_hash").groupby("config_hash", sort=False)
@@ -1599,9 +2060,11 @@ def cohort_report(
         _section("subjects", "Subject pages", f'<ul class="subjects">{links}</ul>' + "".join(prov))
     )
     model = _model_name(config)
-    fin = table["fc_r"].to_numpy(dtype=float)
-    fin = fin[np.isfinite(fin)]
-    med = f" — median FC r = {_r(np.median(fin))}" if fin.size else ""
+    med = ""
+    for col, what in (("fc_r", "FC r"), ("validation_fc_r", "validation FC r")):
+        fin = table[col].to_numpy(dtype=float)
+        fin = fin[np.isfinite(fin)]
+        med += f" — median {what} = {_r(np.median(fin))}" if fin.size else ""
     subtitle = f"{len(subjects)} subjects" + (f" — model: {_esc(model)}" if model else "") + med
     nav = [
         ("table", "Table"),

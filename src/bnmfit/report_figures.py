@@ -29,6 +29,7 @@ __all__ = [
     "cohort_metrics_figure",
     "cohort_params_figure",
     "connectome_figure",
+    "correlation_figure",
     "edge_stats",
     "fc_figure",
     "fc_scatter_figure",
@@ -37,8 +38,10 @@ __all__ = [
     "landscape_figure",
     "loss_figure",
     "new_figure",
+    "parameter_of",
     "region_groups",
     "regional_figure",
+    "se_figure",
     "strongest_edges",
     "to_png",
 ]
@@ -147,6 +150,12 @@ def _runs(groups: Sequence[str]) -> list[tuple[int, int, str]]:
     return out
 
 
+def _ordinal(n: int) -> str:
+    """2 → "2nd", 3 → "3rd", 11 → "11th"."""
+    end = "th" if n % 100 in (11, 12, 13) else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{end}"
+
+
 def _region_ticks(
     ax,
     labels: Sequence[str],
@@ -175,7 +184,7 @@ def _region_ticks(
             ax.set_xticks(idx, names, rotation=90, fontsize=TICK_PT)
         if y:
             ax.set_yticks(idx, names, fontsize=TICK_PT)
-        return "" if step == 1 else f" (every {step}th named)"
+        return "" if step == 1 else f" (every {_ordinal(step)} named)"
     per_region = room * 72 / n  # points
     centres = [(a + b - 1) / 2 for a, b, _ in runs]
     names = [g if (b - a) * per_region >= TICK_PT * 1.2 else "" for a, b, g in runs]
@@ -397,8 +406,9 @@ def _edges(u: np.ndarray, log: bool) -> np.ndarray:
 
 
 def _project(xi: np.ndarray, xj: np.ndarray, z: np.ndarray, best_is_max: bool = False):
-    """Min (or max) of ``z`` over all other dimensions on the (xi, xj) grid, or None when the
-    points are not on a grid (then the caller draws a scatter)."""
+    """Min (or max) of ``z`` over all other dimensions on the (xi, xj) grid and which cells
+    hold any point, or None when the points are not on a grid (then the caller draws a
+    scatter)."""
     ui, inv_i = np.unique(xi, return_inverse=True)
     uj, inv_j = np.unique(xj, return_inverse=True)
     if len(ui) * len(uj) > 2 * len(z) or max(len(ui), len(uj)) > 400:
@@ -406,8 +416,10 @@ def _project(xi: np.ndarray, xj: np.ndarray, z: np.ndarray, best_is_max: bool = 
     fill = -np.inf if best_is_max else np.inf
     grid = np.full((len(uj), len(ui)), fill)
     (np.fmax if best_is_max else np.fmin).at(grid, (inv_j, inv_i), z)
-    grid[np.isinf(grid)] = np.nan  # every point of the cell diverged (or none sampled)
-    return ui, uj, grid
+    grid[np.isinf(grid)] = np.nan  # every point of the cell diverged, or none sampled
+    sampled = np.zeros(grid.shape, bool)
+    sampled[inv_j, inv_i] = True  # e.g. a box extended on two faces misses its corner
+    return ui, uj, grid, sampled
 
 
 def _profile(x: np.ndarray, z: np.ndarray, log: bool = False):
@@ -456,12 +468,17 @@ def _pair_panel(ax, x, y, z, norm, cmap, logx, logy, best_is_max=False):
     if logy:
         ax.set_yscale("log")
     if proj is not None:
-        ux, uy, grid = proj
+        ux, uy, grid, sampled = proj
+        ex, ey = _edges(ux, logx), _edges(uy, logy)
+        diverged = np.where(sampled & np.isnan(grid), 1.0, np.nan)
+        if np.isfinite(diverged).any():  # grey: diverged; cells never sampled stay blank
+            grey = ListedColormap([cmap.get_bad()])
+            ax.pcolormesh(ex, ey, np.ma.masked_invalid(diverged), cmap=grey, shading="flat")
         return ax.pcolormesh(
-            _edges(ux, logx),
-            _edges(uy, logy),
+            ex,
+            ey,
             np.ma.masked_invalid(grid),
-            cmap=cmap,
+            cmap=cmap.with_extremes(bad="none"),
             norm=norm,
             shading="flat",
         )
@@ -524,6 +541,50 @@ def _draw_best(ax, x, y, label: bool) -> None:
     )
 
 
+#: how the points added by extending the explored box are drawn (hollow, over the landscape;
+#: a white rim keeps them and the box visible on dark cells)
+_RIM = [pe.withStroke(linewidth=2.4, foreground="white")]
+_EXTENSION = {
+    "marker": "D",
+    "ms": 4.5,
+    "mfc": "none",
+    "mec": "0.1",
+    "mew": 0.8,
+    "ls": "none",
+    "path_effects": _RIM,
+}
+#: how the original explored box is drawn
+_BOX = {"color": "0.1", "ls": (0, (4, 2)), "lw": 1.3, "path_effects": _RIM}
+
+
+def _draw_extension(ax, x, y, ext: np.ndarray, box_x, box_y, label: bool) -> None:
+    """The points of box extension rounds (``ext``: a mask; hollow diamonds) and the original
+    box: a dashed rectangle (2-D, ``box_y`` given) or dashed lines at its ends (1-D)."""
+    from matplotlib.patches import Rectangle
+
+    if not ext.any():
+        return
+    ax.plot(x[ext], y[ext], **_EXTENSION, zorder=3, label="box extension" if label else None)
+    if box_x is None:
+        return
+    if box_y is None:
+        for i, v in enumerate(box_x):
+            ax.axvline(v, **_BOX, label="original box" if label and i == 0 else None)
+        return
+    (x0, x1), (y0, y1) = box_x, box_y
+    ax.add_patch(
+        Rectangle(
+            (x0, y0),
+            x1 - x0,
+            y1 - y0,
+            fill=False,
+            zorder=3.5,
+            **{"ec" if k == "color" else k: v for k, v in _BOX.items()},
+            label="original box" if label else None,
+        )
+    )
+
+
 def landscape_figure(
     names: Sequence[str],
     points: np.ndarray,
@@ -535,6 +596,7 @@ def landscape_figure(
     top: np.ndarray | None = None,
     trajectories: Sequence[Mapping[str, Any]] | None = None,
     best: Mapping[str, float] | None = None,
+    extension_round: np.ndarray | None = None,
 ) -> Figure:
     """The exploration landscape with the refinement trajectories and the best point.
 
@@ -543,6 +605,9 @@ def landscape_figure(
     the best value over the parameters not shown). ``trajectories``: one entry per refinement
     stage, ``{"stage", "stage_index", "best_start", "values": {name: (steps, starts)},
     "loss": (steps, starts)}``. Grey cells / crosses: every point there diverged.
+    ``extension_round``: per point, 0 for the explored space and r for the points added by
+    extending the box (round r); those are drawn hollow, and the original box (the axes'
+    ``lo``/``hi`` in ``axes_meta``) dashed.
     """
     names = list(names)
     pts = np.asarray(points, float).reshape(len(mean_loss), -1)
@@ -555,6 +620,15 @@ def landscape_figure(
     n_div = int((~np.isfinite(z)).sum())
     div_txt = f", {n_div} diverged: grey" if n_div else ""
     top = np.asarray(top, int).ravel() if top is not None else np.zeros(0, int)
+    ext = np.zeros(len(z), bool)
+    if extension_round is not None and np.size(extension_round) == len(z):
+        ext = np.asarray(extension_round).ravel() > 0
+    if ext.any():
+        div_txt += f", {int(ext.sum())} added by extending the box"
+
+    def box(name):
+        m = meta.get(name) or {}
+        return (float(m["lo"]), float(m["hi"])) if "lo" in m and "hi" in m else None
 
     if d == 1:
         fig = new_figure(9.0, 4.8)
@@ -598,6 +672,7 @@ def landscape_figure(
                 ls="none",
                 label="top-k grid points",
             )
+        _draw_extension(ax, x, z, ext, box(names[0]), None, label=True)
         _draw_trajectories(ax, trajectories, names[0], None, show_label=True)
         if names[0] in best:
             ax.axvline(best[names[0]], color="red", lw=1, ls=":")
@@ -649,6 +724,7 @@ def landscape_figure(
                     label="top-k grid points" if i == 0 else None,
                     zorder=3,
                 )
+            _draw_extension(ax, x, y, ext, box(names[0]), box(names[1]), label=i == 0)
             _draw_trajectories(ax, trajectories, names[0], names[1], show_label=i == 0)
             _draw_best(ax, best.get(names[0]), best.get(names[1]), label=i == 0)
             ax.set_xlabel(_axis_label(names[0], meta.get(names[0])))
@@ -699,6 +775,9 @@ def landscape_figure(
                     ax.set_xscale("log")
                 if isinstance(norm, LogNorm):
                     ax.set_yscale("log")
+                if ext.any() and box(cn) is not None:
+                    for v in box(cn):
+                        ax.axvline(v, **_BOX)
                 if cn in best:
                     ax.axvline(best[cn], color="red", lw=1.2, ls=":")
                 ax.set_ylabel("min loss", fontsize=8)
@@ -718,6 +797,9 @@ def landscape_figure(
                         zorder=3,
                         label="top-k grid points" if (r, c) == (1, 0) else None,
                     )
+                _draw_extension(
+                    ax, pts[:, c], pts[:, r], ext, box(cn), box(ln), label=(r, c) == (1, 0)
+                )
                 _draw_trajectories(ax, trajectories, cn, ln, show_label=(r, c) == (1, 0))
                 _draw_best(ax, best.get(cn), best.get(ln), label=(r, c) == (1, 0))
                 if c == 0:
@@ -968,6 +1050,110 @@ def regional_figure(
             ax2.grid(alpha=0.3)
         else:
             _note(ax2, "node strength unavailable")
+    return fig
+
+
+# --------------------------------------------------------------------------- uncertainty
+
+#: correlation heat maps annotate their cells up to this many numbers
+MAX_ANNOTATED = 30
+
+
+def parameter_of(label: str) -> str:
+    """The parameter a fitted number belongs to: ``w[lh-front]`` → ``w``, ``w:intercept``
+    → ``w`` (the labels of :meth:`bnmfit.params.ParameterSet.free_labels`)."""
+    return re.split(r"[\[:]", str(label), maxsplit=1)[0]
+
+
+def correlation_figure(
+    corr: np.ndarray,
+    labels: Sequence[str],
+    identified: Sequence[bool] | None = None,
+    groups: Sequence[str] | None = None,
+) -> Figure:
+    """The correlation matrix of a stage's fitted numbers (−1 blue … 1 red; grey: a number
+    without a finite standard error). Up to :data:`MAX_ANNOTATED` numbers every cell shows
+    its value and every number its name (red: not identified); more are drawn as the heat
+    map alone, named by ``groups`` (one per number, e.g. its parameter and its region's
+    network; default: its parameter) where their names do not fit."""
+    c = np.asarray(corr, float)
+    p = c.shape[0]
+    labels = [str(x) for x in labels]
+    annotate = p <= MAX_ANNOTATED
+    side = float(np.clip(0.36 * p + 1.8, 3.4, 9.0)) if annotate else 7.5
+    fig = new_figure(side + 1.3, side)
+    ax = fig.add_subplot()
+    m = ax.imshow(c, cmap=_cmap("RdBu_r"), vmin=-1, vmax=1, interpolation="nearest")
+    fig.colorbar(m, ax=ax, shrink=0.8).set_label("correlation")
+    blocks = list(groups) if groups is not None else [parameter_of(x) for x in labels]
+    how = _region_ticks(ax, labels, groups=blocks if len(set(blocks)) > 1 else None, room=side)
+    if annotate:
+        cell_pt = side * 0.75 * 72 / max(p, 1)
+        fs = float(np.clip(cell_pt * 0.3, 5.0, 9.0))
+        for i in range(p):
+            for j in range(p):
+                if np.isfinite(c[i, j]):
+                    ax.text(
+                        j,
+                        i,
+                        f"{c[i, j]:.2f}",
+                        ha="center",
+                        va="center",
+                        fontsize=fs,
+                        color="white" if abs(c[i, j]) > 0.6 else "black",
+                    )
+        ident = np.asarray(identified if identified is not None else [True] * p, bool)
+        for ticks in (ax.get_xticklabels(), ax.get_yticklabels()):
+            if len(ticks) == p:
+                for t, ok in zip(ticks, ident, strict=True):
+                    t.set_color("black" if ok else "#c0392b")
+    ax.set_title(
+        f"Correlations of the {p} fitted numbers{how}"
+        + ("\nred names: not identified by these data" if annotate else "")
+    )
+    return fig
+
+
+def se_figure(name: str, values: np.ndarray, se: np.ndarray, identified: Sequence[bool]) -> Figure:
+    """One parameter's fitted numbers (e.g. one per region) ± standard error, sorted by
+    value: identified ones filled, the others hollow red; a number with an infinite standard
+    error (no information) has no bar."""
+    v, e = np.asarray(values, float).ravel(), np.asarray(se, float).ravel()
+    ok = np.asarray(identified, bool).ravel()
+    order = np.argsort(v, kind="stable")
+    v, e, ok = v[order], e[order], ok[order]
+    x = np.arange(v.size)
+    fig = new_figure(11, 3.6)
+    ax = fig.add_subplot()
+    bar = np.where(np.isfinite(e), e, np.nan)
+    for mask, style, lab in (
+        (ok, {"color": "C0", "mfc": "C0"}, "identified"),
+        (~ok, {"color": "#c0392b", "mfc": "white"}, "not identified"),
+    ):
+        if mask.any():
+            ax.errorbar(
+                x[mask],
+                v[mask],
+                yerr=bar[mask],
+                fmt="o",
+                ms=4,
+                elinewidth=0.9,
+                capsize=0,
+                label=f"{lab} ({int(mask.sum())})",
+                **style,
+            )
+    span = float(np.nanmax(v) - np.nanmin(v)) if np.isfinite(v).any() else 1.0
+    span = span or max(float(np.nanmax(np.abs(v))) if np.isfinite(v).any() else 1.0, 1e-9)
+    lo, hi = np.nanmin(v - np.nan_to_num(bar)), np.nanmax(v + np.nan_to_num(bar))
+    ax.set_ylim(max(lo, np.nanmin(v) - 1.5 * span), min(hi, np.nanmax(v) + 1.5 * span))
+    n_inf = int(np.isinf(e).sum())
+    inf_txt = f"; {n_inf} with an infinite SE (no bar)" if n_inf else ""
+    ax.set_title(f"{name}: {v.size} fitted numbers ± standard error, sorted by value{inf_txt}")
+    ax.set_xlabel("rank by fitted value")
+    ax.set_ylabel(name)
+    ax.set_xlim(-1, v.size)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, frameon=False, loc="upper left")
     return fig
 
 
@@ -1304,30 +1490,36 @@ def cohort_params_figure(table, columns: Sequence[str], subjects: Sequence[str])
     return fig
 
 
-def cohort_metrics_figure(stage_metrics, final, subjects: Sequence[str]) -> Figure:
-    """Fit metrics per stage across subjects, and the final held-out metrics.
+def _has(table, col: str) -> bool:
+    return col in table and np.isfinite(np.asarray(table[col], float)).any()
 
-    ``stage_metrics``: long table with columns subject, stage, stage_index, fc_r, loss.
-    ``final``: table with columns subject, fc_r, fc_rmse, fcd_ks.
+
+def cohort_metrics_figure(stage_metrics, final, subjects: Sequence[str]) -> Figure:
+    """Fit metrics per stage across subjects, and the final metrics.
+
+    ``stage_metrics``: long table with columns subject, stage, stage_index, fc_r, loss and
+    (where recorded) validation_fc_r. ``final``: table with columns subject, fc_r, fc_rmse,
+    fcd_ks and (where recorded) validation_fc_r. The validation panels are drawn when any
+    subject has validation scores. Top row: per stage; bottom row: the final metrics.
     """
-    metrics = [
-        m
-        for m in ("fc_r", "fc_rmse", "fcd_ks")
-        if m in final and np.isfinite(np.asarray(final[m], float)).any()
+    metrics = [m for m in ("fc_r", "validation_fc_r", "fc_rmse", "fcd_ks") if _has(final, m)]
+    per_stage = [
+        ("fc_r", "held-out FC r per stage"),
+        ("validation_fc_r", "validation FC r per stage"),
+        ("loss", "held-out loss per stage"),
     ]
-    fig = new_figure(4.4 * 2 + 2.4 * max(len(metrics), 1), 4.4)
-    axs = fig.subplots(
-        1, 2 + max(len(metrics), 1), width_ratios=[1.8, 1.8] + [1] * max(len(metrics), 1)
-    )
+    per_stage = [p for p in per_stage if p[0] != "validation_fc_r" or _has(stage_metrics, p[0])]
+    n_st, n_m = len(per_stage), max(len(metrics), 1)
+    fig = new_figure(max(4.4 * n_st, 2.8 * n_m), 8.6)
+    grid = fig.add_gridspec(2, n_st * n_m)
+    axs = [fig.add_subplot(grid[0, i * n_m : (i + 1) * n_m]) for i in range(n_st)]
+    axs += [fig.add_subplot(grid[1, j * n_st : (j + 1) * n_st]) for j in range(n_m)]
     stage_order: list[str] = []
     if len(stage_metrics):
         st = stage_metrics.sort_values("stage_index")
         stage_order = list(dict.fromkeys(st["stage"]))
     xpos = {s: i for i, s in enumerate(stage_order)}
-    for ax, col, title in (
-        (axs[0], "fc_r", "held-out FC r per stage"),
-        (axs[1], "loss", "held-out loss per stage"),
-    ):
+    for ax, (col, title) in zip(axs, per_stage, strict=False):
         has = False
         for i, subj in enumerate(subjects):
             sub = stage_metrics[stage_metrics["subject"] == subj] if len(stage_metrics) else []
@@ -1368,9 +1560,10 @@ def cohort_metrics_figure(stage_metrics, final, subjects: Sequence[str]) -> Figu
             )
     rng = np.random.default_rng(1)
     if not metrics:
-        _note(axs[2], "no final metrics")
-    for ax, m in zip(axs[2:], metrics, strict=False):
+        _note(axs[n_st], "no final metrics")
+    for ax, m in zip(axs[n_st:], metrics, strict=False):
         _strip(ax, np.asarray(final[m], float), [_subject_label(s) for s in subjects], rng)
         ax.set_title(f"final {m}")
-    fig.suptitle(f"Fit metrics across {len(subjects)} subjects (held-out noise seed)")
+    on = " and on validation data" if n_st > 2 or "validation_fc_r" in metrics else ""
+    fig.suptitle(f"Fit metrics across {len(subjects)} subjects (held-out noise seeds{on})")
     return fig
