@@ -1,8 +1,9 @@
 #!/usr/bin/env python
-"""Rule explore: evaluate chunk k of K of one subject's exploration space."""
+"""Rule explore: chunk k of K of one subject's exploration space, or its CMA-ES/NSGA-II run."""
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -34,16 +35,16 @@ FILE = click.Path(exists=True, dir_okay=False)
 @cli.config_options
 @click.option("--gpus", type=click.IntRange(min=0), default=None,
               help="GPUs of this job (default: resources.gpu of the config).")
+@click.option("--checkpoint-dir", "ckpt_dir", type=click.Path(file_okay=False),
+              help="cmaes/nsga2: where every generation is saved (a killed job resumes).")
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False),
               help="The chunk's HDF5 file to write.")
-def main(subject, connectome, empirical, k, config_file, config_json, gpus, output):
+def main(subject, connectome, empirical, k, config_file, config_json, gpus, ckpt_dir, output):
     """Simulate chunk K of a subject's exploration space (exploration.parameters sampled by
-    exploration.sampler, split into exploration.chunks contiguous chunks) on
-    exploration.seeds noise seeds, and write each point's loss.
-
-    The file holds names (D), points (P_k × D), index (P_k, the points' positions in the
-    whole space), loss (P_k × R), mean_loss, std_loss, fc_r, diverged (P_k), and the
-    attributes axes, sampler, seeds, chunk, n_chunks, n_points and provenance.
+    exploration.sampler, split into exploration.chunks chunks) on exploration.seeds noise
+    seeds, or (cmaes/nsga2) run its whole search as chunk 0 of 1, and write each point's
+    loss: names, points, index (in the space), loss (P × R), mean_loss, std_loss, fc_r,
+    diverged, the space's attributes and provenance; cmaes/nsga2 add the group evolution.
     """
     import numpy as np
 
@@ -53,34 +54,42 @@ def main(subject, connectome, empirical, k, config_file, config_json, gpus, outp
     from bnmfit.losses import loss_spec
 
     cfg = bconfig.rule_config(cli.read_config(config_file, config_json), "explore")
-    n_chunks = int(cfg["exploration"]["chunks"])
+    space, ex = recipe.build_space(cfg), cfg["exploration"]
+    n_chunks = 1 if space.evolutionary else int(ex["chunks"])
     if k >= n_chunks:
         raise ConfigError(f"--chunk {k} is out of range: exploration.chunks is {n_chunks}, "
                           f"so use 0 ≤ chunk < {n_chunks}")
     cli.configure_jax(cfg, gpu=gpus)
-    t0 = time.time()
+    t0, bs = time.time(), int(ex["batch_size"])
     problem = recipe.problem_from_files(cfg, connectome, empirical)
     for w in recipe.subject_warnings(problem, empirical):  # e.g. shorter than the data
         cli.log(f"warning: sub-{subject}: {w}")
-    space = recipe.build_space(cfg)
-    points = space.points()
-    index = explore.chunk(len(points), k, n_chunks)
     seeds, spec = recipe.noise_seeds(cfg), loss_spec(cfg)
     label = f"explore sub-{subject} chunk {k}/{n_chunks}"
-    cli.log(f"{label}: {len(index)} of {len(points)} points × {len(seeds)} seeds, "
+    cli.log(f"{label}: {space.sampler} over {', '.join(space.names)}, {len(seeds)} seeds, "
             f"{problem.spec.n_tr} TRs at dt {problem.spec.dt:g} ms, loss {spec.describe()}")
-    with cli.Progress(label, total=len(index)) as bar:
-        res = explore.evaluate(
-            problem, space.names, points[index], seeds,
-            batch_size=int(cfg["exploration"]["batch_size"]),
-            progress=lambda done, total: bar.update(done, total),
-            n_total=len(points),  # same batch shape for every chunking: same losses
-        )
+    ckpt = Path(ckpt_dir) / bconfig.config_hash(cfg) if ckpt_dir else None
+    if space.evolutionary:
+        with cli.Progress(label, total=space.strategy.generations) as bar:
+            res = explore.evolve(problem, space, seeds, batch_size=bs, checkpoint_dir=ckpt,
+                                 progress=lambda g, n, best: bar.update(
+                                     g, n, info=f"best loss {best + spec.offset:.4f}"))
+        index = np.arange(len(res.points))
+    else:
+        points = space.points()
+        index = explore.chunk(len(points), k, n_chunks)
+        with cli.Progress(label, total=len(index)) as bar:
+            res = explore.evaluate(problem, space.names, points[index], seeds, batch_size=bs,
+                                   progress=lambda done, total: bar.update(done, total),
+                                   n_total=len(points))  # every chunking: the same losses
     prov = results.provenance(cfg, [connectome, empirical], seeds)
     out = results.ExploreChunk.of(res, subject=subject, space=space, index=index, chunk=k,
                                   n_chunks=n_chunks, spec=spec, provenance=prov)
     out.write(output)
-    msg = f"{int(out.diverged.sum())} diverged"
+    if ckpt is not None:
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+    msg = f"{len(index)} points, {int(out.diverged.sum())} diverged"
+    msg += f" (stop: {out.evolution.stop})" if out.evolution is not None else ""
     if np.isfinite(out.mean_loss).any():
         best = int(np.nanargmin(np.where(np.isfinite(out.mean_loss), out.mean_loss, np.nan)))
         msg += f"; best loss {out.mean_loss[best]:.4f} at " + cli.describe(

@@ -1,5 +1,6 @@
 """Exploration: spaces and samplers, chunks, batched evaluation, top-k starts."""
 
+import dataclasses
 import functools
 import math
 
@@ -11,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bnmfit import explore, results
-from bnmfit.errors import ConfigError
+from bnmfit.errors import ConfigError, DataError
 from bnmfit.explore import Axis, Space, chunk, evaluate, top_k
 from bnmfit.losses import LossSpec, Observed
 from bnmfit.models import ReducedWongWang
@@ -476,3 +477,277 @@ def test_the_box_extension_simulates_like_the_exploration(tmp_path):
     again = explore.extend_landscape(problem, land, domains, rounds=2, batch_size=3)
     again.write(tmp_path / "b.h5")
     assert (tmp_path / "a.h5").read_bytes() == (tmp_path / "b.h5").read_bytes()
+
+
+# ------------------------------------------------------------------------- evolution (cmaes, nsga2)
+
+
+def _analytic(names, points, f, terms=None, seeds=(0,)):
+    """An ExploreResult of a cheap objective, diverged (loss inf) where ``f`` is not finite;
+    ``terms``: name → function of the points (NSGA-II's objectives)."""
+    with np.errstate(invalid="ignore"):  # the spread of inf
+        res = _result(names, points, f, seeds)
+    bad = ~np.isfinite(res.mean_loss)
+    res.diverged, res.fc_r = bad, np.where(bad, np.nan, res.fc_r)
+    res.terms = {
+        k: np.repeat(np.where(bad, np.inf, g(points))[:, None], len(seeds), 1)
+        for k, g in (terms or {}).items()
+    }
+    return res
+
+
+def _search(space, f, *, checkpoint=None, terms=None, fail_at=None, n_seeds=1, seen=None):
+    """:func:`explore._evolve` with ``f`` as the evaluator (what :func:`explore.evolve`
+    does with simulations); ``fail_at``: the run is killed while evaluating that generation."""
+    calls = []
+
+    def run(points):
+        calls.append(len(points))
+        if len(calls) - 1 == fail_at:
+            raise KeyboardInterrupt  # a killed job
+        return _analytic(space.names, points, f, terms, seeds=tuple(range(n_seeds)))
+
+    ckpt = explore._Checkpoint(checkpoint, "fingerprint")
+    progress = None if seen is None else lambda *a: seen.append(a)
+    return explore._evolve(space, n_seeds, run, ckpt, progress)
+
+
+def _bowl(p):
+    """Minimum 0 at G = 0.7, w = 0.3 (a log axis), I_o = 0.33."""
+    return (p[:, 0] - 0.7) ** 2 + np.log10(p[:, 1] / 0.3) ** 2 + 4 * (p[:, 2] - 0.33) ** 2
+
+
+BOX3 = (Axis("G", 0.0, 2.0), Axis("w", 0.01, 10.0, scale="log"), Axis("I_o", 0.2, 0.5))
+
+
+def test_strategy_settings_are_checked():
+    with pytest.raises(ConfigError, match=r"evolution.population must be a whole number ≥ 2"):
+        explore.Strategy(population=1)
+    with pytest.raises(ConfigError, match=r"evolution.generations must be a whole number ≥ 1"):
+        explore.Strategy(generations=0)
+    with pytest.raises(ConfigError, match=r"evolution.sigma must be a finite number > 0"):
+        explore.Strategy(sigma=0.0)
+    with pytest.raises(ConfigError, match=r"evolution.tolerance must be a finite number ≥ 0"):
+        explore.Strategy(tolerance=-1.0)
+    with pytest.raises(ConfigError, match="at least two distinct loss terms"):
+        explore.Strategy(objectives=("fc_corr",))
+    with pytest.raises(ConfigError, match="unknown loss"):
+        explore.Strategy(objectives=("fc_corr", "nope"))
+    space = Space(BOX3, "cmaes")
+    assert space.evolutionary and space.strategy == explore.Strategy()
+    assert space.strategy.size("cmaes", 3) == 7 and space.strategy.size("nsga2", 3) == 100
+    with pytest.raises(ConfigError, match="chooses its points as it goes"):
+        space.points()
+    with pytest.raises(ConfigError, match="a fixed list of points"):
+        _search(Space(BOX3, "sobol", 8), _bowl)
+    small = Space(BOX3, "cmaes", strategy=explore.Strategy(population=8, budget=15))
+    with pytest.raises(ConfigError, match=r"budget = 15 simulations is less than one generation"):
+        _search(small, _bowl, n_seeds=2)
+
+
+def test_the_recipe_builds_the_strategy_from_the_config():
+    from bnmfit import config as bconfig
+    from bnmfit import recipe
+
+    cfg = bconfig.load_yaml("config/config.yaml")
+    cfg["exploration"].update(sampler="cmaes", evolution={"population": 12, "budget": 600})
+    space = recipe.build_space(bconfig.validate_config(cfg, where="test"))
+    assert space.sampler == "cmaes" and space.seed == cfg["noise"].get("seed", 0)
+    assert space.strategy == explore.Strategy(population=12, budget=600)
+    cfg["exploration"].update(sampler="nsga2", evolution={"objectives": ["fc_corr", "fcd_ks"]})
+    cfg["observation"]["fcd_window"] = 0
+    cfg["loss"] = {"terms": {"fc_corr": 1.0}}
+    with pytest.raises(ConfigError, match="objectives has fcd_ks but observation.fcd_window"):
+        bconfig.validate_config(cfg, where="test")
+
+
+def test_cmaes_finds_a_known_optimum_inside_the_box():
+    """A bowl over three axes (one log): CMA-ES (evosax) finds its minimum and stops on the
+    tolerance; every candidate lies in the box; the record says what each generation did."""
+    space = Space(BOX3, "cmaes", seed=3, strategy=explore.Strategy(tolerance=1e-10))
+    seen = []
+    res = _search(space, _bowl, seen=seen)
+    gen = res.generations
+    best = res.points[np.argmin(res.mean_loss)]
+    np.testing.assert_allclose(best, [0.7, 0.3, 0.33], rtol=1e-4)
+    assert gen.stop == "tolerance" and gen.population == 7 and len(gen.best_loss) < 100
+    lo, hi = np.array([a.lo for a in BOX3]), np.array([a.hi for a in BOX3])
+    assert np.all((res.points >= lo) & (res.points <= hi))
+    n_gen = len(gen.best_loss)
+    np.testing.assert_array_equal(gen.generation, np.repeat(np.arange(n_gen), 7))
+    per_gen = res.mean_loss.reshape(n_gen, 7)
+    np.testing.assert_array_equal(gen.best_loss, per_gen.min(1))
+    np.testing.assert_allclose(gen.mean_loss, per_gen.mean(1))
+    assert gen.sigma[0] == 1.0 and gen.sigma[-1] < 1e-3  # the step size contracted
+    assert gen.objectives.shape == (len(res.points), 0) and gen.front.size == 0
+    assert [s[:2] for s in seen] == [(g + 1, 100) for g in range(n_gen)]
+    assert seen[-1][2] == res.mean_loss.min()
+
+
+def test_cmaes_stays_in_the_box_when_the_optimum_is_outside(tmp_path):
+    """The bowl's minimum lies past G = 2 (the box's hi): the candidates approach that face
+    and never cross it; the gathered landscape flags its best point on the face."""
+    space = Space(BOX3, "cmaes", seed=1, strategy=explore.Strategy(population=10, generations=60))
+    f = lambda p: _bowl(p) + (p[:, 0] - 3.0) ** 2 - (p[:, 0] - 0.7) ** 2  # noqa: E731
+    res = _search(space, f)
+    assert res.points[:, 0].max() <= 2.0 and res.generations.stop == "tolerance"
+    assert res.points[np.argmin(res.mean_loss), 0] > 2.0 - 0.01 * 2.0
+    land = _gathered(space, res, tmp_path)
+    domains = {"G": (0.0, math.inf), "w": (0.0, math.inf), "I_o": (-math.inf, math.inf)}
+    out = explore._extend(land, domains, 2, None, None)  # never extended: no evaluator
+    assert out.extend == 0 and out.extensions == [] and len(out.points) == len(res.points)
+    assert out.edge == [{"axis": "G", "side": "hi", "at": 2.0, "domain": False}]
+
+
+def test_diverged_candidates_are_recorded_and_do_not_stop_the_run():
+    """Where G > 1 the "simulation" diverges (loss inf): those candidates are recorded as
+    diverged, ranked last, and the search still finds the minimum next to that region."""
+    space = Space(BOX3, "cmaes", seed=0, strategy=explore.Strategy(population=12))
+    f = lambda p: np.where(p[:, 0] > 1.0, np.inf, _bowl(p))  # noqa: E731
+    res = _search(space, f)
+    assert res.diverged.any() and np.all(res.diverged == (res.points[:, 0] > 1.0))
+    assert np.all(np.isinf(res.mean_loss[res.diverged]))
+    np.testing.assert_allclose(res.points[np.argmin(res.mean_loss)], [0.7, 0.3, 0.33], rtol=1e-3)
+    # a generation where every candidate diverged still counts and is recorded
+    every = _search(
+        Space(BOX3, "cmaes", strategy=explore.Strategy(generations=3)), lambda p: p[:, 0] * np.inf
+    )
+    assert every.diverged.all() and np.isinf(every.generations.best_loss).all()
+    assert np.isnan(every.generations.mean_loss).all() and every.generations.stop == "generations"
+
+
+def test_the_budget_of_simulations_stops_the_search():
+    space = Space(BOX3, "cmaes", strategy=explore.Strategy(population=8, budget=40))
+    res = _search(space, _bowl, n_seeds=2)  # 16 simulations per generation: 2 fit in 40
+    assert res.generations.stop == "budget" and len(res.points) == 16
+
+
+def _zdt1(p):
+    """ZDT1 in two variables: f1 = x, f2 = g (1 - sqrt(x / g)), g = 1 + 9 y; its Pareto
+    front is y = 0, f2 = 1 - sqrt(f1)."""
+    g = 1 + 9 * p[:, 1]
+    return p[:, 0], g * (1 - np.sqrt(p[:, 0] / g))
+
+
+# fcd_ks undefined (a window of constant BOLD) where x > 0.97, the loss still finite there
+ZDT1 = {
+    "fc_corr": lambda p: _zdt1(p)[0],
+    "fcd_ks": lambda p: np.where(p[:, 0] > 0.97, np.inf, _zdt1(p)[1]),
+}
+
+
+def test_nsga2_returns_a_non_dominated_front_of_a_known_problem():
+    """ZDT1 through NSGA-II (pymoo): the front it returns is non-dominated among every
+    evaluated point, sorted by the first objective, close to the true front and spread along
+    it; candidates that diverge (y > 0.9) or whose objective is undefined (x > 0.97) are
+    recorded and never on the front."""
+    space = Space(
+        (Axis("G", 0.0, 1.0), Axis("w", 0.0, 1.0)),
+        "nsga2",
+        seed=5,
+        strategy=explore.Strategy(population=40, generations=60),
+    )
+    f = lambda p: np.where(p[:, 1] > 0.9, np.inf, sum(_zdt1(p)))  # noqa: E731
+    res = _search(space, f, terms=ZDT1)
+    gen = res.generations
+    assert gen.objective_names == ("fc_corr", "fcd_ks") and gen.stop == "generations"
+    assert len(res.points) == 60 * 40 and res.diverged.any()
+    obj, front = gen.objectives, gen.front
+    np.testing.assert_array_equal(obj[:, 0], res.terms["fc_corr"][:, 0])
+    assert not res.diverged[front].any() and np.all(np.diff(obj[front, 0]) >= 0)
+    undefined = ~res.diverged & np.isinf(obj[:, 1])
+    assert undefined.any() and np.isfinite(res.mean_loss[undefined]).all()
+    assert not np.isin(front, np.flatnonzero(undefined)).any()
+    for i in front:  # no evaluated point dominates a front point
+        dominated = np.all(obj <= obj[i], axis=1) & np.any(obj < obj[i], axis=1)
+        assert not dominated.any()
+    for j in np.setdiff1d(np.flatnonzero(np.isfinite(obj).all(1)), front):  # the rest are
+        assert (np.all(obj <= obj[j], 1) & np.any(obj < obj[j], 1)).any()  # dominated
+    gap = obj[front, 1] - (1 - np.sqrt(obj[front, 0]))
+    assert np.median(gap) < 0.01 and np.ptp(obj[front, 0]) > 0.9
+
+
+@pytest.mark.parametrize("sampler", ["cmaes", "nsga2"])
+def test_a_killed_search_resumes_to_the_same_result(tmp_path, sampler):
+    """Killed while evaluating generation 4, the search resumes from the checkpoint of
+    generation 3 and ends bitwise as the uninterrupted one; a finished search reruns nothing;
+    a checkpoint of another search is refused."""
+    space = Space(BOX3, sampler, seed=2, strategy=explore.Strategy(population=8, generations=7))
+    terms = {"fc_corr": lambda p: p[:, 0], "fcd_ks": _bowl} if sampler == "nsga2" else None
+    whole = _search(space, _bowl, terms=terms)
+    with pytest.raises(KeyboardInterrupt):
+        _search(space, _bowl, terms=terms, checkpoint=tmp_path, fail_at=4)
+    saved = explore._Checkpoint(tmp_path, "fingerprint").load()
+    assert len(saved["parts"]) == 4 and saved["stop"] is None
+    resumed = _search(space, _bowl, terms=terms, checkpoint=tmp_path)
+    again = _search(space, _bowl, terms=terms, checkpoint=tmp_path, fail_at=0)  # nothing run
+    for res in (resumed, again):
+        for k in ("points", "loss", "mean_loss", "diverged"):
+            np.testing.assert_array_equal(getattr(res, k), getattr(whole, k))
+        for f in dataclasses.fields(whole.generations):
+            a, b = getattr(res.generations, f.name), getattr(whole.generations, f.name)
+            np.testing.assert_array_equal(a, b)
+    other = Space(BOX3, sampler, seed=3, strategy=space.strategy)
+    with pytest.raises(ConfigError, match="belongs to another exploration"):
+        explore._evolve(other, 1, None, explore._Checkpoint(tmp_path, "other"))
+    # the same seed gives the same search; another seed another one
+    assert not np.array_equal(_search(other, _bowl, terms=terms).points, whole.points)
+
+
+def test_an_evolution_is_written_gathered_and_read_back(tmp_path):
+    """The chunk of a CMA-ES search keeps its generations (loss constant added to the
+    per-generation losses); the landscape gathers it with the starts in distinct basins and
+    reads back the same; several chunks of one search are refused."""
+    strategy = explore.Strategy(population=10, generations=4, objectives=("fc_corr", "fc_rmse"))
+    space = Space(BOX3, "nsga2", seed=1, strategy=strategy)
+    res = _search(space, _bowl, terms={"fc_corr": _bowl, "fc_rmse": lambda p: p[:, 0]})
+    land = _gathered(space, res, tmp_path, starts=3)
+    gen = land.evolution
+    np.testing.assert_array_equal(gen.best_loss, res.generations.best_loss + 0.5)
+    np.testing.assert_array_equal(gen.front, res.generations.front)
+    assert land.n_points == 40 and land.sampler == "nsga2" and len(land.top) == 3
+    assert land.mean_loss[land.top[0]] == land.mean_loss.min()
+    land.write(tmp_path / "land.h5")
+    back = results.Landscape.read(tmp_path / "land.h5")
+    for f in dataclasses.fields(gen):
+        np.testing.assert_array_equal(getattr(back.evolution, f.name), getattr(gen, f.name))
+    assert back.space().evolutionary and back.evolution.objective_names == ("fc_corr", "fc_rmse")
+    chunk_ = results.ExploreChunk.read(tmp_path / "chunk-0.h5")
+    with pytest.raises(DataError, match="a nsga2 search is one chunk file, got 2"):
+        results.Landscape.gather(
+            [chunk_, chunk_], ["a.h5", "b.h5"], starts=1, min_separation=0.1, config_hash="x"
+        )
+    sobol = Space(BOX3[:2], "sobol", 8)
+    fixed = _gathered(sobol, _result(sobol.names, sobol.points(), lambda p: p[:, 0]), tmp_path)
+    assert fixed.evolution is None and not fixed.space().evolutionary
+
+
+@pytest.mark.slow
+def test_evolution_simulates_like_the_exploration(tmp_path):
+    """CMA-ES and NSGA-II over G and w of a small real problem: every generation is one
+    batch of the batched evaluator (a point's losses equal :func:`evaluate`'s on the same
+    seeds and batch shape), NSGA-II's objectives are the loss terms asked of it, a finished
+    checkpoint returns the same result without simulating, and the checkpoint of another
+    problem is refused."""
+    problem = small_problem()
+    axes = (Axis("G", 0.1, 0.6), Axis("w", 0.2, 0.6))
+    space = Space(axes, "cmaes", strategy=explore.Strategy(population=4, generations=2))
+    ckpt = tmp_path / "ckpt"
+    res = explore.evolve(problem, space, [0], batch_size=4, checkpoint_dir=ckpt)
+    assert len(res.points) == 8 and list(res.generations.generation) == [0] * 4 + [1] * 4
+    alone = evaluate(problem, space.names, res.points[4:], [0], batch_size=4, n_total=4)
+    np.testing.assert_array_equal(res.loss[4:], alone.loss)
+    again = explore.evolve(problem, space, [0], batch_size=4, checkpoint_dir=ckpt)
+    np.testing.assert_array_equal(again.loss, res.loss)
+    with pytest.raises(ConfigError, match="belongs to another exploration"):
+        explore.evolve(
+            dataclasses.replace(problem, G=0.31), space, [0], batch_size=4, checkpoint_dir=ckpt
+        )
+    two = explore.Strategy(population=4, generations=2, objectives=("fc_corr", "fc_rmse"))
+    res = explore.evolve(problem, Space(axes, "nsga2", strategy=two), [0, 1], batch_size=8)
+    assert set(res.terms) == {"fc_corr", "fc_rmse"} and res.terms["fc_rmse"].shape == (8, 2)
+    np.testing.assert_allclose(res.terms["fc_corr"], res.loss, rtol=1e-12)  # loss: fc_corr
+    np.testing.assert_allclose(res.generations.objectives[:, 1], res.terms["fc_rmse"].mean(1))
+    assert res.generations.front.size >= 1
+    with pytest.raises(ConfigError, match="fcd_ks needs an FCD"):
+        explore.evolve(problem, Space(axes, "nsga2"), [0])

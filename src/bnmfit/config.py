@@ -409,6 +409,7 @@ def _semantic_checks(cfg: dict, where: str) -> None:
     bp = cfg["bold"]["bandpass"]
     if bp is not None and not bp[0] < bp[1]:
         raise ConfigError(f"{where}: bold.bandpass = {bp}; expected [low, high] with low < high")
+    from bnmfit.explore import EVOLUTIONARY
     from bnmfit.losses import loss_spec
 
     spec = loss_spec(cfg, where=where)
@@ -441,7 +442,13 @@ def _semantic_checks(cfg: dict, where: str) -> None:
         raise ConfigError(
             f"{where}: exploration.sampler {ex['sampler']} needs exploration.n_samples >= 1"
         )
-    if _n_points(ex) < ex["chunks"]:
+    nsga2_fcd = ex["sampler"] == "nsga2" and "fcd_ks" in ex["evolution"]["objectives"]
+    if nsga2_fcd and not cfg["observation"]["fcd_window"]:
+        raise ConfigError(
+            f"{where}: exploration.evolution.objectives has fcd_ks but observation.fcd_window "
+            "is 0 (no FCD); set an FCD window in TRs or drop fcd_ks from the objectives"
+        )
+    if ex["sampler"] not in EVOLUTIONARY and _n_points(ex) < ex["chunks"]:
         raise ConfigError(
             f"{where}: exploration.chunks = {ex['chunks']} but the space has only "
             f"{_n_points(ex)} points; use at most as many chunks as points"

@@ -18,16 +18,36 @@ evaluates points beyond that edge (within the parameter's domain, :func:`extensi
 the same way and adds them to the :class:`~bnmfit.results.Landscape`, for up to a given
 number of rounds, and records which faces were extended and which face the final best point
 is on (if any).
+
+The ``cmaes`` and ``nsga2`` samplers choose their points as they go (:func:`evolve`): each
+generation is one :func:`evaluate` batch of candidates (the same seeds for every candidate),
+and the strategy's next generation depends on its losses. CMA-ES (Hansen 2016,
+arXiv:1604.00772; evosax's ``CMA_ES``) minimises the configured loss over unconstrained values
+``u`` mapped into each axis' box by the refinement's own transforms
+(:meth:`bnmfit.params.FreeParameter.to_constrained`: ``sigmoid`` on a linear axis, ``log`` on
+a log axis), so every candidate lies in the box. NSGA-II (Deb et al. 2002; pymoo's ``NSGA2``)
+minimises several named loss terms together in the unit cube of the axes and returns their
+Pareto front. A diverged candidate is recorded (loss inf, ``diverged``) and ranked last
+(the score SciPy's optimisers see for one, :data:`bnmfit.fit.SCIPY_PENALTY`), as is, for
+NSGA-II, one whose objective is undefined (inf in ``Generations.objectives``). The run stops
+after ``Strategy.generations``, before a generation that would pass ``Strategy.budget``
+simulations, or (CMA-ES) when the losses stall within ``Strategy.tolerance``. With a
+checkpoint directory every generation is saved atomically; a killed run resumes from the
+last one and ends with bitwise the same result.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import itertools
 import math
+import os
+import pickle
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import jax
@@ -36,9 +56,10 @@ import numpy as np
 from scipy.spatial import cKDTree
 from scipy.stats import qmc
 
-from bnmfit.errors import ConfigError, unknown_choice
-from bnmfit.losses import pearson
+from bnmfit.errors import ConfigError, DataError, unknown_choice
+from bnmfit.losses import LOSSES, check_terms, pearson
 from bnmfit.observables import upper
+from bnmfit.params import START_MARGIN, FreeParameter
 
 if TYPE_CHECKING:  # pragma: no cover
     from bnmfit.fit import Stage
@@ -46,19 +67,25 @@ if TYPE_CHECKING:  # pragma: no cover
     from bnmfit.results import Landscape
 
 __all__ = [
+    "EVOLUTIONARY",
     "SAMPLERS",
     "Axis",
     "ExploreResult",
+    "Generations",
     "Space",
+    "Strategy",
     "chunk",
     "describe_faces",
     "evaluate",
+    "evolve",
     "extend_landscape",
     "extension_domains",
     "top_k",
 ]
 
-SAMPLERS: tuple[str, ...] = ("grid", "zip", "sobol", "lhs")
+SAMPLERS: tuple[str, ...] = ("grid", "zip", "sobol", "lhs", "cmaes", "nsga2")
+#: samplers that evolve a population generation by generation (:func:`evolve`), in one job
+EVOLUTIONARY: tuple[str, ...] = ("cmaes", "nsga2")
 SCALES: tuple[str, ...] = ("linear", "log")
 
 #: a hook run on every point before its simulation (e.g. FIC): (problem, params) →
@@ -125,6 +152,66 @@ class Axis:
 
 
 @dataclasses.dataclass(frozen=True)
+class Strategy:
+    """How the ``cmaes`` and ``nsga2`` samplers evolve their population (:func:`evolve`).
+
+    Attributes:
+        population: candidates per generation; None: CMA-ES's 4 + ⌊3 ln D⌋ (Hansen 2016)
+            for D axes, NSGA-II's 100 (pymoo's default).
+        generations: at most this many generations.
+        sigma: CMA-ES's initial step size, in the unconstrained values (logit units: the
+            first generation spreads over the middle ~70 % of each axis for sigma 1).
+        tolerance: CMA-ES stops once the best losses of the last 10 + ⌈30·D/population⌉
+            generations and every finite loss of the newest span less than this (Hansen's
+            ``tolfun``); 0: never.
+        budget: at most this many simulations (candidates × seeds); None: no limit.
+        objectives: NSGA-II's objectives, terms of :data:`bnmfit.losses.LOSSES` (each the
+            mean over the seeds).
+    """
+
+    population: int | None = None
+    generations: int = 100
+    sigma: float = 1.0
+    tolerance: float = 1e-4
+    budget: int | None = None
+    objectives: tuple[str, ...] = ("fc_corr", "fcd_ks")
+
+    def __post_init__(self):
+        object.__setattr__(self, "objectives", tuple(self.objectives))
+        for key, least in (("population", 2), ("generations", 1), ("budget", 1)):
+            v = getattr(self, key)
+            if v is None and key != "generations":
+                continue
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < least:
+                raise ConfigError(
+                    f"exploration.evolution.{key} must be a whole number ≥ {least}, got {v!r}"
+                )
+        for key in ("sigma", "tolerance"):
+            v = getattr(self, key)
+            if (
+                not (isinstance(v, (int, float)) and math.isfinite(v))
+                or v < 0
+                or (key == "sigma" and v == 0)
+            ):
+                raise ConfigError(
+                    f"exploration.evolution.{key} must be a finite number "
+                    f"{'> 0' if key == 'sigma' else '≥ 0'}, got {v!r}"
+                )
+        check_terms(self.objectives)
+        if len(set(self.objectives)) < 2 or len(set(self.objectives)) < len(self.objectives):
+            raise ConfigError(
+                "exploration.evolution.objectives: NSGA-II needs at least two distinct loss "
+                f"terms, got {list(self.objectives)}"
+            )
+
+    def size(self, sampler: str, n_axes: int) -> int:
+        """The population of ``sampler`` over ``n_axes`` axes (the default when None)."""
+        if self.population is not None:
+            return int(self.population)
+        return 4 + int(3 * math.log(n_axes)) if sampler == "cmaes" else 100
+
+
+@dataclasses.dataclass(frozen=True)
 class Space:
     """A parameter space: axes and how to sample them.
 
@@ -132,16 +219,21 @@ class Space:
         axes: the explored parameters (distinct names).
         sampler: ``grid`` (product of every axis's values, first axis slowest), ``zip``
             (the i-th value of every axis together; all axes need the same n), ``sobol``
-            (scrambled Sobol sequence) or ``lhs`` (Latin hypercube).
+            (scrambled Sobol sequence), ``lhs`` (Latin hypercube), or ``cmaes``/``nsga2``
+            (:data:`EVOLUTIONARY`: points chosen as the search goes, :func:`evolve`; the
+            axes' lo/hi bound the search, their n is unused).
         n_samples: number of points for ``sobol``/``lhs`` (a power of two keeps Sobol
             balanced).
-        seed: scrambling seed for ``sobol``/``lhs``.
+        seed: scrambling seed for ``sobol``/``lhs``, the strategy's seed for
+            ``cmaes``/``nsga2``.
+        strategy: how ``cmaes``/``nsga2`` evolve (None: :class:`Strategy` defaults).
     """
 
     axes: tuple[Axis, ...]
-    sampler: Literal["grid", "zip", "sobol", "lhs"] = "grid"
+    sampler: Literal["grid", "zip", "sobol", "lhs", "cmaes", "nsga2"] = "grid"
     n_samples: int = 0
     seed: int = 0
+    strategy: Strategy | None = None
 
     def __post_init__(self):
         axes = tuple(self.axes)
@@ -165,21 +257,37 @@ class Space:
             raise ConfigError(
                 f"the {self.sampler} sampler needs n_samples ≥ 1, got {self.n_samples!r}"
             )
+        if self.sampler in EVOLUTIONARY and self.strategy is None:
+            object.__setattr__(self, "strategy", Strategy())
 
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(a.name for a in self.axes)
 
     @property
+    def evolutionary(self) -> bool:
+        """Whether the points are chosen as the search goes (:func:`evolve`)."""
+        return self.sampler in EVOLUTIONARY
+
+    @property
     def n_points(self) -> int:
+        self._fixed()
         if self.sampler == "grid":
             return math.prod(a.n for a in self.axes)
         if self.sampler == "zip":
             return self.axes[0].n
         return int(self.n_samples)
 
+    def _fixed(self) -> None:
+        if self.evolutionary:
+            raise ConfigError(
+                f"the {self.sampler} sampler chooses its points as it goes: run "
+                "bnmfit.explore.evolve, not a fixed list of points"
+            )
+
     def unit_points(self) -> np.ndarray:
         """The points in the unit cube, (P, D), deterministic."""
+        self._fixed()
         d = len(self.axes)
         if self.sampler == "grid":
             units = [np.array([0.5]) if a.n == 1 else np.linspace(0.0, 1.0, a.n) for a in self.axes]
@@ -247,6 +355,10 @@ class ExploreResult:
             upper triangles (NaN when every seed diverged).
         diverged: (P,) whether any seed of the point diverged (non-finite BOLD or loss).
         extras: named (P,) diagnostics of a point hook (e.g. FIC's achieved rates).
+        terms: named loss terms asked of :func:`evaluate`, (P, R) each (inf where the
+            simulation diverged or the term is undefined, e.g. the FCD KS of a window of
+            constant BOLD).
+        generations: what :func:`evolve` did per generation (None for a fixed space).
     """
 
     names: tuple[str, ...]
@@ -258,6 +370,8 @@ class ExploreResult:
     fc_r: np.ndarray
     diverged: np.ndarray
     extras: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    terms: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    generations: Generations | None = None
 
     def __len__(self) -> int:
         return len(self.points)
@@ -269,8 +383,8 @@ class ExploreResult:
 
 
 @functools.lru_cache(maxsize=32)
-def _evaluator(names: tuple[str, ...], hook: PointHook | None, sharding):
-    """The jitted (problem, points (B, D), keys (R, 2)) → (loss, r, bad, extras).
+def _evaluator(names: tuple[str, ...], hook: PointHook | None, sharding, terms: tuple = ()):
+    """The jitted (problem, points (B, D), keys (R, 2)) → (loss, r, bad, extras, terms).
 
     The problem is an argument (a pytree), not a constant: one compilation serves every
     subject with the same settings and number of regions."""
@@ -287,11 +401,13 @@ def _evaluator(names: tuple[str, ...], hook: PointHook | None, sharding):
             observed = problem.observation.observe(sim.bold)
             loss = problem.loss_of(observed)
             r = pearson(upper(observed.fc), emp)
+            named = {t: LOSSES[t](observed, problem.empirical, problem.ks_smooth) for t in terms}
             ok = jnp.isfinite(loss) & jnp.all(jnp.isfinite(sim.bold)) & jnp.isfinite(r)
-            return jnp.where(ok, loss, jnp.inf), jnp.where(ok, r, jnp.nan), ~ok
+            named = {t: jnp.where(ok & jnp.isfinite(v), v, jnp.inf) for t, v in named.items()}
+            return jnp.where(ok, loss, jnp.inf), jnp.where(ok, r, jnp.nan), ~ok, named
 
-        loss, r, bad = jax.vmap(one)(keys)
-        return loss, r, bad, {n: jnp.asarray(v) for n, v in extras.items()}
+        loss, r, bad, named = jax.vmap(one)(keys)
+        return loss, r, bad, {n: jnp.asarray(v) for n, v in extras.items()}, named
 
     fn = jax.vmap(point, (None, 0, None))
     if sharding is None:
@@ -323,6 +439,7 @@ def evaluate(
     progress: Callable[[int, int], None] | None = None,
     hook: PointHook | None = None,
     n_total: int | None = None,
+    terms: Sequence[str] = (),
 ) -> ExploreResult:
     """The loss of every point on every seed.
 
@@ -342,6 +459,8 @@ def evaluate(
             holds at most this many points (default: ``len(points)``), so every chunking
             of a space runs the same compiled batch shape and gives bitwise the same
             losses (XLA may round a batch of one point differently from a batch of two).
+        terms: loss terms of :data:`bnmfit.losses.LOSSES` to report one by one as well
+            (``ExploreResult.terms``; ``fcd_ks`` needs the problem's FCD).
     Returns:
         :class:`ExploreResult`.
     """
@@ -366,27 +485,37 @@ def evaluate(
         raise ConfigError("give at least one noise seed")
     if batch_size < 1:
         raise ConfigError(f"batch_size must be ≥ 1, got {batch_size}")
+    terms = tuple(str(t) for t in terms)
+    check_terms(terms)
+    if "fcd_ks" in terms and (problem.empirical.fcd is None or not problem.observation.fcd_window):
+        raise ConfigError(
+            "the loss term fcd_ks needs an FCD: set observation.fcd_window and give the subject "
+            "BOLD (not a precomputed FC), or drop fcd_ks from exploration.evolution.objectives"
+        )
     n_points, n_seeds = len(points), len(seeds)
     sharding = _sharding()
     n_dev = 1 if sharding is None else len(jax.devices())
     per_batch = max(1, batch_size // n_seeds)
     per_batch = min(per_batch, max(n_points if n_total is None else int(n_total), 1))
     per_batch = -(-per_batch // n_dev) * n_dev
-    fn = _evaluator(names, hook, sharding)
+    fn = _evaluator(names, hook, sharding, terms)
     dtype = problem.weights.dtype
     keys = jnp.stack([jax.random.PRNGKey(int(s)) for s in seeds])
 
     loss = np.empty((n_points, n_seeds))
     r = np.empty((n_points, n_seeds))
     bad = np.empty((n_points, n_seeds), dtype=bool)
+    named = {t: np.empty((n_points, n_seeds)) for t in terms}
     extras: dict[str, np.ndarray] = {}
     for start in range(0, n_points, per_batch):
         stop = min(start + per_batch, n_points)
         xb = np.empty((per_batch, len(names)))
         xb[: stop - start] = points[start:stop]
         xb[stop - start :] = points[start]  # padding, discarded
-        lb, rb, bb, eb = fn(problem, jnp.asarray(xb, dtype), keys)
+        lb, rb, bb, eb, tb = fn(problem, jnp.asarray(xb, dtype), keys)
         loss[start:stop] = np.asarray(lb)[: stop - start]
+        for t in terms:
+            named[t][start:stop] = np.asarray(tb[t])[: stop - start]
         r[start:stop] = np.asarray(rb)[: stop - start]
         bad[start:stop] = np.asarray(bb)[: stop - start]
         for name, v in eb.items():
@@ -411,6 +540,7 @@ def evaluate(
         fc_r=fc_r,
         diverged=bad.any(axis=1),
         extras=extras,
+        terms=named,
     )
 
 
@@ -545,15 +675,19 @@ def _faces(
     ``axis``, ``side`` (lo/hi), ``at`` (the face's value), ``domain`` (the parameter's
     domain ends there). Grid/zip: the best value is the axis' smallest or largest (axes of
     one value have no faces); sobol/lhs: it lies within half a typical spacing of the face
-    (the D-th root of the box's volume per point, in the unit box of the axes)."""
+    (the D-th root of the box's volume per point, in the unit box of the axes);
+    cmaes/nsga2: within :data:`bnmfit.params.START_MARGIN` of the axis' range (refinement
+    would move such a start inside), since their points crowd where the loss is low."""
     b = _best(mean_loss)
-    scattered = space.sampler in ("sobol", "lhs")
+    scattered = space.sampler not in ("grid", "zip")
     if scattered:
         ubox = space.to_unit(box.T).T
         ubest = space.to_unit(points[b : b + 1])[0]
         tol = 0.5 * (float(np.prod(ubox[:, 1] - ubox[:, 0])) / len(points)) ** (
             1.0 / len(space.axes)
         )
+        if space.evolutionary:
+            tol = START_MARGIN
     faces = []
     for i, a in enumerate(space.axes):
         if not scattered and a.n == 1:
@@ -679,7 +813,8 @@ def _extend(
         raise ConfigError(f"no extension domain for {', '.join(missing)}: give one per axis")
     space = landscape.space()
     land = landscape
-    for r in range(1, int(rounds) + 1):
+    rounds = 0 if space.evolutionary else int(rounds)  # their search had the whole box
+    for r in range(1, rounds + 1):
         box = _box(space, land.points, land.extensions)
         faces = _faces(space, land.points, land.mean_loss, box, domains)
         grow = [f for f in faces if not f["domain"]]
@@ -693,7 +828,7 @@ def _extend(
     box = _box(space, land.points, land.extensions)
     return dataclasses.replace(
         land,
-        extend=int(rounds),
+        extend=rounds,
         edge=_faces(space, land.points, land.mean_loss, box, domains),
     )
 
@@ -717,7 +852,9 @@ def extend_landscape(
     with :func:`evaluate` (the same batch shape as the exploration's chunks), and adds them
     to the landscape (:meth:`~bnmfit.results.Landscape.extended`: the refinement starts
     are chosen again among all points). It stops after ``rounds`` rounds, or earlier when
-    the best point is inside the box or only on faces where the domain ends.
+    the best point is inside the box or only on faces where the domain ends. A cmaes/nsga2
+    landscape is never extended (``extend`` 0: the search could go anywhere in the box),
+    only checked for its best point on a face.
 
     Args:
         problem: the subject's problem (unused when nothing is evaluated, e.g.
@@ -748,3 +885,321 @@ def extend_landscape(
         )
 
     return _extend(landscape, domains, rounds, run, progress)
+
+
+# ------------------------------------------------------------------------- evolution
+
+#: name of the checkpoint file of :func:`evolve` in its checkpoint directory
+CHECKPOINT_NAME = "explore-checkpoint.pkl"
+CHECKPOINT_VERSION = 1
+#: why :func:`evolve` stopped
+STOPS: tuple[str, ...] = ("generations", "budget", "tolerance")
+
+#: ``progress(generation, generations, best_loss)`` of :func:`evolve`, after every generation
+EvolveProgress = Callable[[int, int, float], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class Generations:
+    """What :func:`evolve` did, generation by generation.
+
+    Attributes:
+        generation: (P,) the generation (0-based) of each evaluated point.
+        best_loss: (G,) the generation's lowest mean loss (inf when all diverged).
+        mean_loss: (G,) the mean of the generation's finite mean losses (NaN when none).
+        sigma: (G,) CMA-ES's step size (unconstrained units) that sampled the generation;
+            NaN for NSGA-II.
+        population: candidates asked per generation.
+        stop: why the search ended (:data:`STOPS`): ``generations`` (all run),
+            ``budget`` (one more would pass it) or ``tolerance`` (CMA-ES stalled).
+        objective_names: NSGA-II's objectives (empty for CMA-ES).
+        objectives: (P, K) each point's objectives, means over the seeds (inf where a
+            seed diverged).
+        front: indices of the Pareto front, the non-dominated points among every point
+            evaluated with finite objectives, by the first objective (empty for CMA-ES).
+    """
+
+    generation: np.ndarray
+    best_loss: np.ndarray
+    mean_loss: np.ndarray
+    sigma: np.ndarray
+    population: int
+    stop: str
+    objective_names: tuple[str, ...] = ()
+    objectives: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 0)))
+    front: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
+
+
+def _box_parameters(space: Space) -> list[FreeParameter]:
+    """Each axis as a free parameter over its box: ``sigmoid`` on a linear axis, ``log`` on
+    a log axis (the transforms refinement bounds its parameters with)."""
+    return [
+        FreeParameter(a.name, a.lo, a.hi, transform="log" if a.scale == "log" else "sigmoid")
+        for a in space.axes
+    ]
+
+
+class _CMAES:
+    """evosax's CMA-ES over u in R^D, mean 0 (the box's middle), step ``strategy.sigma``;
+    candidate x_d = to_constrained_d(u_d). The state is a pytree of NumPy arrays (saved as
+    it is); generation g draws with the key fold_in(PRNGKey(seed), g)."""
+
+    def __init__(self, space: Space, size: int):
+        from evosax.algorithms import CMA_ES
+
+        self.bounds = _box_parameters(space)
+        self.es = CMA_ES(population_size=size, solution=jnp.zeros(len(space.axes)))
+        self.params = self.es.default_params.replace(std_init=jnp.asarray(space.strategy.sigma))
+        self.key = jax.random.PRNGKey(int(space.seed))
+
+    def init(self):
+        mean = jnp.zeros(len(self.bounds))
+        return jax.tree.map(np.asarray, self.es.init(self.key, mean, self.params))
+
+    def sigma(self, state) -> float:
+        return float(state.std)
+
+    def ask(self, state, g: int):
+        key = jax.random.fold_in(jax.random.fold_in(self.key, g), 0)
+        u, asked = self.es.ask(key, state, self.params)
+        x = np.stack([np.asarray(p.to_constrained(u[:, d])) for d, p in enumerate(self.bounds)], 1)
+        lo, hi = [np.array([getattr(p, k) for p in self.bounds]) for k in ("lo", "hi")]
+        return np.clip(x, lo, hi), (u, asked)  # clip: rounding of exp(log hi) only
+
+    def tell(self, state, g: int, pending, scores: np.ndarray):
+        u, asked = pending
+        key = jax.random.fold_in(jax.random.fold_in(self.key, g), 1)
+        told, _ = self.es.tell(key, u, jnp.asarray(scores, u.dtype), asked, self.params)
+        return jax.tree.map(np.asarray, told)
+
+
+class _NSGA2:
+    """pymoo's NSGA-II in the unit cube of the axes (its operators work in a box); the
+    state is the pymoo algorithm with its own random generator (seeded)."""
+
+    def __init__(self, space: Space, size: int):
+        self.space, self.size = space, size
+
+    def init(self):
+        from pymoo.algorithms.moo.nsga2 import NSGA2
+        from pymoo.core.problem import Problem as Box
+        from pymoo.core.termination import NoTermination
+
+        d, k = len(self.space.axes), len(self.space.strategy.objectives)
+        box = Box(n_var=d, n_obj=k, xl=np.zeros(d), xu=np.ones(d))
+        return NSGA2(pop_size=self.size).setup(
+            box, seed=int(self.space.seed), termination=NoTermination()
+        )
+
+    def sigma(self, state) -> float:
+        return math.nan
+
+    def ask(self, algorithm, g: int):
+        asked = algorithm.ask()
+        u = np.clip(asked.get("X"), 0.0, 1.0)
+        return np.stack([a.from_unit(u[:, d]) for d, a in enumerate(self.space.axes)], 1), asked
+
+    def tell(self, algorithm, g: int, asked, scores: np.ndarray):
+        asked.set("F", scores)
+        algorithm.tell(infills=asked)
+        return algorithm
+
+
+class _Checkpoint:
+    """The state of :func:`evolve` after every generation, written atomically to
+    ``directory/``:data:`CHECKPOINT_NAME`; None: no checkpoints."""
+
+    def __init__(self, directory: str | os.PathLike | None, fingerprint: str):
+        self.path = None if directory is None else Path(directory) / CHECKPOINT_NAME
+        self.fingerprint = fingerprint
+
+    def load(self) -> dict | None:
+        if self.path is None or not self.path.exists():
+            return None
+        try:
+            data = pickle.loads(self.path.read_bytes())
+        except Exception as e:  # noqa: BLE001 - any unreadable file is the same error
+            raise DataError(
+                f"cannot read the checkpoint {self.path} ({type(e).__name__}): delete it to "
+                "start the exploration over"
+            ) from None
+        if not isinstance(data, dict) or data.get("version") != CHECKPOINT_VERSION:
+            raise DataError(f"the checkpoint {self.path} has an unknown format: delete it")
+        if data.get("fingerprint") != self.fingerprint:
+            raise ConfigError(
+                f"the checkpoint {self.path} belongs to another exploration (other data, "
+                "space, strategy, seeds or batch_size): delete it or choose another directory"
+            )
+        return data
+
+    def save(self, data: dict) -> None:
+        if self.path is None:
+            return
+        from bnmfit.results import write_bytes
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        data = {**data, "version": CHECKPOINT_VERSION, "fingerprint": self.fingerprint}
+        write_bytes(self.path, pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+_RESULT_ARRAYS = ("points", "loss", "mean_loss", "std_loss", "fc_r", "diverged")
+
+
+def _joined(parts: Sequence[ExploreResult]) -> ExploreResult:
+    """The results of several batches of points as one (same names and seeds)."""
+    first = parts[0]
+    return ExploreResult(
+        names=first.names,
+        seeds=first.seeds,
+        **{k: np.concatenate([getattr(p, k) for p in parts]) for k in _RESULT_ARRAYS},
+        extras={k: np.concatenate([p.extras[k] for p in parts]) for k in first.extras},
+        terms={k: np.concatenate([p.terms[k] for p in parts]) for k in first.terms},
+    )
+
+
+def _term_means(result: ExploreResult, names: Sequence[str]) -> np.ndarray:
+    """(P, K) each named term's mean over the seeds (inf where a seed diverged)."""
+    if not names:
+        return np.zeros((len(result.points), 0))
+    return np.stack([result.terms[n].mean(axis=1) for n in names], axis=1)
+
+
+def _front(objectives: np.ndarray) -> np.ndarray:
+    """Indices of the non-dominated rows among the finite ones, by the first objective."""
+    from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
+
+    finite = np.flatnonzero(np.isfinite(objectives).all(axis=1))
+    if finite.size == 0:
+        return np.zeros(0, np.int64)
+    idx = finite[NonDominatedSorting().do(objectives[finite], only_non_dominated_front=True)]
+    return np.array(sorted(idx, key=lambda i: (objectives[i, 0], i)), dtype=np.int64)
+
+
+def _stalled(parts: Sequence[ExploreResult], window: int, tolerance: float) -> bool:
+    """Hansen's ``tolfun``: the best losses of the last ``window`` generations and every
+    loss of the newest span less than ``tolerance`` (all finite)."""
+    if tolerance <= 0 or len(parts) < window:
+        return False
+    best = [p.mean_loss.min() for p in parts[-window:]]
+    values = np.concatenate([best, parts[-1].mean_loss])
+    return bool(np.isfinite(values).all() and np.ptp(values) < tolerance)
+
+
+def _require_evolutionary(space: Space) -> None:
+    if not space.evolutionary:
+        raise ConfigError(
+            f"the {space.sampler} sampler has a fixed list of points: use evaluate, or "
+            f"exploration.sampler {' or '.join(EVOLUTIONARY)}"
+        )
+
+
+def _evolve(
+    space: Space,
+    n_seeds: int,
+    run: Callable[[np.ndarray], ExploreResult],
+    checkpoint: _Checkpoint,
+    progress: EvolveProgress | None = None,
+) -> ExploreResult:
+    """:func:`evolve` with ``run(points)`` evaluating each generation's candidates."""
+    from bnmfit.fit import SCIPY_PENALTY
+
+    _require_evolutionary(space)
+    st = space.strategy
+    size = st.size(space.sampler, len(space.axes))
+    cost = size * int(n_seeds)
+    if st.budget is not None and st.budget < cost:
+        raise ConfigError(
+            f"exploration.evolution.budget = {st.budget} simulations is less than one "
+            f"generation ({size} candidates × {n_seeds} seeds = {cost}); raise the budget or "
+            "lower exploration.evolution.population"
+        )
+    strategy = _CMAES(space, size) if space.sampler == "cmaes" else _NSGA2(space, size)
+    objectives = st.objectives if space.sampler == "nsga2" else ()
+    window = 10 + math.ceil(30 * len(space.axes) / size)
+    saved = checkpoint.load() or {"state": strategy.init(), "parts": [], "sigma": [], "stop": None}
+    state, parts, sigma, stop = saved["state"], saved["parts"], saved["sigma"], saved["stop"]
+    while stop is None:
+        g = len(parts)
+        points, pending = strategy.ask(state, g)
+        res = run(points)
+        scores = _term_means(res, objectives) if objectives else res.mean_loss[:, None]
+        scores = np.where(np.isfinite(scores), scores, SCIPY_PENALTY)
+        sigma.append(strategy.sigma(state))
+        state = strategy.tell(state, g, pending, scores if objectives else scores[:, 0])
+        parts.append(res)
+        spent = sum(len(p.points) for p in parts) * int(n_seeds)
+        if space.sampler == "cmaes" and _stalled(parts, window, st.tolerance):
+            stop = "tolerance"
+        elif g + 1 >= st.generations:
+            stop = "generations"
+        elif st.budget is not None and spent + cost > st.budget:
+            stop = "budget"
+        checkpoint.save({"state": state, "parts": parts, "sigma": sigma, "stop": stop})
+        if progress is not None:
+            progress(g + 1, st.generations, float(min(p.mean_loss.min() for p in parts)))
+    result = _joined(parts)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a generation that all diverged
+        means = [np.nanmean(np.where(np.isfinite(p.mean_loss), p.mean_loss, np.nan)) for p in parts]
+    obj = _term_means(result, objectives)
+    result.generations = Generations(
+        generation=np.concatenate([np.full(len(p.points), g) for g, p in enumerate(parts)]),
+        best_loss=np.array([p.mean_loss.min() for p in parts]),
+        mean_loss=np.array(means),
+        sigma=np.array(sigma, dtype=np.float64),
+        population=size,
+        stop=stop,
+        objective_names=tuple(objectives),
+        objectives=obj,
+        front=_front(obj) if objectives else np.zeros(0, np.int64),
+    )
+    return result
+
+
+def evolve(
+    problem: Problem,
+    space: Space,
+    seeds: Sequence[int],
+    *,
+    batch_size: int = 64,
+    checkpoint_dir: str | os.PathLike | None = None,
+    progress: EvolveProgress | None = None,
+) -> ExploreResult:
+    """Search ``space`` (sampler ``cmaes`` or ``nsga2``) generation by generation.
+
+    Each generation's candidates are one :func:`evaluate` call on ``seeds`` (the batch
+    shape of a whole generation, so every generation compiles once). CMA-ES minimises the
+    mean loss over the seeds; NSGA-II the means of ``space.strategy.objectives``. A
+    diverged candidate keeps loss inf and ``diverged`` in the result and is ranked last,
+    as is one with an undefined objective (inf; e.g. FCD KS of windows of constant BOLD).
+    The search stops after ``strategy.generations``, before passing ``strategy.budget``
+    simulations, or (CMA-ES) when stalled within ``strategy.tolerance``.
+
+    Args:
+        problem: the subject's problem.
+        space: the axes (their lo/hi bound the search), the sampler, its seed and
+            :class:`Strategy`.
+        seeds: the noise seeds of every candidate.
+        batch_size: as in :func:`evaluate`.
+        checkpoint_dir: where the state is saved after every generation and resumed from
+            (None: no checkpoints); a checkpoint of another problem, space or settings is
+            refused. A resumed run ends bitwise as an uninterrupted one.
+        progress: ``progress(generation, generations, best_loss)`` after every generation.
+    Returns:
+        An :class:`ExploreResult` of every evaluated point in order of generation, with
+        ``generations`` (:class:`Generations`) and, for NSGA-II, ``terms``.
+    """
+    from bnmfit.fit import _fingerprint
+
+    _require_evolutionary(space)
+    size = space.strategy.size(space.sampler, len(space.axes))
+    terms = space.strategy.objectives if space.sampler == "nsga2" else ()
+    h = hashlib.sha256(_fingerprint(problem, (), (), 0, (), 0).encode())
+    h.update(repr((space, [int(s) for s in seeds], int(batch_size))).encode())
+
+    def run(points):
+        return evaluate(
+            problem, space.names, points, seeds, batch_size=batch_size, n_total=size, terms=terms
+        )
+
+    return _evolve(space, len(seeds), run, _Checkpoint(checkpoint_dir, h.hexdigest()), progress)

@@ -345,7 +345,8 @@ def subject_warnings(problem, empirical_h5) -> list[str]:
 
 
 def build_space(config: Mapping[str, Any]):
-    """The exploration :class:`~bnmfit.explore.Space`."""
+    """The exploration :class:`~bnmfit.explore.Space` (cmaes/nsga2: with its
+    :class:`~bnmfit.explore.Strategy` from ``exploration.evolution``)."""
     from bnmfit import explore
 
     ex = config["exploration"]
@@ -353,11 +354,15 @@ def build_space(config: Mapping[str, Any]):
     for ax in ex["parameters"]:
         lo, hi = bounds(ax, "exploration axis")
         axes.append(explore.Axis(ax["name"], lo, hi, n=int(ax["n"]), scale=ax["scale"]))
+    strategy = None
+    if ex["sampler"] in explore.EVOLUTIONARY:
+        strategy = explore.Strategy(**(ex.get("evolution") or {}))
     return explore.Space(
         tuple(axes),
         sampler=ex["sampler"],
         n_samples=int(ex["n_samples"]),
         seed=int(config["noise"]["seed"]),
+        strategy=strategy,
     )
 
 

@@ -862,14 +862,16 @@ _LANDSCAPE_ARRAYS = ("points", "loss", "mean_loss", "std_loss", "fc_r", "diverge
 
 def _write_exploration(path: PathLike, rec, datasets: dict, attrs: dict) -> None:
     """What :class:`ExploreChunk` and :class:`Landscape` files share: the points and their
-    losses, the space and seeds, the loss and the provenance; plus their own ``datasets``
-    and ``attrs``."""
+    losses, the space and seeds, the loss, the provenance and (cmaes/nsga2) the group
+    ``evolution``; plus their own ``datasets`` and ``attrs``."""
+    evolution = {} if rec.evolution is None else {"evolution": _evolution_group(rec.evolution)}
     write_h5(
         path,
         {
             "names": list(rec.names),
             **{k: getattr(rec, k) for k in _LANDSCAPE_ARRAYS},
             **datasets,
+            **evolution,
         },
         {
             "subject": rec.subject,
@@ -882,6 +884,43 @@ def _write_exploration(path: PathLike, rec, datasets: dict, attrs: dict) -> None
             **attrs,
             **rec.provenance,
         },
+    )
+
+
+def _evolution_group(gen) -> dict[str, Any]:
+    """The ``evolution`` group of an explore file: a :class:`bnmfit.explore.Generations`."""
+    return {
+        "generation": gen.generation,
+        "best_loss": gen.best_loss,
+        "mean_loss": gen.mean_loss,
+        "sigma": gen.sigma,
+        "objectives": gen.objectives,
+        "front": gen.front,
+        "@attrs": {
+            "population": gen.population,
+            "stop": gen.stop,
+            "objective_names": list(gen.objective_names),
+        },
+    }
+
+
+def _read_evolution(group: Mapping[str, Any] | None):
+    """:class:`bnmfit.explore.Generations` of an ``evolution`` group (None: a fixed space)."""
+    if group is None:
+        return None
+    from bnmfit.explore import Generations
+
+    a = group["@attrs"]
+    return Generations(
+        generation=np.asarray(group["generation"], dtype=np.int64),
+        best_loss=np.asarray(group["best_loss"]),
+        mean_loss=np.asarray(group["mean_loss"]),
+        sigma=np.asarray(group["sigma"]),
+        population=int(a["population"]),
+        stop=str(a["stop"]),
+        objective_names=tuple(a["objective_names"]),
+        objectives=np.asarray(group["objectives"], dtype=np.float64),
+        front=np.asarray(group["front"], dtype=np.int64),
     )
 
 
@@ -907,6 +946,12 @@ class ExploreChunk:
             mean_loss, std_loss, fc_r, diverged: (P_k) per point.
         axes: the axes (name, lo, hi, n, scale); sampler, n_samples: how the space was
             sampled; seeds: the R noise seeds.
+        evolution: cmaes/nsga2 (one chunk holding every evaluated point, in order of
+            generation): a :class:`bnmfit.explore.Generations` (group ``evolution``): each
+            point's ``generation``, per generation ``best_loss``, ``mean_loss`` (loss
+            constant added) and ``sigma``, NSGA-II's ``objectives`` (P × K, named by
+            ``objective_names``) and ``front`` (indices of the Pareto front), ``population``
+            and ``stop``; None for a fixed space.
 
     No wall time: timings live in the logs and Snakemake's benchmark files, so that the
     same inputs and config give a byte-identical file.
@@ -930,6 +975,7 @@ class ExploreChunk:
     n_points: int
     loss_spec: LossRecord
     provenance: dict[str, Any]
+    evolution: Any = None
 
     @classmethod
     def of(
@@ -945,7 +991,13 @@ class ExploreChunk:
         provenance: Mapping[str, Any],
     ) -> ExploreChunk:
         """From a :class:`bnmfit.explore.ExploreResult` of ``space``'s points ``index`` and the
-        :class:`bnmfit.losses.LossSpec` it was computed with (its constant added here)."""
+        :class:`bnmfit.losses.LossSpec` it was computed with (its constant added here); of
+        :func:`bnmfit.explore.evolve`, ``index`` is every evaluated point's."""
+        gen = result.generations
+        if gen is not None:
+            gen = dataclasses.replace(
+                gen, best_loss=gen.best_loss + spec.offset, mean_loss=gen.mean_loss + spec.offset
+            )
         return cls(
             subject=subject,
             names=list(space.names),
@@ -965,9 +1017,10 @@ class ExploreChunk:
             seeds=[int(s) for s in result.seeds],
             chunk=int(chunk),
             n_chunks=int(n_chunks),
-            n_points=len(space.points()),
+            n_points=len(result.points) if space.evolutionary else len(space.points()),
             loss_spec=LossRecord.of(spec),
             provenance=dict(provenance),
+            evolution=gen,
         )
 
     def write(self, path: PathLike) -> None:
@@ -994,6 +1047,7 @@ class ExploreChunk:
             n_points=int(a["n_points"]),
             loss_spec=LossRecord.from_attrs(a),
             provenance=_provenance(a),
+            evolution=_read_evolution(d.get("evolution")),
         )
 
     def space(self):
@@ -1032,6 +1086,7 @@ class Landscape:
             ``to``). edge: the faces of the final box that the best point lies on (``axis``,
             ``side``, ``at``, ``domain``: whether the domain ends there, so the box could
             not grow); empty when the best point is inside, None when never checked.
+        evolution: as in :class:`ExploreChunk` (cmaes/nsga2; None for a fixed space).
         provenance: of the chunks (config hash of this step, versions, seeds, the inputs'
             SHA-256), with ``chunk_config_hash``.
     """
@@ -1059,6 +1114,7 @@ class Landscape:
     extensions: list[dict[str, Any]]
     edge: list[dict[str, Any]] | None
     provenance: dict[str, Any]
+    evolution: Any = None
 
     @classmethod
     def gather(
@@ -1078,12 +1134,17 @@ class Landscape:
         empirical FC of a box extension); its edge is not checked yet (``edge`` None).
 
         Raises:
-            DataError: chunks of different explorations, points given twice or missing, or
-                every point diverged.
+            DataError: chunks of different explorations, points given twice or missing,
+                several chunks of a cmaes/nsga2 search, or every point diverged.
         """
         from bnmfit.explore import top_k
 
         first = chunks[0]
+        if first.evolution is not None and len(chunks) > 1:
+            raise DataError(
+                f"{paths[1]}: a {first.sampler} search is one chunk file, got {len(chunks)}; "
+                "delete the stale chunks and re-run"
+            )
         for path, c in zip(paths, chunks, strict=True):
             if not c._same_exploration(first):
                 raise DataError(
@@ -1145,6 +1206,7 @@ class Landscape:
             extensions=[],
             edge=None,
             provenance=prov,
+            evolution=first.evolution,
         )
 
     def space(self):
@@ -1251,6 +1313,7 @@ class Landscape:
             extensions=list(a.get("extensions") or []),
             edge=a.get("edge"),
             provenance=prov,
+            evolution=_read_evolution(d.get("evolution")),
         )
 
     def start_points(self) -> list[dict[str, float]]:

@@ -22,6 +22,7 @@ from bnmfit.config import (  # noqa: E402
     validate_config,
 )
 from bnmfit.errors import BnmfitError  # noqa: E402
+from bnmfit.explore import EVOLUTIONARY  # noqa: E402
 from bnmfit.io import sidecar_path  # noqa: E402
 from bnmfit.report import COHORT_FIGURES, SUBJECT_FIGURES  # noqa: E402
 
@@ -48,7 +49,9 @@ except BnmfitError as e:
 config.clear()
 config.update(_resolved)
 SUBJECT_IDS = list(SUBJECTS)
-N_CHUNKS = int(config["exploration"]["chunks"])
+# a cmaes/nsga2 search runs all its generations in one job
+_EX = config["exploration"]
+N_CHUNKS = 1 if _EX["sampler"] in EVOLUTIONARY else int(_EX["chunks"])
 
 
 wildcard_constraints:

@@ -1,4 +1,5 @@
-# Stage 3: coarse exploration of the parameter space, scattered over K chunks per subject,
+# Stage 3: coarse exploration of the parameter space, scattered over K chunks per subject
+# (a cmaes/nsga2 search: one job per subject, N_CHUNKS = 1, checkpointed every generation),
 # then gathered into one landscape (its box extended where the best point lies on an edge)
 # with the refinement starts (top-k points).
 
@@ -17,6 +18,8 @@ rule explore:
         script=script_path("explore.py"),
         stale=stale_pages,  # no page outlives what it shows
         cfg=config_json("explore"),
+        # cmaes/nsga2: the state after every generation; a rerun of a killed job resumes
+        checkpoints=lambda wildcards: f"results/sub-{wildcards.subject}/explore/.checkpoints",
     threads: rule_threads("explore")
     resources:
         # memory x attempt: a job retried after running out of memory (--retries) gets more
@@ -29,7 +32,7 @@ rule explore:
         "rm -f {params.stale} && python {params.script:q} --subject {wildcards.subject:q}"
         " --connectome {input.connectome:q} --empirical {input.empirical:q}"
         " --chunk {wildcards.chunk} --config-json {params.cfg:q} --gpus {resources.gpu}"
-        " --output {output.h5:q} > {log:q} 2>&1"
+        " --checkpoint-dir {params.checkpoints:q} --output {output.h5:q} > {log:q} 2>&1"
 
 
 rule gather_explore:
