@@ -432,6 +432,8 @@ def uncertainty_settings(config: Mapping[str, Any], problem, empirical) -> dict 
 
 def _unidentified(result) -> list[str]:
     """One message per stage with numbers that its data do not identify."""
+    import numpy as np
+
     out = []
     for rec in result.stages if result is not None else ():
         u = rec.uncertainty
@@ -440,6 +442,8 @@ def _unidentified(result) -> list[str]:
         bad = [i for i in range(len(u.labels)) if not u.identified[i]]
         shown = ", ".join(
             f"{u.labels[i]} (SE {u.se[i]:.3g} = {u.relative_se[i]:.0%} of its domain)"
+            if np.isfinite(u.se[i])
+            else f"{u.labels[i]} (no information: SE unbounded)"
             for i in bad[:4]
         ) + (", ..." if len(bad) > 4 else "")
         out.append(
