@@ -44,10 +44,8 @@ import hashlib
 import itertools
 import math
 import os
-import pickle
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import jax
@@ -56,10 +54,11 @@ import numpy as np
 from scipy.spatial import cKDTree
 from scipy.stats import qmc
 
-from bnmfit.errors import ConfigError, DataError, unknown_choice
+from bnmfit.errors import ConfigError, unknown_choice
 from bnmfit.losses import LOSSES, check_terms, pearson
 from bnmfit.observables import upper
 from bnmfit.params import START_MARGIN, FreeParameter
+from bnmfit.results import Checkpoint
 
 if TYPE_CHECKING:  # pragma: no cover
     from bnmfit.fit import Stage
@@ -1005,41 +1004,14 @@ class _NSGA2:
         return algorithm
 
 
-class _Checkpoint:
-    """The state of :func:`evolve` after every generation, written atomically to
-    ``directory/``:data:`CHECKPOINT_NAME`; None: no checkpoints."""
-
-    def __init__(self, directory: str | os.PathLike | None, fingerprint: str):
-        self.path = None if directory is None else Path(directory) / CHECKPOINT_NAME
-        self.fingerprint = fingerprint
-
-    def load(self) -> dict | None:
-        if self.path is None or not self.path.exists():
-            return None
-        try:
-            data = pickle.loads(self.path.read_bytes())
-        except Exception as e:  # noqa: BLE001 - any unreadable file is the same error
-            raise DataError(
-                f"cannot read the checkpoint {self.path} ({type(e).__name__}): delete it to "
-                "start the exploration over"
-            ) from None
-        if not isinstance(data, dict) or data.get("version") != CHECKPOINT_VERSION:
-            raise DataError(f"the checkpoint {self.path} has an unknown format: delete it")
-        if data.get("fingerprint") != self.fingerprint:
-            raise ConfigError(
-                f"the checkpoint {self.path} belongs to another exploration (other data, "
-                "space, strategy, seeds or batch_size): delete it or choose another directory"
-            )
-        return data
-
-    def save(self, data: dict) -> None:
-        if self.path is None:
-            return
-        from bnmfit.results import write_bytes
-
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        data = {**data, "version": CHECKPOINT_VERSION, "fingerprint": self.fingerprint}
-        write_bytes(self.path, pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL))
+#: the checkpoint of :func:`evolve` in a directory (None: no checkpoints) for a fingerprint
+_Checkpoint = functools.partial(
+    Checkpoint,
+    name=CHECKPOINT_NAME,
+    version=CHECKPOINT_VERSION,
+    run="exploration",
+    other="another exploration (other data, space, strategy, seeds or batch_size)",
+)
 
 
 _RESULT_ARRAYS = ("points", "loss", "mean_loss", "std_loss", "fc_r", "diverged")

@@ -65,7 +65,6 @@ import dataclasses
 import functools
 import hashlib
 import math
-import pickle
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -81,11 +80,11 @@ import scipy.optimize
 import scipy.stats
 from jax.flatten_util import ravel_pytree
 
-from bnmfit.errors import ConfigError, DataError, unknown_choice
+from bnmfit.errors import ConfigError, unknown_choice
 from bnmfit.losses import Observed, fc_rmse, fcd_ks, pearson
 from bnmfit.observables import upper
 from bnmfit.params import FreeParameter, ParameterSet, current_value
-from bnmfit.results import write_bytes
+from bnmfit.results import Checkpoint
 from bnmfit.uncertainty import mean_fc, per_key
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -684,42 +683,6 @@ def _to_numpy(tree):
     return jax.tree.map(lambda x: np.asarray(x), tree)
 
 
-class _Checkpoints:
-    def __init__(self, directory: str | Path | None, fingerprint: str):
-        self.path = None if directory is None else Path(directory) / CHECKPOINT_NAME
-        self.fingerprint = fingerprint
-        if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-
-    def load(self) -> dict | None:
-        if self.path is None or not self.path.exists():
-            return None
-        try:
-            with open(self.path, "rb") as f:
-                data = pickle.load(f)
-        except Exception as e:  # noqa: BLE001 - any unreadable file is the same error
-            raise DataError(
-                f"cannot read the checkpoint {self.path} ({type(e).__name__}): delete it to "
-                "start the refinement over"
-            ) from None
-        if not isinstance(data, dict) or data.get("version") != CHECKPOINT_VERSION:
-            raise DataError(
-                f"the checkpoint {self.path} has an unknown format: delete it to start over"
-            )
-        if data.get("fingerprint") != self.fingerprint:
-            raise ConfigError(
-                f"the checkpoint {self.path} belongs to a different refinement (other data, "
-                "stages, starts or seed): delete it or choose another checkpoint directory"
-            )
-        return data
-
-    def save(self, data: dict) -> None:
-        if self.path is None:
-            return
-        data = {**data, "version": CHECKPOINT_VERSION, "fingerprint": self.fingerprint}
-        write_bytes(self.path, pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL))
-
-
 # ---------------------------------------------------------------------------------------------
 # refine
 
@@ -787,9 +750,13 @@ def refine(
                 "(FCDs do not average): use noise_average 'loss'"
             )
 
-    ckpt = _Checkpoints(
+    ckpt = Checkpoint(
         checkpoint_dir,
         _fingerprint(problem, stages, current, seed, heldout_seeds, checkpoint_every, regions),
+        name=CHECKPOINT_NAME,
+        version=CHECKPOINT_VERSION,
+        run="refinement",
+        other="a different refinement (other data, stages, starts or seed)",
     )
     state = ckpt.load() or {"stage": 0, "records": [], "current": current, "partial": None}
     records: list[StageRecord] = list(state["records"])

@@ -42,6 +42,7 @@ import io
 import json
 import math
 import os
+import pickle
 import platform
 import socket
 import subprocess
@@ -52,7 +53,7 @@ from typing import Any
 
 import numpy as np
 
-from bnmfit.errors import DataError, short_list
+from bnmfit.errors import ConfigError, DataError, short_list
 
 __all__ = [
     "ConnectomeFile",
@@ -212,6 +213,68 @@ def write_bytes(path: PathLike, data: bytes | str) -> None:
         data = data.encode("utf-8")
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+@dataclasses.dataclass(frozen=True)
+class Checkpoint:
+    """The state of a long run (a refinement, an evolutionary exploration) pickled to
+    ``directory/name`` with :func:`write_bytes`, stamped with ``version`` and the
+    ``fingerprint`` of the run's inputs; :meth:`load` refuses a file of another version or
+    fingerprint. ``directory`` None: nothing is saved and nothing loaded.
+
+    Attributes:
+        directory: the checkpoint directory, created on the first save.
+        fingerprint: a digest of everything that makes the run's result.
+        name: the file name in ``directory``.
+        version: the format of the saved state; a file of another version is refused.
+        run: the run, for messages ("refinement").
+        other: what a foreign fingerprint means, for messages ("a different refinement
+            (other data, stages, starts or seed)").
+    """
+
+    directory: PathLike | None
+    fingerprint: str
+    name: str
+    version: int
+    run: str
+    other: str
+
+    @property
+    def path(self) -> Path | None:
+        return None if self.directory is None else Path(self.directory) / self.name
+
+    def load(self) -> dict | None:
+        """The saved state, or None when there is none (or no directory)."""
+        path = self.path
+        if path is None or not path.exists():
+            return None
+        try:
+            data = pickle.loads(path.read_bytes())
+        except Exception as e:  # noqa: BLE001 - any unreadable file is the same error
+            raise DataError(
+                f"cannot read the checkpoint {path} ({type(e).__name__}): delete it to start "
+                f"the {self.run} over"
+            ) from None
+        if not isinstance(data, dict) or data.get("version") != self.version:
+            raise DataError(
+                f"the checkpoint {path} has an unknown format: delete it to start the "
+                f"{self.run} over"
+            )
+        if data.get("fingerprint") != self.fingerprint:
+            raise ConfigError(
+                f"the checkpoint {path} belongs to {self.other}: delete it or choose another "
+                "checkpoint directory"
+            )
+        return data
+
+    def save(self, data: Mapping[str, Any]) -> None:
+        """Replace the saved state by ``data`` atomically (nothing without a directory)."""
+        path = self.path
+        if path is None:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = {**data, "version": self.version, "fingerprint": self.fingerprint}
+        write_bytes(path, pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL))
 
 
 # =========================================================================== provenance
