@@ -1305,3 +1305,121 @@ def test_cohort_table_has_validation_ceiling_and_flags(fitted, tmp_path):
 def test_fitted_page_renders_in_chromium(fitted, tmp_path):
     # connectome, FC, scatter, landscape, loss, regional, FCD, BOLD and two heat maps
     _check_render(render(fitted[1]["f1"]["page"], tmp_path, "sub-f1_report"), 10)
+
+
+# ----------------------------------------------------------------------------- evolution
+
+
+def _evolved(tmp_path, sampler: str, dims: int = 3):
+    """The landscape file of a 4-generation search of 6 candidates over ``dims`` axes
+    (loss shrinking towards the middle of the box, one candidate diverged), written and
+    gathered through bnmfit.results as the workflow does; ``sampler`` sobol: a fixed space."""
+    from bnmfit import explore, results
+    from bnmfit.losses import LossSpec
+
+    axes = (
+        explore.Axis("G", 0.0, 2.0),
+        explore.Axis("w", 0.01, 10.0, scale="log"),
+        explore.Axis("I_o", 0.2, 0.5),
+    )[:dims]
+    strategy = explore.Strategy(population=6, generations=4, objectives=("fc_corr", "fcd_ks"))
+    space = explore.Space(axes, sampler, n_samples=24, seed=0, strategy=strategy)
+    rng = np.random.default_rng(0)
+    generation = np.repeat(np.arange(4), 6)
+    u = 0.5 + (rng.uniform(-0.5, 0.5, (24, dims)) / (1 + generation[:, None]))
+    points = np.stack([a.from_unit(u[:, d]) for d, a in enumerate(axes)], axis=1)
+    loss = ((u - 0.5) ** 2).sum(1)
+    loss[7] = np.inf
+    objectives = np.c_[loss, ((u[:, :1] - 0.2) ** 2).sum(1)]
+    objectives[7] = np.inf
+    front = np.array(
+        [
+            i
+            for i in range(24)
+            if np.isfinite(objectives[i]).all()
+            and not any(
+                (objectives[j] <= objectives[i]).all() and (objectives[j] < objectives[i]).any()
+                for j in range(24)
+            )
+        ]
+    )
+    res = explore.ExploreResult(
+        names=tuple(a.name for a in axes),
+        points=points,
+        seeds=np.array([0, 1]),
+        loss=np.repeat(loss[:, None], 2, axis=1),
+        mean_loss=loss,
+        std_loss=np.zeros(24),
+        fc_r=1 - loss,
+        diverged=~np.isfinite(loss),
+    )
+    if sampler in explore.EVOLUTIONARY:
+        finite = np.where(np.isfinite(loss), loss, np.nan).reshape(4, 6)
+        res.generations = explore.Generations(
+            generation=generation,
+            best_loss=np.nanmin(finite, axis=1),
+            mean_loss=np.nanmean(finite, axis=1),
+            sigma=0.5 ** np.arange(4.0) if sampler == "cmaes" else np.full(4, np.nan),
+            population=6,
+            stop="budget" if sampler == "cmaes" else "generations",
+            objective_names=("fc_corr", "fcd_ks") if sampler == "nsga2" else (),
+            objectives=objectives if sampler == "nsga2" else np.zeros((24, 0)),
+            front=front if sampler == "nsga2" else np.zeros(0, np.int64),
+        )
+    chunk = tmp_path / "chunk-0.h5"
+    results.ExploreChunk.of(
+        res,
+        subject="01",
+        space=space,
+        index=np.arange(24),
+        chunk=0,
+        n_chunks=1,
+        spec=LossSpec((("fc_corr", 1.0),), 0.0, None),
+        provenance={"config_hash": "0123456789abcdef"},
+    ).write(chunk)
+    land = results.Landscape.gather(
+        [results.ExploreChunk.read(chunk)],
+        [chunk],
+        starts=2,
+        min_separation=0.1,
+        config_hash="fedcba9876543210",
+    )
+    path = tmp_path / "sub-01_explore.h5"
+    land.write(path)
+    return land, path
+
+
+@pytest.mark.parametrize(
+    ("sampler", "dims", "figures", "stop"),
+    [
+        ("cmaes", 3, 1, "one more generation would have passed the budget"),
+        ("cmaes", 1, 1, "one more generation would have passed the budget"),
+        ("nsga2", 2, 2, "it ran all its generations"),
+        ("sobol", 2, 0, None),
+    ],
+)
+def test_an_evolutionary_exploration_gets_its_section(tmp_path, sampler, dims, figures, stop):
+    """CMA-ES: the loss per generation (and σ) with the population; NSGA-II also its Pareto
+    front; both say why they stopped; a fixed space has no such section."""
+    land, path = _evolved(tmp_path, sampler, dims)
+    page = report.subject_report(
+        "01",
+        connectome_h5=None,
+        empirical_h5=None,
+        explore_h5=path,
+        fit_h5=None,
+        params_json=None,
+        config={},
+    )
+    assert _imgs(page) == 1 + figures  # the landscape, then the section's own
+    assert page.count("evolutionary exploration by generation") == min(figures, 1)
+    assert page.count("NSGA-II Pareto front") == (figures == 2)
+    if stop is None:
+        assert "Evolutionary exploration" not in page and "stopped after" not in page
+        return
+    assert 'id="evolution"' in page
+    assert (
+        f"{sampler} stopped after 4 generations of 6 candidates (24 points × 2 noise seeds = "
+        f"48 simulations) because {stop}"
+    ) in page
+    assert land.evolution is not None and land.top[0] != 7

@@ -1495,6 +1495,81 @@ def _landscape_section(s: dict[str, Any]) -> str:
     return land + _explore_info(s)
 
 
+#: why an evolutionary exploration stopped (``evolution.stop``), the config key behind it
+_STOPS = {
+    "generations": "it ran all its generations (exploration.evolution.generations)",
+    "budget": "one more generation would have passed the budget of simulations "
+    "(exploration.evolution.budget)",
+    "tolerance": "CMA-ES stalled: its best losses over the last generations changed less than "
+    "exploration.evolution.tolerance",
+}
+
+
+def _stop_line(s: dict[str, Any], ev: Mapping[str, Any], n_points: int) -> str:
+    """One line: how many generations and simulations the subject's evolutionary
+    exploration ``ev`` ran, and why it stopped."""
+    a = ev.get("@attrs", {})
+    sampler = (s["explore"].get("@attrs") or {}).get("sampler") or "the search"
+    best = _arr(ev.get("best_loss"), 1)
+    loss = _arr(s["explore"].get("loss"), 2)
+    seeds = (
+        "? noise seeds"
+        if loss is None
+        else f"{loss.shape[1]} noise seeds = {n_points * loss.shape[1]} simulations"
+    )
+    stop = str(a.get("stop", ""))
+    return _esc(
+        f"{sampler} stopped after {0 if best is None else len(best)} generations of "
+        f"{a.get('population', '?')} candidates ({n_points} points × {seeds}) because "
+        f"{_STOPS.get(stop, f'of {stop!r}')}."
+    )
+
+
+def _evolution_section(s: dict[str, Any]) -> str:
+    """CMA-ES / NSGA-II generation by generation, NSGA-II's Pareto front and why the search
+    stopped; "" for a fixed space (grid, zip, Sobol, LHS)."""
+    ev = (s["explore"] or {}).get("evolution")
+    li = _landscape_inputs(s)
+    generation = _arr((ev or {}).get("generation"), 1) if isinstance(ev, Mapping) else None
+    if li is None or generation is None or len(generation) != len(li["points"]):
+        return ""
+    refined = int(li["top"][0]) if li["top"] is not None else None
+    fig = rf.evolution_figure(
+        li["names"],
+        li["points"],
+        li["mean_loss"],
+        generation.astype(int),
+        _arr(ev.get("best_loss"), 1),
+        _arr(ev.get("mean_loss"), 1),
+        _arr(ev.get("sigma"), 1),
+        li["axes_meta"],
+        refined=refined,
+    )
+    html_ = _fig_of(
+        s,
+        fig,
+        "evolutionary exploration by generation",
+        "Left: best and mean loss (over the noise seeds) of each generation; dashed blue: "
+        "CMA-ES's step size σ. Right: every evaluated point in the explored plane, coloured "
+        "by its generation (grey ×: diverged; more than two axes: the pairs of the three that "
+        "spread most); red ★: the start refinement began from.",
+    )
+    names = [str(x) for x in (ev.get("@attrs", {}).get("objective_names") or [])]
+    objectives = _arr(ev.get("objectives"), 2)
+    front = _arr(ev.get("front"), 1)
+    if len(names) >= 2 and objectives is not None and front is not None:
+        html_ += _fig_of(
+            s,
+            rf.pareto_figure(objectives, names, front.astype(int), refined=refined),
+            "NSGA-II Pareto front",
+            f"NSGA-II's objectives {_esc(names[0])} and {_esc(names[1])} (means over the noise "
+            "seeds) of every evaluated point (grey); orange: the Pareto front, the points no "
+            "other point beats on every objective; red ★: the start refinement began from."
+            + (f" Objectives not drawn: {_esc(', '.join(names[2:]))}." if len(names) > 2 else ""),
+        )
+    return html_ + f'<p class="muted">{_stop_line(s, ev, len(generation))}</p>'
+
+
 def _loss_section(s: dict[str, Any]) -> str:
     return _fig(
         s,
@@ -1576,6 +1651,7 @@ SUBJECT_SECTIONS: list[tuple[str, str, Callable[[dict[str, Any]], str]]] = [
     ("fc", "Functional connectivity", _fc_section),
     ("brain", "Brain space", _brain_section),
     ("landscape", "Exploration and refinement trajectories", _landscape_section),
+    ("evolution", "Evolutionary exploration", _evolution_section),
     ("loss", "Loss curves", _loss_section),
     ("regional", "Regional parameters", _regional_section),
     ("fcd", "Functional connectivity dynamics (FCD)", _fcd_section),

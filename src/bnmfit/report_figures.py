@@ -21,6 +21,7 @@ from matplotlib import patheffects as pe
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import ListedColormap, LogNorm, Normalize
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 __all__ = [
     "absent_figure",
@@ -31,6 +32,7 @@ __all__ = [
     "connectome_figure",
     "correlation_figure",
     "edge_stats",
+    "evolution_figure",
     "fc_figure",
     "fc_scatter_figure",
     "fcd_figure",
@@ -39,6 +41,7 @@ __all__ = [
     "loss_figure",
     "new_figure",
     "parameter_of",
+    "pareto_figure",
     "region_groups",
     "regional_figure",
     "se_figure",
@@ -978,6 +981,151 @@ def loss_figure(stages: Sequence[Mapping[str, Any]]) -> Figure:
         "Refinement per stage: loss on the training noise seed (lines) and on a "
         "held-out seed (◆)\nbelow: gradient norm"
     )
+    return fig
+
+
+# --------------------------------------------------------------------------- evolution
+
+#: at most this many explored axes (those whose population spread most) are paired in
+#: :func:`evolution_figure`
+EVOLUTION_AXES = 3
+
+
+def _unit(points: np.ndarray, names: Sequence[str], meta: Mapping[str, Any]) -> np.ndarray:
+    """``points`` as fractions of each axis' box (log axes in log); the points' own range
+    where an axis has no ``lo``/``hi`` in ``meta``."""
+    u = np.asarray(points, float).copy()
+    for d, name in enumerate(names):
+        m = meta.get(name) or {}
+        x = u[:, d]
+        lo, hi = (m["lo"], m["hi"]) if "lo" in m and "hi" in m else (np.nanmin(x), np.nanmax(x))
+        if _is_log(m) and lo > 0:
+            x, lo, hi = np.log(x), np.log(lo), np.log(hi)
+        u[:, d] = (x - lo) / (hi - lo) if hi > lo else 0.0
+    return u
+
+
+def _gaps(a) -> np.ndarray:
+    """``a`` as floats with its non-finite values NaN (gaps in a line)."""
+    a = np.asarray(a, float)
+    return np.where(np.isfinite(a), a, np.nan)
+
+
+def _refined_star(ax, x, y) -> None:
+    ax.plot(
+        [x], [y], "*", ms=16, color="red", mec="black", mew=1.0, zorder=6, label="refined start"
+    )
+
+
+def evolution_figure(
+    names: Sequence[str],
+    points: np.ndarray,
+    mean_loss: np.ndarray,
+    generation: np.ndarray,
+    best_loss: np.ndarray,
+    generation_mean_loss: np.ndarray,
+    sigma: np.ndarray,
+    axes_meta: Sequence[Mapping[str, Any]] | None = None,
+    refined: int | None = None,
+) -> Figure:
+    """An evolutionary exploration (CMA-ES, NSGA-II) generation by generation.
+
+    Left: the best and the mean loss of each generation (``best_loss``,
+    ``generation_mean_loss``; non-finite values are gaps) and, on a second axis, CMA-ES's
+    step size ``sigma`` where finite. Right: the evaluated ``points`` coloured by their
+    ``generation`` (diverged points, non-finite ``mean_loss``: grey crosses) in the plane of
+    the explored axes; with more than two axes, every pair of the :data:`EVOLUTION_AXES`
+    whose points spread most in their box (``axes_meta``: ``name``, ``lo``, ``hi``,
+    ``scale``); one axis: the axis against the loss. ``refined``: index of the point
+    refinement started from (red star).
+    """
+    names = list(names)
+    pts = np.asarray(points, float).reshape(len(generation), -1)
+    z = np.asarray(mean_loss, float).ravel()
+    gen = np.asarray(generation, int).ravel()
+    meta = {str(m.get("name")): m for m in (axes_meta or []) if isinstance(m, Mapping)}
+    spread = np.nanstd(_unit(pts, names, meta), axis=0) if len(pts) else np.zeros(len(names))
+    shown = sorted(np.argsort(-spread, kind="stable")[:EVOLUTION_AXES])
+    pairs = [(i, j) for a, i in enumerate(shown) for j in shown[a + 1 :]] or [(shown[0], None)]
+    fig = new_figure(4.6 + 3.7 * len(pairs), 3.9)
+    axs = fig.subplots(1, 1 + len(pairs), squeeze=False)[0]
+
+    ax = axs[0]
+    steps = np.arange(len(best_loss))
+    ax.plot(steps, _gaps(best_loss), "o-", ms=3, color="k", label="best")
+    ax.plot(steps, _gaps(generation_mean_loss), "-", color="0.55", label="mean")
+    ax.set_xlabel("generation")
+    ax.set_ylabel("loss")
+    handles, labels = ax.get_legend_handles_labels()
+    sig = np.asarray(sigma, float)
+    if np.isfinite(sig).any():
+        axs_ = ax.twinx()
+        axs_.plot(steps, _gaps(sig), "--", color="tab:blue", label="σ (CMA-ES)")
+        axs_.set_ylabel("step size σ (unconstrained)", color="tab:blue")
+        axs_.tick_params(axis="y", colors="tab:blue")
+        h2, l2 = axs_.get_legend_handles_labels()
+        handles, labels = handles + h2, labels + l2
+    ax.legend(handles, labels, fontsize=8, loc="upper right")
+    ax.set_title("Loss per generation")
+
+    norm = Normalize(0, max(int(gen.max(initial=0)), 1))
+    ok = np.isfinite(z)
+    for ax, (i, j) in zip(axs[1:], pairs, strict=True):
+        x = pts[:, i]
+        y = pts[:, j] if j is not None else z
+        if _is_log(meta.get(names[i])):
+            ax.set_xscale("log")
+        if j is not None and _is_log(meta.get(names[j])):
+            ax.set_yscale("log")
+        if j is not None and not ok.all():  # one axis: a diverged point has no loss to show
+            ax.scatter(x[~ok], y[~ok], marker="x", s=12, color="0.6", lw=0.8, label="diverged")
+        sc = ax.scatter(x[ok], y[ok], c=gen[ok], cmap="viridis", norm=norm, s=16, edgecolors="none")
+        if refined is not None and 0 <= refined < len(pts):
+            _refined_star(ax, x[refined], y[refined])
+        ax.set_xlabel(_axis_label(names[i], meta.get(names[i])))
+        ax.set_ylabel(_axis_label(names[j], meta.get(names[j])) if j is not None else "loss")
+    bar = fig.colorbar(sc, ax=axs[1:].tolist(), label="generation", shrink=0.9)
+    bar.locator = MaxNLocator(integer=True)
+    bar.update_ticks()
+    if axs[1].get_legend_handles_labels()[0]:
+        axs[1].legend(fontsize=8, loc="best")
+    axs[1].set_title(f"Population ({len(pts)} points)")
+    return fig
+
+
+def pareto_figure(
+    objectives: np.ndarray,
+    objective_names: Sequence[str],
+    front: np.ndarray,
+    refined: int | None = None,
+) -> Figure:
+    """NSGA-II's first two objectives: every point with finite objectives in grey, the
+    Pareto ``front`` (indices into ``objectives``) highlighted and joined in order of the
+    first objective, the point refinement started from (``refined``) as a red star."""
+    obj = np.asarray(objectives, float)
+    front = np.asarray(front, int).ravel()
+    fig = new_figure(6.2, 4.6)
+    ax = fig.add_subplot()
+    ok = np.isfinite(obj[:, :2]).all(axis=1)
+    ax.scatter(obj[ok, 0], obj[ok, 1], s=12, color="0.7", edgecolors="none", label="evaluated")
+    f = front[np.argsort(obj[front, 0], kind="stable")]
+    ax.plot(
+        obj[f, 0],
+        obj[f, 1],
+        "o-",
+        ms=5,
+        color="tab:orange",
+        mec="black",
+        mew=0.5,
+        label=f"Pareto front ({len(f)})",
+        zorder=4,
+    )
+    if refined is not None and 0 <= refined < len(obj):
+        _refined_star(ax, obj[refined, 0], obj[refined, 1])
+    ax.set_xlabel(objective_names[0])
+    ax.set_ylabel(objective_names[1])
+    ax.legend(fontsize=8, loc="upper right")
+    ax.set_title(f"Objectives: {objective_names[0]} vs {objective_names[1]}")
     return fig
 
 
