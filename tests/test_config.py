@@ -118,6 +118,7 @@ def test_enums_match_the_library():
     from bnmfit import explore, fit, params
     from bnmfit.connectome import NORMALISATIONS
     from bnmfit.io._matrix import MISSING_MODES
+    from bnmfit.losses import LOSSES
 
     simulate = importlib.import_module("bnmfit.simulate")
 
@@ -133,9 +134,9 @@ def test_enums_match_the_library():
     assert d["stage"]["properties"]["schedule"]["enum"] == [None, *fit.SCHEDULES]
     assert d["free_parameter"]["properties"]["scope"]["enum"] == list(params.SCOPES)
     assert d["free_parameter"]["properties"]["transform"]["enum"] == list(params.TRANSFORMS)
-    assert set(p["loss"]["properties"]["terms"]["properties"]) == set(
-        __import__("bnmfit.losses", fromlist=["LOSSES"]).LOSSES
-    )
+    assert set(p["loss"]["properties"]["terms"]["properties"]) == set(LOSSES)
+    evolution = p["exploration"]["properties"]["evolution"]["properties"]
+    assert evolution["objectives"]["items"]["enum"] == list(LOSSES)
 
 
 def test_defaults_of_the_schema_validate():
