@@ -116,7 +116,7 @@ def _bounds_report(values: dict) -> dict:
     return out
 
 
-def _fc_scores(fc, fc_emp):
+def fc_scores(fc, fc_emp):
     """(Pearson r, RMSE, mean of the simulated values) of the upper triangles (k = 1) of a
     simulated and the empirical FC: the one held-out score of both tools."""
     import jax.numpy as jnp
@@ -174,7 +174,7 @@ def case_bnmfit(
     ev_cfg = copy.deepcopy(cfg)
     ev_cfg["simulation"].update(n_tr=EVAL_TR, duration=None)  # (n_tr has precedence)
     evaluation = subject_problem(ev_cfg)
-    scores = jax.jit(lambda p, k: _fc_scores(evaluation.observe(p, k).fc, evaluation.empirical.fc))
+    scores = jax.jit(lambda p, k: fc_scores(evaluation.observe(p, k).fc, evaluation.empirical.fc))
 
     def on_heldout(params):
         p = {k: jnp.asarray(v, problem.weights.dtype) for k, v in params.items()}
@@ -241,8 +241,30 @@ def case_bnmfit(
     }
 
 
-def case_tvboptim(grid: int, steps: int, n_tr: int, subject: str) -> dict:
-    """The tvboptim RWW tutorial's recipe on the same subject (one noise key throughout)."""
+def cpu_s() -> float:
+    """User + sys CPU seconds of this process so far, all its threads together."""
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+def since(start: tuple[float, float]) -> dict:
+    """Wall and CPU (user + sys) seconds since ``start = (time.perf_counter(), cpu_s())``."""
+    return {"wall_s": time.perf_counter() - start[0], "cpu_s": cpu_s() - start[1]}
+
+
+def tvboptim_recipe(
+    weights, labels, fc_target, tr: float, *, grid: int, steps: tuple[int, int], n_tr: int
+):
+    """The tvboptim RWW tutorial's recipe (see the module docstring) fitted to ``fc_target``:
+    grid, then ``steps[0]`` global and ``steps[1]`` regional Adam steps, one noise key
+    throughout; ``n_tr`` BOLD TRs of ``tr`` s kept after its first 20.
+
+    Returns ``(stages, simulate_fc, fit_key)``: per stage its ``params`` (G, w) and its
+    ``wall_s``/``cpu_s`` (compilation included); ``simulate_fc(G, w, key)`` the FC that
+    tvboptim's simulator gives for (G, w) on a noise key (jitted, not timed); the key of
+    the fit."""
     import copy
 
     import jax
@@ -261,20 +283,18 @@ def case_tvboptim(grid: int, steps: int, n_tr: int, subject: str) -> dict:
     from tvboptim.optim.optax import OptaxOptimizer
     from tvboptim.types import GridAxis, Parameter, Space
 
-    cfg = _config(grid, steps)
-    s = _subject(cfg, subject)
-    tr_ms = s["tr"] * 1000.0
-    weights = jnp.asarray(s["weights"])
-    fc_target = jnp.asarray(s["fc"])
+    tr_ms = tr * 1000.0
+    weights = jnp.asarray(weights)
+    fc_target = jnp.asarray(fc_target)
     n_nodes = weights.shape[0]
     t1 = (n_tr + common.DISCARD_TR) * tr_ms  # the same BOLD kept as bnmfit's, after 20 TRs
 
     stages_out = {}
-    t0 = time.perf_counter()
+    t0 = (time.perf_counter(), cpu_s())
     network = Network(
         dynamics=ReducedWongWang(w=0.5, I_o=0.32, INITIAL_STATE=(0.3,)),
         coupling={"instant": FastLinearCoupling(local_states=["S"], G=0.5)},
-        graph=DenseGraph(weights, region_labels=s["labels"]),
+        graph=DenseGraph(weights, region_labels=list(labels)),
         noise=AdditiveNoise(sigma=TV_SIGMA, apply_to="S"),
     )
     model, state = prepare(network, Heun(), t1=t1, dt=TV_DT)
@@ -299,59 +319,78 @@ def case_tvboptim(grid: int, steps: int, n_tr: int, subject: str) -> dict:
     w_all = np.asarray(pc.dynamics.w).ravel()
     best = int(np.nanargmin(losses.ravel()))
     stages_out["grid"] = {
-        "wall_s": time.perf_counter() - t0,
+        **since(t0),
         "params": {"G": float(g_all[best]), "w": float(w_all[best])},
         "n_points": int(losses.size),
     }
 
-    t0 = time.perf_counter()
+    t0 = (time.perf_counter(), cpu_s())
     state.coupling.instant.G = Parameter(state.coupling.instant.G)
     state.dynamics.w = Parameter(state.dynamics.w)
     fitted, _ = OptaxOptimizer(loss, optax.adam(TV_GLOBAL_LR, b2=0.9999)).run(
-        state, max_steps=steps
+        state, max_steps=steps[0]
     )
     stages_out["global"] = {
-        "wall_s": time.perf_counter() - t0,
-        "steps_run": steps,
+        "steps_run": steps[0],
         "params": {
             "G": float(np.asarray(fitted.coupling.instant.G.value)),
             "w": float(np.asarray(fitted.dynamics.w.value)),
         },
+        **since(t0),
     }
 
-    t0 = time.perf_counter()
+    t0 = (time.perf_counter(), cpu_s())
     het = copy.deepcopy(fitted)
     het.dynamics.w.shape = (n_nodes,)
     het.coupling.instant.G = het.coupling.instant.G.value
     fitted_het, _ = OptaxOptimizer(loss, optax.adam(TV_REGIONAL_LR, b2=0.999)).run(
-        het, max_steps=steps
+        het, max_steps=steps[1]
     )
     stages_out["regional"] = {
-        "wall_s": time.perf_counter() - t0,
-        "steps_run": steps,
+        "steps_run": steps[1],
         "params": {
             "G": float(np.asarray(fitted_het.coupling.instant.G)),
             "w": np.asarray(fitted_het.dynamics.w.value).ravel().tolist(),
         },
+        **since(t0),
     }
 
-    # held-out evaluation: the fitted parameters on fresh noise keys (and on the fitting key)
     base = copy.deepcopy(state)
     base.coupling.instant.G = 0.5
     base.dynamics.w = jnp.full((n_nodes,), 0.5)
-    fit_key = base.noise.key
 
     @jax.jit
-    def scores(st, g, w, key):
-        st = common.with_leaves(st, **{"coupling.instant.G": g, "dynamics.w": w, "noise.key": key})
-        return _fc_scores(observation(st), fc_target)
+    def fc_of(st, g, w, key):
+        return observation(
+            common.with_leaves(st, **{"coupling.instant.G": g, "dynamics.w": w, "noise.key": key})
+        )
 
+    def simulate_fc(g, w, key):
+        g = jnp.asarray(g, jnp.float64)
+        return fc_of(base, g, jnp.broadcast_to(jnp.asarray(w, jnp.float64), (n_nodes,)), key)
+
+    return stages_out, simulate_fc, base.noise.key
+
+
+def case_tvboptim(grid: int, steps: int, n_tr: int, subject: str) -> dict:
+    """The tvboptim RWW tutorial's recipe on the same subject (one noise key throughout),
+    scored on held-out noise keys by its own simulator."""
+    import jax
+    import jax.numpy as jnp
+
+    cfg = _config(grid, steps)
+    s = _subject(cfg, subject)
+    stages_out, simulate_fc, fit_key = tvboptim_recipe(
+        s["weights"], s["labels"], s["fc"], s["tr"], grid=grid, steps=(steps, steps), n_tr=n_tr
+    )
+    fc_target = jnp.asarray(s["fc"])
     for st in stages_out.values():
-        g = jnp.asarray(st["params"]["G"], jnp.float64)
-        w = jnp.broadcast_to(jnp.asarray(st["params"]["w"], jnp.float64), (n_nodes,))
-        st.update(_summary([scores(base, g, w, jax.random.key(sd)) for sd in HELDOUT]))
-        st["fit_r"] = float(scores(base, g, w, fit_key)[0])
+        g, w = st["params"]["G"], st["params"]["w"]
+        scores = [fc_scores(simulate_fc(g, w, jax.random.key(sd)), fc_target) for sd in HELDOUT]
+        st.update(_summary(scores))
+        st["fit_r"] = float(fc_scores(simulate_fc(g, w, fit_key), fc_target)[0])
         st["bounds"] = _bounds_report(st["params"])
+    t1 = (n_tr + common.DISCARD_TR) * s["tr"] * 1000.0
     return {"stages": stages_out, "dtype": "float64", "dt": TV_DT, "t1_ms": t1, "n_tr_kept": n_tr}
 
 
