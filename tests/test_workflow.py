@@ -154,7 +154,11 @@ def test_every_output_exists_and_is_valid(run_dir):
         keys = ("fc_r", "fc_rmse", "fcd_ks", "validation_fc_r", "validation_fcd_ks")
         assert all(np.isfinite(p["metrics"][k]) for k in keys)
         assert {f["code"] for f in p["flags"]} <= {
-            "not_moved", "at_bound", "box_edge", "stage_rejected", "not_identified"
+            "not_moved",
+            "at_bound",
+            "box_edge",
+            "stage_rejected",
+            "not_identified",
         }
         unc = p["uncertainty"]["regional"]
         assert len(unc["labels"]) == 80 and len(unc["se"]) == 80 and unc["n_noise"] == 8

@@ -66,8 +66,6 @@ def _run(problem: Problem, params, key):
 _run_jit = jax.jit(_run)
 
 
-
-
 @dataclasses.dataclass(frozen=True)
 class Heldout:
     """A fit scored on held-out noise seeds.
