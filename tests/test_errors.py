@@ -224,9 +224,8 @@ def test_region_count_mismatch_names_both_inputs_and_the_labels_column(tmp_path)
     assert r.exit_code == 0, r.output
     conn, bold = tmp_path / "c.h5", _bold(tmp_path, n=N - 1)
     line = _error(_empirical(tmp_path, "--connectome", conn, "--bold", bold, "--tr", 2))
-    assert (
-        "the connectome (sheet column sc_weights)" in line and "(sheet column bold or fc)" in line
-    )
+    assert "the connectome (sheet column sc_weights)" in line  # both sides: file and column
+    assert f"{bold} (sheet column bold)" in line
     assert f"got {N} in the connectome and {N - 1} in the BOLD, with no region labels" in line
     assert "or a labels file in the sheet column labels" in line
     # with the sheet's labels (which name the connectome's regions), the BOLD is checked on reading
