@@ -149,6 +149,18 @@ def test_defaults_of_the_schema_validate():
 # =========================================================================== config.yaml
 
 
+def test_the_publication_recipe_is_a_valid_override_with_few_identifiable_numbers():
+    from bnmfit.recipe import build_stages
+
+    cfg = load_config(ROOT / "config/publication.yaml")
+    assert cfg["simulation"]["n_tr"] == "all" and "fcd_ks" in cfg["loss"]["expression"]
+    *_, maps = build_stages(cfg)
+    assert [(p.name, p.scope, p.maps) for p in maps.free] == [
+        ("w", "map", ("strength", "fc_gradient")),
+        ("I_o", "map", ("strength", "fc_gradient")),
+    ]  # 2 × (1 + 2) = 6 coefficients, not 80 regional values
+
+
 def test_the_default_config_is_valid_and_is_the_tutorial_recipe():
     cfg = load_config(ROOT / "config/config.yaml")
     assert cfg["model"]["name"] == "reduced_wong_wang"
