@@ -14,15 +14,21 @@ Cramér–Rao bound), the usual large-sample covariance of a fit that matches FC
 
 Estimation (:func:`fc_information`, :func:`fisher_information`):
 
-* J: the forward-mode Jacobian (``jax.jacfwd``) of the mean FC of ``n_jacobian``
-  simulations with common noise across the tangents; an unbiased estimate of ∂μ/∂u whose
-  own noise adds to JᵀΣ⁻¹J, so that the standard errors err on the small side.
+* J: the forward-mode Jacobian (``jax.jacfwd``) of each of ``n_jacobian`` simulations'
+  FC, with common noise across the tangents; their mean Ĵ estimates ∂μ/∂u without bias,
+  but its noise adds to ĴᵀΣ⁻¹Ĵ (noise read as sensitivity: too small standard errors,
+  badly so for many parameters and few seeds). The Fisher information is therefore the
+  U-statistic over pairs of different seeds, Σ_{k≠l} J_kᵀΣ⁻¹J_l / (n(n − 1)), whose
+  expectation is JᵀΣ⁻¹J exactly (independent noise has no cross terms); directions where
+  it is not positive are those the seeds cannot resolve (n_jacobian 1: Ĵ as it is).
 * Σ: the FC of ``n_noise`` single simulations at the fitted point, as ``factors`` leading
   principal components plus a diagonal rest (FC's entries are strongly correlated: a run's
   mean FC moves all of them together), inverted by the Woodbury identity.
-* Directions of ``u`` in F_u's numerical null space (eigenvalue ≤ P · ε · the largest, ε
-  the machine precision of J) carry no information: every number that depends on them has
-  an infinite standard error; elsewhere Cov_u is F_u's inverse on its range.
+* Directions of ``u`` in F_u's numerical null space carry no information: every number
+  that depends on them has an infinite standard error; elsewhere Cov_u is F_u's inverse on
+  its range. F_u = AᵀA with A = Σ^(-1/2) J known to J's precision ε (float32: 1.2e-7), so
+  A's singular values below P·ε of the largest, i.e. F's eigenvalues below (P·ε)² of the
+  largest, are rounding; P·ε₆₄ of the largest is the eigendecomposition's own floor.
 
 The reported numbers are :meth:`ParameterSet.free_values` (the values of global, regional
 and edge parameters; other scopes report their own numbers), with the delta method
@@ -177,19 +183,20 @@ def _flat(values: Mapping[str, Array]) -> Array:
 
 @jax.jit
 def _information(problem, pset, u, fixed, jacobian_keys, noise_keys):
-    """(J (M, P), FC sample (n_noise, M), values (V,), D (V, P), scales (V,)) at ``u``."""
+    """(J per key (n_jacobian, M, P), FC sample (n_noise, M), values (V,), D (V, P),
+    scales (V,)) at ``u``."""
     flat, unravel = ravel_pytree(u)
 
     def params(x):
         return {**fixed, **pset.constrain(unravel(x))}
 
-    def expected(x):
-        return upper(mean_fc(problem, params(x), jacobian_keys))
+    def fc(x, key):
+        return upper(problem.observe(params(x), key).fc)
 
     def values(x):
         return _flat(pset.free_values(unravel(x)))
 
-    jac = jax.jacfwd(expected)(flat)
+    jac = per_key(lambda k: jax.jacfwd(fc)(flat, k), jacobian_keys)
     sample = per_key(lambda k: upper(problem.observe(params(flat), k).fc), noise_keys)
     return jac, sample, values(flat), jax.jacfwd(values)(flat), pset.free_scales(u)
 
@@ -203,7 +210,7 @@ def fc_information(
     noise_keys: Array,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(J, noise) at one start's unconstrained free values ``u`` (``fixed``: the values of
-    the parameters the set does not free): the Jacobian (M, P) of the mean FC upper
+    the parameters the set does not free): the Jacobians (n_jacobian, M, P) of the FC upper
     triangle of one simulation per ``jacobian_keys`` with respect to ``u`` flattened by
     ``ravel_pytree`` (names sorted), and the FC upper triangles of one simulation per
     ``noise_keys`` minus their mean (n_noise, M), float64."""
@@ -215,17 +222,29 @@ def fc_information(
 def fisher_information(
     J: np.ndarray, noise: np.ndarray, runs: float, factors: int = NOISE_FACTORS
 ) -> np.ndarray:
-    """runs · Jᵀ Σ⁻¹ J, Σ from the centred sample ``noise`` (n, M) as its ``factors``
-    (at most (n − 1) // 2) leading principal components plus a diagonal rest, inverted by
-    the Woodbury identity."""
+    """runs · JᵀΣ⁻¹J, Σ from the centred sample ``noise`` (n, M) as its ``factors`` (at
+    most (n − 1) // 2) leading principal components plus a diagonal rest, inverted by the
+    Woodbury identity. ``J``: one Jacobian (M, P), or one per noise seed (K, M, P), K ≥ 2:
+    then the mean over pairs of different seeds Σ_{k≠l} J_kᵀΣ⁻¹J_l / (K(K − 1)), free of
+    the bias that J's noise gives the square of their mean (module docstring)."""
     s = noise.shape[0] - 1
     k = max(1, min(int(factors), s // 2))
     _, sv, vt = np.linalg.svd(noise, full_matrices=False)
     lam, V = sv[:k] ** 2 / s, vt[:k].T  # leading variances and directions
     d = np.maximum((noise**2).sum(axis=0) / s - (V**2) @ lam, 1e-12)  # diagonal rest
-    DJ, DV = J / d[:, None], V / d[:, None]
+    DV = V / d[:, None]
     inner = np.linalg.inv(np.diag(1.0 / lam) + V.T @ DV)
-    return runs * (J.T @ DJ - (J.T @ DV) @ inner @ (DV.T @ J))
+
+    def quadratic(A, B):  # Aᵀ Σ⁻¹ B
+        return A.T @ (B / d[:, None]) - (A.T @ DV) @ inner @ (DV.T @ B)
+
+    if J.ndim == 2 or J.shape[0] == 1:
+        J = J.reshape(J.shape[-2:])
+        return runs * quadratic(J, J)
+    n = J.shape[0]
+    total = J.sum(axis=0)
+    own = sum(quadratic(Jk, Jk) for Jk in J)
+    return runs * (quadratic(total, total) - own) / (n * (n - 1))
 
 
 def covariance(
@@ -233,13 +252,15 @@ def covariance(
 ) -> np.ndarray:
     """D F⁺ Dᵀ (D: the Jacobian of reported numbers with respect to F's parameters; None:
     the identity), with infinite variance (and NaN covariances) for every number that
-    depends on a direction of F's numerical null space: eigenvalues ≤ P · ``eps`` · the
-    largest (``eps``: float64's machine precision unless given)."""
+    depends on a direction of F's numerical null space: eigenvalues ≤ ((P·eps)² + P·ε₆₄)
+    times the largest (``eps``: the machine precision of the Jacobian F was made of;
+    float64's unless given; see the module docstring)."""
     p = fisher.shape[0]
     D = np.eye(p) if D is None else np.asarray(D, np.float64)
-    eps = np.finfo(np.float64).eps if eps is None else eps
+    eps64 = np.finfo(np.float64).eps
+    eps = eps64 if eps is None else eps
     lam, vec = np.linalg.eigh(0.5 * (fisher + fisher.T))
-    keep = lam > p * eps * max(lam.max(initial=0.0), 0.0)
+    keep = lam > ((p * eps) ** 2 + p * eps64) * max(lam.max(initial=0.0), 0.0)
     proj = D @ vec
     cov = (proj[:, keep] / lam[keep]) @ proj[:, keep].T
     row = np.sqrt((D**2).sum(axis=1))
