@@ -33,7 +33,8 @@ by one scorer on data neither fitted on.
   tvboptim with XLA's defaults, as their users run them), and wall seconds beside it.
 
     python -m tests.benchmarks.w9_generalisation_peer [--subjects sub-01,sub-02]
-        [--tv-grid N] [--tv-steps G,R] [--seeds N] [--quick] [--out DIR] [--no-peers]
+        [--config FILE] [--tv-grid N] [--tv-steps G,R] [--n-seeds N] [--quick] [--out DIR]
+        [--no-peers]
 
 Targets: bnmfit's CPU ≤ 1/2 of tvboptim's, its final validation r ≥ tvboptim's + 0.05.
 """
@@ -55,11 +56,12 @@ CPU_TARGET, R_TARGET = 0.5, 0.05
 SCORES = ("validation_fc_r", "fc_r", "validation_fc_rmse", "fc_rmse")
 
 
-def _config(quick: bool) -> dict:
-    """config/config.yaml; ``quick``: a 3 × 3 grid and 10 steps per stage (a smoke run)."""
+def _config(quick: bool, path: str | None = None) -> dict:
+    """config/config.yaml (or the config file ``path``); ``quick``: a 3 × 3 grid and 10 steps
+    per stage (a smoke run)."""
     from bnmfit.config import load_config
 
-    cfg = load_config(w5_fit.CONFIG)
+    cfg = load_config(path or w5_fit.CONFIG)
     if quick:
         for ax in cfg["exploration"]["parameters"]:
             ax["n"] = 3
@@ -115,16 +117,17 @@ def case_prepare(subject: str, workdir: str, quick: bool) -> dict:
     }
 
 
-def case_bnmfit(workdir: str, quick: bool) -> dict:
-    """bnmfit's default recipe on the prepared files: exploration (+ box extension) →
-    starts → the config's refinement stages; CPU and wall time of each part."""
+def case_bnmfit(workdir: str, quick: bool, config: str | None = None) -> dict:
+    """bnmfit's recipe (default: config/config.yaml) on the prepared files: exploration
+    (+ box extension) → starts → the config's refinement stages; CPU and wall time of each
+    part."""
     import numpy as np
 
     from bnmfit import explore, fit, recipe, results
     from bnmfit.config import config_hash
     from bnmfit.losses import loss_spec
 
-    cfg = _config(quick)
+    cfg = _config(quick, config)
     ex, ref = cfg["exploration"], cfg["refinement"]
     conn_h5, emp_h5 = _files(workdir)
     label = results.EmpiricalFile.read(emp_h5).subject
@@ -272,7 +275,7 @@ def _subject(subject: str, args, workdir: str) -> dict:
     cases["bnmfit"] = common.run_case(
         MODULE,
         "case_bnmfit",
-        {"workdir": workdir, "quick": args.quick},
+        {"workdir": workdir, "quick": args.quick, "config": args.config},
         x64=False,
         devices=w5_fit.DEVICES,
         timeout_s=5400,
@@ -400,7 +403,8 @@ def run(args) -> dict:
     bn = next((c["bnmfit"] for c in cases.values() if not c.get("bnmfit", {}).get("error")), None)
     if bn is not None and "dt" in bn:
         notes.append(
-            f"bnmfit: {bn['dtype']}, dt {bn['dt']} ms, {bn['n_tr']} TRs; stages "
+            f"bnmfit ({args.config or 'config/config.yaml'}): {bn['dtype']}, dt {bn['dt']} ms, "
+            f"{bn['n_tr']} TRs; stages "
             + "; ".join(bn["stage_config"])
             + "; standard errors not computed."
         )
@@ -434,6 +438,12 @@ def main(argv=None) -> dict:
         type=lambda s: [int(x) for x in s.split(",")],
         default=[100, 100],
         help="tvboptim global,regional Adam steps (default 100,100; the tutorial's 300,200)",
+    )
+    p.add_argument(
+        "--config",
+        default=None,
+        help="bnmfit's recipe, a whole config file (default config/config.yaml); the data, "
+        "the scorer and tvboptim keep config/config.yaml's settings",
     )
     p.add_argument("--n-seeds", type=int, default=len(SEEDS), help=f"scorer seeds (≤ {len(SEEDS)})")
     return run(p.parse_args(argv))
