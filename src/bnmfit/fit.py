@@ -1142,12 +1142,7 @@ def _run_scipy(
     # objective, so both are the same unless l2_regional is set
     history["loss"][:] = history["objective"]
     u_final = jax.vmap(pset.from_values)(_stack(finals, dtype))
-    if stage.steps > 0:
-        h_loss = _evaluate(problem, pset, u_final, fixed, hkeys)["loss"]
-        last = max(steps_run - 1, 0)
-        history["heldout_loss"][last] = np.asarray(h_loss).mean(axis=1)
-    wall = time.perf_counter() - t_start
-    return _finish(
+    return _finish_whole(
         problem,
         stage,
         pset,
@@ -1159,9 +1154,9 @@ def _run_scipy(
         root,
         hkeys,
         history,
-        wall,
+        t_start,
         steps_run,
-        np.asarray(final_loss),
+        final_loss,
     )
 
 
@@ -1333,10 +1328,45 @@ def _run_least_squares(
         finals.append(u)
         final_loss.append(loss)
     u_final = _stack(finals, problem.weights.dtype)
+    return _finish_whole(
+        problem,
+        stage,
+        pset,
+        index,
+        current,
+        fixed,
+        u_final,
+        u0,
+        root,
+        hkeys,
+        history,
+        t_start,
+        steps_run,
+        final_loss,
+    )
+
+
+def _finish_whole(
+    problem,
+    stage,
+    pset,
+    index,
+    current,
+    fixed,
+    u_final,
+    u0,
+    root,
+    hkeys,
+    history,
+    t_start,
+    steps_run,
+    final_loss,
+) -> StageRecord:
+    """:func:`_finish` for the runners that run a stage in one piece (SciPy, least squares):
+    the held-out loss of the last step first."""
     if stage.steps > 0:
         h_loss = _evaluate(problem, pset, u_final, fixed, hkeys)["loss"]
         history["heldout_loss"][max(steps_run - 1, 0)] = np.asarray(h_loss).mean(axis=1)
-    wall = time.perf_counter() - t_start
     return _finish(
         problem,
         stage,
@@ -1349,7 +1379,7 @@ def _run_least_squares(
         root,
         hkeys,
         history,
-        wall,
+        time.perf_counter() - t_start,
         steps_run,
         np.asarray(final_loss),
     )
