@@ -93,6 +93,18 @@ def test_leave_one_out_needs_two_other_subjects_with_the_atlas():
         maps.leave_one_out_gradient("s0", fcs, labels_by)
 
 
+def test_fc_strength_is_the_node_strength_of_the_training_fc():
+    _, labels, fcs = cohort(n=12)
+    w = np.ones((12, 12))
+    r = maps.subject_maps("s0", labels, w, training_fc=fcs["s0"], maps=["fc_strength"])
+    np.testing.assert_allclose(r.maps["fc_strength"], fcs["s0"].sum(axis=1) - 1.0)
+    assert r.sources["fc_strength"] == "node strength of the subject's training FC"
+    with pytest.raises(ConfigError, match="fc_strength of sub-s0 needs the subject's training"):
+        maps.subject_maps("s0", labels, w, maps=["fc_strength"])
+    with pytest.raises(DataError, match=r"fc_strength of sub-s0: expected a training FC of 12"):
+        maps.subject_maps("s0", labels, w, training_fc=np.eye(5), maps=["fc_strength"])
+
+
 # ------------------------------------------------------------------------- homologues
 
 
@@ -237,6 +249,34 @@ def test_regional_maps_script_writes_the_maps_of_one_subject(tmp_path):
     np.testing.assert_allclose(r.maps["fc_gradient"], expected, atol=1e-12)
     assert r.groupings["network"][:6] == ("a",) * 6
     assert r.groupings["homologues"][0] == "R00_R"  # R00_R's partner would be R00_L
+    # fc_strength: the node strength of the subject's training FC (--empirical); its
+    # validation data never enter the map
+    from bnmfit.results import ValidationData
+
+    own = cmd[:6] + ["--empirical", str(tmp_path / "s0.h5"), "--map", "fc_strength"]
+    maps_of = []
+    for k, val in enumerate((fcs["s1"], np.eye(12))):
+        EmpiricalFile(
+            "s0",
+            fcs["s0"],
+            labels,
+            None,
+            None,
+            0.72,
+            None,
+            0,
+            0,
+            1,
+            {},
+            {},
+            ValidationData(val, None, 600, "the last half"),
+        ).write(tmp_path / "s0.h5")
+        out_k = tmp_path / f"own-{k}.tsv"
+        done = subprocess.run(own + ["--output", str(out_k)], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        maps_of.append(RegionalMaps.read(out_k).maps["fc_strength"])
+    np.testing.assert_allclose(maps_of[0], maps.node_strength(fcs["s0"]), atol=1e-12)
+    np.testing.assert_array_equal(maps_of[1], maps_of[0])
     # a map that no source gives: exit 2 and a message that names it
     done = subprocess.run(
         cmd[:-2] + ["--map", "myelin", "--output", str(out)], capture_output=True, text=True

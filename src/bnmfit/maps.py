@@ -8,6 +8,8 @@ parameter and the group index of each ``group`` parameter.
 Where maps come from (:func:`subject_maps`):
 
 * ``strength`` — the SC's node strength (:func:`node_strength`).
+* ``fc_strength`` — the node strength of the subject's own training FC (the FC the fit is
+  fitted to; never its validation data): each region's summed correlation with the others.
 * ``fc_gradient`` — the principal gradient of the cohort's group-average FC, computed
   leaving the subject out (:func:`leave_one_out_gradient`), so that its own FC does not leak
   into its map.
@@ -58,7 +60,7 @@ __all__ = [
 PathLike = str | os.PathLike
 
 #: maps computed from the subject's data
-DERIVED_MAPS: tuple[str, ...] = ("strength", "fc_gradient")
+DERIVED_MAPS: tuple[str, ...] = ("strength", "fc_gradient", "fc_strength")
 #: groupings computed from the region labels
 DERIVED_GROUPINGS: tuple[str, ...] = ("homologues",)
 #: fraction of each region's correlations kept before the affinity of the gradient
@@ -142,7 +144,7 @@ class RegionalMaps:
                 at
                 + unknown_choice("map", name, sorted(self.maps) or ["(none)"])
                 + " (a column of a maps TSV: heterogeneity.maps or the sheet's maps column; "
-                "or a derived map: strength, fc_gradient)"
+                "or a derived map: strength, fc_gradient, fc_strength)"
             )
         x = self.maps[name]
         bad = [lab for lab, v in zip(self.labels, x, strict=True) if not math.isfinite(v)]
@@ -438,11 +440,13 @@ def subject_maps(
     tables: Sequence[PathLike] = (),
     atlas_tables: Mapping[str, PathLike] | None = None,
     fcs: Mapping[str, tuple[Sequence[str], np.ndarray]] | None = None,
+    training_fc=None,
     maps: Sequence[str] = (),
     groupings: Sequence[str] = (),
 ) -> RegionalMaps:
     """One subject's :class:`RegionalMaps`: ``strength`` and ``homologues`` always,
-    ``fc_gradient`` when ``maps`` names it, and the columns of the tables.
+    ``fc_gradient`` and ``fc_strength`` when ``maps`` names them, and the columns of the
+    tables.
 
     Args:
         subject, labels, weights: the subject and its connectome (labels, (N, N) weights).
@@ -451,6 +455,8 @@ def subject_maps(
         atlas_tables: atlas → table (``heterogeneity.maps``); a table is used when it has
             a row for every region, skipped otherwise.
         fcs: subject → (labels, FC) of the cohort, for ``fc_gradient``.
+        training_fc: the subject's own (N, N) training FC, in its connectome's region order,
+            for ``fc_strength`` (the FC the fit sees, never the validation data).
         maps, groupings: the maps and groupings the stages use: each is checked here
             (:meth:`RegionalMaps.check_map`, :meth:`RegionalMaps.grouping`).
 
@@ -470,6 +476,19 @@ def subject_maps(
             subject, {s: fc for s, (_, fc) in fcs.items()}, {s: lab for s, (lab, _) in fcs.items()}
         )
         sources["fc_gradient"] = "principal gradient of the other subjects' mean FC"
+    if "fc_strength" in maps:
+        if training_fc is None:
+            raise ConfigError(
+                f"map fc_strength of sub-{subject} needs the subject's training FC; give it"
+            )
+        if np.shape(training_fc) != (len(labels), len(labels)):
+            raise DataError(
+                f"map fc_strength of sub-{subject}: expected a training FC of "
+                f"{len(labels)} × {len(labels)} regions (its connectome's), got "
+                f"{np.shape(training_fc)}; give the subject's own empirical FC"
+            )
+        values["fc_strength"] = node_strength(training_fc)
+        sources["fc_strength"] = "node strength of the subject's training FC"
     columns: dict[str, list[str]] = {}
     skipped = []
     named = [(str(p), str(p), True) for p in tables]

@@ -5,6 +5,7 @@
 rule regional_maps:
     input:
         unpack(maps_inputs),
+        empirical=f"{SUB}_desc-empirical_fc.h5",  # its training FC, for fc_strength
     output:
         tsv=f"{SUB}_desc-maps.tsv",
     log:
@@ -21,5 +22,5 @@ rule regional_maps:
         "../envs/bnmfit.yaml"
     shell:
         "rm -f {params.stale} && python {params.script:q} --subject {wildcards.subject:q}"
-        " --connectome {input.connectome:q} {params.options}"
+        " --connectome {input.connectome:q} --empirical {input.empirical:q} {params.options}"
         " --output {output.tsv:q} > {log:q} 2>&1"
