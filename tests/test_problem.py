@@ -94,7 +94,7 @@ def test_exploring_a_second_subject_does_not_compile_again():
     ra = explore.evaluate(a, names, points, [0, 1], batch_size=4)
     rb = explore.evaluate(b, names, points, [0, 1], batch_size=4)
     assert explore._evaluator.cache_info().currsize == 1
-    fn = explore._evaluator(names, None, explore._sharding())
+    fn = explore._evaluator(names, None, explore._sharding(), ())  # as evaluate() keys it
     assert fn._cache_size() == 1
     for problem, res in ((a, ra), (b, rb)):
         want = [

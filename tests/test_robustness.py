@@ -1184,10 +1184,11 @@ def test_a_diverging_start_is_recorded_and_skipped_in_refine(diverging_refine):
 def test_a_fit_with_non_finite_heldout_metrics_carries_a_warning(diverging_refine):
     p = diverging_refine["params"]
     bad = not all(np.isfinite(p["metrics"][k]) for k in ("fc_r", "fc_rmse", "loss"))
-    assert bool(p["warnings"]) == bad
-    if bad:
-        assert "non-finite held-out" in p["warnings"][0]
-        assert f"warning: sub-01: {p['warnings'][0]}" in diverging_refine["log"]
+    # other warnings (e.g. a simulation shorter than the recording) may accompany it
+    said = [w for w in p["warnings"] if "non-finite held-out" in w]
+    assert bool(said) == bad, p["warnings"]
+    for w in said:
+        assert f"warning: sub-01: {w}" in diverging_refine["log"]
 
 
 # =========================================================================== reproducibility

@@ -420,12 +420,18 @@ def test_ingest_output(pipeline):
 @pytest.mark.slow
 def test_empirical_output(pipeline):
     d, a = read_h5(pipeline["out"]["empirical"])
-    assert d["bold"].shape == (T - 5, N) and d["fc"].shape == (N, N)
-    assert d["fcd"].shape == (((T - 5) - 10) // 5 + 1,) * 2
-    assert a["tr"] == pytest.approx(TR) and a["n_tr"] == T - 5
+    # validation.split 0.5: the last half of the volumes after the 5 discarded is held out
+    n_val = round(0.5 * (T - 5))
+    n_fit = T - 5 - n_val
+    assert d["bold"].shape == (n_fit, N) and d["fc"].shape == (N, N)
+    assert d["fcd"].shape == ((n_fit - 10) // 5 + 1,) * 2
+    assert a["tr"] == pytest.approx(TR) and a["n_tr"] == n_fit
+    v = results.EmpiricalFile.read(pipeline["out"]["empirical"]).validation
+    assert v.fc.shape == (N, N) and v.n_tr == n_val and v.fcd.shape == ((n_val - 10) // 5 + 1,) * 2
+    assert f"volumes {T - n_val + 1}–{T}" in v.source
     qc = json.loads(pipeline["out"]["qc"].read_text())
-    assert qc["n_tr_used"] == T - 5 and qc["subject"] == "01"
-    assert qc["sc_fc_r"] is not None
+    assert qc["n_tr_used"] == n_fit and qc["subject"] == "01"
+    assert qc["sc_fc_r"] is not None and qc["validation"]["n_tr"] == n_val
 
 
 @pytest.mark.slow

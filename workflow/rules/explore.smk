@@ -56,6 +56,7 @@ rule gather_explore:
         # sized as an explore job: it simulates the points of the extension
         **rule_resources("explore", gpu=True)
         | {"mem_mb": lambda wildcards, attempt: rule_resources("explore")["mem_mb"] * attempt},
+        serial=1,  # grouped on SLURM: one step at a time (workflow/profiles/slurm)
     conda:
         "../envs/bnmfit.yaml"
     shell:
