@@ -1418,6 +1418,7 @@ def test_an_evolutionary_exploration_gets_its_section(tmp_path, sampler, dims, f
         assert "Evolutionary exploration" not in page and "stopped after" not in page
         return
     assert 'id="evolution"' in page
+    assert "Best explored points (refinement starts)" in page  # not "of the grid"
     assert (
         f"{sampler} stopped after 4 generations of 6 candidates (24 points × 2 noise seeds = "
         f"48 simulations) because {stop}"

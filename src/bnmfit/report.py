@@ -1188,11 +1188,12 @@ def _explore_info(s: dict[str, Any]) -> str:
                     + [_num(li["mean_loss"][i])]
                     + ([_r(li["fc_r"][i])] if li["fc_r"] is not None else [])
                 )
+        of_grid = " of the grid" if attrs.get("sampler", "grid") == "grid" else ""
         hdr = (
             ["rank", "point"] + names + ["mean loss"] + (["FC r"] if li["fc_r"] is not None else [])
         )
         html_ += (
-            "<details><summary>Top grid points (refinement starts)</summary>"
+            f"<details><summary>Best explored points{of_grid} (refinement starts)</summary>"
             + _table(hdr, rows)
             + "</details>"
         )
