@@ -52,20 +52,11 @@ NOISE_SEED = 0
 
 def _problem(n_tr: int):
     from bnmfit.config import load_config
-    from bnmfit.recipe import build_problem
 
     cfg = load_config(w5_fit.CONFIG)
     cfg["simulation"].update(n_tr=int(n_tr), duration=None)
     s = w5_fit._subject(cfg, SUBJECT)
-    problem = build_problem(
-        cfg,
-        weights=s["weights"],
-        lengths=s["lengths"],
-        fc=s["fc"],
-        fcd=s["fcd"],
-        tr=s["tr"],
-        n_tr=s["n_tr"],
-    )
+    problem = w5_fit.problem_of(cfg, s)
     return problem, cfg
 
 

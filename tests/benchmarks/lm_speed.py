@@ -37,19 +37,11 @@ CONFIG_START = {"G": 0.5, "w": 0.5}  # config/config.yaml's coupling.G and model
 
 
 def _setup(steps: int, subject: str):
-    from bnmfit.recipe import build_problem, build_stages
+    from bnmfit.recipe import build_stages
 
     cfg = w5_fit._config(8, steps, patience=0)
     s = w5_fit._subject(cfg, subject)
-    problem = build_problem(
-        cfg,
-        weights=s["weights"],
-        lengths=s["lengths"],
-        fc=s["fc"],
-        fcd=s["fcd"],
-        tr=s["tr"],
-        n_tr=s["n_tr"],
-    )
+    problem = w5_fit.problem_of(cfg, s)
     return cfg, problem, build_stages(cfg)[0]
 
 

@@ -56,19 +56,11 @@ def case_recovery(grid: int, steps: int) -> dict:
     from bnmfit import explore, fit
     from bnmfit.explore import Space
     from bnmfit.losses import Observed
-    from bnmfit.recipe import build_problem, build_space, build_stages, noise_seeds
+    from bnmfit.recipe import build_space, build_stages, noise_seeds
 
     cfg = w5_fit._config(grid, steps, patience=0)
     s = w5_fit._subject(cfg, common.SUBJECT)
-    base = build_problem(
-        cfg,
-        weights=s["weights"],
-        lengths=s["lengths"],
-        fc=s["fc"],
-        fcd=s["fcd"],
-        tr=s["tr"],
-        n_tr=s["n_tr"],
-    )
+    base = w5_fit.problem_of(cfg, s)
     dtype = base.weights.dtype
     n = base.weights.shape[0]
     global_stage, regional_stage = build_stages(cfg)

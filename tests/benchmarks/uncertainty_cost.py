@@ -34,19 +34,11 @@ def case_cost(kind: str, subject: str) -> dict:
     import jax.numpy as jnp
 
     from bnmfit import fit, uncertainty
-    from bnmfit.recipe import build_problem, build_stages
+    from bnmfit.recipe import build_stages
 
     cfg = w5_fit._config(8, STAGE_STEPS, patience=0)
     s = w5_fit._subject(cfg, subject)
-    problem = build_problem(
-        cfg,
-        weights=s["weights"],
-        lengths=s["lengths"],
-        fc=s["fc"],
-        fcd=s["fcd"],
-        tr=s["tr"],
-        n_tr=s["n_tr"],
-    )
+    problem = w5_fit.problem_of(cfg, s)
     global_stage, regional_stage = build_stages(cfg)[:2]
     runs = []
     for _ in range(2):

@@ -101,6 +101,15 @@ def _subject(cfg: dict, subject: str) -> dict:
     }
 
 
+def problem_of(cfg: dict, s: dict):
+    """The :class:`bnmfit.problem.Problem` of a subject read by :func:`_subject`, built as the
+    workflow builds it from ``cfg``."""
+    from bnmfit.recipe import build_problem
+
+    keys = ("weights", "lengths", "fc", "fcd", "tr", "n_tr")
+    return build_problem(cfg, **{k: s[k] for k in keys})
+
+
 def _bounds_report(values: dict) -> dict:
     """Per parameter: how many values lie outside :data:`DOMAIN`, and the range."""
     import numpy as np
@@ -153,27 +162,16 @@ def case_bnmfit(
 
     from bnmfit import explore, fit
     from bnmfit.observables import upper
-    from bnmfit.recipe import build_problem, build_space, build_stages, noise_seeds
+    from bnmfit.recipe import build_space, build_stages, noise_seeds
 
     cfg = _config(grid, steps, unroll, patience)
     s = _subject(cfg, subject)
 
-    def subject_problem(c):
-        return build_problem(
-            c,
-            weights=s["weights"],
-            lengths=s["lengths"],
-            fc=s["fc"],
-            fcd=s["fcd"],
-            tr=s["tr"],
-            n_tr=s["n_tr"],
-        )
-
-    problem = subject_problem(cfg)
+    problem = problem_of(cfg, s)
     # held-out r on EVAL_TR TRs whatever the fit simulates per noise seed
     ev_cfg = copy.deepcopy(cfg)
     ev_cfg["simulation"].update(n_tr=EVAL_TR, duration=None)  # (n_tr has precedence)
-    evaluation = subject_problem(ev_cfg)
+    evaluation = problem_of(ev_cfg, s)
     scores = jax.jit(lambda p, k: fc_scores(evaluation.observe(p, k).fc, evaluation.empirical.fc))
 
     def on_heldout(params):
