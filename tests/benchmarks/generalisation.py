@@ -6,17 +6,20 @@ subjects, 80 AAL2 regions, 1200 volumes at TR 0.72 s) from its own working direc
 of volumes is its validation data (``validation.split: 0.5``), which neither exploration nor
 refinement uses. Per subject and recipe: the validation FC r (and RMSE) of the final fit,
 the held-out-noise FC r, the training–validation FC r (the ceiling: how far the subject's
-two halves agree), the number of free numbers of the last stage, how many of them are
-identified (relative standard error ≤ ``FRACTION``), the flags, and the CPU time of the
-subject's explore, gather and refine jobs (user + sys, Snakemake's benchmark files).
+two halves agree), the number of free numbers of the final fit (each parameter's numbers
+from the last stage that fitted it: G and the last stage's), how many of them are identified
+(standard error ≤ ``FRACTION`` of the span the fit's identification flag uses), the flags,
+and the CPU time of the subject's explore, gather and refine jobs (user + sys, Snakemake's
+benchmark files).
 
     python -m tests.benchmarks.generalisation [--recipes regional,map] [--cores 2]
         [--out DIR] [--keep]
 
 Recipes (``RECIPES``): ``regional`` — the base recipe (global (G, w), then 80 regional w);
 ``map`` — global (G, w), then w as a map of the SC's node strength and the cohort's
-leave-one-out principal FC gradient (3 coefficients); ``group`` — global, then w per
-left/right homologue pair (40 values).
+leave-one-out principal FC gradient (3 coefficients); ``map_fc`` — global, then w as a map of
+those two and the node strength of the subject's own training FC (4 coefficients), fitted by
+Levenberg–Marquardt; ``group`` — global, then w per left/right homologue pair (40 values).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import argparse
 import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -54,6 +58,20 @@ RECIPES: dict[str, dict | None] = {
         "name": "map",
         "learning_rate": 0.05,
         "free_parameters": [{**_W, "scope": "map", "maps": ["strength", "fc_gradient"]}],
+    },
+    # w as a map of the SC's node strength, the leave-one-out cohort FC gradient and the
+    # node strength of the subject's own training FC, fitted by Levenberg–Marquardt on the
+    # mean FC of 4 fixed noise seeds (G + 4 coefficients: 5 free numbers)
+    "map_fc": {
+        **_REGIONAL,
+        "name": "map",
+        "optimizer": "levenberg-marquardt",
+        "schedule": None,
+        "n_noise": 4,
+        "steps": 30,
+        "free_parameters": [
+            {**_W, "scope": "map", "maps": ["strength", "fc_gradient", "fc_strength"]}
+        ],
     },
     "group": {
         **_REGIONAL,
@@ -128,9 +146,8 @@ def _collect(wd: Path) -> dict:
         fitted = FittedParams.read(params)
         s = fitted.subject
         emp = EmpiricalFile.read(params.parent / f"sub-{s}_desc-empirical_fc.h5")
-        last = list(fitted.metrics.get("stages", {}))[-1]
-        unc = fitted.uncertainty.get(last, {})
         m = fitted.metrics
+        free = _free_numbers([fitted.uncertainty.get(k, {}) for k in m.get("stages", {})])
         out[s] = {
             "validation_fc_r": m.get("validation_fc_r"),
             "validation_fc_rmse": m.get("validation_fc_rmse"),
@@ -144,17 +161,36 @@ def _collect(wd: Path) -> dict:
                 }
                 for k, v in m.get("stages", {}).items()
             },
-            "n_free": len(unc.get("labels", [])),
-            "n_identified": int(sum(unc.get("identified", []))),
-            "max_relative_se": max(
-                (se / sc for se, sc in zip(unc.get("se", []), unc.get("scale", []), strict=True)),
-                default=float("nan"),
+            "n_free": len(free),
+            "n_identified": sum(row[1] for row in free),
+            "max_relative_se": max((row[2] for row in free), default=float("nan")),
+            "max_se_over_value": max((row[3] for row in free), default=float("nan")),
+            "free": {row[0]: row[2:] for row in free},
+            "uncertainty_simulations": sum(
+                u.get("n_simulations") or 0 for u in fitted.uncertainty.values()
             ),
-            "uncertainty_simulations": unc.get("n_simulations"),
             "flags": [f["code"] for f in fitted.flags],
             "cpu_s": _cpu_s(wd, s),
         }
     return out
+
+
+def _free_numbers(stages: list[dict]) -> list[tuple[str, bool, float, float]]:
+    """(label, identified, standard error / scale, standard error / |value|) of every free
+    number of the final fit (scale: the span the identification flag compares with):
+    each parameter's numbers from the last stage that fitted it (e.g. G from the global
+    stage, w's map coefficients from the map stage), from the stages' uncertainty records
+    in stage order."""
+    latest: dict[str, list[tuple[str, bool, float, float]]] = {}
+    for unc in stages:
+        rows: dict[str, list[tuple[str, bool, float, float]]] = {}
+        cols = ("labels", "identified", "se", "scale", "values")
+        for label, ok, se, scale, v in zip(*(unc.get(c, []) for c in cols), strict=True):
+            se = float("inf") if se is None else float(se)  # None: unbounded
+            row = (label, bool(ok), se / scale, se / abs(v) if v else float("inf"))
+            rows.setdefault(re.split(r"[:\[]", label)[0], []).append(row)
+        latest |= rows
+    return [row for rows in latest.values() for row in rows]
 
 
 def table(results: dict) -> str:
