@@ -14,6 +14,8 @@ import time
 
 from tests.benchmarks import (
     common,
+    cubnm_peer,
+    map_recovery,
     profile_simulate,
     recovery,
     w1_forward,
@@ -32,7 +34,9 @@ WORKLOADS = {
     "w5": w5_fit,
     "w6": w6_memory,
     "recovery": recovery,
+    "map_recovery": map_recovery,
     "profile": profile_simulate,
+    "cubnm": cubnm_peer,
 }
 
 
