@@ -21,9 +21,8 @@ Every point of both is simulated with the same noise seed, so both minimise the 
 deterministic function. Reported: the best loss after n simulations for both (the Sobol
 sample's running minimum in its sequence order, which is itself an anytime sampler), how many
 simulations CMA-ES needed to reach the best of the whole Sobol sample (target: ≤ 1/4 of it),
-and the wall time per simulation (compilation excluded). cuBNM 0.1.0 is not compared: its
-CPU wheel would downgrade numpy (2.x → 1.26.4), pymoo (→ 0.6.0), cma (→ 3.2.2) and pandas
-in this environment (``pip install --dry-run cubnm==0.1.0``).
+and the wall time per simulation (compilation excluded). cuBNM's CMA-ES is compared in
+:mod:`tests.benchmarks.cubnm_peer` (from its own virtual environment).
 
     python -m tests.benchmarks.cmaes_explore [--quick] [--sobol 512] [--population 9]
         [--budget 0.5] [--repeats 3] [--n-tr 300] [--out DIR]
@@ -177,7 +176,6 @@ def main() -> None:
         "to_reach: CMA-ES simulations until its best is at most the whole Sobol sample's best "
         f"(target ≤ 25 %): {reached}.",
         "s_per_sim: Sobol without compilation; CMA-ES including its first compilation.",
-        "cuBNM 0.1.0: not run (its CPU wheel downgrades numpy, pymoo, cma and pandas here).",
     ]
     head = (
         "sampler",
