@@ -19,7 +19,8 @@ Recipes (``RECIPES``): ``regional`` — the base recipe (global (G, w), then 80 
 ``map`` — global (G, w), then w as a map of the SC's node strength and the cohort's
 leave-one-out principal FC gradient (3 coefficients); ``map_fc`` — global, then w as a map of
 those two and the node strength of the subject's own training FC (4 coefficients), fitted by
-Levenberg–Marquardt; ``group`` — global, then w per left/right homologue pair (40 values).
+Levenberg–Marquardt; ``map_fc_g`` — ``map_fc`` with G refitted beside the coefficients;
+``group`` — global, then w per left/right homologue pair (40 values).
 """
 
 from __future__ import annotations
@@ -50,6 +51,15 @@ _REGIONAL = {
     "noise_average": "fc",
     "steps": 100,
 }
+_MAP_FC = {
+    **_REGIONAL,
+    "name": "map",
+    "optimizer": "levenberg-marquardt",
+    "schedule": None,
+    "n_noise": 4,
+    "steps": 30,
+    "free_parameters": [{**_W, "scope": "map", "maps": ["strength", "fc_gradient", "fc_strength"]}],
+}
 #: each recipe's last stage (after the base recipe's global stage); None: the base recipe
 RECIPES: dict[str, dict | None] = {
     "regional": None,
@@ -62,15 +72,13 @@ RECIPES: dict[str, dict | None] = {
     # w as a map of the SC's node strength, the leave-one-out cohort FC gradient and the
     # node strength of the subject's own training FC, fitted by Levenberg–Marquardt on the
     # mean FC of 4 fixed noise seeds (G + 4 coefficients: 5 free numbers)
-    "map_fc": {
-        **_REGIONAL,
-        "name": "map",
-        "optimizer": "levenberg-marquardt",
-        "schedule": None,
-        "n_noise": 4,
-        "steps": 30,
+    "map_fc": _MAP_FC,
+    # map_fc with G refitted beside the coefficients (G + 4 coefficients: 5 free numbers)
+    "map_fc_g": {
+        **_MAP_FC,
         "free_parameters": [
-            {**_W, "scope": "map", "maps": ["strength", "fc_gradient", "fc_strength"]}
+            {"name": "G", "domain": {"lo": 0.001, "hi": 1.0}},
+            *_MAP_FC["free_parameters"],
         ],
     },
     "group": {
