@@ -1,14 +1,14 @@
-"""Run the benchmarks (W1-W6 of BENCHMARKS.md, full-size recovery, bnmfit's profile, CMA-ES
-against cuBNM when its venv exists): one table.
+"""Run the benchmarks (W1-W6 of BENCHMARKS.md, full-size and map recovery, bnmfit's profile,
+CMA-ES against cuBNM when its venv exists): one table.
 
-    python -m tests.benchmarks.run_all            # full: ~30 min on 2 cores (W5 ~8 of them)
+    python -m tests.benchmarks.run_all            # full: over 2 hours on 2 cores
     python -m tests.benchmarks.run_all --quick    # reduced: float32, small grids, few steps
     python -m tests.benchmarks.run_all --only w1,w4 --out DIR
 
 Each workload also prints its own table and writes DIR/<name>.json; this writes
 DIR/run_all.json and DIR/run_all.md with the combined table. Run on their own (each with
 --help): w9_generalisation_peer (W9, against tvboptim), generalisation, cmaes_explore,
-lm_speed, uncertainty_cost and map_recovery.
+lm_speed and uncertainty_cost.
 """
 
 from __future__ import annotations
