@@ -186,25 +186,12 @@ def main() -> None:
         "s/sim",
     )
     table = [dict(zip(head, r, strict=True)) for r in rows]
-    payload = {
-        "workload": NAME,
-        "title": TITLE,
-        "quick": bool(args.quick),
-        "environment": common.environment(),
-        "notes": notes,
-        "rows": table,
-        "cases": cases,
-    }
-    path = common.write_json(args.out, NAME, payload)
-    print(f"\n### {TITLE}\n")
-    print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [f"{c:.4f}" if isinstance(c, float) and i in (2, 3) else c for i, c in enumerate(r)]
         cells[5] = f"{r[5]:.3f}"
-        print("| " + " | ".join(map(str, cells)) + " |")
-    for n in notes:
-        print(f"- {n}")
-    print(f"\n(JSON: {path})")
+        lines.append("| " + " | ".join(map(str, cells)) + " |")
+    common.publish(NAME, TITLE, "\n".join(lines), args, notes, rows=table, cases=cases)
 
 
 if __name__ == "__main__":

@@ -966,22 +966,27 @@ def precisions(quick: bool) -> list[str]:
     return ["float32"] if quick else ["float32", "float64"]
 
 
-def report(name: str, title: str, rows: list[dict], cases: dict, args, notes: list[str]) -> dict:
-    """Print the table and notes, write the JSON; returns the payload."""
+def publish(name: str, title: str, table: str, args, notes: list[str], **data) -> dict:
+    """Print a benchmark's markdown ``table`` and notes, write its JSON (the workload, title,
+    whether --quick, the environment, the notes and ``data``); returns the payload."""
     payload = {
         "workload": name,
         "title": title,
         "quick": bool(args.quick),
         "environment": environment(),
-        "setup": SETUP_NOTES,
         "notes": notes,
-        "rows": rows,
-        "cases": cases,
+        **data,
     }
     path = write_json(args.out, name, payload)
-    print(f"\n### {title}\n")
-    print(markdown(rows))
+    print(f"\n### {title}\n\n{table}")
     for n in notes:
         print(f"- {n}")
     print(f"\n(JSON: {path})")
     return payload
+
+
+def report(name: str, title: str, rows: list[dict], cases: dict, args, notes: list[str]) -> dict:
+    """Print the table of ``rows`` and the notes, write the JSON; returns the payload."""
+    return publish(
+        name, title, markdown(rows), args, notes, setup=SETUP_NOTES, rows=rows, cases=cases
+    )

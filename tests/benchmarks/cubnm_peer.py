@@ -463,23 +463,17 @@ def report(args, data: dict, runs: dict, seeds: list) -> dict:
             f"{s['later_cpu_s_per_simulation'] or float('nan'):.3g} after the first "
             f"generation), whole process {s['process_cpu_s']:.1f} CPU s"
         )
-    payload = {
-        "workload": NAME,
-        "title": TITLE,
-        "quick": bool(args.quick),
-        "environment": common.environment(),
-        "notes": notes,
-        "data": data,
-        "summary": summary,
-        "rows": rows,
-        "runs": runs,
-    }
-    path = common.write_json(args.out, NAME, payload)
-    print(f"\n### {TITLE}\n\n{head}\n" + "\n".join(lines))
-    for n in notes:
-        print(f"- {n}")
-    print(f"\n(JSON: {path})")
-    return payload
+    return common.publish(
+        NAME,
+        TITLE,
+        f"{head}\n" + "\n".join(lines),
+        args,
+        notes,
+        data=data,
+        summary=summary,
+        rows=rows,
+        runs=runs,
+    )
 
 
 def main(argv=None) -> dict:

@@ -408,21 +408,9 @@ def run(args) -> dict:
             + "; ".join(bn["stage_config"])
             + "; standard errors not computed."
         )
-    payload = {
-        "workload": NAME,
-        "title": TITLE,
-        "quick": bool(args.quick),
-        "environment": common.environment(),
-        "notes": notes,
-        "summary": summaries,
-        "cases": cases,
-    }
-    path = common.write_json(args.out, NAME, payload)
-    print(f"\n### {TITLE}\n\n{header}\n" + "\n".join(rows))
-    for n in notes:
-        print(f"- {n}")
-    print(f"\n(JSON: {path})")
-    return payload
+    return common.publish(
+        NAME, TITLE, f"{header}\n" + "\n".join(rows), args, notes, summary=summaries, cases=cases
+    )
 
 
 def main(argv=None) -> dict:
