@@ -1142,7 +1142,8 @@ def _run_scipy(
     # objective, so both are the same unless l2_regional is set
     history["loss"][:] = history["objective"]
     u_final = jax.vmap(pset.from_values)(_stack(finals, dtype))
-    return _finish_whole(
+    _last_heldout(problem, stage, pset, u_final, fixed, hkeys, history, steps_run)
+    return _finish(
         problem,
         stage,
         pset,
@@ -1154,9 +1155,9 @@ def _run_scipy(
         root,
         hkeys,
         history,
-        t_start,
+        time.perf_counter() - t_start,
         steps_run,
-        final_loss,
+        np.asarray(final_loss),
     )
 
 
@@ -1328,45 +1329,7 @@ def _run_least_squares(
         finals.append(u)
         final_loss.append(loss)
     u_final = _stack(finals, problem.weights.dtype)
-    return _finish_whole(
-        problem,
-        stage,
-        pset,
-        index,
-        current,
-        fixed,
-        u_final,
-        u0,
-        root,
-        hkeys,
-        history,
-        t_start,
-        steps_run,
-        final_loss,
-    )
-
-
-def _finish_whole(
-    problem,
-    stage,
-    pset,
-    index,
-    current,
-    fixed,
-    u_final,
-    u0,
-    root,
-    hkeys,
-    history,
-    t_start,
-    steps_run,
-    final_loss,
-) -> StageRecord:
-    """:func:`_finish` for the runners that run a stage in one piece (SciPy, least squares):
-    the held-out loss of the last step first."""
-    if stage.steps > 0:
-        h_loss = _evaluate(problem, pset, u_final, fixed, hkeys)["loss"]
-        history["heldout_loss"][max(steps_run - 1, 0)] = np.asarray(h_loss).mean(axis=1)
+    _last_heldout(problem, stage, pset, u_final, fixed, hkeys, history, steps_run)
     return _finish(
         problem,
         stage,
@@ -1383,6 +1346,14 @@ def _finish_whole(
         steps_run,
         np.asarray(final_loss),
     )
+
+
+def _last_heldout(problem, stage, pset, u_final, fixed, hkeys, history, steps_run) -> None:
+    """For the runners that run a stage in one piece (SciPy, least squares): the held-out
+    loss of the last step, which they do not score step by step."""
+    if stage.steps > 0:
+        h_loss = _evaluate(problem, pset, u_final, fixed, hkeys)["loss"]
+        history["heldout_loss"][max(steps_run - 1, 0)] = np.asarray(h_loss).mean(axis=1)
 
 
 def _take(tree, s: int):

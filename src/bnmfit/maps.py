@@ -479,7 +479,8 @@ def subject_maps(
     if "fc_strength" in maps:
         if training_fc is None:
             raise ConfigError(
-                f"map fc_strength of sub-{subject} needs the subject's training FC; give it"
+                f"map fc_strength of sub-{subject} needs the subject's training FC: give its "
+                "sub-X_desc-empirical_fc.h5 (scripts/regional_maps.py --empirical)"
             )
         if np.shape(training_fc) != (len(labels), len(labels)):
             raise DataError(
