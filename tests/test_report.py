@@ -912,8 +912,9 @@ def test_atlas_from_the_connectome_inputs():
 # ----------------------------------------------------------------------------- issue 23
 
 
-def _uncertainty(labels, se, identified, seed=0, values=None):
-    """An Uncertainty record of ``labels`` with these SEs (values: random in 0.2–0.8)."""
+def _uncertainty(labels, se, identified, seed=0, values=None, n_fit=0):
+    """An Uncertainty record of ``labels`` with these SEs (values: random in 0.2–0.8): the
+    sandwich of a fit with ``n_fit`` seeds, the Cramér–Rao bound with 0."""
     from bnmfit.uncertainty import Uncertainty
 
     p = len(labels)
@@ -937,6 +938,8 @@ def _uncertainty(labels, se, identified, seed=0, values=None):
         n_jacobian=4,
         n_noise=32,
         n_simulations=4 * (1 + p) + 32,
+        method="sandwich" if n_fit else "cramer-rao",
+        n_fit=n_fit,
     )
 
 
@@ -1034,7 +1037,9 @@ def make_fitted(root: Path, subject: str, *, n: int = N, flags=FLAGS, **kw) -> d
     starts = pts[top]
     gl = {"G": starts[:, 0] + t * (3.5 - starts[:, 0]), "sigma": starts[:, 1] * (1 + 0 * t)}
     unc = {
-        "global": _uncertainty(["G", "sigma"], [0.04, 0.5], [True, False], values=[3.5, 0.01]),
+        "global": _uncertainty(
+            ["G", "sigma"], [0.04, 0.5], [True, False], values=[3.5, 0.01], n_fit=2
+        ),
         "regional": _uncertainty(
             [f"w[{x}]" for x in labels],
             [0.03] * (n - 2) + [0.4, np.inf],
@@ -1208,6 +1213,9 @@ def test_standard_errors_with_their_cost_and_heat_maps(fitted):
     assert f"<td>w[rh-occip]</td><td>{w[8]:.4g} ± 0.4</td><td>40 %</td>" in sec
     assert f'<td>w[rh-cingul]</td><td>{w[9]:.4g} ± ∞</td><td>∞</td><td><b class="bad">no</b>' in sec
     assert "Cost: 44 simulations" in sec and "Cost: 76 simulations" in sec  # 4·(1+P) + 32
+    # which covariance: the global stage's fit (sandwich), the regional one's bound
+    assert "Standard errors: the covariance of this stage's fit with its 2 noise seed(s)" in sec
+    assert "Standard errors: the Cramér–Rao bound (a lower bound on the error" in sec
     assert sec.count("<img") == 2
     for stage in ("global", "regional"):
         assert f'alt="sub-f1 correlations of the fitted numbers of stage {stage}"' in sec

@@ -1,6 +1,6 @@
 """Standard errors from the Fisher information of the expected FC: against a finite-difference
-Fisher information, the pairing of seeds that removes J's noise, the delta method,
-identifiability flags, correlations, storage."""
+Fisher information, the sandwich of the fit that is run, the pairing of seeds that removes
+J's noise, the delta method, identifiability flags, correlations, storage."""
 
 import dataclasses
 import json
@@ -78,6 +78,53 @@ def test_fisher_information_matches_finite_differences(problem):
     np.testing.assert_allclose(res.se, np.sqrt(np.diag(cov)), rtol=1e-5)
     assert res.labels == ("G",) and res.values[0] == pytest.approx(POINT["G"], rel=1e-12)
     assert res.n_simulations == N_JACOBIAN * (1 + 1) + N_NOISE
+
+
+def test_the_sandwich_is_the_covariance_of_the_fit_that_is_run(problem):
+    """n_fit given: the sandwich H⁻¹ Bᵀ Σ_δ B H⁻¹ of the configured loss (fc_corr here),
+    recomputed from the same J and noise sample with the loss's full Hessian W
+    (jax.hessian over the FC upper triangle at the sample's mean FC) and Σ_δ =
+    (1/runs + 1/n_fit) Σ: equal to 1e-6; the fit's own noise scales the variance by
+    (1/runs + 1/n_fit) / (1/runs + 1/(100 n_fit)); with an FCD term in the loss the
+    Cramér–Rao bound is reported instead, and says so."""
+    from bnmfit.losses import Observed
+    from bnmfit.problem import Observation
+
+    free = FREE[:1]
+    res, pset, u, fixed = errors(problem, free, n_fit=8)
+    assert res.method == "sandwich" and res.n_fit == 8
+    jkeys, nkeys = uncertainty.noise_keys(SEED, 0, N_JACOBIAN, N_NOISE)
+    J, noise = uncertainty.fc_information(problem, pset, u, fixed, jkeys, nkeys)
+    params = {**fixed, **pset.constrain(u)}
+    expected = np.mean([np.asarray(upper(problem.observe(params, k).fc)) for k in nkeys], 0)
+    n = problem.n_regions
+    i, j = np.triu_indices(n, 1)
+
+    def loss(v):
+        m = jnp.zeros((n, n)).at[i, j].set(v)
+        return problem.loss_of(Observed(m + m.T + jnp.eye(n)))
+
+    W = np.asarray(jax.hessian(loss)(jnp.asarray(expected)))
+    J1, J2 = J[0, :, 0], J[1, :, 0]  # two seeds, one parameter
+    H = J1 @ W @ J2
+    sigma = noise.T @ noise / (N_NOISE - 1)
+    middle = (1 / RUNS + 1 / 8) * (W @ J1) @ sigma @ (W @ J2)
+    s = float(jax.nn.sigmoid(u["G"]))
+    slope = (free[0].hi - free[0].lo) * s * (1 - s)
+    np.testing.assert_allclose(res.se[0], slope * np.sqrt(middle) / abs(H), rtol=1e-6)
+    many, *_ = errors(problem, free, n_fit=800)
+    ratio = (1 / RUNS + 1 / 8) / (1 / RUNS + 1 / 800)
+    np.testing.assert_allclose((res.se[0] / many.se[0]) ** 2, ratio, rtol=1e-10)
+    with_fcd = dataclasses.replace(
+        problem,
+        observation=Observation(tr=0.8, fcd_window=5),
+        empirical=Observed(problem.empirical.fc, jnp.eye(4)),
+        loss_weights=(("fc_corr", 1.0), ("fcd_ks", 0.5)),
+    )
+    bound, *_ = errors(with_fcd, free, n_fit=8)
+    plain, *_ = errors(with_fcd, free)
+    assert (bound.method, bound.n_fit, plain.method) == ("cramer-rao", 0, "cramer-rao")
+    np.testing.assert_array_equal(bound.se, plain.se)
 
 
 def test_pairing_seeds_removes_the_noise_of_the_jacobians():
@@ -195,6 +242,7 @@ def test_labels_and_scales_per_number(problem):
         ({"n_jacobian": 0}, "n_jacobian must be ≥ 1"),
         ({"runs": 0.0}, "runs must be > 0"),
         ({"fraction": -1.0}, "fraction must be > 0"),
+        ({"n_fit": 0}, "n_fit must be ≥ 1"),
     ],
 )
 def test_settings_are_checked(problem, kw, message):

@@ -81,7 +81,7 @@ import scipy.stats
 from jax.flatten_util import ravel_pytree
 
 from bnmfit.errors import ConfigError, unknown_choice
-from bnmfit.losses import Observed, fc_rmse, fcd_ks, pearson
+from bnmfit.losses import LOSSES, Observed, debiased_fc_terms, fc_rmse, fcd_ks, pearson
 from bnmfit.observables import upper
 from bnmfit.params import FreeParameter, ParameterSet, current_value
 from bnmfit.results import Checkpoint
@@ -128,7 +128,9 @@ LSQ_ATOL = 1e-3
 #: shrinks LM's step 4-fold: the loss cannot be lowered within the objective's precision)
 LSQ_REFUSALS = 4
 SCHEDULES: tuple[str, ...] = ("constant", "cosine", "exponential", "warmup_cosine")
-NOISE_AVERAGES: tuple[str, ...] = ("loss", "fc")
+NOISE_AVERAGES: tuple[str, ...] = ("loss", "fc", "fc_debiased")
+#: noise averages that take the loss of the n_noise simulations' FC together (no FCD)
+FC_AVERAGES: tuple[str, ...] = ("fc", "fc_debiased")
 
 #: smoothing of the loss for early stopping (weight of the newest loss)
 EMA_WEIGHT = 0.2
@@ -165,7 +167,10 @@ class Stage:
             mean FC of the n_noise simulations). A loss of one noisy simulated FC against the
             empirical FC is biased towards parameters whose FC is less noisy (stronger
             correlations, closer to criticality); averaging the FCs first divides that bias
-            by n_noise. Not with FCD losses (FCDs do not average).
+            by n_noise. ``fc_debiased``: the loss of the expected FC estimated from the
+            n_noise ≥ 2 FCs with their noise's contribution subtracted
+            (:func:`bnmfit.losses.debiased_fc_terms`), which removes that bias instead of
+            dividing it. Not with FCD losses (FCDs do not average).
         accept_level: the stage hands on its result unless it is worse than its start at
             this significance (see :func:`_judge`; config ``validation.level``).
     """
@@ -243,10 +248,19 @@ class Stage:
         ):
             if not ok:
                 raise ConfigError(f"stage {self.name!r}: {field} must be {want}, got {value!r}")
-        if self.optimizer in LEAST_SQUARES and self.n_noise > 1 and self.noise_average != "fc":
+        if self.noise_average == "fc_debiased" and self.n_noise < 2:
+            raise ConfigError(
+                f"stage {self.name!r}: noise_average fc_debiased estimates the noise from the "
+                f"spread of the n_noise simulations: set n_noise ≥ 2, got {self.n_noise}"
+            )
+        if (
+            self.optimizer in LEAST_SQUARES
+            and self.n_noise > 1
+            and self.noise_average not in FC_AVERAGES
+        ):
             raise ConfigError(
                 f"stage {self.name!r}: {self.optimizer} fits the mean FC of the n_noise "
-                "simulations: set noise_average: fc (or n_noise: 1)"
+                "simulations: set noise_average: fc or fc_debiased (or n_noise: 1)"
             )
 
     @property
@@ -447,11 +461,15 @@ def _heldout_keys(seeds: Sequence[int]) -> jax.Array:
 
 def _data_loss(problem: Problem, noise_average: str):
     """(params, keys (n_noise, 2)) → the problem's loss over the noise realisations of
-    ``keys``: their mean loss, or (``noise_average='fc'``) the loss of their mean FC."""
+    ``keys``: their mean loss, (``noise_average='fc'``) the loss of their mean FC, or
+    (``'fc_debiased'``) the loss of the expected FC estimated from their FCs."""
 
     def data_loss(params, keys):
         if noise_average == "fc":
             return problem.loss_of(Observed(mean_fc(problem, params, keys)))
+        if noise_average == "fc_debiased":
+            fcs = per_key(lambda k: problem.observe(params, k).fc, keys)
+            return problem.debiased_loss_of(fcs)
         return per_key(lambda k: problem.loss(params, k), keys).mean()
 
     return data_loss
@@ -744,9 +762,10 @@ def refine(
         s.parameters.bind(problem, regions=regions)  # names, maps and groupings, up front
         if s.optimizer in LEAST_SQUARES:
             _least_squares_terms(problem, s)
-        if s.noise_average == "fc" and "fcd_ks" in dict(problem.loss_weights):
+        if s.noise_average in FC_AVERAGES and "fcd_ks" in dict(problem.loss_weights):
             raise ConfigError(
-                f"stage {s.name!r}: noise_average 'fc' cannot be used with the fcd_ks loss "
+                f"stage {s.name!r}: noise_average {s.noise_average!r} cannot be used with the "
+                "fcd_ks loss "
                 "(FCDs do not average): use noise_average 'loss'"
             )
 
@@ -808,13 +827,15 @@ def refine(
 
 def _standard_errors(problem, stage, index, record, seed, regions, settings):
     """:func:`bnmfit.uncertainty.standard_errors` at a stage's result (its best start's
-    unconstrained values, the other parameters fixed at theirs)."""
+    unconstrained values, the other parameters fixed at theirs): the sandwich of a fit with
+    the stage's n_noise seeds unless ``settings`` names another ``n_fit``."""
     from bnmfit.uncertainty import standard_errors
 
     pset = stage.parameters.bind(problem, regions=regions)
     dtype = problem.weights.dtype
     u = {k: jnp.asarray(v, dtype) for k, v in record.u.items()}
     fixed = {k: jnp.asarray(v, dtype) for k, v in record.params.items() if k not in pset.names}
+    settings = {"n_fit": stage.n_noise, **settings}
     return standard_errors(problem, pset, u, fixed, seed=seed, stage=index, **settings)
 
 
@@ -1201,7 +1222,9 @@ def _scipy_callback(stage, s, unravel, state, history, dtype, progress):
 # selection and the end-of-stage guard judge. Gauss–Newton and LM take J (forward mode,
 # jax.linearize) and solve for their step by QR; LM's damping (trust region) refuses steps
 # that do not lower ½‖r‖², including steps into a diverging simulation. fcd_ks has no
-# residual form.
+# residual form. With noise_average 'fc_debiased' each block is scaled by
+# sqrt(debiased term / term of the mean FC), so ‖r‖² is the debiased loss
+# (bnmfit.losses.debiased_fc_terms) and r keeps the mean FC's direction.
 
 
 def _least_squares_terms(problem: Problem, stage: Stage) -> tuple[tuple[str, float], ...]:
@@ -1226,9 +1249,9 @@ def _standardise(x: jax.Array) -> jax.Array:
     return (x - x.mean()) / x.std()
 
 
-def _residuals(problem: Problem, pset: ParameterSet):
+def _residuals(problem: Problem, pset: ParameterSet, noise_average: str):
     """(u, (fixed, keys)) → (residuals of the mean FC of one simulation per key, the
-    problem's loss of that mean FC); see the comment above."""
+    problem's loss of that mean FC, or its debiased loss); see the comment above."""
     emp = upper(problem.empirical.fc)
     m = emp.size
     terms = tuple((n, w) for n, w in problem.loss_weights if w > 0)
@@ -1241,16 +1264,26 @@ def _residuals(problem: Problem, pset: ParameterSet):
 
     def fn(u, args):
         fixed, keys = args
-        fc = mean_fc(problem, {**fixed, **pset.constrain(u)}, keys)
-        sim = upper(fc)
-        blocks = [math.sqrt(w) * block(n, sim) for n, w in terms]
-        return jnp.concatenate(blocks), problem.loss_of(Observed(fc))
+        params = {**fixed, **pset.constrain(u)}
+        if noise_average != "fc_debiased":
+            fc = mean_fc(problem, params, keys)
+            blocks = [math.sqrt(w) * block(n, upper(fc)) for n, w in terms]
+            return jnp.concatenate(blocks), problem.loss_of(Observed(fc))
+        fcs = per_key(lambda k: problem.observe(params, k).fc, keys)
+        fc = fcs.mean(axis=0)
+        debiased = debiased_fc_terms(fcs, problem.empirical.fc)
+        blocks = []
+        for n, w in terms:
+            plain = LOSSES[n](Observed(fc), problem.empirical)
+            scale = jnp.where(plain > 0, jnp.sqrt(jnp.maximum(debiased[n], 1e-12) / plain), 1.0)
+            blocks.append(math.sqrt(w) * scale * block(n, upper(fc)))
+        return jnp.concatenate(blocks), problem.debiased_loss_of(fcs)
 
     return fn
 
 
 @functools.lru_cache(maxsize=4)
-def _least_squares_fns(optimizer: str):
+def _least_squares_fns(optimizer: str, noise_average: str):
     """Jitted ``init(problem, pset, u, fixed, keys)`` → solver state and ``step(problem,
     pset, u, state, fixed, keys)`` → (u, state, record) of one optimistix iteration: the
     record holds the data loss and ‖r‖² at the accepted point, whether this iteration's
@@ -1264,12 +1297,12 @@ def _least_squares_fns(optimizer: str):
     tags: frozenset = frozenset()
 
     def init(problem, pset, u, fixed, keys):
-        fn, args = _residuals(problem, pset), (fixed, keys)
+        fn, args = _residuals(problem, pset, noise_average), (fixed, keys)
         f_struct, aux_struct = jax.eval_shape(fn, u, args)
         return solver.init(fn, u, args, {}, f_struct, aux_struct, tags)
 
     def step(problem, pset, u, state, fixed, keys):
-        fn, args = _residuals(problem, pset), (fixed, keys)
+        fn, args = _residuals(problem, pset, noise_average), (fixed, keys)
         u, state, _ = solver.step(fn, u, args, {}, state, tags)
         done, _ = solver.terminate(fn, u, args, {}, state, tags)
         record = {
@@ -1299,7 +1332,7 @@ def _run_least_squares(
     _least_squares_terms(problem, stage)
     pset, fixed, u0, _ = _prepare(problem, stage, current, regions)
     n_starts = len(current)
-    init, step = _least_squares_fns(stage.optimizer)
+    init, step = _least_squares_fns(stage.optimizer, stage.noise_average)
     arrays = jax.tree.map(jnp.asarray, problem)  # traced, not static (G, sigma as floats)
     keys = _step_keys(root, index, 0, stage.n_noise, fresh=False)
     history = _empty_history(pset, stage.steps, n_starts, u0)

@@ -33,6 +33,8 @@ __all__ = [
     "Observed",
     "check_terms",
     "combined",
+    "combined_debiased",
+    "debiased_fc_terms",
     "fc_corr",
     "fc_rmse",
     "fcd_ks",
@@ -111,6 +113,54 @@ def combined(
     """Σ weight · loss over named terms of :data:`LOSSES` (``smooth`` for the KS terms)."""
     check_terms(weights)
     return sum(w * LOSSES[name](sim, emp, smooth) for name, w in weights.items())
+
+
+#: the loss terms of FC alone (:func:`debiased_fc_terms` estimates them; FCDs do not average)
+FC_TERMS: tuple[str, ...] = ("fc_corr", "fc_rmse")
+
+
+def debiased_fc_terms(samples: Array, emp: Array) -> dict[str, Array]:
+    """fc_corr and fc_rmse of the *expected* simulated FC, estimated from the FCs of K ≥ 2
+    independent simulations without the bias their noise gives the loss of their mean.
+
+    ``samples``: (K, N, N) FCs of one simulation each; ``emp``: (N, N). With x_k their upper
+    triangles (M entries), m their mean and d_k = x_k − m, the mean's noise adds
+    Σ_k ‖d_k‖²/(M K(K − 1)) to its mean square difference from ``emp`` and
+    Σ_k var(d_k)/(K(K − 1)) to its variance across entries (var: over the M entries), in
+    expectation; both are subtracted, so RMSE² and the variance in Pearson r's denominator
+    are those of the expected FC (r's covariance is linear in m: unbiased as it is). The loss
+    of the plain mean prefers parameters whose FC is less noisy (closer to criticality:
+    stronger, steadier correlations); this one does not. The estimates are floored
+    (1 − r ≥ 0, RMSE² ≥ 0, variance ≥ 1 % of the mean's) where the noise estimate exceeds
+    the signal."""
+    x = upper(samples)
+    t = upper(emp)
+    k = x.shape[0]
+    m = x.mean(axis=0)
+    d = x - m
+    var_m = m.var()
+    var = jnp.maximum(var_m - d.var(axis=1).sum() / (k * (k - 1)), 1e-2 * var_m)
+    msd = ((m - t) ** 2).mean() - (d * d).mean(axis=1).sum() / (k * (k - 1))
+    tc = t - t.mean()
+    r = ((m - m.mean()) * tc).mean() / jnp.sqrt(var * (tc * tc).mean())
+    flat = unresolved(m) | unresolved(t)
+    return {
+        "fc_corr": jnp.where(flat, jnp.nan, jnp.maximum(1.0 - r, 0.0)),
+        "fc_rmse": jnp.sqrt(jnp.maximum(msd, 1e-12)),
+    }
+
+
+def combined_debiased(weights: Mapping[str, float], samples: Array, emp: Observed) -> Array:
+    """Σ weight · term of :func:`debiased_fc_terms` (``samples``: (K, N, N) FCs, K ≥ 2);
+    ConfigError for a term it does not estimate (FCD)."""
+    check_terms(weights)
+    for name in sorted(set(weights) - set(FC_TERMS)):
+        raise ConfigError(
+            f"the loss term {name} has no noise-debiased form (FCDs do not average): use "
+            "noise_average 'loss'"
+        )
+    terms = debiased_fc_terms(samples, emp.fc)
+    return sum(w * terms[name] for name, w in weights.items())
 
 
 def check_terms(names) -> None:

@@ -167,6 +167,11 @@ class Problem:
     def loss_of(self, observed: losses.Observed) -> Array:
         return losses.combined(dict(self.loss_weights), observed, self.empirical, self.ks_smooth)
 
+    def debiased_loss_of(self, fcs: Array) -> Array:
+        """The loss of the expected FC estimated from (K, N, N) simulated FCs, K ≥ 2, free of
+        their noise's bias (:func:`bnmfit.losses.combined_debiased`; FC terms only)."""
+        return losses.combined_debiased(dict(self.loss_weights), fcs, self.empirical)
+
     def loss(self, params: Mapping[str, Array], key: Array) -> Array:
         """The loss of one simulation; non-finite when the simulation diverges."""
         return self.loss_of(self.observe(params, key))

@@ -1380,9 +1380,16 @@ def _stage_uncertainty(s: dict[str, Any], name: str, u) -> str:
                 "sorted by value; hollow red: not identified by these data.",
             )
         )
+    method = (
+        f"the covariance of this stage's fit with its {u.n_fit} noise seed(s) (sandwich)"
+        if u.method == "sandwich"
+        else "the Cramér–Rao bound (a lower bound on the error: the loss has an FCD term, or "
+        "the file predates the sandwich)"
+    )
     n_ok = int(np.sum(u.identified))
     table = _table(["number", "value ± SE", "SE / scale", "identified"], rows, raw=True) + (
-        f'<p class="muted">Cost: {u.n_simulations} simulations ({u.n_jacobian} forward-mode '
+        f'<p class="muted">Standard errors: {method}. Cost: {u.n_simulations} simulations '
+        f"({u.n_jacobian} forward-mode "
         f"passes for the Jacobian, each carrying one tangent per free number, and "
         f"{u.n_noise} single simulations for FC's noise); the empirical FC counts as "
         f"{_num(u.runs, '.3g')} simulated runs. Identified: SE at most "
@@ -1420,10 +1427,10 @@ def _uncertainty_section(s: dict[str, Any]) -> str:
         )
         return _absent(f"no standard errors: {why}")
     intro = (
-        '<p class="muted">Standard errors of each stage\'s fitted numbers from the Fisher '
-        "information of the expected FC at the stage's result (the least error of any "
-        "estimate from an FC of this length, if the model is right; the fit's own noise "
-        "adds to it).</p>"
+        '<p class="muted">Standard errors of each stage\'s fitted numbers, from the '
+        "Jacobian of the expected FC at the stage's result and FC's noise: the scatter of "
+        "this fit over new data of this length and new fit seeds, if the model is right "
+        "(its bias is not in it).</p>"
     )
     return intro + "".join(_stage_uncertainty(s, n, Uncertainty.from_dict(d)) for n, d in have)
 

@@ -20,7 +20,9 @@ Recipes (``RECIPES``): ``regional`` — the base recipe (global (G, w), then 80 
 leave-one-out principal FC gradient (3 coefficients); ``map_fc`` — global, then w as a map of
 those two and the node strength of the subject's own training FC (4 coefficients), fitted by
 Levenberg–Marquardt; ``map_fc_g`` — ``map_fc`` with G refitted beside the coefficients;
-``group`` — global, then w per left/right homologue pair (40 values).
+``regional_debiased``, ``map_fc_g_debiased`` — those two with the loss of their noise seeds
+debiased (``noise_average: fc_debiased``); ``group`` — global, then w per left/right
+homologue pair (40 values).
 """
 
 from __future__ import annotations
@@ -76,6 +78,17 @@ RECIPES: dict[str, dict | None] = {
     # map_fc with G refitted beside the coefficients (G + 4 coefficients: 5 free numbers)
     "map_fc_g": {
         **_MAP_FC,
+        "free_parameters": [
+            {"name": "G", "domain": {"lo": 0.001, "hi": 1.0}},
+            *_MAP_FC["free_parameters"],
+        ],
+    },
+    # the same two with the loss of their noise seeds debiased (noise_average fc_debiased:
+    # the noise of the seeds' mean FC no longer favours less noisy, more homogeneous w)
+    "regional_debiased": {**_REGIONAL, "noise_average": "fc_debiased"},
+    "map_fc_g_debiased": {
+        **_MAP_FC,
+        "noise_average": "fc_debiased",
         "free_parameters": [
             {"name": "G", "domain": {"lo": 0.001, "hi": 1.0}},
             *_MAP_FC["free_parameters"],

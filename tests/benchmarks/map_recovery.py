@@ -23,28 +23,32 @@ mean FC of ``RUNS`` simulations at the truth (4 × 300 TRs = one HCP session of 
 * ``recovery``: one synthetic subject on ``N_TR`` TRs (replicate 0), fitted as the workflow
   does without the grid over G: a 1-D exploration of a homogeneous w (the config's w axis,
   ``EXPLORE_W`` points), then the map stage from c = 0, a = T⁻¹(w), Levenberg–Marquardt on
-  the mean FC of ``FIT_NOISE`` fixed noise seeds; fitted vs true coefficients (target:
-  within 10 %).
+  the ``--noise-average`` loss of ``FIT_NOISE`` fixed noise seeds (``fc_debiased``, the
+  default, or ``fc``: the loss of their mean FC, which prefers less noisy FC); fitted vs
+  true coefficients (target: within 10 %).
 * ``calibration``: ``--replicates`` synthetic subjects at the truth on ``CAL_TR`` TRs (a
   shorter simulation, for time), each from new noise seeds, each fitted as above and given
   standard errors by ``refine(uncertainty=...)`` (:func:`bnmfit.uncertainty.standard_errors`,
-  runs = RUNS, its default n_jacobian 4 and n_noise 32); how often |fitted − true| ≤ 2 SE
-  per coefficient (target: 90–98 %). Beside the library's standard errors, the sandwich
-  covariance of the fit that is run, from the same J and noise sample (same keys):
-  H⁻¹ Bᵀ Σ_δ B H⁻¹ with B = W J, H = Jᵀ W J, W the Hessian of the loss with respect to the
-  simulated FC's upper triangle, Σ_δ = (1/RUNS + 1/FIT_NOISE) Σ (the target's noise and the
-  fit's own) — no inverse of Σ. Each fit also records its objective at its end and at the
+  runs = RUNS, its default n_jacobian 4 and n_noise 32: the sandwich covariance of the fit
+  that is run, H⁻¹ Bᵀ Σ_δ B H⁻¹ with B = W J, H = Jᵀ W J, W the Hessian of the loss with
+  respect to the simulated FC's upper triangle, Σ_δ = (1/RUNS + 1/FIT_NOISE) Σ, the
+  target's noise and the fit's own — no inverse of Σ); how often |fitted − true| ≤ 2 SE
+  per coefficient (target: 90–98 %). Beside them the Cramér–Rao bound from the same J and
+  noise sample (same keys). Each fit also records its objective at its end and at the
   truth (same fixed noise seeds): an end above the truth's is a fit that stopped short.
-* ``bias check``: whether the loss itself prefers the calibration fits' mean to the truth,
-  with the fit's ``FIT_NOISE`` seeds and with more (:func:`case_bias`).
+* ``bias check``: whether the objective itself prefers the calibration fits' mean to the
+  truth, with the fit's ``FIT_NOISE`` seeds and with more, debiased or not
+  (:func:`case_bias`).
 
 ``TRUTH`` is chosen from the bound table (docs/science.md, "Map recovery and calibration").
 
     python -m tests.benchmarks.map_recovery [--quick] [--replicates 20] [--jobs 2] [--out DIR]
+        [--noise-average fc_debiased|fc] [--fits-only]
 """
 
 from __future__ import annotations
 
+import functools
 from concurrent.futures import ThreadPoolExecutor
 
 from tests.benchmarks import common, w5_fit
@@ -77,6 +81,7 @@ BOUND_RUNS = (1, RUNS, 16)
 NOISE_STUDY = (32, 128, 256)  # samples of FC's noise in the noise study
 EXPLORE_W = 16  # points of the exploration over a homogeneous w (the config's axis)
 FIT_NOISE = 8  # fixed noise seeds of the fit's mean FC
+NOISE_AVERAGES = ("fc_debiased", "fc")  # the fit's loss: debiased (default) or of the mean FC
 FIT_STEPS = 15  # at most this many LM iterations
 CHUNK = 5  # replicates per child process
 WITHIN = 0.1  # the recovery target: |fitted / true − 1| ≤ 10 %
@@ -119,8 +124,9 @@ def _free():
     return FreeParameter("w", *DOMAIN, scope="map", maps=MAPS)
 
 
-def _stage(n_noise: int, steps: int):
-    """The map stage: Levenberg–Marquardt on the mean FC of ``n_noise`` fixed noise seeds."""
+def _stage(n_noise: int, steps: int, noise_average: str = "fc_debiased"):
+    """The map stage: Levenberg–Marquardt on the mean FC of ``n_noise`` fixed noise seeds,
+    its loss debiased (``fc_debiased``) or not (``fc``)."""
     from bnmfit.fit import Stage
 
     return Stage(
@@ -130,7 +136,7 @@ def _stage(n_noise: int, steps: int):
         steps=steps,
         n_noise=n_noise,
         fresh_noise=False,
-        noise_average="fc",
+        noise_average=noise_average,
     )
 
 
@@ -173,44 +179,13 @@ def _crossfit(J, noise, runs: float):
     return np.sqrt(errors.var(axis=1, ddof=1) / runs)
 
 
-def _pairs(A, B):
-    """Σ_{k≠l} A_kᵀ B_l / (K(K − 1)) of stacks (K, M, P) (K = 1: A_1ᵀ B_1): the
-    product of two means without the noise their seeds share."""
-    k = A.shape[0]
-    if k == 1:
-        return A[0].T @ B[0]
-    own = sum(a.T @ b for a, b in zip(A, B, strict=True))
-    return (A.sum(axis=0).T @ B.sum(axis=0) - own) / (k * (k - 1))
-
-
 def _sandwich(target, J, noise, expected, runs: float, n_fit: int):
-    """The (P, P) covariance H⁻¹ Bᵀ Σ_δ B H⁻¹ of a fit of ``target``'s loss (module
-    docstring): B = W J, H = Jᵀ W J, W the Hessian of the loss with respect to the simulated
-    FC's upper triangle at ``expected``, Σ_δ = (1/runs + 1/n_fit) × the sample covariance
-    of ``noise``; J per seed (K, M, P), H and Bᵀ Σ B over pairs of different seeds."""
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
+    """The (P, P) sandwich covariance of a fit of ``target``'s loss with ``n_fit`` seeds
+    (:func:`bnmfit.uncertainty.sandwich`; ``noise`` centred, ``expected`` its mean)."""
+    from bnmfit.uncertainty import covariance, sandwich
 
-    from bnmfit.losses import Observed
-
-    n = target.n_regions
-    i, j = np.triu_indices(n, 1)
-    dtype = target.weights.dtype
-
-    def loss(v):
-        m = jnp.zeros((n, n), v.dtype).at[i, j].set(v)
-        return target.loss_of(Observed(m + m.T + jnp.eye(n, dtype=v.dtype)))
-
-    v = jnp.asarray(expected, dtype)
-    hvp = jax.vmap(lambda t: jax.jvp(jax.grad(loss), (v,), (t,))[1])
-    k, m, p = J.shape
-    tangents = jnp.asarray(J.transpose(0, 2, 1).reshape(k * p, m), dtype)
-    B = np.asarray(hvp(tangents), np.float64).reshape(k, p, m).transpose(0, 2, 1)
-    h_inv = np.linalg.inv(_pairs(J, B))
-    nb = np.einsum("nm,kmp->knp", noise, B)  # (K, n_noise, P)
-    middle = (1.0 / runs + 1.0 / n_fit) * _pairs(nb, nb) / (noise.shape[0] - 1)
-    return h_inv @ middle @ h_inv.T
+    H, middle = sandwich(target, J, noise + expected, runs, n_fit)
+    return covariance(H, middle=middle)
 
 
 def _information(problem, pset, coef, jkeys, nkeys):
@@ -311,25 +286,26 @@ def case_noise(truth: list, n_tr: int, n_jacobian: int, sizes: list) -> dict:
     }
 
 
-def case_fits(truth: list, n_tr: int, replicates: list, n_noise: int, steps: int) -> dict:
+def case_fits(
+    truth: list, n_tr: int, replicates: list, n_noise: int, steps: int, noise_average: str
+) -> dict:
     """Per replicate: a new synthetic subject at ``truth`` (w0, c1, c2) on ``n_tr`` TRs,
     explored over a homogeneous w and fitted by the map stage (:func:`_stage`) with its
-    standard errors from ``refine(uncertainty={"runs": RUNS})``, the sandwich standard
-    errors from the same J and noise sample, and the stage's objective (the loss of the mean
-    FC of its fixed noise seeds) at its end and at the truth."""
+    standard errors from ``refine(uncertainty={"runs": RUNS})`` (the sandwich of the fit),
+    the Cramér–Rao bound from the same J and noise sample, and the stage's objective (its
+    loss over its fixed noise seeds) at its end and at the truth."""
     import time
 
     import jax.numpy as jnp
     import numpy as np
 
     from bnmfit import explore, fit
-    from bnmfit.losses import Observed
     from bnmfit.params import ParameterSet
-    from bnmfit.uncertainty import mean_fc, noise_keys
+    from bnmfit.uncertainty import least_error_var, noise_keys
 
     problem, regions, labels, space = _setup(n_tr)
     pset = ParameterSet((_free(),)).bind(problem, regions=regions)
-    stage = _stage(n_noise, steps)
+    stage = _stage(n_noise, steps, noise_average)
     coef = _coefficients(*truth)
     dtype = problem.weights.dtype
     out = []
@@ -355,18 +331,19 @@ def case_fits(truth: list, n_tr: int, replicates: list, n_noise: int, steps: int
 
         def objective(c, target=target, fit_keys=fit_keys):
             params = pset.constrain({"w": jnp.asarray(c, dtype)})
-            return float(target.loss_of(Observed(mean_fc(target, params, fit_keys))))
+            return float(fit._data_loss(target, noise_average)(params, fit_keys))
 
         keys = noise_keys(seed, 0, unc.n_jacobian, unc.n_noise)  # refine's for stage 0
-        J, noise, expected = _information(target, pset, fitted, *keys)
-        sandwich = np.sqrt(np.diag(_sandwich(target, J, noise, expected, RUNS, n_noise)))
+        J, noise, _ = _information(target, pset, fitted, *keys)
+        bound = np.sqrt(least_error_var(J, noise, RUNS))
         out.append(
             {
                 "replicate": r,
                 "w_explored": start["w"],
                 "fitted": fitted.tolist(),
                 "se": unc.se.tolist(),
-                "se_sandwich": sandwich.tolist(),
+                "se_method": unc.method,
+                "se_bound": bound.tolist(),
                 "labels": list(unc.labels),
                 "steps_run": rec.steps_run,
                 "kept_start": bool(rec.kept_start),
@@ -376,21 +353,29 @@ def case_fits(truth: list, n_tr: int, replicates: list, n_noise: int, steps: int
                 "wall_s": time.perf_counter() - t0,
             }
         )
-    return {"coefficients": coef, "n_tr": n_tr, "n_noise": n_noise, "fits": out}
+    return {
+        "coefficients": coef,
+        "n_tr": n_tr,
+        "n_noise": n_noise,
+        "noise_average": noise_average,
+        "fits": out,
+    }
 
 
 def case_bias(point: list, n_tr: int, draws: int, n_fits: list) -> dict:
     """Whether the loss itself prefers ``point`` (the calibration fits' mean) to the truth:
-    for each number n of fit seeds in ``n_fits``, over ``draws`` independent draws of a
-    target (the mean FC of RUNS simulations at the truth) and of n fit seeds, the paired
-    difference of the objective (the loss of the mean FC of the n seeds) at ``point`` minus
-    at the truth: its mean, standard error and how many draws are below 0."""
+    for each number n of fit seeds in ``n_fits`` and each of NOISE_AVERAGES, over ``draws``
+    independent draws of a target (the mean FC of RUNS simulations at the truth) and of n
+    fit seeds, the paired difference of the objective (the loss of the n seeds' mean FC, or
+    its debiased loss) at ``point`` minus at the truth: its mean, standard error and how
+    many draws are below 0."""
     import dataclasses
 
     import jax
     import jax.numpy as jnp
     import numpy as np
 
+    from bnmfit.fit import _data_loss
     from bnmfit.losses import Observed
     from bnmfit.params import ParameterSet
     from bnmfit.uncertainty import mean_fc
@@ -408,29 +393,36 @@ def case_bias(point: list, n_tr: int, draws: int, n_fits: list) -> dict:
     def keys(which: int, draw: int, n: int):
         return jax.random.split(jax.random.fold_in(jax.random.PRNGKey(which), draw), n)
 
+    @functools.partial(jax.jit, static_argnames="average")
+    def objective(target, c, keys, average):
+        return _data_loss(target, average)(pset.constrain({"w": c}), keys)
+
     rows = []
     for n in n_fits:
-        d = []
+        d = {a: [] for a in NOISE_AVERAGES}
         for k in range(draws):
             fc = fc_of(truth, keys(BIAS_KEYS[0], k, RUNS))
             target = dataclasses.replace(problem, empirical=Observed(fc))
             fit_keys = keys(BIAS_KEYS[1], k, n)
-            loss = [float(target.loss_of(Observed(fc_of(c, fit_keys)))) for c in (at, truth)]
-            d.append(loss[0] - loss[1])
-        d = np.asarray(d)
-        rows.append(
-            {
-                "n_fit": int(n),
-                "mean": float(d.mean()),
-                "se": float(d.std(ddof=1) / np.sqrt(draws)),
-                "below": int((d < 0).sum()),
-            }
-        )
+            for a in NOISE_AVERAGES:
+                loss = [float(objective(target, c, fit_keys, a)) for c in (at, truth)]
+                d[a].append(loss[0] - loss[1])
+        for a, diff in d.items():
+            diff = np.asarray(diff)
+            rows.append(
+                {
+                    "n_fit": int(n),
+                    "noise_average": a,
+                    "mean": float(diff.mean()),
+                    "se": float(diff.std(ddof=1) / np.sqrt(draws)),
+                    "below": int((diff < 0).sum()),
+                }
+            )
     return {"point": list(point), "n_tr": n_tr, "draws": draws, "rows": rows}
 
 
 #: standard errors compared in the calibration: key in a fit's record → label
-SE_KINDS = {"se": "library (Cramér–Rao)", "se_sandwich": "sandwich of the fit"}
+SE_KINDS = {"se": "library (sandwich of the fit)", "se_bound": "Cramér–Rao bound"}
 
 
 def summary(fits: list[dict], coef: list[float]) -> dict:
@@ -480,15 +472,22 @@ def _row(case: str, wall: float, figure: str) -> dict:
 
 
 def run(args) -> dict:
-    """The bound, the noise study, the recovery and the calibration chunks, each in a child
-    process, ``--jobs`` of them at a time; then the bias check at the calibration's mean."""
+    """The bound and the noise study (unless ``--fits-only``), the recovery and the
+    calibration chunks, each in a child process, ``--jobs`` of them at a time; then the
+    bias check at the calibration's mean."""
     import numpy as np
 
     quick = bool(args.quick)
     n_tr, cal_tr = (150, 100) if quick else (N_TR, CAL_TR)
     candidates = [TRUTH, CANDIDATES[0]] if quick else list(CANDIDATES)
     replicates = getattr(args, "replicates", None) or (2 if quick else 20)
-    fit_kw = {"truth": list(TRUTH), "n_noise": FIT_NOISE, "steps": 10 if quick else FIT_STEPS}
+    average = getattr(args, "noise_average", NOISE_AVERAGES[0])
+    fit_kw = {
+        "truth": list(TRUTH),
+        "n_noise": FIT_NOISE,
+        "steps": 10 if quick else FIT_STEPS,
+        "noise_average": average,
+    }
     cases = {
         "bound": (
             "case_bound",
@@ -510,6 +509,8 @@ def run(args) -> dict:
         ),
         "recovery": ("case_fits", {**fit_kw, "n_tr": n_tr, "replicates": [0]}),
     }
+    if getattr(args, "fits_only", False):
+        del cases["bound"], cases["noise"]
     for first in range(0, replicates, CHUNK):
         reps = list(range(first, min(first + CHUNK, replicates)))
         cases[f"calibration {first}"] = (
@@ -542,7 +543,7 @@ def run(args) -> dict:
             x64=False,
             timeout_s=4 * 3600,
         )
-    rows = _bound_rows(cases["bound"]) + _noise_rows(cases["noise"])
+    rows = _bound_rows(cases["bound"]) + _noise_rows(cases["noise"]) if "bound" in cases else []
     rows += _recovery_rows(cases["recovery"], coef)
     rows += _calibration_rows(fits, cases["summary"], [c for c in chunks if c.get("error")])
     rows += _bias_rows(cases["bias"]) if fits else []
@@ -553,14 +554,15 @@ def run(args) -> dict:
         f"FC of {RUNS} simulations at the truth; bound and recovery on {n_tr} TRs, "
         f"calibration on {cal_tr} TRs.",
         f"bound: Jacobian of the expected FC over {BOUND_JACOBIAN} seeds, FC's noise from "
-        f"{cases['bound'].get('n_noise')} single simulations; 'cross-fitted': weights Σ̂⁻¹ "
+        f"{cases.get('bound', {}).get('n_noise')} single simulations; 'cross-fitted': weights Σ̂⁻¹ "
         "from half of them, error measured on the other half; 'fit': sandwich of the "
         f"configured loss's fit of the mean FC of {FIT_NOISE} simulations. All as SD / "
         f"|coefficient|, target of {RUNS} runs.",
         f"fits: 1-D exploration of a homogeneous w ({EXPLORE_W} points), then the map stage, "
-        f"Levenberg–Marquardt on the mean FC of {FIT_NOISE} fixed seeds (≤ "
+        f"Levenberg–Marquardt on the {average} loss of {FIT_NOISE} fixed seeds (≤ "
         f"{fit_kw['steps']} iterations); standard errors of refine(uncertainty={{runs: "
-        f"{RUNS}}}) (n_jacobian 4, n_noise 32) and the sandwich from the same J and sample.",
+        f"{RUNS}}}) (the sandwich; n_jacobian 4, n_noise 32) and the Cramér–Rao bound from "
+        "the same J and sample.",
         f"truth (w0, c1, c2) = {TRUTH}: a = {coef[0]:.3f}.",
     ]
     return common.report(NAME, TITLE, rows, cases, args, notes)
@@ -617,9 +619,9 @@ def _recovery_rows(res: dict, coef: list[float]) -> list[dict]:
         + ", ".join(f"{n} {t:+.3f}" for n, t in zip(COEFFICIENTS, coef, strict=True))
         + "; fitted "
         + ", ".join(
-            f"{n} {x:+.3f} ± {s:.3f} ({e:+.1%}; sandwich ± {w:.3f})"
+            f"{n} {x:+.3f} ± {s:.3f} ({e:+.1%}; Cramér–Rao ± {w:.3f})"
             for n, x, s, e, w in zip(
-                COEFFICIENTS, f["fitted"], f["se"], rel, f["se_sandwich"], strict=True
+                COEFFICIENTS, f["fitted"], f["se"], rel, f["se_bound"], strict=True
             )
         )
         + f"; {f['steps_run']} LM steps; objective {f['objective_end']:.4f} (truth "
@@ -662,8 +664,9 @@ def _calibration_rows(fits: list, s: dict | None, failed: list) -> list[dict]:
 def _bias_rows(res: dict) -> list[dict]:
     if res.get("error"):
         return [common.row("map recovery", "bnmfit", "float32", "bias check", res)]
-    figure = "the loss at the fits' mean − at the truth: " + "; ".join(
-        f"{r['n_fit']} fit seeds {r['mean']:+.4f} ± {r['se']:.4f} ({r['below']} of "
+    figure = "the objective at the fits' mean − at the truth: " + "; ".join(
+        f"{r['n_fit']} fit seeds, {r['noise_average']} {r['mean']:+.4f} ± {r['se']:.4f} "
+        f"({r['below']} of "
         f"{res['draws']} draws below 0)"
         for r in res["rows"]
     )
@@ -674,6 +677,15 @@ def main(argv=None) -> dict:
     p = common.parser(__doc__.splitlines()[0])
     p.add_argument("--replicates", type=int, default=None, help="synthetic subjects fitted")
     p.add_argument("--jobs", type=int, default=1, help="child processes at a time")
+    p.add_argument(
+        "--noise-average",
+        choices=NOISE_AVERAGES,
+        default=NOISE_AVERAGES[0],
+        help="the fits' loss of their noise seeds: debiased (default) or of their mean FC",
+    )
+    p.add_argument(
+        "--fits-only", action="store_true", help="only the recovery, calibration and bias check"
+    )
     return run(p.parse_args(argv))
 
 
