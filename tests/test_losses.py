@@ -223,6 +223,19 @@ def test_debiased_fc_terms_remove_the_noise_of_the_mean():
     assert float(got) == pytest.approx(float(2.0 * parts["fc_corr"] + 0.5 * parts["fc_rmse"]))
 
 
+def test_fc_residual_blocks_square_to_the_weighted_terms():
+    """Each block's squared norm is weight · term (what Gauss–Newton fits and the standard
+    errors' curvature uses); FCD has no residual form."""
+    sim, emp = jnp.asarray(random_fc(seed=11)), jnp.asarray(random_fc(seed=12))
+    weights = {"fc_corr": 2.0, "fc_rmse": 0.3}
+    blocks = losses.fc_residual_blocks(weights, upper(sim), upper(emp))
+    assert list(blocks) == ["fc_corr", "fc_rmse"]
+    assert float(jnp.sum(blocks["fc_corr"] ** 2)) == pytest.approx(2.0 * float(fc_corr(sim, emp)))
+    assert float(jnp.sum(blocks["fc_rmse"] ** 2)) == pytest.approx(0.3 * float(fc_rmse(sim, emp)))
+    with pytest.raises(ConfigError, match="fcd_ks has no residual form"):
+        losses.fc_residual_blocks({"fcd_ks": 1.0}, upper(sim), upper(emp))
+
+
 def test_unknown_loss_name_is_a_config_error():
     o = Observed(jnp.eye(3))
     with pytest.raises(

@@ -81,38 +81,41 @@ def test_fisher_information_matches_finite_differences(problem):
 
 
 def test_the_sandwich_is_the_covariance_of_the_fit_that_is_run(problem):
-    """n_fit given: the sandwich H⁻¹ Bᵀ Σ_δ B H⁻¹ of the configured loss (fc_corr here),
-    recomputed from the same J and noise sample with the loss's full Hessian W
-    (jax.hessian over the FC upper triangle at the sample's mean FC) and Σ_δ =
-    (1/runs + 1/n_fit) Σ: equal to 1e-6; the fit's own noise scales the variance by
+    """n_fit given: the sandwich H⁻¹ B̄ᵀ Σ_δ B̄ H⁻¹ of the configured loss (fc_rmse +
+    0.1 fc_corr here: FC's level is what tells G on this short run), recomputed from the same J and noise sample with the Gauss–Newton
+    curvature W = RᵀR written out (R: jax.jacfwd of the loss's residuals over the FC upper
+    triangle at the sample's mean FC), H over the two Jacobian seeds' pairs, B̄ = W J̄ and
+    Σ_δ = (1/runs + 1/n_fit) Σ: equal to 1e-6; the fit's own noise scales the variance by
     (1/runs + 1/n_fit) / (1/runs + 1/(100 n_fit)); with an FCD term in the loss the
     Cramér–Rao bound is reported instead, and says so."""
-    from bnmfit.losses import Observed
+    from bnmfit.losses import Observed, fc_residual_blocks
     from bnmfit.problem import Observation
 
+    weights = {"fc_rmse": 1.0, "fc_corr": 0.1}
+    both = dataclasses.replace(problem, loss_weights=tuple(weights.items()))
     free = FREE[:1]
-    res, pset, u, fixed = errors(problem, free, n_fit=8)
+    res, pset, u, fixed = errors(both, free, n_fit=8)
     assert res.method == "sandwich" and res.n_fit == 8
     jkeys, nkeys = uncertainty.noise_keys(SEED, 0, N_JACOBIAN, N_NOISE)
-    J, noise = uncertainty.fc_information(problem, pset, u, fixed, jkeys, nkeys)
+    J, noise = uncertainty.fc_information(both, pset, u, fixed, jkeys, nkeys)
     params = {**fixed, **pset.constrain(u)}
-    expected = np.mean([np.asarray(upper(problem.observe(params, k).fc)) for k in nkeys], 0)
-    n = problem.n_regions
-    i, j = np.triu_indices(n, 1)
+    expected = np.mean([np.asarray(upper(both.observe(params, k).fc)) for k in nkeys], 0)
+    emp = upper(both.empirical.fc)
 
-    def loss(v):
-        m = jnp.zeros((n, n)).at[i, j].set(v)
-        return problem.loss_of(Observed(m + m.T + jnp.eye(n)))
+    def residuals(v):
+        return jnp.concatenate(list(fc_residual_blocks(weights, v, emp).values()))
 
-    W = np.asarray(jax.hessian(loss)(jnp.asarray(expected)))
+    R = np.asarray(jax.jacfwd(residuals)(jnp.asarray(expected)))
+    W = R.T @ R
     J1, J2 = J[0, :, 0], J[1, :, 0]  # two seeds, one parameter
     H = J1 @ W @ J2
-    sigma = noise.T @ noise / (N_NOISE - 1)
-    middle = (1 / RUNS + 1 / 8) * (W @ J1) @ sigma @ (W @ J2)
+    assert H > 0  # the two seeds agree on G's effect
+    B = W @ (J1 + J2) / 2
+    middle = (1 / RUNS + 1 / 8) * B @ (noise.T @ noise / (N_NOISE - 1)) @ B
     s = float(jax.nn.sigmoid(u["G"]))
     slope = (free[0].hi - free[0].lo) * s * (1 - s)
-    np.testing.assert_allclose(res.se[0], slope * np.sqrt(middle) / abs(H), rtol=1e-6)
-    many, *_ = errors(problem, free, n_fit=800)
+    np.testing.assert_allclose(res.se[0], slope * np.sqrt(middle) / H, rtol=1e-6)
+    many, *_ = errors(both, free, n_fit=800)
     ratio = (1 / RUNS + 1 / 8) / (1 / RUNS + 1 / 800)
     np.testing.assert_allclose((res.se[0] / many.se[0]) ** 2, ratio, rtol=1e-10)
     with_fcd = dataclasses.replace(

@@ -81,7 +81,16 @@ import scipy.stats
 from jax.flatten_util import ravel_pytree
 
 from bnmfit.errors import ConfigError, unknown_choice
-from bnmfit.losses import LOSSES, Observed, debiased_fc_terms, fc_rmse, fcd_ks, pearson
+from bnmfit.losses import (
+    FC_TERMS,
+    LOSSES,
+    Observed,
+    debiased_fc_terms,
+    fc_residual_blocks,
+    fc_rmse,
+    fcd_ks,
+    pearson,
+)
 from bnmfit.observables import upper
 from bnmfit.params import FreeParameter, ParameterSet, current_value
 from bnmfit.results import Checkpoint
@@ -118,7 +127,7 @@ SCIPY_METHODS = {"scipy-lbfgsb": "L-BFGS-B", "nelder-mead": "Nelder-Mead", "powe
 #: least-squares optimisers (optimistix) on the residuals of the mean FC (:func:`_residuals`)
 LEAST_SQUARES = {"gauss-newton": optx.GaussNewton, "levenberg-marquardt": optx.LevenbergMarquardt}
 #: loss terms with a residual form (:func:`_residuals`)
-RESIDUAL_TERMS: tuple[str, ...] = ("fc_corr", "fc_rmse")
+RESIDUAL_TERMS: tuple[str, ...] = FC_TERMS
 #: optimistix's termination: every change of the unconstrained values and of the residuals
 #: in one step below LSQ_ATOL + LSQ_RTOL · |value| (max norm; 1e-3 in sigmoid units moves a
 #: value by at most 1/4000 of its range)
@@ -1210,13 +1219,7 @@ def _scipy_callback(stage, s, unravel, state, history, dtype, progress):
 #
 # Fisher scoring: the objective is the loss of the mean FC of the stage's n_noise FIXED noise
 # seeds (a deterministic objective, as for SciPy), written as ½‖r‖² with one residual block
-# per loss term (M: entries of the FC upper triangle, w: the term's weight):
-#
-#   fc_corr: sqrt(w / 2M) · (z(sim) − z(emp)), z the z-scored triangles. With ‖z‖² = M and
-#            z(a)·z(b) = M·r, ‖z(a) − z(b)‖² = 2M(1 − r): the block's ‖·‖² is w·(1 − r).
-#   fc_rmse: sqrt(w / (M·RMSE)) · (sim − emp): ‖·‖² = w·‖d‖²/(M·RMSE) = w·RMSE. (The plain
-#            difference / sqrt(M) would fit RMSE², whose optimum differs from the loss's
-#            whenever fc_rmse is weighed against fc_corr.)
+# per loss term (bnmfit.losses.fc_residual_blocks, whose squared norms are the terms).
 #
 # So ‖r‖² is exactly the configured loss of the mean FC, the objective that best-start
 # selection and the end-of-stage guard judge. Gauss–Newton and LM take J (forward mode,
@@ -1245,38 +1248,27 @@ def _least_squares_terms(problem: Problem, stage: Stage) -> tuple[tuple[str, flo
     return tuple((n, float(w)) for n, w in problem.loss_weights if w > 0)
 
 
-def _standardise(x: jax.Array) -> jax.Array:
-    return (x - x.mean()) / x.std()
-
-
 def _residuals(problem: Problem, pset: ParameterSet, noise_average: str):
     """(u, (fixed, keys)) → (residuals of the mean FC of one simulation per key, the
     problem's loss of that mean FC, or its debiased loss); see the comment above."""
     emp = upper(problem.empirical.fc)
-    m = emp.size
-    terms = tuple((n, w) for n, w in problem.loss_weights if w > 0)
-
-    def block(name, sim):
-        if name == "fc_corr":
-            return (_standardise(sim) - _standardise(emp)) / math.sqrt(2.0 * m)
-        d = sim - emp
-        return d / jnp.sqrt(m * jnp.sqrt(jnp.mean(d * d)))
+    terms = {n: w for n, w in problem.loss_weights if w > 0}
 
     def fn(u, args):
         fixed, keys = args
         params = {**fixed, **pset.constrain(u)}
         if noise_average != "fc_debiased":
             fc = mean_fc(problem, params, keys)
-            blocks = [math.sqrt(w) * block(n, upper(fc)) for n, w in terms]
-            return jnp.concatenate(blocks), problem.loss_of(Observed(fc))
+            blocks = fc_residual_blocks(terms, upper(fc), emp)
+            return jnp.concatenate(list(blocks.values())), problem.loss_of(Observed(fc))
         fcs = per_key(lambda k: problem.observe(params, k).fc, keys)
         fc = fcs.mean(axis=0)
         debiased = debiased_fc_terms(fcs, problem.empirical.fc)
         blocks = []
-        for n, w in terms:
+        for n, block in fc_residual_blocks(terms, upper(fc), emp).items():
             plain = LOSSES[n](Observed(fc), problem.empirical)
             scale = jnp.where(plain > 0, jnp.sqrt(jnp.maximum(debiased[n], 1e-12) / plain), 1.0)
-            blocks.append(math.sqrt(w) * scale * block(n, upper(fc)))
+            blocks.append(scale * block)
         return jnp.concatenate(blocks), problem.debiased_loss_of(fcs)
 
     return fn

@@ -16,6 +16,7 @@ Python).
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from collections.abc import Mapping
 from typing import Any, NamedTuple
@@ -35,6 +36,7 @@ __all__ = [
     "combined",
     "combined_debiased",
     "debiased_fc_terms",
+    "fc_residual_blocks",
     "fc_corr",
     "fc_rmse",
     "fcd_ks",
@@ -148,6 +150,38 @@ def debiased_fc_terms(samples: Array, emp: Array) -> dict[str, Array]:
         "fc_corr": jnp.where(flat, jnp.nan, jnp.maximum(1.0 - r, 0.0)),
         "fc_rmse": jnp.sqrt(jnp.maximum(msd, 1e-12)),
     }
+
+
+def fc_residual_blocks(weights: Mapping[str, float], sim: Array, emp: Array) -> dict[str, Array]:
+    """One residual vector per FC term of ``weights`` (weights ≥ 0), of FC upper triangles
+    ``sim`` against ``emp`` (M entries each), whose squared norms are weight · term:
+
+    * fc_corr: sqrt(w / 2M) · (z(sim) − z(emp)), z the z-scored triangles. With ‖z‖² = M
+      and z(a)·z(b) = M·r, ‖z(a) − z(b)‖² = 2M(1 − r).
+    * fc_rmse: sqrt(w / (M·RMSE)) · (sim − emp): ‖·‖² = w·‖d‖²/(M·RMSE) = w·RMSE. (The
+      plain difference / sqrt(M) would be RMSE², whose optimum differs from the loss's
+      whenever fc_rmse is weighed against fc_corr.)
+
+    So the squared norm of all blocks is the loss Σ weight · term: what Gauss–Newton and
+    Levenberg–Marquardt fit (:mod:`bnmfit.fit`) and the curvature the standard errors use
+    (:mod:`bnmfit.uncertainty`)."""
+    m = emp.size
+
+    def z(x):
+        return (x - x.mean()) / x.std()
+
+    out = {}
+    for name, w in weights.items():
+        if name == "fc_corr":
+            out[name] = math.sqrt(w / (2.0 * m)) * (z(sim) - z(emp))
+        elif name == "fc_rmse":
+            d = sim - emp
+            out[name] = math.sqrt(w) * d / jnp.sqrt(m * jnp.sqrt(jnp.mean(d * d)))
+        else:
+            raise ConfigError(
+                f"the loss term {name} has no residual form: use only {', '.join(FC_TERMS)}"
+            )
+    return out
 
 
 def combined_debiased(weights: Mapping[str, float], samples: Array, emp: Observed) -> Array:

@@ -42,15 +42,18 @@ covariance of an estimator that weighs FC's entries by Σ⁻¹, which no fit run
 known exactly, which no sample of it gives (Σ̂⁻¹ from tens of samples in thousands of
 dimensions overstates the information). A stage minimises its configured loss L of the
 mean FC of its own ``n_fit`` noise seeds instead; to first order its error is
-δu = −H⁻¹ Bᵀ δ, with W = ∂²L/∂μ² (the loss's Hessian with respect to the simulated FC's
-upper triangle at the expected FC), B = W J, H = Jᵀ W J (Gauss–Newton), and δ the
+δu = −H⁻¹ Bᵀ δ, with W the loss's Gauss–Newton curvature with respect to the simulated FC's
+upper triangle at the expected FC (Rᵀ R, R the Jacobian of the residuals whose squared norm
+is the loss, :func:`bnmfit.losses.fc_residual_blocks`: positive semi-definite, where the
+loss's full Hessian need not be away from a perfect fit), B = W J, H = Jᵀ W J, and δ the
 difference between the simulated mean FC's noise and the empirical FC's, of covariance
 Σ_δ = (1/runs + 1/n_fit) Σ. So
 
     Cov_u = H⁻¹ Bᵀ Σ_δ B H⁻¹,
 
-with H and Bᵀ Σ B over pairs of different Jacobian seeds, and Bᵀ Σ B from the centred
-sample directly (Σ is never inverted). On a synthetic 80-region subject with three map
+with H over pairs of different Jacobian seeds, and Bᵀ Σ B with the seeds' mean Jacobian
+from the centred sample directly (Σ is never inverted; a pairs estimate of it need not be
+positive, and J̄'s noise can only enlarge it). On a synthetic 80-region subject with three map
 coefficients the library's Cramér–Rao errors were 7–8 times smaller than the scatter of
 repeated fits, the sandwich's within 20 % of it (docs/science.md). The sandwich needs a
 loss of FC alone (fc_corr, fc_rmse); with an FCD term the Cramér–Rao bound is reported
@@ -81,7 +84,7 @@ from jax import Array
 from jax.flatten_util import ravel_pytree
 
 from bnmfit.errors import ConfigError
-from bnmfit.losses import FC_TERMS, Observed
+from bnmfit.losses import FC_TERMS, fc_residual_blocks
 from bnmfit.observables import upper
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -331,25 +334,29 @@ def _pairs(A: np.ndarray, B: np.ndarray) -> np.ndarray:
 
 
 @jax.jit
-def _loss_hessian_times(problem, expected, tangents):
-    """W t for each row t of ``tangents`` (T, M): W the Hessian of the problem's loss with
-    respect to the simulated FC's upper triangle, at ``expected`` (M,)."""
-    n = problem.n_regions
-    i, j = np.triu_indices(n, 1)
+def _curvature_times(problem, expected, tangents):
+    """W t for each row t of ``tangents`` (T, M): W = Rᵀ R, the Gauss–Newton curvature of
+    the problem's loss with respect to the simulated FC's upper triangle at ``expected``
+    (M,), R the Jacobian of the loss's residuals (:func:`bnmfit.losses.fc_residual_blocks`,
+    whose squared norm is the loss)."""
+    emp = upper(problem.empirical.fc)
+    weights = {n: w for n, w in problem.loss_weights if w > 0}
 
-    def loss(v):
-        m = jnp.zeros((n, n), v.dtype).at[i, j].set(v)
-        return problem.loss_of(Observed(m + m.T + jnp.eye(n, dtype=v.dtype)))
+    def residuals(v):
+        return jnp.concatenate(list(fc_residual_blocks(weights, v, emp).values()))
 
-    return jax.vmap(lambda t: jax.jvp(jax.grad(loss), (expected,), (t,))[1])(tangents)
+    _, along = jax.linearize(residuals, expected)
+    _, back = jax.vjp(residuals, expected)
+    return jax.vmap(lambda t: back(along(t))[0])(tangents)
 
 
 def sandwich(
     problem: Problem, J: np.ndarray, noise: np.ndarray, runs: float, n_fit: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(H, M) of the sandwich H⁻¹ M H⁻¹ (module docstring): H = Jᵀ W J and
-    M = (1/runs + 1/n_fit) Bᵀ Σ B, B = W J, over pairs of different seeds of ``J``
-    (K, M, P); W the Hessian of ``problem``'s loss (FC terms only) with respect to the
+    """(H, M) of the sandwich H⁻¹ M H⁻¹ (module docstring): H = Jᵀ W J over pairs of
+    different seeds of ``J`` (K, M, P), and M = (1/runs + 1/n_fit) B̄ᵀ Σ B̄ with B̄ = W J̄,
+    J̄ the seeds' mean (positive semi-definite; J̄'s noise can only enlarge it); W the
+    Gauss–Newton curvature of ``problem``'s loss (FC terms only) with respect to the
     simulated FC's upper triangle at the expected FC, ``noise``'s mean (its rows: FC upper
     triangles of single simulations, (n, M)); Σ their sample covariance."""
     J = J.reshape((-1,) + J.shape[-2:])
@@ -357,11 +364,10 @@ def sandwich(
     dtype = problem.weights.dtype
     expected = jnp.asarray(noise.mean(axis=0), dtype)
     tangents = jnp.asarray(J.transpose(0, 2, 1).reshape(k * p, m), dtype)
-    WJ = np.asarray(_loss_hessian_times(problem, expected, tangents), np.float64)
+    WJ = np.asarray(_curvature_times(problem, expected, tangents), np.float64)
     B = WJ.reshape(k, p, m).transpose(0, 2, 1)
-    centred = noise - noise.mean(axis=0)
-    nb = np.einsum("nm,kmp->knp", centred, B)  # (K, n, P)
-    middle = (1.0 / runs + 1.0 / n_fit) * _pairs(nb, nb) / (noise.shape[0] - 1)
+    nb = (noise - noise.mean(axis=0)) @ B.mean(axis=0)  # (n, P)
+    middle = (1.0 / runs + 1.0 / n_fit) * nb.T @ nb / (noise.shape[0] - 1)
     return _pairs(J, B), middle
 
 

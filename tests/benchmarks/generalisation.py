@@ -85,7 +85,11 @@ RECIPES: dict[str, dict | None] = {
     },
     # the same two with the loss of their noise seeds debiased (noise_average fc_debiased:
     # the noise of the seeds' mean FC no longer favours less noisy, more homogeneous w)
-    "regional_debiased": {**_REGIONAL, "noise_average": "fc_debiased"},
+    "regional_debiased": {
+        **_REGIONAL,
+        "noise_average": "fc_debiased",
+        "free_parameters": [{**_W, "scope": "regional"}],
+    },
     "map_fc_g_debiased": {
         **_MAP_FC,
         "noise_average": "fc_debiased",

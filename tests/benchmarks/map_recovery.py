@@ -43,7 +43,7 @@ mean FC of ``RUNS`` simulations at the truth (4 × 300 TRs = one HCP session of 
 ``TRUTH`` is chosen from the bound table (docs/science.md, "Map recovery and calibration").
 
     python -m tests.benchmarks.map_recovery [--quick] [--replicates 20] [--jobs 2] [--out DIR]
-        [--noise-average fc_debiased|fc] [--fits-only]
+        [--noise-average fc_debiased|fc] [--fits-only] [--cal-tr N]
 """
 
 from __future__ import annotations
@@ -478,7 +478,7 @@ def run(args) -> dict:
     import numpy as np
 
     quick = bool(args.quick)
-    n_tr, cal_tr = (150, 100) if quick else (N_TR, CAL_TR)
+    n_tr, cal_tr = (150, 100) if quick else (N_TR, getattr(args, "cal_tr", None) or CAL_TR)
     candidates = [TRUTH, CANDIDATES[0]] if quick else list(CANDIDATES)
     replicates = getattr(args, "replicates", None) or (2 if quick else 20)
     average = getattr(args, "noise_average", NOISE_AVERAGES[0])
@@ -685,6 +685,9 @@ def main(argv=None) -> dict:
     )
     p.add_argument(
         "--fits-only", action="store_true", help="only the recovery, calibration and bias check"
+    )
+    p.add_argument(
+        "--cal-tr", type=int, default=None, help=f"TRs of the calibration (default {CAL_TR})"
     )
     return run(p.parse_args(argv))
 
