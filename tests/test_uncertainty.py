@@ -82,9 +82,10 @@ def test_fisher_information_matches_finite_differences(problem):
 
 def test_the_sandwich_is_the_covariance_of_the_fit_that_is_run(problem):
     """n_fit given: the sandwich H⁻¹ B̄ᵀ Σ_δ B̄ H⁻¹ of the configured loss (fc_rmse +
-    0.1 fc_corr here: FC's level is what tells G on this short run), recomputed from the same J and noise sample with the Gauss–Newton
-    curvature W = RᵀR written out (R: jax.jacfwd of the loss's residuals over the FC upper
-    triangle at the sample's mean FC), H over the two Jacobian seeds' pairs, B̄ = W J̄ and
+    0.1 fc_corr here: FC's level is what tells G on this short run), recomputed from the
+    same J and noise sample with the Gauss–Newton curvature W = RᵀR written out (R:
+    jax.jacfwd of the loss's residuals over the FC upper triangle at the sample's mean
+    FC), H over the two Jacobian seeds' pairs, B̄ = W J̄ and
     Σ_δ = (1/runs + 1/n_fit) Σ: equal to 1e-6; the fit's own noise scales the variance by
     (1/runs + 1/n_fit) / (1/runs + 1/(100 n_fit)); with an FCD term in the loss the
     Cramér–Rao bound is reported instead, and says so."""

@@ -43,7 +43,7 @@ mean FC of ``RUNS`` simulations at the truth (4 × 300 TRs = one HCP session of 
 ``TRUTH`` is chosen from the bound table (docs/science.md, "Map recovery and calibration").
 
     python -m tests.benchmarks.map_recovery [--quick] [--replicates 20] [--jobs 2] [--out DIR]
-        [--noise-average fc_debiased|fc] [--fits-only] [--cal-tr N]
+        [--noise-average fc_debiased|fc] [--fits-only] [--cal-tr N] [--fit-steps N]
 """
 
 from __future__ import annotations
@@ -485,7 +485,7 @@ def run(args) -> dict:
     fit_kw = {
         "truth": list(TRUTH),
         "n_noise": FIT_NOISE,
-        "steps": 10 if quick else FIT_STEPS,
+        "steps": 10 if quick else getattr(args, "fit_steps", None) or FIT_STEPS,
         "noise_average": average,
     }
     cases = {
@@ -688,6 +688,9 @@ def main(argv=None) -> dict:
     )
     p.add_argument(
         "--cal-tr", type=int, default=None, help=f"TRs of the calibration (default {CAL_TR})"
+    )
+    p.add_argument(
+        "--fit-steps", type=int, default=None, help=f"LM iterations at most (default {FIT_STEPS})"
     )
     return run(p.parse_args(argv))
 
