@@ -1,7 +1,8 @@
 """Uncertainty cost — standard errors of a stage against one regional refinement stage.
 
 Issue 23 item 4: the standard errors (bnmfit.uncertainty.standard_errors, defaults
-n_jacobian 4, n_noise 32) must cost at most one refinement stage of the same recipe. On
+n_jacobian 4, n_noise 32, the sandwich of a fit with the stage's n_noise seeds, as refine
+computes them) must cost at most one refinement stage of the same recipe. On
 sub-01 (80 regions) with config/config.yaml's simulation (300 TRs, float32), at the point
 ``POINT``:
 
@@ -61,10 +62,11 @@ def case_cost(kind: str, subject: str) -> dict:
             pset = stage.parameters.bind(problem)
             u = pset.init(problem, POINT)
             fixed = {k: jnp.asarray(v) for k, v in POINT.items() if k not in pset.names}
-            unc = uncertainty.standard_errors(
-                problem, pset, u, fixed, seed=0, runs=4.0, labels=s["labels"]
+            unc = uncertainty.standard_errors(  # as refine calls it: the sandwich
+                problem, pset, u, fixed, seed=0, runs=4.0, labels=s["labels"], n_fit=stage.n_noise
             )
             facts = {
+                "method": unc.method,
                 "n_simulations": unc.n_simulations,
                 "numbers": len(unc.labels),
                 "identified": int(unc.identified.sum()),
