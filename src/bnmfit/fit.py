@@ -94,7 +94,7 @@ from bnmfit.losses import (
 from bnmfit.observables import upper
 from bnmfit.params import FreeParameter, ParameterSet, current_value
 from bnmfit.results import Checkpoint
-from bnmfit.uncertainty import mean_fc, per_key
+from bnmfit.uncertainty import mean_fc, per_key, sample_fc
 
 if TYPE_CHECKING:  # pragma: no cover
     from bnmfit.maps import RegionalMaps
@@ -126,8 +126,6 @@ OPTAX_OPTIMIZERS: tuple[str, ...] = ("adam", "adamw", "sgd", "lbfgs")
 SCIPY_METHODS = {"scipy-lbfgsb": "L-BFGS-B", "nelder-mead": "Nelder-Mead", "powell": "Powell"}
 #: least-squares optimisers (optimistix) on the residuals of the mean FC (:func:`_residuals`)
 LEAST_SQUARES = {"gauss-newton": optx.GaussNewton, "levenberg-marquardt": optx.LevenbergMarquardt}
-#: loss terms with a residual form (:func:`_residuals`)
-RESIDUAL_TERMS: tuple[str, ...] = FC_TERMS
 #: optimistix's termination: every change of the unconstrained values and of the residuals
 #: in one step below LSQ_ATOL + LSQ_RTOL · |value| (max norm; 1e-3 in sigmoid units moves a
 #: value by at most 1/4000 of its range)
@@ -477,8 +475,7 @@ def _data_loss(problem: Problem, noise_average: str):
         if noise_average == "fc":
             return problem.loss_of(Observed(mean_fc(problem, params, keys)))
         if noise_average == "fc_debiased":
-            fcs = per_key(lambda k: problem.observe(params, k).fc, keys)
-            return problem.debiased_loss_of(fcs)
+            return problem.debiased_loss_of(sample_fc(problem, params, keys))
         return per_key(lambda k: problem.loss(params, k), keys).mean()
 
     return data_loss
@@ -1234,10 +1231,10 @@ def _least_squares_terms(problem: Problem, stage: Stage) -> tuple[tuple[str, flo
     """The loss terms a least-squares stage turns into residuals (weights > 0); ConfigError
     for a term without a residual form (fcd_ks) or a negative weight."""
     for name, weight in problem.loss_weights:
-        if name not in RESIDUAL_TERMS:
+        if name not in FC_TERMS:
             raise ConfigError(
                 f"stage {stage.name!r}: the {stage.optimizer} optimizer needs loss terms with "
-                f"residuals ({', '.join(RESIDUAL_TERMS)}), the loss has {name}: remove it "
+                f"residuals ({', '.join(FC_TERMS)}), the loss has {name}: remove it "
                 "from loss.expression or choose another optimizer for this stage"
             )
         if weight < 0:
@@ -1261,7 +1258,7 @@ def _residuals(problem: Problem, pset: ParameterSet, noise_average: str):
             fc = mean_fc(problem, params, keys)
             blocks = fc_residual_blocks(terms, upper(fc), emp)
             return jnp.concatenate(list(blocks.values())), problem.loss_of(Observed(fc))
-        fcs = per_key(lambda k: problem.observe(params, k).fc, keys)
+        fcs = sample_fc(problem, params, keys)
         fc = fcs.mean(axis=0)
         debiased = debiased_fc_terms(fcs, problem.empirical.fc)
         blocks = []

@@ -102,6 +102,7 @@ __all__ = [
     "mean_fc",
     "noise_keys",
     "per_key",
+    "sample_fc",
     "sandwich",
     "standard_errors",
 ]
@@ -123,9 +124,14 @@ def per_key(f: Callable[[Array], Any], keys: Array) -> Any:
     return jax.vmap(f)(keys)
 
 
+def sample_fc(problem: Problem, params: Mapping[str, Array], keys: Array) -> Array:
+    """The FCs (K, N, N) of one simulation per noise key (``keys``: (K, 2))."""
+    return per_key(lambda k: problem.observe(params, k).fc, keys)
+
+
 def mean_fc(problem: Problem, params: Mapping[str, Array], keys: Array) -> Array:
     """The mean FC (N, N) of one simulation per noise key (``keys``: (K, 2))."""
-    return per_key(lambda k: problem.observe(params, k).fc, keys).mean(axis=0)
+    return sample_fc(problem, params, keys).mean(axis=0)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -254,6 +260,16 @@ def fc_information(
     return np.asarray(jac, np.float64), sample - sample.mean(axis=0)
 
 
+def _pairs(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """Σ_{k≠l} A_kᵀ B_l / (K(K − 1)) of stacks (K, M, P) (K = 1: A_1ᵀ B_1): the product
+    of two means without the noise their seeds share."""
+    k = A.shape[0]
+    if k == 1:
+        return A[0].T @ B[0]
+    own = sum(a.T @ b for a, b in zip(A, B, strict=True))
+    return (A.sum(axis=0).T @ B.sum(axis=0) - own) / (k * (k - 1))
+
+
 def fisher_information(
     J: np.ndarray, noise: np.ndarray, runs: float, factors: int = NOISE_FACTORS
 ) -> np.ndarray:
@@ -270,16 +286,9 @@ def fisher_information(
     DV = V / d[:, None]
     inner = np.linalg.inv(np.diag(1.0 / lam) + V.T @ DV)
 
-    def quadratic(A, B):  # Aᵀ Σ⁻¹ B
-        return A.T @ (B / d[:, None]) - (A.T @ DV) @ inner @ (DV.T @ B)
-
-    if J.ndim == 2 or J.shape[0] == 1:
-        J = J.reshape(J.shape[-2:])
-        return runs * quadratic(J, J)
-    n = J.shape[0]
-    total = J.sum(axis=0)
-    own = sum(quadratic(Jk, Jk) for Jk in J)
-    return runs * (quadratic(total, total) - own) / (n * (n - 1))
+    J = J.reshape((-1,) + J.shape[-2:])
+    weighted = J / d[:, None] - DV @ inner @ np.einsum("mf,kmp->kfp", DV, J)  # Σ⁻¹ J_k
+    return runs * _pairs(J, weighted)
 
 
 def covariance(
@@ -321,16 +330,6 @@ def least_error_var(
     """Cramér–Rao: each parameter's least error variance from an FC averaged over ``runs``
     simulations (the diagonal of :func:`covariance` of :func:`fisher_information`)."""
     return np.diag(covariance(fisher_information(J, noise, runs, factors)))
-
-
-def _pairs(A: np.ndarray, B: np.ndarray) -> np.ndarray:
-    """Σ_{k≠l} A_kᵀ B_l / (K(K − 1)) of stacks (K, M, P) (K = 1: A_1ᵀ B_1): the product
-    of two means without the noise their seeds share."""
-    k = A.shape[0]
-    if k == 1:
-        return A[0].T @ B[0]
-    own = sum(a.T @ b for a, b in zip(A, B, strict=True))
-    return (A.sum(axis=0).T @ B.sum(axis=0) - own) / (k * (k - 1))
 
 
 @jax.jit
