@@ -327,3 +327,85 @@ def test_refine_fits_map_and_group_parameters_and_hands_on_regional_values():
     args = (prob, stages, [dict(starts[0])], 0, (1000,), 10)
     assert fit._fingerprint(*args, regions) == fit._fingerprint(*args, regions)
     assert fit._fingerprint(*args, regions) != fit._fingerprint(*args, other)
+
+
+def test_a_map_screen_starts_at_the_best_candidates_and_is_judged_against_its_start():
+    """map_screen scores the 3^k candidates (each map coefficient, intercept included,
+    − s, 0, + s around the start; G as given) by the stage's data loss on its fixed noise
+    seeds and begins at the lowest (with no steps: the stage's result); with
+    map_screen_keep 2 it runs from the two lowest; it still reports and judges against
+    the start it was handed."""
+    import dataclasses
+    import itertools
+
+    import jax.numpy as jnp
+
+    from bnmfit import fit
+    from bnmfit.params import FreeParameter, ParameterSet
+    from tests.test_explore import small_problem
+
+    prob = small_problem()
+    n = prob.n_regions
+    regions = RegionalMaps(
+        tuple(f"R{i}" for i in range(n)),
+        {"m": np.linspace(0.0, 1.0, n), "s": maps.node_strength(prob.weights)},
+        {},
+    )
+    on_map = FreeParameter("w", 0.05, 1.0, scope="map", maps=("m", "s"))
+    plain = fit.Stage(
+        "map", (on_map,), optimizer="levenberg-marquardt", steps=0, n_noise=2,
+        fresh_noise=False, noise_average="fc",
+    )  # fmt: skip
+    start = [{"G": 0.3, "w": 0.4}]
+    kw = {"seed": 3, "heldout_seeds": (1000,), "regions": regions}
+    (ref,) = fit.refine(prob, [plain], start, **kw).stages
+
+    # every candidate's data loss, computed here from the stage's first-step keys
+    pset = ParameterSet((on_map,)).bind(prob, regions=regions)
+    u0 = np.asarray(pset.start_values(prob, start[0])["w"])
+    keys = fit._step_keys(fit._root_key(3), 0, 0, 2, fresh=False)
+    loss = fit._data_loss(prob, "fc")
+    cands = [u0 + np.asarray(c) for c in itertools.product((0.0, -0.8, 0.8), repeat=3)]
+    losses = [
+        float(loss({"G": 0.3, **pset.constrain({"w": jnp.asarray(c, jnp.float32)})}, keys))
+        for c in cands
+    ]
+    order = np.argsort(losses)
+    assert order[0] != 0  # the homogeneous start is not the best candidate here
+
+    for keep in (1, 2):
+        stage = dataclasses.replace(plain, map_screen=0.8, map_screen_keep=keep)
+        (rec,) = fit.refine(prob, [stage], start, **kw).stages
+        assert rec.screen["candidates"] == 27 and rec.screen["spread"] == 0.8
+        chosen = order[rec.screen["rank"]]
+        assert rec.screen["rank"] < keep and len(rec.selection_loss) == keep
+        np.testing.assert_allclose(rec.screen["begin"]["w"], cands[chosen], atol=1e-6)
+        np.testing.assert_allclose(rec.screen["loss"], losses[chosen], rtol=1e-4)
+        np.testing.assert_allclose(rec.screen["start_loss"], losses[0], rtol=1e-4)
+        assert rec.screen["loss"] < rec.screen["start_loss"]
+        # with no steps the result is the candidate begun from (not worse on the fit noise)
+        assert not rec.kept_start
+        np.testing.assert_allclose(rec.u["w"], cands[chosen], atol=1e-6)
+        # the start it reports and is judged against is the one it was handed
+        for got, want in ((rec.heldout, ref.heldout), (rec.acceptance, ref.acceptance)):
+            np.testing.assert_allclose(got["start_loss"], want["start_loss"], rtol=1e-6)
+    assert ref.screen == {}
+
+
+def test_map_screen_needs_few_map_coefficients():
+    from bnmfit.fit import Stage
+    from bnmfit.params import FreeParameter
+
+    on_map = FreeParameter("w", 0.05, 1.0, scope="map", maps=("m", "s"))
+    with pytest.raises(ConfigError, match="map_screen .* has none"):
+        Stage("g", (FreeParameter("G", 0.1, 1.0),), map_screen=1.0)
+    with pytest.raises(ConfigError, match="map_screen must be a number > 0"):
+        Stage("m", (on_map,), map_screen=0.0)
+    many = FreeParameter("w", 0.05, 1.0, scope="map", maps=tuple("abcde"))
+    with pytest.raises(ConfigError, match="k = 6 map coefficients"):
+        Stage("m", (many,), map_screen=1.0)
+    with pytest.raises(ConfigError, match="map_screen_keep must be a whole number ≥ 1"):
+        Stage("m", (on_map,), map_screen_keep=2)
+    with pytest.raises(ConfigError, match="map_screen_keep must be a whole number ≥ 1"):
+        Stage("m", (on_map,), map_screen=1.0, map_screen_keep=0)
+    assert Stage("m", (on_map,), map_screen=1.0, map_screen_keep=3).map_screen_keep == 3

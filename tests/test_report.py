@@ -963,6 +963,17 @@ STAGE_SCORES = {
 }
 
 
+#: a stage's map-start screen (fit.StageRecord.screen) as the fit file keeps it
+SCREEN = {
+    "spread": 0.75,
+    "candidates": 27,
+    "start_loss": 0.45,
+    "loss": 0.41,
+    "rank": 1,
+    "begin": {"w": [-1.55, 0.75, -0.75]},
+}
+
+
 def make_fitted(root: Path, subject: str, *, n: int = N, flags=FLAGS, **kw) -> dict:
     """A subject whose explore, fit and fitted-parameter files are written by
     bnmfit.results' records, with what issue 23 added: validation data and scores, stage
@@ -1080,6 +1091,7 @@ def make_fitted(root: Path, subject: str, *, n: int = N, flags=FLAGS, **kw) -> d
                 scores=scores,
                 acceptance={**acceptance[name], "judged_on": "validation", "draws": 32},
                 uncertainty=unc[name].to_dict(),
+                screen={} if name == "global" else SCREEN,
             )
         )
         js[name] = {**scores, "kept_start": kept, "judged_on": "validation"}
@@ -1184,6 +1196,13 @@ def test_validation_scores_their_source_and_the_ceiling(fitted):
     )
     assert "p < validation.level = 0.05" in summary
     assert "validation FC r = 0.360" in page.split("</header>")[0]  # and in the subtitle
+    # where a stage that screened map starts began, in one sentence; none for the other
+    assert (
+        "Stage regional began at number 2 by loss of 27 screened map starts (each "
+        "coefficient ± 0.75 around its start; its data loss 0.41 against 0.45 at the start "
+        "it was handed): w -1.55, +0.75, -0.75 (intercept first)." in summary
+    )
+    assert summary.count("screened map starts") == 1
 
 
 def test_no_validation_data_says_why(cohort, big):

@@ -64,11 +64,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import itertools
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import equinox as eqx
 import jax
@@ -148,6 +149,10 @@ SELECTION_DRAWS = 8
 GUARD_LEVEL = 0.05
 #: what SciPy's optimisers see for a diverging simulation
 SCIPY_PENALTY = 1e6
+#: the most map coefficients a stage screens starts for (3^k candidates: 243)
+MAX_SCREENED = 5
+#: candidates evaluated together when screening (a fixed batch: one compilation)
+SCREEN_BATCH = 9
 CHECKPOINT_NAME = "refine-checkpoint.pkl"
 CHECKPOINT_VERSION = 1
 
@@ -180,6 +185,17 @@ class Stage:
             dividing it. Not with FCD losses (FCDs do not average).
         accept_level: the stage hands on its result unless it is worse than its start at
             this significance (see :func:`_judge`; config ``validation.level``).
+        map_screen: for stages with parameters of scope map: before the optimiser runs,
+            every map coefficient (intercepts included) is set to its start value − s, + 0
+            and + s (3^k candidates for k coefficients, the stage's other numbers at their
+            start values), each candidate is scored by the stage's data loss on its fixed
+            noise seeds, and the optimiser starts from the best ``map_screen_keep`` of them
+            (:func:`_screen`; several: in turn for least squares, together for optax) and
+            keeps the one that ends lowest. A descent from the previous stage's homogeneous
+            result can stop in a minimum where a map's coefficient stays near 0; the screen
+            starts it in the basins the data favour. The stage is still judged against,
+            and falls back to, the start it was handed. None: no screen.
+        map_screen_keep: how many of the screened candidates the optimiser starts from.
     """
 
     name: str
@@ -196,6 +212,8 @@ class Stage:
     l2_regional: float = 0.0
     noise_average: str = "loss"
     accept_level: float = GUARD_LEVEL
+    map_screen: float | None = None
+    map_screen_keep: int = 1
 
     def __post_init__(self):
         object.__setattr__(self, "free", tuple(self.free))
@@ -255,6 +273,30 @@ class Stage:
         ):
             if not ok:
                 raise ConfigError(f"stage {self.name!r}: {field} must be {want}, got {value!r}")
+        if self.map_screen is not None:
+            k = sum(1 + len(p.maps) for p in self.free if p.scope == "map")
+            if not _positive(self.map_screen):
+                raise ConfigError(
+                    f"stage {self.name!r}: map_screen must be a number > 0 or none, got "
+                    f"{self.map_screen!r}"
+                )
+            if k == 0:
+                raise ConfigError(
+                    f"stage {self.name!r}: map_screen screens the coefficients of parameters "
+                    "of scope map, and this stage has none: remove map_screen"
+                )
+            if k > MAX_SCREENED:
+                raise ConfigError(
+                    f"stage {self.name!r}: map_screen scores 3^k starts, and this stage has "
+                    f"k = {k} map coefficients, intercepts included (at most "
+                    f"{MAX_SCREENED}): use fewer maps or remove map_screen"
+                )
+        keep_ok = _is_int(self.map_screen_keep) and self.map_screen_keep >= 1
+        if not keep_ok or (self.map_screen is None and self.map_screen_keep != 1):
+            raise ConfigError(
+                f"stage {self.name!r}: map_screen_keep must be a whole number ≥ 1 (and 1 "
+                f"without map_screen), got {self.map_screen_keep!r}"
+            )
         if self.noise_average == "fc_debiased" and self.n_noise < 2:
             raise ConfigError(
                 f"stage {self.name!r}: noise_average fc_debiased estimates the noise from the "
@@ -356,6 +398,11 @@ class StageRecord:
         u: the best start's unconstrained free values after the stage (what it hands on).
         uncertainty: the standard errors of the stage's fitted numbers
             (:class:`bnmfit.uncertainty.Uncertainty`), None when not asked for.
+        screen: the map-start screen of the best start (``Stage.map_screen``): ``spread``,
+            ``candidates``, the data loss of the start it was handed (``start_loss``) and
+            of the candidate it began from (``loss``), that candidate's ``rank`` among the
+            screened ones (0: the lowest) and its map coefficients (``begin``: name →
+            [intercept, coefficients]); empty when the stage screens none.
     """
 
     name: str
@@ -372,6 +419,7 @@ class StageRecord:
     acceptance: dict[str, Any] = dataclasses.field(default_factory=dict)
     u: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
     uncertainty: Uncertainty | None = None
+    screen: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     # flat views of the history and held-out report (for writers)
     @property
@@ -649,7 +697,8 @@ def _norm(tree) -> jax.Array:
 def _structural(stage: Stage) -> Stage:
     """The stage with only the fields that change the compiled step (its name, patience,
     min_delta, l2_regional and, without a schedule, steps are set to the same values for
-    every stage: they are arguments of the compiled segment instead)."""
+    every stage: they are arguments of the compiled segment instead; map_screen acts
+    before it)."""
     return dataclasses.replace(
         stage,
         name="",
@@ -657,6 +706,7 @@ def _structural(stage: Stage) -> Stage:
         patience=0,
         min_delta=0.0,
         l2_regional=0.0,
+        map_screen=None,
     )
 
 
@@ -874,20 +924,96 @@ def _stack(dicts: Sequence[Mapping[str, np.ndarray]], dtype) -> dict[str, jax.Ar
     return out
 
 
+class _Prepared(NamedTuple):
+    """A stage's bound parameter set, its fixed values, the unconstrained values it was
+    handed (``u0``: judged against, and handed on when the stage is rejected), the L2
+    penalty's centre, the values its optimiser begins from (``begin``: ``u0`` unless the
+    stage screens map starts), what the screen did (``screen``, see :func:`_screen`; empty:
+    no screen) and the starts as handed, one per optimiser start (``current``: each handed
+    start ``map_screen_keep`` times when screened). Values are stacked over those starts."""
+
+    pset: ParameterSet
+    fixed: dict[str, jax.Array]
+    u0: dict[str, jax.Array]
+    ref: dict[str, jax.Array]
+    begin: dict[str, jax.Array]
+    screen: dict[str, Any]
+    current: list[dict[str, np.ndarray]]
+
+
 def _prepare(
     problem: Problem,
     stage: Stage,
     current: Sequence[Mapping[str, np.ndarray]],
+    root: jax.Array,
+    index: int,
     regions: RegionalMaps | None = None,
-):
+) -> _Prepared:
     pset = stage.parameters.bind(problem, regions=regions)
     dtype = problem.weights.dtype
+    keep = stage.map_screen_keep if stage.map_screen is not None else 1
+    current = [c for c in current for _ in range(keep)]
     fixed = _stack([{k: v for k, v in c.items() if k not in pset.names} for c in current], dtype)
     starts = [pset.start_values(problem, c) for c in current]
     values0 = _stack(starts, dtype)
     u0 = jax.vmap(pset.from_values)(values0)
     ref = {n: jnp.mean(values0[n], axis=-1) for n in pset.regional_names()}
-    return pset, fixed, u0, ref
+    begin, screen = _screen(problem, stage, pset, u0, fixed, root, index)
+    return _Prepared(pset, fixed, u0, ref, begin, screen, current)
+
+
+def _screen(problem, stage, pset, u0, fixed, root, index):
+    """``stage.map_screen`` (s): for the starts ``u0`` (each handed start repeated
+    ``map_screen_keep`` times in a row), the 3^k candidates whose k map coefficients (every
+    map parameter's intercept and coefficients) are the start's − s, + 0 or + s, scored by
+    the stage's data loss on its fixed noise seeds (the keys its first step uses); the
+    j-th repeat of a start begins at its j-th best candidate (the first at the start
+    itself when nothing scores lower) → (begin, {``spread``, ``candidates``, ``start_loss``
+    (S,), ``loss`` (S,), ``rank`` (S,), ``begin``: name → (S, k_name) the coefficients
+    begun from}). No screen: (u0, {})."""
+    if stage.map_screen is None:
+        return u0, {}
+    s, keep = float(stage.map_screen), stage.map_screen_keep
+    maps = [p.name for p in pset.free if p.scope == "map"]
+    widths = [u0[n].shape[-1] for n in maps]
+    offsets = np.asarray(list(itertools.product((0.0, -s, s), repeat=sum(widths))))
+    splits = np.cumsum(widths)[:-1]
+    keys = _step_keys(root, index, 0, stage.n_noise, fresh=False)[None]
+    batch = lambda tree: {n: jnp.broadcast_to(v, (SCREEN_BATCH, *v.shape)) for n, v in tree.items()}  # noqa: E731
+    padded = np.concatenate([offsets, np.zeros((-len(offsets) % SCREEN_BATCH, offsets.shape[1]))])
+    n_starts = len(jax.tree.leaves(u0)[0])
+    begin, start_loss, best_loss, ranks = [], [], [], []
+    for i in range(0, n_starts, keep):
+        u, fx = _take(u0, i), batch(_take(fixed, i))
+        losses = []
+        for b in range(0, len(padded), SCREEN_BATCH):
+            cand = batch(u)
+            for n, off in zip(
+                maps, np.split(padded[b : b + SCREEN_BATCH], splits, axis=1), strict=True
+            ):
+                cand[n] = cand[n] + jnp.asarray(off, cand[n].dtype)
+            loss = _stage_loss(problem, pset, cand, fx, keys, stage.noise_average)
+            losses.append(np.asarray(loss)[:, 0])
+        losses = np.concatenate(losses)[: len(offsets)]
+        order = np.argsort(losses, kind="stable")  # the start itself first on ties
+        for rank in range(keep):
+            j = int(order[rank])
+            chosen = dict(u)
+            for n, off in zip(maps, np.split(offsets[j], splits), strict=True):
+                chosen[n] = u[n] + jnp.asarray(off, u[n].dtype)
+            begin.append(chosen)
+            start_loss.append(float(losses[0]))
+            best_loss.append(float(losses[j]))
+            ranks.append(rank)
+    stacked = jax.tree.map(lambda *x: jnp.stack(x), *begin)
+    return stacked, {
+        "spread": s,
+        "candidates": len(offsets),
+        "start_loss": np.asarray(start_loss),
+        "loss": np.asarray(best_loss),
+        "rank": np.asarray(ranks),
+        "begin": {n: np.asarray(stacked[n], np.float64) for n in maps},
+    }
 
 
 def _finish(
@@ -905,11 +1031,13 @@ def _finish(
     wall,
     steps_run,
     fit_loss,
+    screen,
 ) -> StageRecord:
     """Pick the best start by its loss in the fit (``fit_loss``: the smoothed loss of the
     last steps, many noise realisations; where no start has one, its mean loss on selection
-    seeds derived from the fit's seed), judge its end against its start (:func:`_judge`),
-    and report it on the held-out seeds."""
+    seeds derived from the fit's seed), judge its end against the start it was handed
+    (``u0``; :func:`_judge`), report it on the held-out seeds, and keep the best start's
+    ``screen`` (:func:`_screen`)."""
     skeys = _select_keys(root, index, SELECTION_DRAWS * stage.n_noise).reshape(
         SELECTION_DRAWS, stage.n_noise, -1
     )
@@ -964,7 +1092,22 @@ def _finish(
         kept_start=kept_start,
         acceptance={k: v for k, v in acceptance.items() if k != "kept_start"},
         u={k: np.asarray(v) for k, v in u_best.items()},
+        screen=_screen_of(screen, best),
     )
+
+
+def _screen_of(screen: Mapping[str, Any], best: int) -> dict[str, Any]:
+    """The best start's part of :func:`_screen`'s report (JSON-ready), empty for none."""
+    if not screen:
+        return {}
+    return {
+        "spread": float(screen["spread"]),
+        "candidates": int(screen["candidates"]),
+        "start_loss": float(screen["start_loss"][best]),
+        "loss": float(screen["loss"][best]),
+        "rank": int(screen["rank"][best]),
+        "begin": {n: [float(x) for x in v[best]] for n, v in screen["begin"].items()},
+    }
 
 
 def _judge(end: np.ndarray, start: np.ndarray, level: float = GUARD_LEVEL) -> dict[str, Any]:
@@ -1016,12 +1159,14 @@ def _run_optax(
     problem, stage, index, current, root, hkeys, every, progress, partial, save, regions=None
 ):
     t_start = time.perf_counter()
-    pset, fixed, u0, ref = _prepare(problem, stage, current, regions)
+    pset, fixed, u0, ref, begin, screen, current = _prepare(
+        problem, stage, current, root, index, regions
+    )
     n_starts = len(current)
     dtype = problem.weights.dtype
     segment, tx = _segment_fn(_structural(stage), every)
     cfg = _config(stage, dtype)
-    opt0 = jax.vmap(tx.init)(u0)
+    opt0 = jax.vmap(tx.init)(begin)
     aux0 = {
         "lr_scale": jnp.ones(n_starts, dtype),
         "ema": jnp.full(n_starts, jnp.inf, dtype),
@@ -1030,7 +1175,7 @@ def _run_optax(
         "done": jnp.zeros(n_starts, bool),
     }
     if partial is None:
-        t, u, opt, aux = 0, u0, opt0, aux0
+        t, u, opt, aux = 0, begin, opt0, aux0
         history = _empty_history(pset, stage.steps, n_starts, u0)
         elapsed = 0.0
     else:
@@ -1096,6 +1241,7 @@ def _run_optax(
         wall,
         steps_run,
         np.asarray(aux["ema"]),
+        screen,
     )
 
 
@@ -1115,14 +1261,16 @@ def _run_scipy(
     problem, stage, index, current, root, hkeys, every, progress, partial, save, regions=None
 ):
     t_start = time.perf_counter()
-    pset, fixed, u0, ref = _prepare(problem, stage, current, regions)
+    pset, fixed, u0, ref, begin, screen, current = _prepare(
+        problem, stage, current, root, index, regions
+    )
     n_starts = len(current)
     dtype = problem.weights.dtype
     value_fn, grad_fn = _scipy_fns(stage.noise_average)
     l2 = jnp.asarray(stage.l2_regional, dtype)
     keys = _step_keys(root, index, 0, stage.n_noise, fresh=False)
     history = _empty_history(pset, stage.steps, n_starts, u0)
-    values0 = jax.vmap(pset.to_values)(u0)
+    values0 = jax.vmap(pset.to_values)(begin)
     finals, final_loss = [], []
     steps_run = 0
     for s in range(n_starts):
@@ -1185,6 +1333,7 @@ def _run_scipy(
         time.perf_counter() - t_start,
         steps_run,
         np.asarray(final_loss),
+        screen,
     )
 
 
@@ -1319,7 +1468,9 @@ def _run_least_squares(
     start after an interruption (no checkpoint within the stage)."""
     t_start = time.perf_counter()
     _least_squares_terms(problem, stage)
-    pset, fixed, u0, _ = _prepare(problem, stage, current, regions)
+    pset, fixed, u0, _, begin, screen, current = _prepare(
+        problem, stage, current, root, index, regions
+    )
     n_starts = len(current)
     init, step = _least_squares_fns(stage.optimizer, stage.noise_average)
     arrays = jax.tree.map(jnp.asarray, problem)  # traced, not static (G, sigma as floats)
@@ -1327,7 +1478,7 @@ def _run_least_squares(
     history = _empty_history(pset, stage.steps, n_starts, u0)
     finals, final_loss, steps_run = [], [], 0
     for s in range(n_starts):
-        u, fixed_s = _take(u0, s), _take(fixed, s)
+        u, fixed_s = _take(begin, s), _take(fixed, s)
         state = init(arrays, pset, u, fixed_s, keys) if stage.steps > 0 else None
         loss = np.nan
         for i in range(stage.steps):
@@ -1367,6 +1518,7 @@ def _run_least_squares(
         time.perf_counter() - t_start,
         steps_run,
         np.asarray(final_loss),
+        screen,
     )
 
 

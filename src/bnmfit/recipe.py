@@ -405,6 +405,8 @@ def build_stages(config: Mapping[str, Any]) -> list:
                 l2_regional=float(st["l2_regional"]),
                 noise_average=st["noise_average"],
                 accept_level=float(config["validation"]["level"]),
+                map_screen=st["map_screen"],
+                map_screen_keep=int(st["map_screen_keep"]),
             )
         )
     return stages

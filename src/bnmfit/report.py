@@ -192,6 +192,7 @@ def _stages(fit: Mapping[str, Any] | None) -> list[dict[str, Any]]:
                 "acceptance": dict(attrs.get("acceptance") or {}),
                 "kept_start": attrs.get("kept_start"),
                 "uncertainty": dict(attrs.get("uncertainty") or {}),
+                "screen": dict(attrs.get("screen") or {}),
             }
         )
     return sorted(out, key=lambda s: s["index"])
@@ -871,8 +872,9 @@ def _data_line(s: dict[str, Any]) -> str:
 def _stage_info(s: dict[str, Any]) -> list[dict[str, Any]]:
     """Per stage, how it was judged and how well its numbers are determined: ``name``,
     ``scores`` (:attr:`bnmfit.results.StageFile.scores`, the JSON's per-stage metrics over
-    them), ``acceptance``, ``kept_start`` and ``uncertainty`` (the fit file's, else the
-    JSON's); stages only the JSON has are included."""
+    them), ``acceptance``, ``kept_start``, ``uncertainty`` (the fit file's, else the
+    JSON's) and ``screen`` (the fit file's map-start screen); stages only the JSON has are
+    included."""
     js = (s["json"].get("metrics") or {}).get("stages") or {}
     ju = s["json"].get("uncertainty") or {}
     out, seen = [], set()
@@ -885,6 +887,7 @@ def _stage_info(s: dict[str, Any]) -> list[dict[str, Any]]:
                 "acceptance": {"judged_on": sc.get("judged_on"), **st["acceptance"]},
                 "kept_start": sc.get("kept_start", st["kept_start"]),
                 "uncertainty": st["uncertainty"] or _match(ju, st) or {},
+                "screen": st["screen"],
             }
         )
         seen |= {st["key"], st["name"], str(st["index"])}
@@ -898,6 +901,7 @@ def _stage_info(s: dict[str, Any]) -> list[dict[str, Any]]:
                     "acceptance": {"judged_on": sc.get("judged_on")},
                     "kept_start": sc.get("kept_start"),
                     "uncertainty": ju.get(k) if isinstance(ju.get(k), Mapping) else {},
+                    "screen": {},
                 }
             )
     return out
@@ -1010,6 +1014,26 @@ def _judge_table(s: dict[str, Any]) -> str:
         "the fit's own data; it is rejected, and hands on its start, when the end is worse "
         f"beyond the noise (one-sided paired t-test, p &lt; validation.level{level}). The "
         "other columns score start and end on the held-out noise seeds.</p>"
+        + "".join(_screen_note(st) for st in info if st["screen"])
+    )
+
+
+def _screen_note(st: Mapping[str, Any]) -> str:
+    """One sentence on where a stage that screened map starts began (HTML)."""
+    sc = st["screen"]
+    rank = int(sc.get("rank", 0))
+    which = "the best" if rank == 0 else f"number {rank + 1} by loss"
+    coef = "; ".join(
+        f"{_esc(n)} " + ", ".join(f"{float(x):+.3g}" for x in v)
+        for n, v in (sc.get("begin") or {}).items()
+    )
+    return (
+        f'<p class="muted">Stage {_esc(st["name"])} began at {which} of '
+        f"{_num(sc.get('candidates'))} screened map starts (each coefficient ± "
+        f"{_num(sc.get('spread'))} around its start; its data loss "
+        f"{_num(sc.get('loss'))} against {_num(sc.get('start_loss'))} at the start it was "
+        f"handed): {coef} (intercept first). It was judged against the start it was "
+        "handed.</p>"
     )
 
 

@@ -1416,6 +1416,8 @@ class StageFile:
         acceptance: how the stage was judged (:attr:`bnmfit.fit.StageRecord.acceptance`).
         uncertainty: the standard errors of its free numbers
             (:meth:`bnmfit.uncertainty.Uncertainty.to_dict`), empty when not computed.
+        screen: the map-start screen it began from (:attr:`bnmfit.fit.StageRecord.screen`),
+            empty when it screened none.
     """
 
     name: str
@@ -1434,6 +1436,7 @@ class StageFile:
     scores: dict[str, Any] = dataclasses.field(default_factory=dict)
     acceptance: dict[str, Any] = dataclasses.field(default_factory=dict)
     uncertainty: dict[str, Any] = dataclasses.field(default_factory=dict)
+    screen: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def _tree(self) -> dict[str, Any]:
         out: dict[str, Any] = {k: v for k, v in self.history.items()}
@@ -1453,6 +1456,7 @@ class StageFile:
             "scores": dict(self.scores),
             "acceptance": dict(self.acceptance),
             "uncertainty": dict(self.uncertainty),
+            "screen": dict(self.screen),
         }
         return out
 
@@ -1476,7 +1480,14 @@ class StageFile:
             scores=dict(a.get("scores") or {}),
             acceptance=dict(a.get("acceptance") or {}),
             uncertainty=dict(a.get("uncertainty") or {}),
+            screen=dict(a.get("screen") or {}),
         )
+
+
+def _offset_losses(d: Mapping[str, Any], offset: float) -> dict[str, Any]:
+    """``d`` with the loss-valued entries (keys ``loss`` and ``*_loss``) moved by the
+    loss expression's constant ``offset`` (the values the optimiser saw omit it)."""
+    return {k: v + offset if k == "loss" or k.endswith("_loss") else v for k, v in d.items()}
 
 
 def _stage_group(i: int, name: str) -> str:
@@ -1562,11 +1573,9 @@ class FitFile:
                     heldout_fc_r=h["fc_r"],
                     heldout_loss=h["loss"],
                     scores={k: v for k, v in h.items() if k not in ("kept_start", "judged_on")},
-                    acceptance={
-                        k: v + spec.offset if k.endswith("_loss") else v
-                        for k, v in rec.acceptance.items()
-                    },
+                    acceptance=_offset_losses(rec.acceptance, spec.offset),
                     uncertainty=rec.uncertainty.to_dict() if rec.uncertainty else {},
+                    screen=_offset_losses(rec.screen, spec.offset),
                 )
             )
         return cls(
