@@ -174,6 +174,21 @@ def test_build_space_and_stages():
     assert stages[1].n_noise == 4
 
 
+def test_a_map_stage_screens_its_starts_when_configured():
+    w_map = {"name": "w", "scope": "map", "maps": ["strength"], "domain": {"lo": 0.001, "hi": 1}}
+    screened = {"name": "m", "free_parameters": [w_map], "map_screen": 0.5, "map_screen_keep": 2}
+    cfg = validate_config({"refinement": {"stages": [screened, {**screened, "name": "n"}]}})
+    stage = recipe.build_stages(cfg)[0]
+    assert (stage.map_screen, stage.map_screen_keep) == (0.5, 2)
+    defaults = recipe.build_stages(validate_config({}))
+    assert {(s.map_screen, s.map_screen_keep) for s in defaults} == {(None, 1)}
+    plain = {"name": "m", "free_parameters": [w_map], "map_screen_keep": 2}
+    with pytest.raises(ConfigError, match="stage 'm': map_screen_keep must be"):
+        recipe.build_stages(validate_config({"refinement": {"stages": [plain]}}))
+    with pytest.raises(ConfigError, match="map_screen"):
+        validate_config({"refinement": {"stages": [{**screened, "map_screen": -1}]}})
+
+
 def test_the_tvboptim_rww_tutorial_is_expressible():
     cfg = load_config(DATA / "tvboptim_rww.yaml")
     space = recipe.build_space(cfg)
