@@ -979,7 +979,10 @@ def _screen(problem, stage, pset, u0, fixed, root, index):
     offsets = np.asarray(list(itertools.product((0.0, -s, s), repeat=sum(widths))))
     splits = np.cumsum(widths)[:-1]
     keys = _step_keys(root, index, 0, stage.n_noise, fresh=False)[None]
-    batch = lambda tree: {n: jnp.broadcast_to(v, (SCREEN_BATCH, *v.shape)) for n, v in tree.items()}  # noqa: E731
+
+    def batch(tree):
+        return {n: jnp.broadcast_to(v, (SCREEN_BATCH, *v.shape)) for n, v in tree.items()}
+
     padded = np.concatenate([offsets, np.zeros((-len(offsets) % SCREEN_BATCH, offsets.shape[1]))])
     n_starts = len(jax.tree.leaves(u0)[0])
     begin, start_loss, best_loss, ranks = [], [], [], []

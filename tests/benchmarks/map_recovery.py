@@ -22,7 +22,9 @@ mean FC of ``RUNS`` simulations at the truth (4 × 300 TRs = one HCP session of 
   the unweighted least-squares error (Σ not inverted).
 * ``recovery``: one synthetic subject on ``N_TR`` TRs (replicate 0), fitted as the workflow
   does without the grid over G: a 1-D exploration of a homogeneous w (the config's w axis,
-  ``EXPLORE_W`` points), then the map stage from c = 0, a = T⁻¹(w), Levenberg–Marquardt on
+  ``EXPLORE_W`` points), then the map stage from c = 0, a = T⁻¹(w) (with ``--map-screen
+  S``: from the best ``--map-screen-keep`` of the 27 starts a, c1, c2 each ± S around that,
+  ``Stage.map_screen``, keeping the lowest end), Levenberg–Marquardt on
   the ``--noise-average`` loss of ``FIT_NOISE`` fixed noise seeds (``fc_debiased``, the
   default, or ``fc``: the loss of their mean FC, which prefers less noisy FC); fitted vs
   true coefficients (target: within 10 %).
