@@ -329,12 +329,12 @@ def test_refine_fits_map_and_group_parameters_and_hands_on_regional_values():
     assert fit._fingerprint(*args, regions) != fit._fingerprint(*args, other)
 
 
-def test_a_map_screen_starts_at_the_best_candidates_and_is_judged_against_its_start():
+def test_a_map_screen_also_starts_at_the_best_candidates_and_is_judged_against_its_start():
     """map_screen scores the 3^k candidates (each map coefficient, intercept included,
     − s, 0, + s around the start; G as given) by the stage's data loss on its fixed noise
-    seeds and begins at the lowest (with no steps: the stage's result); with
-    map_screen_keep 2 it runs from the two lowest; it still reports and judges against
-    the start it was handed."""
+    seeds and runs from the start it was handed and the best map_screen_keep others,
+    keeping the lowest end (with no steps: where each began); it still reports and judges
+    against the start it was handed."""
     import dataclasses
     import itertools
 
@@ -376,14 +376,17 @@ def test_a_map_screen_starts_at_the_best_candidates_and_is_judged_against_its_st
     for keep in (1, 2):
         stage = dataclasses.replace(plain, map_screen=0.8, map_screen_keep=keep)
         (rec,) = fit.refine(prob, [stage], start, **kw).stages
+        # the handed start and the best `keep` others, each ended (no steps) where it began
+        assert len(rec.selection_loss) == 1 + keep
         assert rec.screen["candidates"] == 27 and rec.screen["spread"] == 0.8
-        chosen = order[rec.screen["rank"]]
-        assert rec.screen["rank"] < keep and len(rec.selection_loss) == keep
+        begun = [0, *(j for j in order if j != 0)][: 1 + keep]
+        chosen = begun[rec.best_start]
+        assert rec.screen["handed"] == (chosen == 0)
+        assert rec.screen["rank"] == list(order).index(chosen)
         np.testing.assert_allclose(rec.screen["begin"]["w"], cands[chosen], atol=1e-6)
         np.testing.assert_allclose(rec.screen["loss"], losses[chosen], rtol=1e-4)
         np.testing.assert_allclose(rec.screen["start_loss"], losses[0], rtol=1e-4)
-        assert rec.screen["loss"] < rec.screen["start_loss"]
-        # with no steps the result is the candidate begun from (not worse on the fit noise)
+        # with no steps the result is the candidate it began from (not worse on the fit noise)
         assert not rec.kept_start
         np.testing.assert_allclose(rec.u["w"], cands[chosen], atol=1e-6)
         # the start it reports and is judged against is the one it was handed

@@ -970,6 +970,7 @@ SCREEN = {
     "start_loss": 0.45,
     "loss": 0.41,
     "rank": 1,
+    "handed": False,
     "begin": {"w": [-1.55, 0.75, -0.75]},
 }
 
@@ -1198,11 +1199,13 @@ def test_validation_scores_their_source_and_the_ceiling(fitted):
     assert "validation FC r = 0.360" in page.split("</header>")[0]  # and in the subtitle
     # where a stage that screened map starts began, in one sentence; none for the other
     assert (
-        "Stage regional began at number 2 by loss of 27 screened map starts (each "
-        "coefficient ± 0.75 around its start; its data loss 0.41 against 0.45 at the start "
-        "it was handed): w -1.55, +0.75, -0.75 (intercept first)." in summary
+        "Stage regional kept its descent from screened map start number 2 of 27 (each "
+        "coefficient ± 0.75 around the start it was handed; data loss 0.41 against 0.45 "
+        "there): w -1.55, +0.75, -0.75 (intercept first)." in summary
     )
-    assert summary.count("screened map starts") == 1
+    assert summary.count("screened map start") == 1
+    handed = report._screen_note({"name": "m", "screen": {**SCREEN, "handed": True}})
+    assert "kept its descent from the start it was handed (number 2 of 27 " in handed
 
 
 def test_no_validation_data_says_why(cohort, big):

@@ -189,13 +189,16 @@ class Stage:
             every map coefficient (intercepts included) is set to its start value − s, + 0
             and + s (3^k candidates for k coefficients, the stage's other numbers at their
             start values), each candidate is scored by the stage's data loss on its fixed
-            noise seeds, and the optimiser starts from the best ``map_screen_keep`` of them
-            (:func:`_screen`; several: in turn for least squares, together for optax) and
-            keeps the one that ends lowest. A descent from the previous stage's homogeneous
-            result can stop in a minimum where a map's coefficient stays near 0; the screen
-            starts it in the basins the data favour. The stage is still judged against,
-            and falls back to, the start it was handed. None: no screen.
-        map_screen_keep: how many of the screened candidates the optimiser starts from.
+            noise seeds, and the optimiser runs from the start it was handed and from the
+            best ``map_screen_keep`` other candidates (:func:`_screen`; in turn for least
+            squares, together for optax) and keeps the one that ends lowest. A descent from
+            the previous stage's homogeneous result can stop in a minimum where a map's
+            coefficient stays near 0; the screen also starts it in the basins the data
+            favour, and never ends higher than the descent from the start alone would. The
+            stage is still judged against, and falls back to, the start it was handed.
+            None: no screen.
+        map_screen_keep: how many screened candidates, besides the start it was handed,
+            the optimiser runs from.
     """
 
     name: str
@@ -400,9 +403,10 @@ class StageRecord:
             (:class:`bnmfit.uncertainty.Uncertainty`), None when not asked for.
         screen: the map-start screen of the best start (``Stage.map_screen``): ``spread``,
             ``candidates``, the data loss of the start it was handed (``start_loss``) and
-            of the candidate it began from (``loss``), that candidate's ``rank`` among the
-            screened ones (0: the lowest) and its map coefficients (``begin``: name →
-            [intercept, coefficients]); empty when the stage screens none.
+            of the candidate it began from (``loss``), that candidate's ``rank`` by loss
+            among all candidates (0: the lowest), whether it was the handed start itself
+            (``handed``), and its map coefficients (``begin``: name → [intercept,
+            coefficients]); empty when the stage screens none.
     """
 
     name: str
@@ -930,7 +934,7 @@ class _Prepared(NamedTuple):
     penalty's centre, the values its optimiser begins from (``begin``: ``u0`` unless the
     stage screens map starts), what the screen did (``screen``, see :func:`_screen`; empty:
     no screen) and the starts as handed, one per optimiser start (``current``: each handed
-    start ``map_screen_keep`` times when screened). Values are stacked over those starts."""
+    start 1 + ``map_screen_keep`` times when screened). Values are stacked over those starts."""
 
     pset: ParameterSet
     fixed: dict[str, jax.Array]
@@ -951,7 +955,7 @@ def _prepare(
 ) -> _Prepared:
     pset = stage.parameters.bind(problem, regions=regions)
     dtype = problem.weights.dtype
-    keep = stage.map_screen_keep if stage.map_screen is not None else 1
+    keep = 1 + stage.map_screen_keep if stage.map_screen is not None else 1
     current = [c for c in current for _ in range(keep)]
     fixed = _stack([{k: v for k, v in c.items() if k not in pset.names} for c in current], dtype)
     starts = [pset.start_values(problem, c) for c in current]
@@ -964,16 +968,17 @@ def _prepare(
 
 def _screen(problem, stage, pset, u0, fixed, root, index):
     """``stage.map_screen`` (s): for the starts ``u0`` (each handed start repeated
-    ``map_screen_keep`` times in a row), the 3^k candidates whose k map coefficients (every
-    map parameter's intercept and coefficients) are the start's − s, + 0 or + s, scored by
-    the stage's data loss on its fixed noise seeds (the keys its first step uses); the
-    j-th repeat of a start begins at its j-th best candidate (the first at the start
-    itself when nothing scores lower) → (begin, {``spread``, ``candidates``, ``start_loss``
-    (S,), ``loss`` (S,), ``rank`` (S,), ``begin``: name → (S, k_name) the coefficients
-    begun from}). No screen: (u0, {})."""
+    1 + ``map_screen_keep`` times in a row), the 3^k candidates whose k map coefficients
+    (every map parameter's intercept and coefficients) are the start's − s, + 0 or + s,
+    scored by the stage's data loss on its fixed noise seeds (the keys its first step
+    uses); the first repeat of a start begins at the start itself, the j-th further one at
+    the j-th best other candidate → (begin, {``spread``, ``candidates``, ``start_loss``
+    (S,), ``loss`` (S,), ``rank`` (S,) each begin's place by loss among all candidates (0:
+    the lowest), ``handed`` (S,) whether it is the start itself, ``begin``: name →
+    (S, k_name) the coefficients begun from}). No screen: (u0, {})."""
     if stage.map_screen is None:
         return u0, {}
-    s, keep = float(stage.map_screen), stage.map_screen_keep
+    s, keep = float(stage.map_screen), 1 + stage.map_screen_keep
     maps = [p.name for p in pset.free if p.scope == "map"]
     widths = [u0[n].shape[-1] for n in maps]
     offsets = np.asarray(list(itertools.product((0.0, -s, s), repeat=sum(widths))))
@@ -985,7 +990,7 @@ def _screen(problem, stage, pset, u0, fixed, root, index):
 
     padded = np.concatenate([offsets, np.zeros((-len(offsets) % SCREEN_BATCH, offsets.shape[1]))])
     n_starts = len(jax.tree.leaves(u0)[0])
-    begin, start_loss, best_loss, ranks = [], [], [], []
+    begin, start_loss, loss_of, ranks, handed = [], [], [], [], []
     for i in range(0, n_starts, keep):
         u, fx = _take(u0, i), batch(_take(fixed, i))
         losses = []
@@ -998,23 +1003,26 @@ def _screen(problem, stage, pset, u0, fixed, root, index):
             loss = _stage_loss(problem, pset, cand, fx, keys, stage.noise_average)
             losses.append(np.asarray(loss)[:, 0])
         losses = np.concatenate(losses)[: len(offsets)]
-        order = np.argsort(losses, kind="stable")  # the start itself first on ties
-        for rank in range(keep):
-            j = int(order[rank])
+        order = np.argsort(losses, kind="stable")
+        place = np.empty(len(order), int)
+        place[order] = np.arange(len(order))
+        for j in [0, *(j for j in order if j != 0)][:keep]:  # offsets[0] is the start
             chosen = dict(u)
             for n, off in zip(maps, np.split(offsets[j], splits), strict=True):
                 chosen[n] = u[n] + jnp.asarray(off, u[n].dtype)
             begin.append(chosen)
             start_loss.append(float(losses[0]))
-            best_loss.append(float(losses[j]))
-            ranks.append(rank)
+            loss_of.append(float(losses[j]))
+            ranks.append(int(place[j]))
+            handed.append(j == 0)
     stacked = jax.tree.map(lambda *x: jnp.stack(x), *begin)
     return stacked, {
         "spread": s,
         "candidates": len(offsets),
         "start_loss": np.asarray(start_loss),
-        "loss": np.asarray(best_loss),
+        "loss": np.asarray(loss_of),
         "rank": np.asarray(ranks),
+        "handed": np.asarray(handed),
         "begin": {n: np.asarray(stacked[n], np.float64) for n in maps},
     }
 
@@ -1109,6 +1117,7 @@ def _screen_of(screen: Mapping[str, Any], best: int) -> dict[str, Any]:
         "start_loss": float(screen["start_loss"][best]),
         "loss": float(screen["loss"][best]),
         "rank": int(screen["rank"][best]),
+        "handed": bool(screen["handed"][best]),
         "begin": {n: [float(x) for x in v[best]] for n, v in screen["begin"].items()},
     }
 

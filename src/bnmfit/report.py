@@ -1019,21 +1019,25 @@ def _judge_table(s: dict[str, Any]) -> str:
 
 
 def _screen_note(st: Mapping[str, Any]) -> str:
-    """One sentence on where a stage that screened map starts began (HTML)."""
+    """One sentence on which descent a stage that screened map starts kept (HTML)."""
     sc = st["screen"]
-    rank = int(sc.get("rank", 0))
-    which = "the best" if rank == 0 else f"number {rank + 1} by loss"
+    n, rank = _num(sc.get("candidates")), int(sc.get("rank", 0)) + 1
+    if sc.get("handed"):
+        return (
+            f'<p class="muted">Stage {_esc(st["name"])} kept its descent from the start it '
+            f"was handed (number {rank} of {n} screened map starts by data loss, "
+            f"{_num(sc.get('start_loss'))}).</p>"
+        )
     coef = "; ".join(
-        f"{_esc(n)} " + ", ".join(f"{float(x):+.3g}" for x in v)
-        for n, v in (sc.get("begin") or {}).items()
+        f"{_esc(k)} " + ", ".join(f"{float(x):+.3g}" for x in v)
+        for k, v in (sc.get("begin") or {}).items()
     )
     return (
-        f'<p class="muted">Stage {_esc(st["name"])} began at {which} of '
-        f"{_num(sc.get('candidates'))} screened map starts (each coefficient ± "
-        f"{_num(sc.get('spread'))} around its start; its data loss "
-        f"{_num(sc.get('loss'))} against {_num(sc.get('start_loss'))} at the start it was "
-        f"handed): {coef} (intercept first). It was judged against the start it was "
-        "handed.</p>"
+        f'<p class="muted">Stage {_esc(st["name"])} kept its descent from screened map start '
+        f"number {rank} of {n} (each coefficient ± {_num(sc.get('spread'))} around the start "
+        f"it was handed; data loss {_num(sc.get('loss'))} against "
+        f"{_num(sc.get('start_loss'))} there): {coef} (intercept first). It was judged "
+        "against the start it was handed.</p>"
     )
 
 

@@ -22,7 +22,8 @@ those two and the node strength of the subject's own training FC (4 coefficients
 Levenberg–Marquardt; ``map_fc_g`` — ``map_fc`` with G refitted beside the coefficients;
 ``regional_debiased``, ``map_fc_g_debiased`` — those two with the loss of their noise seeds
 debiased (``noise_average: fc_debiased``); ``map_fc_g_screen`` — ``map_fc_g`` begun from the
-best two of its 81 screened starts (``map_screen: 0.75``, ``map_screen_keep: 2``); ``group`` — global, then w per left/right
+start the global stage handed it and from the best two others of its 81 screened starts
+(``map_screen: 0.75``, ``map_screen_keep: 2``); ``group`` — global, then w per left/right
 homologue pair (40 values).
 """
 
@@ -99,8 +100,8 @@ RECIPES: dict[str, dict | None] = {
             *_MAP_FC["free_parameters"],
         ],
     },
-    # map_fc_g begun from the best 2 of the 81 screened starts (intercept and 3 map
-    # coefficients each ± 0.75 around the global stage's homogeneous w)
+    # map_fc_g also begun from the best 2 other of the 81 screened starts (intercept and 3
+    # map coefficients each ± 0.75 around the global stage's homogeneous w)
     "map_fc_g_screen": {
         **_MAP_FC,
         "map_screen": 0.75,

@@ -23,8 +23,8 @@ mean FC of ``RUNS`` simulations at the truth (4 × 300 TRs = one HCP session of 
 * ``recovery``: one synthetic subject on ``N_TR`` TRs (replicate 0), fitted as the workflow
   does without the grid over G: a 1-D exploration of a homogeneous w (the config's w axis,
   ``EXPLORE_W`` points), then the map stage from c = 0, a = T⁻¹(w) (with ``--map-screen
-  S``: from the best ``--map-screen-keep`` of the 27 starts a, c1, c2 each ± S around that,
-  ``Stage.map_screen``, keeping the lowest end), Levenberg–Marquardt on
+  S``: also from the best ``--map-screen-keep`` others of the 27 starts a, c1, c2 each ± S
+  around that, ``Stage.map_screen``, keeping the lowest end), Levenberg–Marquardt on
   the ``--noise-average`` loss of ``FIT_NOISE`` fixed noise seeds (``fc_debiased``, the
   default, or ``fc``: the loss of their mean FC, which prefers less noisy FC); fitted vs
   true coefficients (target: within 10 %).
@@ -135,8 +135,9 @@ def _stage(
     map_screen_keep: int = 1,
 ):
     """The map stage: Levenberg–Marquardt on the mean FC of ``n_noise`` fixed noise seeds,
-    its loss debiased (``fc_debiased``) or not (``fc``), from the best ``map_screen_keep``
-    of the 27 screened starts (``map_screen``: the spread) or from the explored w."""
+    its loss debiased (``fc_debiased``) or not (``fc``), from the explored w and (with
+    ``map_screen``, the spread) the best ``map_screen_keep`` other of the 27 screened
+    starts."""
     from bnmfit.fit import Stage
 
     return Stage(
@@ -582,8 +583,8 @@ def run(args) -> dict:
         f"|coefficient|, target of {RUNS} runs.",
         f"fits: 1-D exploration of a homogeneous w ({EXPLORE_W} points), then the map stage, "
         + (
-            f"from the best {fit_kw['map_screen_keep']} of 27 screened starts (a, c1, c2 each "
-            f"± {fit_kw['map_screen']} around the explored w's), "
+            f"from c = 0 and the best {fit_kw['map_screen_keep']} others of 27 screened starts "
+            f"(a, c1, c2 each ± {fit_kw['map_screen']} around the explored w's), "
             if fit_kw["map_screen"]
             else "from c = 0, "
         )
@@ -724,7 +725,7 @@ def main(argv=None) -> dict:
         "--map-screen",
         type=float,
         default=None,
-        help="the map stage's map_screen spread (default: no screen, start from c = 0)",
+        help="the map stage's map_screen spread (default: no screen, only from c = 0)",
     )
     p.add_argument("--map-screen-keep", type=int, default=1, help="screened starts LM runs from")
     return run(p.parse_args(argv))
