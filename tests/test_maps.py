@@ -393,6 +393,14 @@ def test_a_map_screen_also_starts_at_the_best_candidates_and_is_judged_against_i
         for got, want in ((rec.heldout, ref.heldout), (rec.acceptance, ref.acceptance)):
             np.testing.assert_allclose(got["start_loss"], want["start_loss"], rtol=1e-6)
     assert ref.screen == {}
+    # optax stages run the screened starts together, as one batch of starts
+    adam = fit.Stage(
+        "map", (on_map,), learning_rate=0.1, steps=2, n_noise=2, noise_average="fc",
+        map_screen=0.8, map_screen_keep=2, patience=0,
+    )  # fmt: skip
+    (rec,) = fit.refine(prob, [adam], start, **kw).stages
+    assert rec.history["loss"].shape == (2, 3) and len(rec.selection_loss) == 3
+    assert rec.screen["candidates"] == 27 and np.all(np.isfinite(rec.u["w"]))
 
 
 def test_map_screen_needs_few_map_coefficients():

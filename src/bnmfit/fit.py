@@ -701,8 +701,8 @@ def _norm(tree) -> jax.Array:
 def _structural(stage: Stage) -> Stage:
     """The stage with only the fields that change the compiled step (its name, patience,
     min_delta, l2_regional and, without a schedule, steps are set to the same values for
-    every stage: they are arguments of the compiled segment instead; map_screen acts
-    before it)."""
+    every stage: they are arguments of the compiled segment instead; map_screen and
+    map_screen_keep act before it)."""
     return dataclasses.replace(
         stage,
         name="",
@@ -711,6 +711,7 @@ def _structural(stage: Stage) -> Stage:
         min_delta=0.0,
         l2_regional=0.0,
         map_screen=None,
+        map_screen_keep=1,
     )
 
 
