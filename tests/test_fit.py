@@ -604,8 +604,7 @@ def test_every_stage_gets_standard_errors_when_asked(tmp_path):
 
 def test_least_squares_needs_residual_loss_terms():
     """fcd_ks has no residual form: a Gauss–Newton/LM stage is refused before any stage
-    runs, naming the stage and the optimizer; averaging losses over several seeds is not
-    what least squares fits (the mean FC is)."""
+    runs, naming the stage and the optimizer."""
     from bnmfit.losses import Observed
     from bnmfit.problem import Observation
 
@@ -622,23 +621,52 @@ def test_least_squares_needs_residual_loss_terms():
             ConfigError, match=f"stage 'fine': the {optimizer} optimizer needs loss terms with "
         ):
             refine(problem, stages, [GOOD])
-    with pytest.raises(ConfigError, match="stage 's': levenberg-marquardt fits the mean FC"):
-        Stage("s", FREE, optimizer="levenberg-marquardt", n_noise=2)
     with pytest.raises(ConfigError, match="stage 's': noise_average fc_debiased .* n_noise ≥ 2"):
         Stage("s", FREE, n_noise=1, noise_average="fc_debiased")
+
+
+@pytest.mark.parametrize("average", ["loss", "fc"])
+def test_least_squares_residuals_square_to_the_loss_as_the_stage_averages_it(average):
+    """‖r‖² of a least-squares stage's residuals is its loss over its noise seeds, computed
+    here from the problem's own loss: the mean of the single simulations' losses
+    (``loss``: what the held-out and validation scores measure) or the loss of their mean
+    FC (``fc``); the two differ (a mean FC is less noisy), so the test can tell them apart."""
+    from bnmfit.losses import Observed
+    from bnmfit.uncertainty import mean_fc
+
+    problem = small_problem()
+    stage = Stage("s", FREE, optimizer="levenberg-marquardt", n_noise=3, noise_average=average)
+    pset = stage.parameters.bind(problem)
+    u = pset.init(problem, GOOD)
+    fixed = {"tau_s": jnp.asarray(100.0, problem.weights.dtype)}
+    keys = jax.random.split(jax.random.PRNGKey(7), 3)
+    r, loss = fit._residuals(problem, pset, average)(u, (fixed, keys))
+    params = {**fixed, **pset.constrain(u)}
+    each = np.mean([float(problem.loss(params, k)) for k in keys])
+    of_mean = float(problem.loss_of(Observed(mean_fc(problem, params, keys))))
+    want = each if average == "loss" else of_mean
+    assert abs(each - of_mean) > 1e-3
+    assert float(jnp.sum(r**2)) == pytest.approx(want, rel=1e-4)
+    assert float(loss) == pytest.approx(want, rel=1e-5)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "optimizer, average",
-    [("levenberg-marquardt", "fc"), ("gauss-newton", "fc"), ("levenberg-marquardt", "fc_debiased")],
+    [
+        ("levenberg-marquardt", "fc"),
+        ("gauss-newton", "fc"),
+        ("levenberg-marquardt", "fc_debiased"),
+        ("levenberg-marquardt", "loss"),
+    ],
 )
 def test_least_squares_recovers_the_global_coupling(optimizer, average):
     """Fisher scoring on the mean FC of 4 fixed noise seeds, from G 25 % below the truth:
-    G within 5 % of the truth (measured: 0.193 for 0.2, both optimizers; 0.198 debiased),
+    G within 5 % of the truth (measured: 0.193 for 0.2, both optimizers; 0.198 debiased;
+    0.197 on the mean of the 4 seeds' losses),
     the loss never rises (LM refuses steps that would raise it), and the objective ‖r‖² is
     the configured loss (fc_rmse + 0.1 fc_corr) of the mean FC exactly — or, debiased, the
-    debiased loss of the 4 FCs."""
+    debiased loss of the 4 FCs; or (``loss``) the mean of their 4 losses."""
     G0 = 0.2
     problem = synthetic_subject({"G": G0}, G=0.5, w=0.3, runs=4)
     stage = Stage(

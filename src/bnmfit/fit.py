@@ -125,7 +125,7 @@ OPTIMIZERS: tuple[str, ...] = (
 )
 OPTAX_OPTIMIZERS: tuple[str, ...] = ("adam", "adamw", "sgd", "lbfgs")
 SCIPY_METHODS = {"scipy-lbfgsb": "L-BFGS-B", "nelder-mead": "Nelder-Mead", "powell": "Powell"}
-#: least-squares optimisers (optimistix) on the residuals of the mean FC (:func:`_residuals`)
+#: least-squares optimisers (optimistix) on the residuals of the simulated FC (:func:`_residuals`)
 LEAST_SQUARES = {"gauss-newton": optx.GaussNewton, "levenberg-marquardt": optx.LevenbergMarquardt}
 #: optimistix's termination: every change of the unconstrained values and of the residuals
 #: in one step below LSQ_ATOL + LSQ_RTOL · |value| (max norm; 1e-3 in sigmoid units moves a
@@ -182,7 +182,10 @@ class Stage:
             by n_noise. ``fc_debiased``: the loss of the expected FC estimated from the
             n_noise ≥ 2 FCs with their noise's contribution subtracted
             (:func:`bnmfit.losses.debiased_fc_terms`), which removes that bias instead of
-            dividing it. Not with FCD losses (FCDs do not average).
+            dividing it. Not with FCD losses (FCDs do not average). ``loss`` is what the
+            held-out and validation scores measure (one simulation's FC against the data,
+            its bias included); least-squares optimisers fit each of them (see
+            :func:`_residuals`).
         accept_level: the stage hands on its result unless it is worse than its start at
             this significance (see :func:`_judge`; config ``validation.level``).
         map_screen: for stages with parameters of scope map: before the optimiser runs,
@@ -304,15 +307,6 @@ class Stage:
             raise ConfigError(
                 f"stage {self.name!r}: noise_average fc_debiased estimates the noise from the "
                 f"spread of the n_noise simulations: set n_noise ≥ 2, got {self.n_noise}"
-            )
-        if (
-            self.optimizer in LEAST_SQUARES
-            and self.n_noise > 1
-            and self.noise_average not in FC_AVERAGES
-        ):
-            raise ConfigError(
-                f"stage {self.name!r}: {self.optimizer} fits the mean FC of the n_noise "
-                "simulations: set noise_average: fc or fc_debiased (or n_noise: 1)"
             )
 
     @property
@@ -1374,14 +1368,17 @@ def _scipy_callback(stage, s, unravel, state, history, dtype, progress):
 
 
 # ---------------------------------------------------------------------------------------------
-# least squares: Gauss–Newton and Levenberg–Marquardt (optimistix) on the mean FC
+# least squares: Gauss–Newton and Levenberg–Marquardt (optimistix) on fixed noise seeds
 #
 # Fisher scoring: the objective is the loss of the mean FC of the stage's n_noise FIXED noise
 # seeds (a deterministic objective, as for SciPy), written as ½‖r‖² with one residual block
 # per loss term (bnmfit.losses.fc_residual_blocks, whose squared norms are the terms).
+# With noise_average 'loss' the blocks of each seed's own FC are stacked, scaled by
+# 1/sqrt(n_noise): ‖r‖² is the mean of the single simulations' losses, the quantity the
+# held-out and validation scores measure (one simulation's FC against the data).
 #
-# So ‖r‖² is exactly the configured loss of the mean FC, the objective that best-start
-# selection and the end-of-stage guard judge. Gauss–Newton and LM take J (forward mode,
+# So ‖r‖² is exactly the configured loss as the stage averages it, the objective that
+# best-start selection and the end-of-stage guard judge. Gauss–Newton and LM take J (forward mode,
 # jax.linearize) and solve for their step by QR; LM's damping (trust region) refuses steps
 # that do not lower ½‖r‖², including steps into a diverging simulation. fcd_ks has no
 # residual form. With noise_average 'fc_debiased' each block is scaled by
@@ -1408,15 +1405,22 @@ def _least_squares_terms(problem: Problem, stage: Stage) -> tuple[tuple[str, flo
 
 
 def _residuals(problem: Problem, pset: ParameterSet, noise_average: str):
-    """(u, (fixed, keys)) → (residuals of the mean FC of one simulation per key, the
-    problem's loss of that mean FC, or its debiased loss); see the comment above."""
+    """(u, (fixed, keys)) → (residuals, loss) of one simulation per key: the residuals of
+    their mean FC and its loss (``fc``), scaled to its debiased loss (``fc_debiased``), or
+    each simulation's residuals and their mean loss (``loss``); see the comment above."""
     emp = upper(problem.empirical.fc)
     terms = {n: w for n, w in problem.loss_weights if w > 0}
 
     def fn(u, args):
         fixed, keys = args
         params = {**fixed, **pset.constrain(u)}
-        if noise_average != "fc_debiased":
+        if noise_average == "loss":  # one block per simulation: ‖r‖² their mean loss
+            fcs = sample_fc(problem, params, keys)
+            per_sim = jax.vmap(lambda f: fc_residual_blocks(terms, upper(f), emp))(fcs)
+            scale = 1.0 / jnp.sqrt(fcs.shape[0])
+            loss = jax.vmap(lambda f: problem.loss_of(Observed(f)))(fcs).mean()
+            return scale * jnp.concatenate([b.ravel() for b in per_sim.values()]), loss
+        if noise_average == "fc":
             fc = mean_fc(problem, params, keys)
             blocks = fc_residual_blocks(terms, upper(fc), emp)
             return jnp.concatenate(list(blocks.values())), problem.loss_of(Observed(fc))
@@ -1475,8 +1479,8 @@ def _run_least_squares(
     jitted optimistix iteration per step (a step evaluates the residuals and their
     Jacobian at the proposed point), up to ``stage.steps`` or until optimistix's
     termination (:data:`LSQ_RTOL`, :data:`LSQ_ATOL`) or :data:`LSQ_REFUSALS` refusals in a
-    row. History per step at the accepted point: ``loss`` (the problem's loss of
-    the mean FC), ``objective`` (‖r‖²), ``rejected`` (the proposed point was refused: LM's
+    row. History per step at the accepted point: ``loss`` (the data loss as the stage
+    averages it), ``objective`` (‖r‖²), ``rejected`` (the proposed point was refused: LM's
     trust region, or a diverging simulation), no gradient norm. Stages resume from their
     start after an interruption (no checkpoint within the stage)."""
     t_start = time.perf_counter()

@@ -51,6 +51,10 @@ difference between the simulated mean FC's noise and the empirical FC's, of cova
 
     Cov_u = H⁻¹ Bᵀ Σ_δ B H⁻¹,
 
+also for a stage that minimises the mean of its seeds' single-FC losses (``noise_average``
+``loss``): to first order its gradient is Jᵀ W times the seeds' mean deviation, as above;
+the two differ in the second order, in their bias, not in this covariance.
+
 with H over pairs of different Jacobian seeds, and Bᵀ Σ B with the seeds' mean Jacobian
 from the centred sample directly (Σ is never inverted; a pairs estimate of it need not be
 positive, and J̄'s noise can only enlarge it). On a synthetic 80-region subject with three map
