@@ -1378,10 +1378,10 @@ def _scipy_callback(stage, s, unravel, state, history, dtype, progress):
 # held-out and validation scores measure (one simulation's FC against the data).
 #
 # So ‖r‖² is exactly the configured loss as the stage averages it, the objective that
-# best-start selection and the end-of-stage guard judge. Gauss–Newton and LM take J (forward mode,
-# jax.linearize) and solve for their step by QR; LM's damping (trust region) refuses steps
-# that do not lower ½‖r‖², including steps into a diverging simulation. fcd_ks has no
-# residual form. With noise_average 'fc_debiased' each block is scaled by
+# best-start selection and the end-of-stage guard judge. Gauss–Newton and LM take J
+# (forward mode, jax.linearize) and solve for their step by QR; LM's damping (trust
+# region) refuses steps that do not lower ½‖r‖², including steps into a diverging
+# simulation. fcd_ks has no residual form. With noise_average 'fc_debiased' each block is scaled by
 # sqrt(debiased term / term of the mean FC), so ‖r‖² is the debiased loss
 # (bnmfit.losses.debiased_fc_terms) and r keeps the mean FC's direction.
 

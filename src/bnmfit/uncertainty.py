@@ -51,17 +51,16 @@ difference between the simulated mean FC's noise and the empirical FC's, of cova
 
     Cov_u = H⁻¹ Bᵀ Σ_δ B H⁻¹,
 
-also for a stage that minimises the mean of its seeds' single-FC losses (``noise_average``
-``loss``): to first order its gradient is Jᵀ W times the seeds' mean deviation, as above;
-the two differ in the second order, in their bias, not in this covariance.
-
 with H over pairs of different Jacobian seeds, and Bᵀ Σ B with the seeds' mean Jacobian
 from the centred sample directly (Σ is never inverted; a pairs estimate of it need not be
-positive, and J̄'s noise can only enlarge it). On a synthetic 80-region subject with three map
-coefficients the library's Cramér–Rao errors were 7–8 times smaller than the scatter of
-repeated fits, the sandwich's within 20 % of it (docs/science.md). The sandwich needs a
-loss of FC alone (fc_corr, fc_rmse); with an FCD term the Cramér–Rao bound is reported
-(:attr:`Uncertainty.method` says which).
+positive, and J̄'s noise can only enlarge it). The same covariance holds for a stage that
+minimises the mean of its seeds' single-FC losses (``noise_average`` ``loss``): to first
+order its gradient is Jᵀ W times the seeds' mean deviation, as above; the two fits differ
+in the second order (their bias), not in this covariance. On a synthetic 80-region subject
+with three map coefficients the library's Cramér–Rao errors were 7–8 times smaller than
+the scatter of repeated fits, the sandwich's within 20 % of it (docs/science.md). The
+sandwich needs a loss of FC alone (fc_corr, fc_rmse); with an FCD term the Cramér–Rao
+bound is reported (:attr:`Uncertainty.method` says which).
 
 Neglected: Σ's dependence on ``u``, FCD (only FC enters), model misspecification (the
 data are taken to come from the model: the residual's curvature term of the fit's Hessian
