@@ -371,8 +371,7 @@ def main(argv=None) -> dict:
             results[r]["rescore"] = scores[r]
         text += "\n\n" + rescore_table(scores)
     print(text)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{NAME}.json").write_text(json.dumps(results, indent=1, default=float))
+    common.write_json(args.out, NAME, results)
     if args.workdir is None:
         shutil.rmtree(root, ignore_errors=True)
     return results
