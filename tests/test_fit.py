@@ -630,11 +630,14 @@ def test_least_squares_residuals_square_to_the_loss_as_the_stage_averages_it(ave
     """‖r‖² of a least-squares stage's residuals is its loss over its noise seeds, computed
     here from the problem's own loss: the mean of the single simulations' losses
     (``loss``: what the held-out and validation scores measure) or the loss of their mean
-    FC (``fc``); the two differ (a mean FC is less noisy), so the test can tell them apart."""
+    FC (``fc``); the two differ (a mean FC is less noisy), so the test can tell them apart.
+    Both FC terms, so that each seed's fc_rmse block carries its own RMSE."""
     from bnmfit.losses import Observed
     from bnmfit.uncertainty import mean_fc
 
-    problem = small_problem()
+    problem = dataclasses.replace(
+        small_problem(), loss_weights=(("fc_corr", 1.0), ("fc_rmse", 0.5))
+    )
     stage = Stage("s", FREE, optimizer="levenberg-marquardt", n_noise=3, noise_average=average)
     pset = stage.parameters.bind(problem)
     u = pset.init(problem, GOOD)
@@ -661,7 +664,8 @@ def test_least_squares_residuals_square_to_the_loss_as_the_stage_averages_it(ave
     ],
 )
 def test_least_squares_recovers_the_global_coupling(optimizer, average):
-    """Fisher scoring on the mean FC of 4 fixed noise seeds, from G 25 % below the truth:
+    """Fisher scoring on 4 fixed noise seeds (their mean FC, or the mean of their losses),
+    from G 25 % below the truth:
     G within 5 % of the truth (measured: 0.193 for 0.2, both optimizers; 0.198 debiased;
     0.197 on the mean of the 4 seeds' losses),
     the loss never rises (LM refuses steps that would raise it), and the objective ‖r‖² is

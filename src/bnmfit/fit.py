@@ -1370,20 +1370,21 @@ def _scipy_callback(stage, s, unravel, state, history, dtype, progress):
 # ---------------------------------------------------------------------------------------------
 # least squares: Gauss–Newton and Levenberg–Marquardt (optimistix) on fixed noise seeds
 #
-# Fisher scoring: the objective is the loss of the mean FC of the stage's n_noise FIXED noise
-# seeds (a deterministic objective, as for SciPy), written as ½‖r‖² with one residual block
-# per loss term (bnmfit.losses.fc_residual_blocks, whose squared norms are the terms).
-# With noise_average 'loss' the blocks of each seed's own FC are stacked, scaled by
-# 1/sqrt(n_noise): ‖r‖² is the mean of the single simulations' losses, the quantity the
-# held-out and validation scores measure (one simulation's FC against the data).
+# Fisher scoring on the stage's n_noise FIXED noise seeds (a deterministic objective, as for
+# SciPy): with noise_average 'fc' the loss of their mean FC, written as ½‖r‖² with one
+# residual block per loss term (bnmfit.losses.fc_residual_blocks, whose squared norms are
+# the terms). With noise_average 'loss' the blocks of each seed's own FC are stacked,
+# scaled by 1/sqrt(n_noise): ‖r‖² is the mean of the single simulations' losses, the
+# quantity the held-out and validation scores measure (one simulation's FC against the
+# data). With noise_average 'fc_debiased' each block of the mean FC is scaled by
+# sqrt(debiased term / term of the mean FC), so ‖r‖² is the debiased loss
+# (bnmfit.losses.debiased_fc_terms) and r keeps the mean FC's direction.
 #
 # So ‖r‖² is exactly the configured loss as the stage averages it, the objective that
 # best-start selection and the end-of-stage guard judge. Gauss–Newton and LM take J
 # (forward mode, jax.linearize) and solve for their step by QR; LM's damping (trust
 # region) refuses steps that do not lower ½‖r‖², including steps into a diverging
-# simulation. fcd_ks has no residual form. With noise_average 'fc_debiased' each block is scaled by
-# sqrt(debiased term / term of the mean FC), so ‖r‖² is the debiased loss
-# (bnmfit.losses.debiased_fc_terms) and r keeps the mean FC's direction.
+# simulation. fcd_ks has no residual form.
 
 
 def _least_squares_terms(problem: Problem, stage: Stage) -> tuple[tuple[str, float], ...]:

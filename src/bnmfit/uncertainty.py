@@ -53,10 +53,12 @@ difference between the simulated mean FC's noise and the empirical FC's, of cova
 
 with H over pairs of different Jacobian seeds, and Bᵀ Σ B with the seeds' mean Jacobian
 from the centred sample directly (Σ is never inverted; a pairs estimate of it need not be
-positive, and J̄'s noise can only enlarge it). The same covariance holds for a stage that
-minimises the mean of its seeds' single-FC losses (``noise_average`` ``loss``): to first
-order its gradient is Jᵀ W times the seeds' mean deviation, as above; the two fits differ
-in the second order (their bias), not in this covariance. On a synthetic 80-region subject
+positive, and J̄'s noise can only enlarge it). A stage that minimises the mean of its
+seeds' single-FC losses (``noise_average`` ``loss``) gets the same covariance, an
+approximation: to first order its gradient is Jᵀ W times the seeds' mean deviation, as
+above, but its curvature is the mean over single noisy FCs, whose larger RMSE weighs
+fc_rmse against fc_corr slightly differently than W at the expected FC does; and the two
+fits differ in their bias, which no standard error holds. On a synthetic 80-region subject
 with three map coefficients the library's Cramér–Rao errors were 7–8 times smaller than
 the scatter of repeated fits, the sandwich's within 20 % of it (docs/science.md). The
 sandwich needs a loss of FC alone (fc_corr, fc_rmse); with an FCD term the Cramér–Rao

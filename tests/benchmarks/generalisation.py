@@ -259,10 +259,24 @@ def rescore(wd: Path, n: int) -> dict[str, list[float]]:
     return out
 
 
+def _mean_se(x) -> str:
+    """'mean ± SE' of the finite values of ``x``, '—' when fewer than 2 are finite."""
+    import numpy as np
+
+    x = np.asarray(x, dtype=float)
+    x = x[np.isfinite(x)]
+    if x.size < 2:
+        return "—"
+    return f"{x.mean():+.3f} ± {x.std(ddof=1) / np.sqrt(x.size):.3f}"
+
+
 def rescore_table(scores: dict[str, dict[str, list[float]]]) -> str:
     """Per subject: each recipe's mean validation r ± SE over the seeds, and its paired
-    difference from the first recipe ± SE; last row: on how many subjects each recipe's
-    mean is ≥ the first's, and on how many it is below by more than 2 SE."""
+    difference from the first recipe ± SE (over the seeds where both are finite; '—' where
+    a recipe has no run of the subject); last rows: of the subjects both recipes have, on
+    how many each recipe's mean is ≥ the first's, and on how many it is below by more than
+    2 SE. The SEs are those of the scoring noise; the fits' own noise seeds are not
+    resampled."""
     import numpy as np
 
     recipes = list(scores)
@@ -271,22 +285,24 @@ def rescore_table(scores: dict[str, dict[str, list[float]]]) -> str:
     head = ["subject"] + [f"{r} val r" for r in recipes]
     head += [f"{r} − {first}" for r in recipes[1:]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    ge = dict.fromkeys(recipes[1:], 0)
-    below = dict.fromkeys(recipes[1:], 0)
+    ge, below, both = ({r: 0 for r in recipes[1:]} for _ in range(3))
     for s in subjects:
-        cells = [s]
-        for r in recipes:
-            x = np.asarray(scores[r].get(s, [np.nan]))
-            cells.append(f"{x.mean():.3f} ± {x.std(ddof=1) / np.sqrt(x.size):.3f}")
+        cells = [s] + [_mean_se(scores[r].get(s, [])).lstrip("+") for r in recipes]
         for r in recipes[1:]:
-            d = np.asarray(scores[r].get(s, [np.nan])) - np.asarray(scores[first].get(s, [np.nan]))
-            m, se = d.mean(), d.std(ddof=1) / np.sqrt(d.size)
-            ge[r] += bool(m >= 0)
-            below[r] += bool(m < -2 * se)
-            cells.append(f"{m:+.3f} ± {se:.3f}")
+            if s not in scores[r] or s not in scores[first]:
+                cells.append("—")
+                continue
+            d = np.asarray(scores[r][s], float) - np.asarray(scores[first][s], float)
+            d = d[np.isfinite(d)]
+            cells.append(_mean_se(d))
+            if d.size >= 2:
+                se = d.std(ddof=1) / np.sqrt(d.size)
+                both[r] += 1
+                ge[r] += bool(d.mean() >= 0)
+                below[r] += bool(d.mean() < -2 * se)
         lines.append("| " + " | ".join(cells) + " |")
     summary = [
-        f"{r}: ≥ {first} on {ge[r]} of {len(subjects)}, below by > 2 SE on {below[r]}"
+        f"{r}: ≥ {first} on {ge[r]} of {both[r]}, below by > 2 SE on {below[r]}"
         for r in recipes[1:]
     ]
     return "\n".join(lines + [""] + summary)
@@ -354,12 +370,14 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     if args.collect_only and args.workdir is None:
         p.error("--collect-only reads the runs of --workdir: give it")
-    if args.rescore == 1:
-        p.error("--rescore needs at least 2 seeds for a standard error")
+    if args.rescore < 0 or args.rescore == 1:
+        p.error("--rescore needs at least 2 seeds for a standard error (0: no rescoring)")
     root = args.workdir or Path(tempfile.mkdtemp(prefix="bnmfit-generalisation-"))
     results = {}
     for recipe in args.recipes.split(","):
         if args.collect_only:
+            if not (root / recipe / "results" / "config.yaml").is_file():
+                p.error(f"--collect-only: no run of {recipe} in {root / recipe}")
             results[recipe] = {"subjects": _collect(root / recipe)}
         else:
             results[recipe] = run_recipe(root, recipe, args.cores)
