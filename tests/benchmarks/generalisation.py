@@ -13,13 +13,18 @@ and the CPU time of the subject's explore, gather and refine jobs (user + sys, S
 benchmark files).
 
     python -m tests.benchmarks.generalisation [--recipes regional,map] [--cores 2]
-        [--out DIR] [--workdir DIR] [--rescore N] [--collect-only]
+        [--out DIR] [--workdir DIR] [--rescore N] [--transfer N] [--collect-only]
 
 The workflow scores each fit on 2 held-out noise seeds, too few to tell two recipes apart by
 a few thousandths. ``--rescore N`` simulates every recipe's final fit again on N further
 seeds (``RESCORE_SEED`` + 0 … N − 1, the same seeds for every recipe, so the recipes'
 noise is paired) and reports per subject the mean validation FC r ± its standard error, and
 each recipe's paired difference from the first recipe's ± its standard error.
+``--transfer N`` scores each recipe's last stage at its start and at its end on N such
+seeds, against the training and against the validation FC: the ratio of the two gains says
+how much of what the stage learnt from the training half holds on the validation half (near
+1: the stage did not overfit the training half, and a validation split of this kind cannot
+reward fitting fewer numbers).
 ``--collect-only`` reads the runs already in ``--workdir`` (one directory per recipe)
 instead of running them.
 
@@ -50,6 +55,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 from tests.benchmarks import common
 
@@ -236,33 +243,85 @@ def _collect(wd: Path) -> dict:
     return out
 
 
-def rescore(wd: Path, n: int) -> dict[str, list[float]]:
-    """Subject → validation FC r of its final fit on each of ``n`` noise seeds
-    (``RESCORE_SEED`` + i), simulated from its files in ``wd`` with the run's config."""
-    from bnmfit import recipe, scoring
+def _problems(wd: Path):
+    """(fitted params, fit file path, problem) of every subject of the run in ``wd``, each
+    problem built from the subject's files with the run's config."""
+    from bnmfit import recipe
     from bnmfit.config import load_config
     from bnmfit.results import FittedParams
 
     cfg = load_config(wd / "results" / "config.yaml")
-    seeds = [RESCORE_SEED + i for i in range(n)]
-    out = {}
     for path in sorted(wd.glob("results/sub-*/sub-*_desc-fitted_params.json")):
         fitted = FittedParams.read(path)
         s = fitted.subject
         conn, emp = (path.parent / f"sub-{s}_{x}.h5" for x in ("connectome", "desc-empirical_fc"))
-        problem = recipe.problem_from_files(cfg, conn, emp)
-        params = {**fitted.fixed, **fitted.params}
-        out[s] = [
-            scoring.score_heldout(problem, params, [seed]).metrics["validation_fc_r"]
-            for seed in seeds
-        ]
+        yield fitted, path.parent / f"sub-{s}_fit.h5", recipe.problem_from_files(cfg, conn, emp)
+
+
+def _scores(problem, params, n: int, key: str = "validation_fc_r") -> list[float]:
+    """``key`` of ``params`` simulated on each of ``n`` noise seeds (``RESCORE_SEED`` + i)."""
+    from bnmfit import scoring
+
+    return [
+        scoring.score_heldout(problem, params, [RESCORE_SEED + i]).metrics[key] for i in range(n)
+    ]
+
+
+def rescore(wd: Path, n: int) -> dict[str, list[float]]:
+    """Subject → validation FC r of its final fit on each of ``n`` noise seeds
+    (``RESCORE_SEED`` + i), simulated from its files in ``wd`` with the run's config."""
+    return {
+        fitted.subject: _scores(problem, {**fitted.fixed, **fitted.params}, n)
+        for fitted, _, problem in _problems(wd)
+    }
+
+
+def transfer(wd: Path, n: int) -> dict[str, dict[str, list[float]]]:
+    """Subject → how much of the last stage's gain on its training data carries over to its
+    validation data: per noise seed (``RESCORE_SEED`` + i, the same for the stage's start
+    and end), the final fit's held-out-noise FC r (against the training FC) minus the
+    stage start's (``train``) and its validation FC r minus the start's (``validation``).
+    The start is the first row of the stage's recorded trajectory, so every free parameter
+    of the stage must be global or regional (a map or group stage records coefficients)."""
+    from bnmfit.results import FitFile
+
+    out = {}
+    for fitted, fit_path, problem in _problems(wd):
+        end = {**fitted.fixed, **fitted.params}
+        stage = FitFile.read(fit_path).stages[-1]
+        traj = {**stage.traj, **stage.traj_regional}
+        if missing := sorted(set(stage.free) - set(traj)):
+            raise ValueError(
+                f"sub-{fitted.subject}: stage {stage.name!r} records no start of {missing} "
+                "(map or group coefficients); --transfer needs global or regional parameters"
+            )
+        start = {**end, **{k: traj[k][0].reshape(np.shape(end[k])) for k in stage.free}}
+        out[fitted.subject] = {
+            kind: list(np.subtract(_scores(problem, end, n, key), _scores(problem, start, n, key)))
+            for kind, key in (("train", "fc_r"), ("validation", "validation_fc_r"))
+        }
     return out
+
+
+def transfer_table(gains: dict[str, dict[str, list[float]]]) -> str:
+    """Per subject: the last stage's gain in held-out-noise FC r and in validation FC r,
+    each mean ± SE over the paired seeds, and their ratio (1: what the stage learnt from the
+    training data holds as well on the validation data; ≪ 1: it fitted what the halves do
+    not share)."""
+    lines = [
+        "| subject | gain, training FC r | gain, validation FC r | validation / training |",
+        "|---|---|---|---|",
+    ]
+    for s, g in sorted(gains.items()):
+        t, v = (np.nanmean(g[k]) for k in ("train", "validation"))
+        lines.append(
+            f"| {s} | {_mean_se(g['train'])} | {_mean_se(g['validation'])} | {v / t:.2f} |"
+        )
+    return "\n".join(lines)
 
 
 def _mean_se(x) -> str:
     """'mean ± SE' of the finite values of ``x``, '—' when fewer than 2 are finite."""
-    import numpy as np
-
     x = np.asarray(x, dtype=float)
     x = x[np.isfinite(x)]
     if x.size < 2:
@@ -277,8 +336,6 @@ def rescore_table(scores: dict[str, dict[str, list[float]]]) -> str:
     how many each recipe's mean is ≥ the first's, and on how many it is below by more than
     2 SE. The SEs are those of the scoring noise; the fits' own noise seeds are not
     resampled."""
-    import numpy as np
-
     recipes = list(scores)
     first = recipes[0]
     subjects = sorted(set().union(*(scores[r] for r in recipes)))
@@ -363,6 +420,14 @@ def main(argv=None) -> dict:
         help="score every final fit again on N paired noise seeds (≥ 2)",
     )
     p.add_argument(
+        "--transfer",
+        type=int,
+        default=0,
+        metavar="N",
+        help="score every last stage's start and end on N paired noise seeds, on the "
+        "training and the validation data (global and regional stages only)",
+    )
+    p.add_argument(
         "--collect-only",
         action="store_true",
         help="read the runs already in --workdir instead of running them",
@@ -370,8 +435,9 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     if args.collect_only and args.workdir is None:
         p.error("--collect-only reads the runs of --workdir: give it")
-    if args.rescore < 0 or args.rescore == 1:
-        p.error("--rescore needs at least 2 seeds for a standard error (0: no rescoring)")
+    for opt in ("rescore", "transfer"):
+        if getattr(args, opt) < 0 or getattr(args, opt) == 1:
+            p.error(f"--{opt} needs at least 2 seeds for a standard error (0: none)")
     root = args.workdir or Path(tempfile.mkdtemp(prefix="bnmfit-generalisation-"))
     results = {}
     for recipe in args.recipes.split(","):
@@ -388,6 +454,9 @@ def main(argv=None) -> dict:
         for r in results:
             results[r]["rescore"] = scores[r]
         text += "\n\n" + rescore_table(scores)
+    for r in results if args.transfer else ():
+        results[r]["transfer"] = transfer(root / r, args.transfer)
+        text += f"\n\n{r}, its last stage:\n" + transfer_table(results[r]["transfer"])
     print(text)
     common.write_json(args.out, NAME, results)
     if args.workdir is None:
