@@ -168,7 +168,8 @@ def test_the_default_config_is_valid_and_is_the_tutorial_recipe():
     stages = cfg["refinement"]["stages"]
     assert [s["name"] for s in stages] == ["global", "regional"]
     assert {f["name"] for f in stages[0]["free_parameters"]} == {"G", "w"}
-    assert [(f["name"], f["scope"]) for f in stages[1]["free_parameters"]] == [("w", "regional")]
+    regional = [(f["name"], f["scope"]) for f in stages[1]["free_parameters"]]
+    assert regional == [("w", "regional"), ("I_o", "regional")]  # as the tutorial
     assert stages[0]["optimizer"] == "adam"
 
 

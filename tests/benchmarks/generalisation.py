@@ -28,7 +28,9 @@ reward fitting fewer numbers).
 ``--collect-only`` reads the runs already in ``--workdir`` (one directory per recipe)
 instead of running them.
 
-Recipes (``RECIPES``): ``regional`` — the base recipe (global (G, w), then 80 regional w);
+Recipes (``RECIPES``): ``regional`` — the base recipe (global (G, w), then 80 regional w
+and 80 regional I_o); ``regional_w`` — the same with w alone free in the regional stage, at
+learning rate 0.2 (the base recipe until I_o was freed too; issue 23's reference recipe);
 ``map`` — global (G, w), then w as a map of the SC's node strength and the cohort's
 leave-one-out principal FC gradient (3 coefficients); ``map_fc`` — global, then w as a map of
 those two and the node strength of the subject's own training FC (4 coefficients), fitted by
@@ -86,6 +88,8 @@ _MAP_FC = {
 #: each recipe's last stage (after the base recipe's global stage); None: the base recipe
 RECIPES: dict[str, dict | None] = {
     "regional": None,
+    # the base recipe's regional stage before it freed I_o (issue 23's reference recipe)
+    "regional_w": {**_REGIONAL, "free_parameters": [{**_W, "scope": "regional"}]},
     "map": {
         **_REGIONAL,
         "name": "map",

@@ -1,4 +1,4 @@
-"""W5 — one subject's whole fit: 16 × 16 grid → global Adam (100 steps) → regional w (100 steps).
+"""W5 — one subject's whole fit: 16 × 16 grid → global Adam (100 steps) → regional (100 steps).
 
 bnmfit runs its default pipeline (config/config.yaml, as the workflow's explore → refine rules
 run it: exploration on the config's ranges, the best grid point as the start, the config's
@@ -9,7 +9,8 @@ Wong-Wang tutorial (docs/workflows/RWW.qmd): a transient run whose end state see
 history, the tutorial's HRF ``Bold`` monitor, loss = RMSE(FC, target) with 20 TRs skipped, a
 product grid over (G, w) in [0.001, 0.7] (ParallelExecution, both cores),
 ``optax.adam(0.01, b2=0.9999)`` on global (G, w) from (0.5, 0.5), then
-``optax.adam(0.004, b2=0.999)`` on regional w with G fixed — one noise key throughout.
+``optax.adam(0.004, b2=0.999)`` on regional w and I_o (the tutorial frees both, unbounded)
+with G fixed — one noise key throughout.
 
 Both fit sub-01 of the bundled cohort (SC read and normalised by bnmfit.io/Connectome; the
 empirical FC is bnmfit's of the subject's BOLD) and simulate the same BOLD length (the config's
@@ -34,7 +35,7 @@ from tests.benchmarks import common
 
 NAME = "w5_fit"
 MODULE = f"tests.benchmarks.{NAME}"
-TITLE = "W5 — one subject's fit: 16 × 16 grid → global Adam → regional w (held-out FC r)"
+TITLE = "W5 — one subject's fit: 16 × 16 grid → global Adam → regional (held-out FC r)"
 CONFIG = common.REPO_ROOT / "config" / "config.yaml"
 HELDOUT = tuple(range(2000, 2005))  # noise seeds neither tool fits on
 EVAL_TR = 300  # BOLD length (TRs after the transient) of every held-out simulation
@@ -259,10 +260,10 @@ def tvboptim_recipe(
     grid, then ``steps[0]`` global and ``steps[1]`` regional Adam steps, one noise key
     throughout; ``n_tr`` BOLD TRs of ``tr`` s kept after its first 20.
 
-    Returns ``(stages, simulate_fc, fit_key)``: per stage its ``params`` (G, w) and its
-    ``wall_s``/``cpu_s`` (compilation included); ``simulate_fc(G, w, key)`` the FC that
-    tvboptim's simulator gives for (G, w) on a noise key (jitted, not timed); the key of
-    the fit."""
+    Returns ``(stages, simulate_fc, fit_key)``: per stage its ``params`` (G, w; the
+    regional stage's I_o too) and its ``wall_s``/``cpu_s`` (compilation included);
+    ``simulate_fc(params, key)`` the FC that tvboptim's simulator gives for a stage's
+    ``params`` on a noise key (jitted, not timed); the key of the fit."""
     import copy
 
     import jax
@@ -340,6 +341,8 @@ def tvboptim_recipe(
     t0 = (time.perf_counter(), cpu_s())
     het = copy.deepcopy(fitted)
     het.dynamics.w.shape = (n_nodes,)
+    het.dynamics.I_o = Parameter(het.dynamics.I_o)  # the tutorial frees I_o per region too
+    het.dynamics.I_o.shape = (n_nodes,)
     het.coupling.instant.G = het.coupling.instant.G.value
     fitted_het, _ = OptaxOptimizer(loss, optax.adam(TV_REGIONAL_LR, b2=0.999)).run(
         het, max_steps=steps[1]
@@ -349,6 +352,7 @@ def tvboptim_recipe(
         "params": {
             "G": float(np.asarray(fitted_het.coupling.instant.G)),
             "w": np.asarray(fitted_het.dynamics.w.value).ravel().tolist(),
+            "I_o": np.asarray(fitted_het.dynamics.I_o.value).ravel().tolist(),
         },
         **since(t0),
     }
@@ -356,16 +360,19 @@ def tvboptim_recipe(
     base = copy.deepcopy(state)
     base.coupling.instant.G = 0.5
     base.dynamics.w = jnp.full((n_nodes,), 0.5)
+    base.dynamics.I_o = jnp.full((n_nodes,), 0.32)
 
     @jax.jit
-    def fc_of(st, g, w, key):
-        return observation(
-            common.with_leaves(st, **{"coupling.instant.G": g, "dynamics.w": w, "noise.key": key})
-        )
+    def fc_of(st, g, w, i_o, key):
+        leaves = {"coupling.instant.G": g, "dynamics.w": w, "dynamics.I_o": i_o, "noise.key": key}
+        return observation(common.with_leaves(st, **leaves))
 
-    def simulate_fc(g, w, key):
-        g = jnp.asarray(g, jnp.float64)
-        return fc_of(base, g, jnp.broadcast_to(jnp.asarray(w, jnp.float64), (n_nodes,)), key)
+    def simulate_fc(params, key):
+        def regional(v):
+            return jnp.broadcast_to(jnp.asarray(v, jnp.float64), (n_nodes,))
+
+        g = jnp.asarray(params["G"], jnp.float64)
+        return fc_of(base, g, regional(params["w"]), regional(params.get("I_o", 0.32)), key)
 
     return stages_out, simulate_fc, base.noise.key
 
@@ -383,10 +390,10 @@ def case_tvboptim(grid: int, steps: int, n_tr: int, subject: str) -> dict:
     )
     fc_target = jnp.asarray(s["fc"])
     for st in stages_out.values():
-        g, w = st["params"]["G"], st["params"]["w"]
-        scores = [fc_scores(simulate_fc(g, w, jax.random.key(sd)), fc_target) for sd in HELDOUT]
+        par = st["params"]
+        scores = [fc_scores(simulate_fc(par, jax.random.key(sd)), fc_target) for sd in HELDOUT]
         st.update(_summary(scores))
-        st["fit_r"] = float(fc_scores(simulate_fc(g, w, fit_key), fc_target)[0])
+        st["fit_r"] = float(fc_scores(simulate_fc(par, fit_key), fc_target)[0])
         st["bounds"] = _bounds_report(st["params"])
     t1 = (n_tr + common.DISCARD_TR) * s["tr"] * 1000.0
     return {"stages": stages_out, "dtype": "float64", "dt": TV_DT, "t1_ms": t1, "n_tr_kept": n_tr}
@@ -484,8 +491,8 @@ def run(args) -> dict:
             f"tvboptim: float64, dt {tv['dt']} ms, t1 {tv['t1_ms'] / 1000:.1f} s after a "
             "transient run of the same length, tutorial HRF Bold, first 20 TRs skipped; loss "
             "RMSE(FC); global Adam(0.01, b2=0.9999) from (G, w) = (0.5, 0.5) as in the "
-            "tutorial (the grid does not seed it); regional Adam(0.004) on w only (the "
-            "tutorial also frees I_o)."
+            "tutorial (the grid does not seed it); regional Adam(0.004) on w and I_o, "
+            "unbounded, as the tutorial."
         )
     elif not peers:
         notes.append("tvboptim not measured (--no-peers or not installed).")

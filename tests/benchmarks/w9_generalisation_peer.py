@@ -17,8 +17,8 @@ by one scorer on data neither fitted on.
   computed: they are not part of the fitted numbers, and the peer has none.
 - tvboptim 0.4.0: its Reduced Wong-Wang tutorial recipe as W5 runs it
   (:func:`tests.benchmarks.w5_fit.tvboptim_recipe`: a G × w grid on both cores, global Adam
-  from (0.5, 0.5), regional Adam on w, one noise key, float64, dt 4 ms), at W5's sizes by
-  default (16 × 16, 100 + 100 steps; the tutorial itself runs 32 × 32 and 300 + 200, which
+  from (0.5, 0.5), regional Adam on w and I_o, one noise key, float64, dt 4 ms), at W5's
+  sizes by default (16 × 16, 100 + 100 steps; the tutorial itself runs 32 × 32 and 300 + 200, which
   would cost it more), on the same training FC and the same simulated length (the config's
   300 TRs after its transient).
 - One scorer: every stage's fitted parameters of both libraries simulated by bnmfit's
@@ -226,7 +226,7 @@ def case_tvboptim(workdir: str, grid: int, steps: list[int], n_tr: int, seeds: l
     fit = {k: sum(st[k] for st in stages.values()) for k in ("wall_s", "cpu_s")}
     targets = {"validation_fc_r": emp.validation.fc, "fc_r": emp.fc}
     for st in stages.values():
-        fcs = [simulate_fc(st["params"]["G"], st["params"]["w"], jax.random.key(s)) for s in seeds]
+        fcs = [simulate_fc(st["params"], jax.random.key(s)) for s in seeds]
         st["own_simulator"] = {
             name: [float(w5_fit.fc_scores(fc, jnp.asarray(t))[0]) for fc in fcs]
             for name, t in targets.items()
@@ -384,7 +384,7 @@ def run(args) -> dict:
         f"{args.seeds[-1]} (mean ± sd over {len(args.seeds)}); validation FC = the last half of "
         "the subject's volumes, held-out-noise FC r = against the training FC (the first half).",
         f"tvboptim: its RWW tutorial recipe, {args.tv_grid} × {args.tv_grid} grid, Adam "
-        f"{args.tv_steps[0]} global + {args.tv_steps[1]} regional steps, float64, dt "
+        f"{args.tv_steps[0]} global + {args.tv_steps[1]} regional steps (w and I_o), float64, dt "
         f"{w5_fit.TV_DT} ms, XLA's defaults; '(own simulator)': its parameters scored by its "
         "own simulator on held-out keys against the validation FC.",
         "CPU s = user + sys of the fit in its process (getrusage), compilation included, data "
