@@ -338,6 +338,16 @@ def tvboptim_setup(
     return TvbOptimSetup(model, state, tvboptim_bold_monitor(dt), int(round(t1 / dt)))
 
 
+def regional_w_stage(stage):
+    """``stage`` with w as its only free parameter, at learning rate 0.2: the regional stage
+    of config/config.yaml before it freed I_o too, which the benchmarks about the 80
+    regional w (recovery, uncertainty_cost) measure."""
+    import dataclasses
+
+    free = tuple(p for p in stage.free if p.name == "w")
+    return dataclasses.replace(stage, free=free, learning_rate=0.2)
+
+
 def upper_pearson_loss(fc, fc_emp):
     """1 - Pearson r of the upper triangles (k = 1): the same formula for both libraries."""
     import jax.numpy as jnp

@@ -11,7 +11,8 @@ known truth (``RUNS`` × 300 TRs = one HCP session). The cases:
   pair is reported, not asserted.
 * ``G``: the same truth with w known: a grid over G alone, then the global stage on G.
 * ``regional``: w per region (a permuted ramp around w0) with G known; the regional stage
-  from the homogeneous w0; the Pearson r of the fitted and the true pattern.
+  with w alone free (:func:`tests.benchmarks.common.regional_w_stage`) from the homogeneous
+  w0; the Pearson r of the fitted and the true pattern.
 * ``global bound`` and ``regional bound``: how well *any* unbiased estimator could recover
   the parameters from the synthetic FC (the Cramér–Rao bound, computed by
   :mod:`bnmfit.uncertainty`, which gives every fit its standard errors): the Jacobian J of
@@ -64,6 +65,7 @@ def case_recovery(grid: int, steps: int) -> dict:
     dtype = base.weights.dtype
     n = base.weights.shape[0]
     global_stage, regional_stage = build_stages(cfg)
+    regional_stage = common.regional_w_stage(regional_stage)  # 80 w, as the bound
     ref = cfg["refinement"]
     heldout = tuple(int(x) for x in ref["heldout_seeds"])
 
