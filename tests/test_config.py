@@ -158,7 +158,7 @@ def test_the_publication_recipe_is_a_valid_override_with_few_identifiable_number
     assert [(p.name, p.scope, p.maps) for p in maps.free] == [
         ("w", "map", ("strength", "fc_gradient")),
         ("I_o", "map", ("strength", "fc_gradient")),
-    ]  # 2 × (1 + 2) = 6 coefficients, not 80 regional values
+    ]  # 2 × (1 + 2) = 6 coefficients, not the base recipe's 160 regional values
 
 
 def test_the_default_config_is_valid_and_is_the_tutorial_recipe():

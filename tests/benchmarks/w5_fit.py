@@ -41,7 +41,7 @@ HELDOUT = tuple(range(2000, 2005))  # noise seeds neither tool fits on
 EVAL_TR = 300  # BOLD length (TRs after the transient) of every held-out simulation
 DEVICES = 2
 #: the physiological domain every fitted parameter is checked against
-DOMAIN = {"G": (0.0, float("inf")), "w": (0.0, 1.0)}
+DOMAIN = {"G": (0.0, float("inf")), "w": (0.0, 1.0), "I_o": (0.0, 1.0)}
 #: the tutorial's recipe
 TV_DT, TV_SIGMA, TV_RANGE = 4.0, 0.00283, (0.001, 0.7)
 TV_GLOBAL_LR, TV_REGIONAL_LR = 0.01, 0.004
@@ -112,11 +112,14 @@ def problem_of(cfg: dict, s: dict):
 
 
 def _bounds_report(values: dict) -> dict:
-    """Per parameter: how many values lie outside :data:`DOMAIN`, and the range."""
+    """Per parameter of ``values``: how many values lie outside :data:`DOMAIN`, and the
+    range."""
     import numpy as np
 
     out = {}
     for name, (lo, hi) in DOMAIN.items():
+        if name not in values:
+            continue
         v = np.atleast_1d(np.asarray(values[name], np.float64))
         out[name] = {
             "outside": int(np.sum((v < lo) | (v > hi))),
@@ -215,6 +218,7 @@ def case_bnmfit(
         params = st["params"]
         st.update(on_heldout(params))
         full = {"G": params.get("G", problem.G), "w": params.get("w", problem.model.w)}
+        full["I_o"] = params.get("I_o", problem.model.I_o)
         st["bounds"] = _bounds_report(full)
     spec = problem.spec
     return {
@@ -473,7 +477,8 @@ def run(args) -> dict:
         "fit; '(on its fitting noise)': tvboptim's r on the one noise key it was fitted on; "
         "RMSE and mean FC (upper triangles, mean over the same seeds) show whether the FC "
         "level is matched too (a model can raise r by over-synchronising).",
-        "Domain checked: G ≥ 0, 0 ≤ w ≤ 1 (bnmfit's bounds are [0.001, 1] transforms).",
+        "Domain checked: G ≥ 0, 0 ≤ w ≤ 1, 0 ≤ I_o ≤ 1 (bnmfit's bounds are sigmoid "
+        "transforms: w in [0.001, 1], I_o in [0.2, 0.5]).",
     ]
     if not bn.get("error"):
         notes.append(
