@@ -28,18 +28,18 @@ reward fitting fewer numbers).
 ``--collect-only`` reads the runs already in ``--workdir`` (one directory per recipe)
 instead of running them.
 
-Recipes (``RECIPES``): ``regional`` — the base recipe (global (G, w), then 80 regional w
-and 80 regional I_o); ``regional_w`` — the same with w alone free in the regional stage, at
-learning rate 0.2 (the base recipe until I_o was freed too; issue 23's reference recipe);
-``map`` — global (G, w), then w as a map of the SC's node strength and the cohort's
-leave-one-out principal FC gradient (3 coefficients); ``map_fc`` — global, then w as a map of
-those two and the node strength of the subject's own training FC (4 coefficients), fitted by
+Recipes (``RECIPES``): ``regional`` — the base recipe (global (G, w), then 80 regional w and 80
+regional I_o); ``regional_w`` — the same with w alone free in the regional stage, at learning
+rate 0.2 (the base recipe until I_o was freed too; issue 23's reference recipe); ``map`` —
+global (G, w), then w as a map of the SC's node strength and the cohort's leave-one-out
+principal FC gradient (3 coefficients); ``map_fc`` — global, then w as a map of those two and
+the node strength of the subject's own training FC (4 coefficients), fitted by
 Levenberg–Marquardt; ``map_fc_g`` — ``map_fc`` with G refitted beside the coefficients;
-``regional_debiased``, ``map_fc_g_debiased`` — those two with the loss of their noise seeds
-debiased (``noise_average: fc_debiased``); ``map_fc_g_screen`` — ``map_fc_g`` begun from the
-start the global stage handed it and from the best two others of its 81 screened starts
-(``map_screen: 0.75``, ``map_screen_keep: 2``); ``map_fc_g_loss`` — ``map_fc_g`` fitted to
-the mean of its 4 seeds' single-simulation losses (``noise_average: loss``: what the scores
+``regional_debiased``, ``map_fc_g_debiased`` — ``regional_w`` and ``map_fc_g`` with the loss of
+their noise seeds debiased (``noise_average: fc_debiased``); ``map_fc_g_screen`` — ``map_fc_g``
+begun from the start the global stage handed it and from the best two others of its 81 screened
+starts (``map_screen: 0.75``, ``map_screen_keep: 2``); ``map_fc_g_loss`` — ``map_fc_g`` fitted
+to the mean of its 4 seeds' single-simulation losses (``noise_average: loss``: what the scores
 measure) instead of the loss of their mean FC; ``group`` — global, then w per left/right
 homologue pair (40 values).
 """
